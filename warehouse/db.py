@@ -1,0 +1,71 @@
+"""The one place that builds the engine: `connect()` and `Database.session()`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from .settings import Settings, get_settings
+
+
+class Database:
+    """An engine plus a session factory. Create it with `warehouse.connect()`."""
+
+    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False):
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.drivername != "postgresql+psycopg":
+            raise ValueError(f"cangflow needs a postgresql+psycopg:// URL, got {parsed.drivername}://")
+        self.url = parsed
+        self.engine: Engine = create_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            echo=echo,
+            # Server-side prepared statements after 2 runs: the stock statements are long CTEs
+            # whose planning would otherwise cost more than their execution.
+            connect_args={"prepare_threshold": 2, "application_name": "cangflow"},
+        )
+        event.listen(self.engine, "connect", _set_session_defaults)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: commit when the block ends, roll back when it raises."""
+        with self._sessions() as session:
+            with session.begin():
+                yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)})"
+
+
+def _set_session_defaults(dbapi_connection, _record) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.commit()
+
+
+def resolve_url(url: str | None = None, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    if url:
+        return url
+    if settings.database_url:
+        return settings.database_url
+    from .embedded import postgres_url
+
+    return postgres_url(settings.home)
+
+
+def connect(url: str | None = None, *, pool_size: int = 5) -> Database:
+    """A Database for `url`, else CANGFLOW_DATABASE_URL, else the embedded PostgreSQL."""
+    return Database(resolve_url(url), pool_size=pool_size)

@@ -1,0 +1,58 @@
+"""Errors a caller can act on. Each message says what was asked and why it was refused."""
+
+from __future__ import annotations
+
+
+class WarehouseError(Exception):
+    """Base of every domain error; a rejected operation has written nothing."""
+
+
+class InvalidArgument(WarehouseError, ValueError):
+    pass
+
+
+class InvalidQuantity(InvalidArgument):
+    def __init__(self, value: object, *, field: str = "qty", why: str = "must be a whole number > 0"):
+        self.value = value
+        self.field = field
+        super().__init__(f"{field}={value!r} is not a valid quantity: {why}")
+
+
+class UnknownItem(WarehouseError, LookupError):
+    def __init__(self, kind: str, code: object, *, context: str = ""):
+        self.kind = kind
+        self.code = code
+        where = f" {context}" if context else ""
+        super().__init__(f"unknown {kind} {code!r}{where}")
+
+
+class InsufficientStock(WarehouseError):
+    def __init__(self, *, sku: str, asked: int, available: int, warehouse: str, where: str = ""):
+        self.sku = sku
+        self.asked = asked
+        self.available = available
+        self.warehouse = warehouse
+        scope = f" ({where})" if where else ""
+        super().__init__(
+            f"insufficient stock of sku {sku!r} in warehouse {warehouse!r}{scope}: "
+            f"asked {asked}, available {available}"
+        )
+
+
+class IdempotencyConflict(WarehouseError):
+    def __init__(self, key: str, *, first_operation: str, operation: str):
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was first used for a different request "
+            f"({first_operation} with other arguments); this {operation} was not applied. "
+            "Use a new key for a new request."
+        )
+
+
+class HistoryClosed(WarehouseError):
+    def __init__(self, month: str):
+        self.month = month
+        super().__init__(
+            f"stock history for {month} is closed; a change dated in that month is refused "
+            f"(reopen it with `cangflow history reopen {month} --reason ...`)"
+        )

@@ -1,0 +1,65 @@
+"""Idempotency keys: a request with a key applies once; a repeat returns the first result.
+
+The key row is inserted in the operation's own transaction. A concurrent repeat blocks on the
+unique key until the first commits (then it replays) or rolls back (then it applies itself), so
+there is no window in which both apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .errors import IdempotencyConflict, InvalidArgument
+
+KEY_MAX_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class FirstResult:
+    operation_id: int | None
+    result: Any
+
+
+def request_hash(operation: str, arguments: dict[str, Any]) -> str:
+    canonical = json.dumps({"operation": operation, "arguments": arguments}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate_key(key: object) -> str | None:
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or len(key) > KEY_MAX_LENGTH or "\x00" in key:
+        raise InvalidArgument(f"key={key!r} must be a non-empty string of at most {KEY_MAX_LENGTH} characters")
+    return key
+
+
+def claim(session: Session, key: str, operation: str, arguments: dict[str, Any]) -> FirstResult | None:
+    """Claim `key` for this request. None: go ahead and apply. Otherwise the first result."""
+    digest = request_hash(operation, arguments)
+    inserted = session.execute(
+        text(
+            "INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:key, :operation, :digest) "
+            "ON CONFLICT (key) DO NOTHING RETURNING key"
+        ),
+        {"key": key, "operation": operation, "digest": digest},
+    ).first()
+    if inserted is not None:
+        return None
+    first = session.execute(
+        text("SELECT operation, request_hash, operation_id, result FROM idempotency_key WHERE key = :key"),
+        {"key": key},
+    ).one()
+    if first.operation != operation or first.request_hash != digest:
+        raise IdempotencyConflict(key, first_operation=first.operation, operation=operation)
+    return FirstResult(first.operation_id, first.result)
+
+
+def forget(session: Session, key: str) -> None:
+    """Drop a claim whose request was refused, so the refusal leaves nothing behind."""
+    session.execute(text("DELETE FROM idempotency_key WHERE key = :key AND result IS NULL"), {"key": key})

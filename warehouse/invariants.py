@@ -1,0 +1,73 @@
+"""Set-based checks of DESIGN.md's invariants 1-3; `check()` returns every violation found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class Violation:
+    invariant: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.invariant}: {self.detail}"
+
+
+_CHECKS: dict[str, str] = {
+    # 1. The CHECK constraints make these impossible; the query proves nobody dropped them.
+    "balance_range": """
+        SELECT format('balance %s (warehouse %s, location %s, sku %s, lot %s): on_hand=%s reserved=%s',
+                      b.id, w.code, l.code, s.code, coalesce(lot.code, '-'), b.on_hand, b.reserved)
+        FROM stock_balance b
+        JOIN warehouse w ON w.id = b.warehouse_id JOIN location l ON l.id = b.location_id
+        JOIN sku s ON s.id = b.sku_id LEFT JOIN lot ON lot.id = b.lot_id
+        WHERE b.on_hand < 0 OR b.reserved < 0 OR b.reserved > b.on_hand
+    """,
+    # 2a. Every balance equals the sum of its movements (both on_hand and reserved).
+    "balance_equals_ledger": """
+        WITH ledger AS (
+            SELECT balance_id, sum(qty) AS on_hand, sum(reserved_qty) AS reserved
+            FROM stock_movement GROUP BY balance_id
+        )
+        SELECT format('balance %s: on_hand=%s reserved=%s but ledger sums to on_hand=%s reserved=%s',
+                      coalesce(b.id, ledger.balance_id), coalesce(b.on_hand, 0), coalesce(b.reserved, 0),
+                      coalesce(ledger.on_hand, 0), coalesce(ledger.reserved, 0))
+        FROM stock_balance b FULL OUTER JOIN ledger ON ledger.balance_id = b.id
+        WHERE coalesce(b.on_hand, 0) <> coalesce(ledger.on_hand, 0)
+           OR coalesce(b.reserved, 0) <> coalesce(ledger.reserved, 0)
+    """,
+    # 2b. Every stock operation wrote its outbox message. Messages are pruned after publishing
+    # (issue 5), so only operations recorded since the oldest kept message can be checked.
+    "movement_has_outbox_message": """
+        SELECT format('operation %s (%s movement(s), recorded %s) has no outbox message',
+                      m.operation_id, count(*), min(m.recorded_at))
+        FROM stock_movement m
+        WHERE m.recorded_at >= (SELECT min(created_at) FROM outbox_message)
+          AND NOT EXISTS (SELECT 1 FROM outbox_message o WHERE o.operation_id = m.operation_id)
+        GROUP BY m.operation_id
+    """,
+    # 3. A key applies once: all movements under a key belong to the one operation it recorded.
+    "key_applied_once": """
+        SELECT format('idempotency key %L has movements of operation(s) %s, recorded operation %s',
+                      m.idempotency_key, string_agg(DISTINCT m.operation_id::text, ','),
+                      coalesce(k.operation_id::text, 'none'))
+        FROM stock_movement m
+        LEFT JOIN idempotency_key k ON k.key = m.idempotency_key
+        WHERE m.idempotency_key IS NOT NULL
+        GROUP BY m.idempotency_key, k.operation_id
+        HAVING count(DISTINCT m.operation_id) > 1 OR bool_or(m.operation_id IS DISTINCT FROM k.operation_id)
+    """,
+}
+
+
+def check(session: Session, *, limit_per_check: int = 100) -> list[Violation]:
+    """Every violation of invariants 1-3 (at most `limit_per_check` of each kind)."""
+    violations: list[Violation] = []
+    for name, query in _CHECKS.items():
+        rows = session.execute(text(f"{query} LIMIT :limit"), {"limit": limit_per_check}).scalars()
+        violations.extend(Violation(name, detail) for detail in rows)
+    return violations

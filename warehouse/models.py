@@ -1,0 +1,164 @@
+"""Typed SQLAlchemy models of the schema. Alembic revisions in `migrations/` build it;
+`tests/integration/test_schema.py` checks these models against the migrated database."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MOVEMENT_TYPES = (
+    "receipt",
+    "deduction",
+    "reservation",
+    "release",
+    "transfer_out",
+    "transfer_in",
+    "adjustment",
+    "count",
+)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Warehouse(Base):
+    __tablename__ = "warehouse"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+
+
+class Location(Base):
+    __tablename__ = "location"
+    __table_args__ = (UniqueConstraint("warehouse_id", "code", name="uq_location_warehouse_code"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
+    code: Mapped[str] = mapped_column(String(64))
+
+
+class Sku(Base):
+    __tablename__ = "sku"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    category: Mapped[str | None] = mapped_column(String(64))
+
+
+class Lot(Base):
+    __tablename__ = "lot"
+    __table_args__ = (UniqueConstraint("sku_id", "code", name="uq_lot_sku_code"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sku_id: Mapped[int] = mapped_column(ForeignKey("sku.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    expires: Mapped[date | None] = mapped_column(Date)
+
+
+class StockBalance(Base):
+    """One row per (warehouse, location, sku, lot); `lot_id` NULL is stock not tracked by lot."""
+
+    __tablename__ = "stock_balance"
+    __table_args__ = (
+        CheckConstraint("on_hand >= 0", name="ck_stock_balance_on_hand_nonnegative"),
+        CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_stock_balance_reserved_range"),
+        Index(
+            "uq_stock_balance_key",
+            "warehouse_id",
+            "location_id",
+            "sku_id",
+            "lot_id",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+        Index("ix_stock_balance_warehouse_sku", "warehouse_id", "sku_id"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
+    location_id: Mapped[int] = mapped_column(ForeignKey("location.id"))
+    sku_id: Mapped[int] = mapped_column(ForeignKey("sku.id"))
+    lot_id: Mapped[int | None] = mapped_column(ForeignKey("lot.id"))
+    on_hand: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    reserved: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class StockMovement(Base):
+    """The append-only ledger, range-partitioned by month on `occurred_at` (business time).
+
+    `qty` is the signed change of on_hand, `reserved_qty` the signed change of reserved; the
+    balance equals the sum of both over its movements (invariant 2).
+    """
+
+    __tablename__ = "stock_movement"
+    __table_args__ = (
+        CheckConstraint(
+            "movement_type IN ('" + "', '".join(MOVEMENT_TYPES) + "')", name="ck_stock_movement_type"
+        ),
+        Index("ix_stock_movement_balance_occurred", "balance_id", "occurred_at"),
+        Index("ix_stock_movement_warehouse_sku_occurred", "warehouse_id", "sku_id", "occurred_at"),
+        Index("ix_stock_movement_recorded", "recorded_at"),
+        Index("ix_stock_movement_operation", "operation_id"),
+        {"postgresql_partition_by": "RANGE (occurred_at)"},
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, server_default=text("nextval('stock_movement_id_seq')"))
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    movement_type: Mapped[str] = mapped_column(String(16))
+    operation_id: Mapped[int] = mapped_column(BigInteger)
+    balance_id: Mapped[int] = mapped_column(ForeignKey("stock_balance.id"))
+    warehouse_id: Mapped[int] = mapped_column(BigInteger)
+    location_id: Mapped[int] = mapped_column(BigInteger)
+    sku_id: Mapped[int] = mapped_column(BigInteger)
+    lot_id: Mapped[int | None] = mapped_column(BigInteger)
+    qty: Mapped[int] = mapped_column(BigInteger)
+    reserved_qty: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    reference: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotencyKey(Base):
+    """Request keys: not partitioned, so the key alone can be unique."""
+
+    __tablename__ = "idempotency_key"
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    operation: Mapped[str] = mapped_column(String(32))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    operation_id: Mapped[int | None] = mapped_column(BigInteger)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        Index("ix_outbox_message_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        Index("ix_outbox_message_operation", "operation_id"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(100))
+    message_key: Mapped[str | None] = mapped_column(Text)
+    operation_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)

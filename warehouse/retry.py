@@ -1,0 +1,45 @@
+"""Run a whole transaction again after a deadlock or serialization failure, a bounded number
+of times with jittered backoff. Safe because every stock function either applies entirely in
+its transaction or not at all, and a key makes a retried request apply once."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from . import metrics
+from .db import Database
+
+T = TypeVar("T")
+RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def is_retryable(error: BaseException) -> bool:
+    original = getattr(error, "orig", None)
+    return isinstance(error, DBAPIError) and getattr(original, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def in_transaction(
+    db: Database,
+    work: Callable[[Session], T],
+    *,
+    attempts: int = 5,
+    base_delay: float = 0.005,
+    label: str = "transaction",
+) -> T:
+    for attempt in range(1, attempts + 1):
+        try:
+            with db.session() as session:
+                return work(session)
+        except DBAPIError as error:
+            if not is_retryable(error) or attempt == attempts:
+                raise
+            metrics.current().deduction_retried(label)
+            # Full jitter: concurrent losers spread out instead of colliding again.
+            time.sleep(random.uniform(0, base_delay * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")

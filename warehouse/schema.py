@@ -1,0 +1,50 @@
+"""Bring a database to the current schema with Alembic, then premake ledger partitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from . import partitions
+from .db import Database
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Concurrent `db upgrade` runs (two workers starting at once) take turns on this lock.
+_UPGRADE_LOCK = 0x63616E67  # "cang"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(db: Database) -> str | None:
+    with db.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(db: Database, revision: str = "head", *, premake_months: int = 3) -> str | None:
+    """Run the migrations up to `revision` and make sure this month's partitions exist."""
+    config = alembic_config()
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({_UPGRADE_LOCK})")
+        try:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            connection.commit()
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_UPGRADE_LOCK})")
+            connection.commit()
+    if revision == "head":
+        with db.session() as session:
+            partitions.premake(session, months_back=1, months_ahead=premake_months)
+    return current_revision(db)

@@ -1,0 +1,121 @@
+"""Cycle count of one location: the counted rows locked in key order, each set to its count."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .. import validation
+from ..errors import InvalidArgument
+from ..idempotency import validate_key
+from . import execute
+from .resolve import Item, resolve
+from .result import StockChange
+from .statements import COUNT_STATEMENT, ENSURE_ROWS
+
+
+def count(
+    session: Session,
+    *,
+    warehouse: str,
+    location: str,
+    sku: str | None = None,
+    qty: int | None = None,
+    lot: str | None = None,
+    lines: Iterable[Mapping | tuple] | None = None,
+    complete: bool = False,
+    key: str | None = None,
+    occurred_at: datetime | None = None,
+    reference: str | None = None,
+) -> StockChange:
+    """Record what was counted in bin `location`: one item (`sku`, `qty`, `lot`) or `lines` of
+    (sku, qty[, lot]) / mappings. Each counted row becomes its count; the difference is written
+    as a `count` movement. With `complete=True` the count covers the whole bin, so rows not
+    listed are counted as zero. A count below the reserved quantity also cuts the reservation.
+    """
+    warehouse = validation.code(warehouse, field="warehouse")
+    location = validation.code(location, field="location")
+    counted = _counted(sku, qty, lot, lines)
+    if not counted and not complete:
+        raise InvalidArgument("a count needs at least one counted item (or complete=True for an empty bin)")
+    request = execute.Request(
+        operation="count",
+        warehouse=warehouse,
+        arguments={
+            "warehouse": warehouse,
+            "location": location,
+            "counted": sorted([item.sku, item.lot or "", n] for item, n in counted.items()),
+            "complete": bool(complete),
+            "occurred_at": occurred_at.isoformat() if occurred_at else None,
+            "reference": reference,
+        },
+        key=validate_key(key),
+        occurred_at=validation.business_time(occurred_at),
+        reference=validation.reference(reference),
+    )
+    replay = execute.replay_or_claim(session, request)
+    if replay is not None:
+        return replay
+    resolved = resolve(session, warehouse, [Item(item.sku, location, item.lot) for item in counted])
+    location_id = resolved.locations[location] if counted else _location_id(session, resolved.warehouse_id, warehouse, location)
+    ids = [resolved.ids(Item(item.sku, None, item.lot)) for item in counted]
+    found = [(sku_id, lot_id) for (sku_id, _, lot_id), n in zip(ids, counted.values()) if n > 0]
+    if found:
+        session.execute(
+            text(ENSURE_ROWS),
+            {
+                "warehouse_id": resolved.warehouse_id,
+                "occurred_at": request.occurred_at,
+                "location_ids": [location_id] * len(found),
+                "sku_ids": [sku_id for sku_id, _ in found],
+                "lot_ids": [lot_id for _, lot_id in found],
+            },
+        )
+    params = {
+        "location_id": location_id,
+        "complete": bool(complete),
+        "sku_ids": [sku_id for sku_id, _, _ in ids],
+        "lot_ids": [lot_id for _, _, lot_id in ids],
+        "counted": list(counted.values()),
+    }
+    return execute.run(session, request, COUNT_STATEMENT, params, resolved)
+
+
+def _counted(sku, qty, lot, lines) -> dict[Item, int]:
+    raw: list[tuple] = []
+    if sku is not None or qty is not None:
+        raw.append((sku, qty, lot))
+    for number, line in enumerate(lines or [], start=1):
+        if isinstance(line, Mapping):
+            raw.append((line.get("sku"), line.get("qty"), line.get("lot"), number))
+        elif isinstance(line, tuple) and len(line) in (2, 3):
+            raw.append((*line, *([None] * (3 - len(line))), number))
+        else:
+            raise InvalidArgument(f"count line {number}: {line!r} is not (sku, qty[, lot])")
+    counted: dict[Item, int] = {}
+    for entry in raw:
+        prefix = f"count line {entry[3]}: " if len(entry) > 3 else ""
+        item = Item(
+            validation.code(entry[0], field=f"{prefix}sku"),
+            None,
+            validation.optional_code(entry[2], field=f"{prefix}lot"),
+        )
+        if item in counted:
+            raise InvalidArgument(f"{prefix}sku {item.sku!r} lot {item.lot!r} is counted twice")
+        counted[item] = validation.quantity(entry[1], field=f"{prefix}qty", allow_zero=True)
+    return counted
+
+
+def _location_id(session: Session, warehouse_id: int, warehouse: str, location: str) -> int:
+    from ..errors import UnknownItem
+
+    found = session.execute(
+        text("SELECT id FROM location WHERE warehouse_id = :w AND code = :code"),
+        {"w": warehouse_id, "code": location},
+    ).scalar()
+    if found is None:
+        raise UnknownItem("location", location, context=f"in warehouse {warehouse!r}")
+    return found

@@ -1,0 +1,64 @@
+"""Reading stock: on_hand (now or as of a past moment) and available."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .. import validation
+from .resolve import Item, resolve
+
+_FILTER = """
+    {t}.warehouse_id = :warehouse_id AND {t}.sku_id = :sku_id
+    AND (CAST(:location_id AS bigint) IS NULL OR {t}.location_id = :location_id)
+    AND (CAST(:lot_id AS bigint) IS NULL OR {t}.lot_id = :lot_id)
+"""
+
+_NOW = text(
+    "SELECT coalesce(sum(b.on_hand), 0) AS on_hand, coalesce(sum(b.on_hand - b.reserved), 0) AS available "
+    "FROM stock_balance b WHERE " + _FILTER.format(t="b")
+)
+
+# Until snapshots exist (issue 3), the past is the present minus every movement after it.
+_AS_OF = text(
+    "SELECT (SELECT coalesce(sum(b.on_hand), 0) FROM stock_balance b WHERE "
+    + _FILTER.format(t="b")
+    + ") - (SELECT coalesce(sum(m.qty), 0) FROM stock_movement m WHERE "
+    + _FILTER.format(t="m")
+    + " AND m.occurred_at > :as_of)"
+)
+
+
+def _params(session: Session, warehouse: str, sku: str, location: str | None, lot: str | None) -> dict:
+    item = Item(
+        validation.code(sku, field="sku"),
+        validation.optional_code(location, field="location"),
+        validation.optional_code(lot, field="lot"),
+    )
+    resolved = resolve(session, validation.code(warehouse, field="warehouse"), [item])
+    sku_id, location_id, lot_id = resolved.ids(item)
+    return {"warehouse_id": resolved.warehouse_id, "sku_id": sku_id, "location_id": location_id, "lot_id": lot_id}
+
+
+def on_hand(
+    session: Session,
+    *,
+    warehouse: str,
+    sku: str,
+    location: str | None = None,
+    lot: str | None = None,
+    as_of: datetime | None = None,
+) -> int:
+    """Units physically held (reserved included), summed over bins and lots unless narrowed."""
+    params = _params(session, warehouse, sku, location, lot)
+    if as_of is None:
+        return int(session.execute(_NOW, params).one().on_hand)
+    params["as_of"] = validation.business_time(as_of, field="as_of")
+    return int(session.execute(_AS_OF, params).scalar_one())
+
+
+def available(session: Session, *, warehouse: str, sku: str, location: str | None = None, lot: str | None = None) -> int:
+    """Units that can be picked or reserved now: on_hand - reserved."""
+    return int(session.execute(_NOW, _params(session, warehouse, sku, location, lot)).one().available)

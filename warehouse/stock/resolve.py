@@ -1,0 +1,79 @@
+"""Codes to ids in one round trip, before any lock is taken; unknown codes are named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ..errors import UnknownItem
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    location: str | None = None
+    lot: str | None = None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    warehouse_id: int
+    skus: dict[str, int]
+    locations: dict[str, int]
+    lots: dict[tuple[str, str], int]
+
+    def ids(self, item: Item) -> tuple[int, int | None, int | None]:
+        return (
+            self.skus[item.sku],
+            None if item.location is None else self.locations[item.location],
+            None if item.lot is None else self.lots[(item.sku, item.lot)],
+        )
+
+
+_RESOLVE = text(
+    """
+    SELECT 'warehouse' AS kind, w.code AS code, NULL AS sku, w.id FROM warehouse w WHERE w.code = :warehouse
+    UNION ALL
+    SELECT 'sku', s.code, NULL, s.id FROM sku s WHERE s.code = ANY (CAST(:skus AS text[]))
+    UNION ALL
+    SELECT 'location', l.code, NULL, l.id FROM location l JOIN warehouse w ON w.id = l.warehouse_id
+    WHERE w.code = :warehouse AND l.code = ANY (CAST(:locations AS text[]))
+    UNION ALL
+    SELECT 'lot', lot.code, s.code, lot.id FROM lot JOIN sku s ON s.id = lot.sku_id
+    JOIN unnest(CAST(:lot_skus AS text[]), CAST(:lot_codes AS text[])) AS want(sku, code)
+      ON want.sku = s.code AND want.code = lot.code
+    """
+)
+
+
+def resolve(session: Session, warehouse: str, items: list[Item]) -> Resolved:
+    skus = sorted({item.sku for item in items})
+    locations = sorted({item.location for item in items if item.location is not None})
+    lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
+    rows = session.execute(
+        _RESOLVE,
+        {
+            "warehouse": warehouse,
+            "skus": skus,
+            "locations": locations,
+            "lot_skus": [sku for sku, _ in lot_pairs],
+            "lot_codes": [lot for _, lot in lot_pairs],
+        },
+    ).all()
+    found: dict[str, dict] = {"warehouse": {}, "sku": {}, "location": {}, "lot": {}}
+    for kind, code, sku, ident in rows:
+        found[kind][(sku, code) if kind == "lot" else code] = ident
+    if warehouse not in found["warehouse"]:
+        raise UnknownItem("warehouse", warehouse)
+    for sku in skus:
+        if sku not in found["sku"]:
+            raise UnknownItem("sku", sku)
+    for location in locations:
+        if location not in found["location"]:
+            raise UnknownItem("location", location, context=f"in warehouse {warehouse!r}")
+    for pair in lot_pairs:
+        if pair not in found["lot"]:
+            raise UnknownItem("lot", pair[1], context=f"of sku {pair[0]!r}")
+    return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])

@@ -1,0 +1,278 @@
+"""The SQL of the stock operations: each operation is one statement, built from a head that
+locks and changes balance rows and a shared tail that writes the ledger, the outbox message
+and the idempotency result.
+
+Why one statement: the balance rows are locked from the statement until COMMIT, so the hot
+row's lock is held for one round trip (the commit) instead of one per write. Why the shape:
+- rows are locked with `SELECT ... ORDER BY id FOR UPDATE` (LockRows above Sort), so any two
+  operations take their locks in the same order and cannot deadlock;
+- FOR UPDATE returns the latest committed version of each row, so every check below reads
+  current values, and the UPDATE then changes rows this transaction already holds;
+- every UPDATE repeats its guard, so even a bug in a head cannot push a row past its CHECK;
+- arrays go in through `unnest(...)`, so the SQL text is constant and prepared once.
+
+A head defines the CTEs `verdict(ok)`, `problems` (json rows explaining a refusal) and
+`changed` (the updated balance rows with their deltas). Only constant SQL is formatted in here;
+every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+AVAILABLE = "{t}.on_hand - {t}.reserved"
+RESERVED = "{t}.reserved"
+
+# What taking `rt.qty` from a row does to it, per operation that allocates.
+TAKE_MODES = {
+    "deduction": {
+        "source": AVAILABLE,
+        "set": "on_hand = b.on_hand - rt.qty",
+        "on_hand_delta": "-rt.qty",
+        "reserved_delta": "0",
+    },
+    "reservation": {
+        "source": AVAILABLE,
+        "set": "reserved = b.reserved + rt.qty",
+        "on_hand_delta": "0",
+        "reserved_delta": "rt.qty",
+    },
+    "release": {
+        "source": RESERVED,
+        "set": "reserved = b.reserved - rt.qty",
+        "on_hand_delta": "0",
+        "reserved_delta": "-rt.qty",
+    },
+}
+
+_TAKE_HEAD = """
+WITH req AS (
+    SELECT r.line_no, r.sku_id, r.location_id, r.lot_id, r.qty
+    FROM unnest(CAST(:sku_ids AS bigint[]), CAST(:location_ids AS bigint[]),
+                CAST(:lot_ids AS bigint[]), CAST(:qtys AS bigint[]))
+         WITH ORDINALITY AS r(sku_id, location_id, lot_id, qty, line_no)
+),
+locked AS MATERIALIZED (
+    SELECT b.id, b.sku_id, b.location_id, b.lot_id, b.on_hand, b.reserved, b.first_received_at
+    FROM stock_balance b
+    WHERE b.warehouse_id = :warehouse_id
+      AND b.sku_id = ANY (CAST(:sku_ids AS bigint[]))
+      AND {source_b} > 0
+      AND EXISTS (
+          SELECT 1 FROM req
+          WHERE req.sku_id = b.sku_id
+            AND (req.location_id IS NULL OR req.location_id = b.location_id)
+            AND (req.lot_id IS NULL OR req.lot_id = b.lot_id))
+    ORDER BY b.id
+    FOR UPDATE OF b
+),
+cand AS (
+    -- FEFO: earliest expiry first (no expiry last), then oldest receipt, then row id.
+    SELECT req.line_no, req.qty AS asked, l.id, {source_l} AS avail,
+           sum({source_l}) OVER (PARTITION BY req.line_no
+                                 ORDER BY lot.expires NULLS LAST, l.first_received_at, l.id) AS upto
+    FROM req
+    JOIN locked l ON l.sku_id = req.sku_id
+                 AND (req.location_id IS NULL OR l.location_id = req.location_id)
+                 AND (req.lot_id IS NULL OR l.lot_id = req.lot_id)
+    LEFT JOIN lot ON lot.id = l.lot_id
+),
+take AS (
+    SELECT line_no, id, LEAST(avail, asked - (upto - avail)) AS qty
+    FROM cand WHERE upto - avail < asked
+),
+row_take AS (SELECT id, sum(qty) AS qty FROM take GROUP BY id),
+short AS (
+    SELECT req.line_no, req.sku_id, req.location_id, req.lot_id, req.qty AS asked,
+           coalesce(max(cand.upto), 0) AS available
+    FROM req LEFT JOIN cand ON cand.line_no = req.line_no
+    GROUP BY req.line_no, req.sku_id, req.location_id, req.lot_id, req.qty
+    HAVING coalesce(max(cand.upto), 0) < req.qty
+    UNION ALL
+    -- Two lines whose filters overlap (one naming a bin, one not) may plan the same row twice.
+    SELECT NULL, l.sku_id, l.location_id, l.lot_id, rt.qty, {source_l}
+    FROM row_take rt JOIN locked l ON l.id = rt.id
+    WHERE rt.qty > {source_l}
+),
+problems AS (SELECT to_jsonb(short) AS problem FROM short),
+verdict AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM short) AS ok),
+planned AS (SELECT count(*) AS rows FROM row_take),
+changed AS (
+    UPDATE stock_balance b
+    SET {set_clause}, version = b.version + 1, updated_at = now()
+    FROM row_take rt, verdict
+    WHERE verdict.ok AND b.id = rt.id AND {source_b} >= rt.qty
+    RETURNING b.id AS balance_id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id,
+              {on_hand_delta} AS on_hand_delta, {reserved_delta} AS reserved_delta,
+              CAST('{movement_type}' AS varchar) AS movement_type,
+              b.on_hand, b.reserved, b.version
+)
+"""
+
+# Explicit signed deltas on named rows (receive, adjust, transfer). Rows must exist already:
+# the caller inserts missing ones first (`ENSURE_ROWS`), since rows inserted by a CTE are
+# invisible to the rest of the statement.
+_DELTA_HEAD = """
+WITH req AS (
+    SELECT * FROM unnest(CAST(:location_ids AS bigint[]), CAST(:sku_ids AS bigint[]),
+                         CAST(:lot_ids AS bigint[]), CAST(:on_hand_deltas AS bigint[]),
+                         CAST(:reserved_deltas AS bigint[]), CAST(:movement_types AS varchar[]))
+         AS r(location_id, sku_id, lot_id, on_hand_delta, reserved_delta, movement_type)
+),
+locked AS MATERIALIZED (
+    SELECT b.id, b.location_id, b.sku_id, b.lot_id, b.on_hand, b.reserved
+    FROM stock_balance b
+    WHERE b.warehouse_id = :warehouse_id
+      AND EXISTS (SELECT 1 FROM req
+                  WHERE req.location_id = b.location_id AND req.sku_id = b.sku_id
+                    AND req.lot_id IS NOT DISTINCT FROM b.lot_id)
+    ORDER BY b.id
+    FOR UPDATE OF b
+),
+plan AS (
+    SELECT req.*, l.id AS balance_id, coalesce(l.on_hand, 0) AS on_hand,
+           coalesce(l.reserved, 0) AS reserved
+    FROM req LEFT JOIN locked l
+      ON l.location_id = req.location_id AND l.sku_id = req.sku_id
+     AND l.lot_id IS NOT DISTINCT FROM req.lot_id
+),
+bad AS (
+    SELECT sku_id, location_id, lot_id, -on_hand_delta AS asked, on_hand - reserved AS available
+    FROM plan
+    WHERE balance_id IS NULL
+       OR on_hand + on_hand_delta < 0
+       OR reserved + reserved_delta < 0
+       OR reserved + reserved_delta > on_hand + on_hand_delta
+),
+problems AS (SELECT to_jsonb(bad) AS problem FROM bad),
+verdict AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM bad) AS ok),
+planned AS (SELECT count(*) AS rows FROM plan),
+changed AS (
+    UPDATE stock_balance b
+    SET on_hand = b.on_hand + p.on_hand_delta, reserved = b.reserved + p.reserved_delta,
+        version = b.version + 1, updated_at = now()
+    FROM plan p, verdict
+    WHERE verdict.ok AND b.id = p.balance_id
+      AND b.on_hand + p.on_hand_delta >= 0
+      AND b.reserved + p.reserved_delta BETWEEN 0 AND b.on_hand + p.on_hand_delta
+    RETURNING b.id AS balance_id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id,
+              p.on_hand_delta, p.reserved_delta, p.movement_type,
+              b.on_hand, b.reserved, b.version
+)
+"""
+
+# A cycle count: the counted rows of one location locked in key order, each set to its count.
+# A count below the reserved quantity cuts the reservation (the shelf is the truth), and the
+# cut shows in the movement's reserved_qty and in the result.
+_COUNT_HEAD = """
+WITH req AS (
+    SELECT * FROM unnest(CAST(:sku_ids AS bigint[]), CAST(:lot_ids AS bigint[]),
+                         CAST(:counted AS bigint[])) AS r(sku_id, lot_id, counted)
+),
+locked AS MATERIALIZED (
+    SELECT b.id, b.sku_id, b.lot_id, b.on_hand, b.reserved
+    FROM stock_balance b
+    WHERE b.warehouse_id = :warehouse_id AND b.location_id = :location_id
+      AND (CAST(:complete AS boolean)
+           OR EXISTS (SELECT 1 FROM req WHERE req.sku_id = b.sku_id
+                                          AND req.lot_id IS NOT DISTINCT FROM b.lot_id))
+    ORDER BY b.id
+    FOR UPDATE OF b
+),
+plan AS (
+    SELECT l.id AS balance_id, coalesce(req.counted, 0) - l.on_hand AS on_hand_delta,
+           LEAST(0, coalesce(req.counted, 0) - l.reserved) AS reserved_delta
+    FROM locked l LEFT JOIN req ON req.sku_id = l.sku_id AND req.lot_id IS NOT DISTINCT FROM l.lot_id
+),
+problems AS (SELECT NULL::jsonb AS problem WHERE false),
+verdict AS MATERIALIZED (SELECT true AS ok),
+planned AS (SELECT count(*) AS rows FROM plan WHERE on_hand_delta <> 0 OR reserved_delta <> 0),
+changed AS (
+    UPDATE stock_balance b
+    SET on_hand = b.on_hand + p.on_hand_delta, reserved = b.reserved + p.reserved_delta,
+        version = b.version + 1, updated_at = now()
+    FROM plan p
+    WHERE b.id = p.balance_id AND (p.on_hand_delta <> 0 OR p.reserved_delta <> 0)
+    RETURNING b.id AS balance_id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id,
+              p.on_hand_delta, p.reserved_delta, CAST('count' AS varchar) AS movement_type,
+              b.on_hand, b.reserved, b.version
+)
+"""
+
+_TAIL = """
+, op AS MATERIALIZED (SELECT nextval('stock_operation_id_seq') AS id)
+, moved AS (
+    INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id,
+                                location_id, sku_id, lot_id, qty, reserved_qty, reference, reason,
+                                idempotency_key)
+    SELECT CAST(:occurred_at AS timestamptz), c.movement_type, op.id, c.balance_id, c.warehouse_id,
+           c.location_id, c.sku_id, c.lot_id, c.on_hand_delta, c.reserved_delta,
+           CAST(:reference AS text), CAST(:reason AS text), CAST(:key AS text)
+    FROM changed c CROSS JOIN op
+    RETURNING id, balance_id, movement_type
+)
+, summary AS (
+    SELECT jsonb_agg(jsonb_build_object(
+               'movement_id', m.id, 'movement_type', m.movement_type, 'sku', s.code,
+               'location', loc.code, 'lot', lot.code, 'qty', c.on_hand_delta,
+               'reserved_qty', c.reserved_delta, 'on_hand', c.on_hand, 'reserved', c.reserved,
+               'version', c.version)
+           ORDER BY m.id) AS items
+    FROM moved m
+    JOIN changed c ON c.balance_id = m.balance_id AND c.movement_type = m.movement_type
+    JOIN sku s ON s.id = c.sku_id
+    JOIN location loc ON loc.id = c.location_id
+    LEFT JOIN lot ON lot.id = c.lot_id
+)
+, box AS (
+    INSERT INTO outbox_message (topic, message_key, operation_id, payload)
+    SELECT 'stock.changed', CAST(:warehouse AS text), op.id,
+           jsonb_build_object('operation', CAST(:operation AS text), 'operation_id', op.id,
+                              'warehouse', CAST(:warehouse AS text), 'key', CAST(:key AS text),
+                              'reference', CAST(:reference AS text),
+                              'occurred_at', CAST(:occurred_at AS timestamptz),
+                              'items', summary.items)
+    FROM op, summary
+    WHERE summary.items IS NOT NULL
+    RETURNING id
+)
+, keyed AS (
+    UPDATE idempotency_key k
+    SET operation_id = op.id, result = coalesce(summary.items, '[]'::jsonb)
+    FROM op, summary, verdict
+    WHERE verdict.ok AND k.key = CAST(:key AS text)
+    RETURNING k.key
+)
+SELECT verdict.ok, op.id AS operation_id, coalesce(summary.items, '[]'::jsonb) AS items,
+       (SELECT coalesce(jsonb_agg(problem), '[]'::jsonb) FROM problems) AS problems,
+       (SELECT rows FROM planned) AS planned_rows,
+       (SELECT count(*) FROM moved) AS moved_rows
+FROM verdict, op, summary
+"""
+
+
+def take_statement(movement_type: str) -> str:
+    mode = TAKE_MODES[movement_type]
+    head = _TAKE_HEAD.format(
+        source_b=mode["source"].format(t="b"),
+        source_l=mode["source"].format(t="l"),
+        set_clause=mode["set"],
+        on_hand_delta=mode["on_hand_delta"],
+        reserved_delta=mode["reserved_delta"],
+        movement_type=movement_type,
+    )
+    return head + _TAIL
+
+
+DELTA_STATEMENT = _DELTA_HEAD + _TAIL
+COUNT_STATEMENT = _COUNT_HEAD + _TAIL
+TAKE_STATEMENTS = {movement_type: take_statement(movement_type) for movement_type in TAKE_MODES}
+
+# Balance rows that a receipt or count may need; ON CONFLICT DO NOTHING takes no lock on rows
+# that exist, and first_received_at of an existing row stays as it was (FEFO's tie-breaker).
+ENSURE_ROWS = """
+INSERT INTO stock_balance (warehouse_id, location_id, sku_id, lot_id, first_received_at)
+SELECT :warehouse_id, r.location_id, r.sku_id, r.lot_id, CAST(:occurred_at AS timestamptz)
+FROM unnest(CAST(:location_ids AS bigint[]), CAST(:sku_ids AS bigint[]), CAST(:lot_ids AS bigint[]))
+     AS r(location_id, sku_id, lot_id)
+ORDER BY 1, 2, 3
+ON CONFLICT (warehouse_id, location_id, sku_id, lot_id) DO NOTHING
+"""

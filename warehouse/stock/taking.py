@@ -1,0 +1,228 @@
+"""Taking stock out of balances: deduct (pick), deduct_order, reserve, release.
+
+Without a location or lot the quantity is allocated FEFO across the warehouse's bins and lots
+(earliest expiry, then oldest receipt), all or nothing, in one statement (see statements.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from .. import metrics, validation
+from ..errors import InsufficientStock, InvalidArgument
+from ..idempotency import validate_key
+from . import execute
+from .resolve import Item, resolve
+from .result import StockChange
+from .statements import TAKE_STATEMENTS
+
+MAX_ORDER_LINES = 10_000
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    sku: str
+    qty: int
+    location: str | None = None
+    lot: str | None = None
+
+
+def _take(
+    session: Session,
+    *,
+    movement_type: str,
+    operation: str,
+    warehouse: str,
+    lines: list[OrderLine],
+    key: str | None,
+    occurred_at: datetime | None,
+    reference: str | None,
+) -> StockChange:
+    warehouse = validation.code(warehouse, field="warehouse")
+    key = validate_key(key)
+    when = validation.business_time(occurred_at)
+    request = execute.Request(
+        operation=operation,
+        warehouse=warehouse,
+        arguments={
+            "warehouse": warehouse,
+            "lines": [[line.sku, line.qty, line.location, line.lot] for line in lines],
+            "occurred_at": occurred_at.isoformat() if occurred_at else None,
+            "reference": reference,
+        },
+        key=key,
+        occurred_at=when,
+        reference=validation.reference(reference),
+    )
+    replay = execute.replay_or_claim(session, request)
+    if replay is not None:
+        return replay
+    # Identical (sku, location, lot) lines are one demand; the statement allocates per demand.
+    demand: dict[Item, int] = {}
+    for line in lines:
+        item = Item(line.sku, line.location, line.lot)
+        demand[item] = demand.get(item, 0) + line.qty
+    resolved = resolve(session, warehouse, list(demand))
+    ids = [resolved.ids(item) for item in demand]
+    params = {
+        "sku_ids": [sku for sku, _, _ in ids],
+        "location_ids": [location for _, location, _ in ids],
+        "lot_ids": [lot for _, _, lot in ids],
+        "qtys": list(demand.values()),
+    }
+    return execute.run(session, request, TAKE_STATEMENTS[movement_type], params, resolved)
+
+
+def _line(sku: object, qty: object, location: object, lot: object, *, prefix: str = "") -> OrderLine:
+    return OrderLine(
+        sku=validation.code(sku, field=f"{prefix}sku"),
+        qty=validation.quantity(qty, field=f"{prefix}qty"),
+        location=validation.optional_code(location, field=f"{prefix}location"),
+        lot=validation.optional_code(lot, field=f"{prefix}lot"),
+    )
+
+
+def _measured_deduction(operation: str, run):
+    sink = metrics.current()
+    sink.deduction_attempted(operation)
+    started = time.perf_counter()
+    try:
+        change = run()
+    except InsufficientStock:
+        sink.deduction_insufficient(operation)
+        raise
+    finally:
+        sink.deduction_latency(operation, time.perf_counter() - started)
+    sink.deduction_succeeded(operation)
+    return change
+
+
+def deduct(
+    session: Session,
+    *,
+    warehouse: str,
+    sku: str,
+    qty: int,
+    location: str | None = None,
+    lot: str | None = None,
+    key: str | None = None,
+    occurred_at: datetime | None = None,
+    reference: str | None = None,
+) -> StockChange:
+    """Pick `qty` of `sku` from available stock (on_hand - reserved); never below zero."""
+    line = _line(sku, qty, location, lot)
+    return _measured_deduction(
+        "deduct",
+        lambda: _take(
+            session,
+            movement_type="deduction",
+            operation="deduct",
+            warehouse=warehouse,
+            lines=[line],
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
+        ),
+    )
+
+
+def deduct_order(
+    session: Session,
+    *,
+    warehouse: str,
+    lines: Iterable[OrderLine | Mapping | tuple],
+    key: str | None = None,
+    occurred_at: datetime | None = None,
+    reference: str | None = None,
+) -> StockChange:
+    """Deduct every line of an order or none: one statement, rows locked in key order.
+
+    A line is an `OrderLine`, a mapping with sku/qty[/location/lot], or a (sku, qty) tuple.
+    """
+    parsed = [_order_line(number, raw) for number, raw in enumerate(lines, start=1)]
+    if not parsed:
+        raise InvalidArgument("an order needs at least one line")
+    if len(parsed) > MAX_ORDER_LINES:
+        raise InvalidArgument(f"an order has at most {MAX_ORDER_LINES} lines, got {len(parsed)}")
+    return _measured_deduction(
+        "deduct_order",
+        lambda: _take(
+            session,
+            movement_type="deduction",
+            operation="deduct_order",
+            warehouse=warehouse,
+            lines=parsed,
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
+        ),
+    )
+
+
+def _order_line(number: int, raw: OrderLine | Mapping | tuple) -> OrderLine:
+    prefix = f"line {number}: "
+    if isinstance(raw, OrderLine):
+        return _line(raw.sku, raw.qty, raw.location, raw.lot, prefix=prefix)
+    if isinstance(raw, Mapping):
+        unknown = set(raw) - {"sku", "qty", "location", "lot"}
+        if unknown:
+            raise InvalidArgument(f"{prefix}unknown field(s) {sorted(unknown)}")
+        return _line(raw.get("sku"), raw.get("qty"), raw.get("location"), raw.get("lot"), prefix=prefix)
+    if isinstance(raw, tuple) and len(raw) in (2, 3, 4):
+        return _line(*raw, *([None] * (4 - len(raw))), prefix=prefix)
+    raise InvalidArgument(f"{prefix}{raw!r} is not an order line (sku, qty[, location[, lot]])")
+
+
+def reserve(
+    session: Session,
+    *,
+    warehouse: str,
+    sku: str,
+    qty: int,
+    location: str | None = None,
+    lot: str | None = None,
+    key: str | None = None,
+    occurred_at: datetime | None = None,
+    reference: str | None = None,
+) -> StockChange:
+    """Set `qty` aside from available stock (FEFO when no location/lot is named)."""
+    return _take(
+        session,
+        movement_type="reservation",
+        operation="reserve",
+        warehouse=warehouse,
+        lines=[_line(sku, qty, location, lot)],
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
+    )
+
+
+def release(
+    session: Session,
+    *,
+    warehouse: str,
+    sku: str,
+    qty: int,
+    location: str | None = None,
+    lot: str | None = None,
+    key: str | None = None,
+    occurred_at: datetime | None = None,
+    reference: str | None = None,
+) -> StockChange:
+    """Give back `qty` of reserved stock to available (FEFO order when no location/lot)."""
+    return _take(
+        session,
+        movement_type="release",
+        operation="release",
+        warehouse=warehouse,
+        lines=[_line(sku, qty, location, lot)],
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
+    )

@@ -1,0 +1,63 @@
+"""Checks of caller input that need no database: quantities, codes, timestamps."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from numbers import Integral
+
+from .errors import InvalidArgument, InvalidQuantity
+
+BIGINT_MAX = 2**63 - 1
+CODE_MAX_LENGTH = 64
+
+
+def quantity(value: object, *, field: str = "qty", allow_zero: bool = False, signed: bool = False) -> int:
+    """Return `value` as an int or raise InvalidQuantity.
+
+    Quantities are whole units: bools, floats (even 3.0), strings and None are refused rather
+    than coerced, because a coerced "3" or 2.9999 in a stock feed is a bug upstream.
+    """
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise InvalidQuantity(value, field=field, why=f"must be an int, not {type(value).__name__}")
+    number = int(value)
+    if abs(number) > BIGINT_MAX:
+        raise InvalidQuantity(value, field=field, why="beyond the 64-bit range")
+    if number == 0 and not allow_zero:
+        raise InvalidQuantity(value, field=field, why="zero changes nothing")
+    if number < 0 and not signed:
+        raise InvalidQuantity(value, field=field, why="must not be negative")
+    return number
+
+
+def code(value: object, *, field: str) -> str:
+    """An item code exactly as stored: no trimming or case folding (a padded code is another code)."""
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{field}={value!r} must be a non-empty string")
+    if len(value) > CODE_MAX_LENGTH:
+        raise InvalidArgument(f"{field}={value[:20]!r}... is longer than {CODE_MAX_LENGTH} characters")
+    if value != value.strip() or "\x00" in value:
+        raise InvalidArgument(f"{field}={value!r} has leading/trailing blanks or a NUL byte")
+    return value
+
+
+def optional_code(value: object, *, field: str) -> str | None:
+    return None if value is None else code(value, field=field)
+
+
+def business_time(value: object, *, field: str = "occurred_at") -> datetime:
+    """A business timestamp; None means now. Naive datetimes are refused: their zone is a guess."""
+    if value is None:
+        return datetime.now(timezone.utc)
+    if not isinstance(value, datetime):
+        raise InvalidArgument(f"{field}={value!r} must be a datetime")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgument(f"{field}={value!r} has no time zone; pass an aware datetime")
+    return value
+
+
+def reference(value: object, *, field: str = "reference") -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
+        raise InvalidArgument(f"{field}={value!r} must be a string of at most 200 characters")
+    return value
