@@ -1,0 +1,77 @@
+"""Shared fixtures. Integration tests run against a real PostgreSQL in a database created for
+this test run and dropped after it; each test builds its own uniquely named items, so tests
+never see each other's stock."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+ADMIN_URL = os.environ.get("CANGFLOW_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(ADMIN_URL, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"cangflow_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = _admin()
+    except psycopg.OperationalError as error:  # a clear message beats 100 connection errors
+        pytest.exit(f"PostgreSQL is not reachable at {ADMIN_URL}: {error}", returncode=3)
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    user = base.get("user", "postgres")
+    host = base.get("host", "127.0.0.1")
+    port = base.get("port", "5432")
+    url = f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    try:
+        yield url
+    finally:
+        with _admin() as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def db(database_url):
+    import warehouse
+    from warehouse import schema
+
+    database = warehouse.connect(database_url, pool_size=4)
+    schema.upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def raw_dsn(database_url) -> str:
+    """The same database as a plain libpq DSN, for tests that drive psycopg directly."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@pytest.fixture
+def recorded_metrics():
+    from warehouse import metrics
+
+    with metrics.use(metrics.RecordingMetrics()) as sink:
+        yield sink
+
+
+@pytest.fixture
+def world(db):
+    """A fresh, uniquely named warehouse with helpers to add bins, SKUs, lots and stock."""
+    from tests.builders import World
+
+    return World.create(db)
