@@ -1,0 +1,112 @@
+"""The `cangflow` command: what an engineer runs by hand. Exit 0 on success, non-zero with the
+reason on stderr on failure or rejected input."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(help="cangflow: batch jobs that keep warehouse stock trustworthy.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations and the embedded server.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Master data: warehouses, locations, SKUs, lots.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _database():
+    import warehouse
+
+    try:
+        return warehouse.connect()
+    except Exception as error:  # a connection problem is the user's to fix: say what and where
+        fail(f"cannot open the database: {error}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to")) -> None:
+    """Bring the database to the current schema (and premake ledger partitions)."""
+    from warehouse import schema
+    from warehouse.settings import get_settings
+
+    db = _database()
+    current = schema.upgrade(db, revision, premake_months=get_settings().premake_months)
+    typer.echo(f"database {db.url.render_as_string(hide_password=True)} at revision {current}")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL under ./.cangflow (if it runs)."""
+    from warehouse.embedded import stop_postgres
+    from warehouse.settings import get_settings
+
+    stopped = stop_postgres(get_settings().home)
+    typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL here")
+
+
+@app.command()
+def check(limit: int = typer.Option(100, help="Violations shown per invariant")) -> None:
+    """Check the stock invariants; exit 1 when any is violated."""
+    from warehouse import invariants
+
+    db = _database()
+    with db.session() as session:
+        violations = invariants.check(session, limit_per_check=limit)
+    for violation in violations:
+        typer.echo(str(violation))
+    typer.echo(f"invariants: {len(violations)} violation(s)")
+    if violations:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    skus: int = typer.Option(5000, min=10, help="SKUs in the sample"),
+    bins: int = typer.Option(300, min=5, help="Bins per warehouse"),
+    days: int = typer.Option(90, min=1, max=365, help="Days of movement history"),
+    workers: int = typer.Option(16, min=1, max=64, help="Concurrent workers in the deduction burst"),
+) -> None:
+    """Migrate, load a realistic sample, run a burst of concurrent deductions, check invariants."""
+    from flows.demo import run_demo
+
+    db = _database()
+    violations = run_demo(db, skus=skus, bins_per_warehouse=bins, days=days, burst_workers=workers, echo=typer.echo)
+    if violations:
+        fail(f"{violations} invariant violation(s) after the demo")
+
+
+@catalog_app.command("import")
+def catalog_import(
+    kind: str = typer.Argument(..., help="warehouses | locations | skus | lots"),
+    path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+) -> None:
+    """Import master data from a CSV file; the whole file is checked before anything is written."""
+    from warehouse import catalog_import as importer
+    from warehouse.errors import WarehouseError
+
+    db = _database()
+    try:
+        with db.session() as session:
+            report = importer.import_csv(session, kind, path)
+    except WarehouseError as error:
+        fail(str(error), 2)
+    typer.echo(f"{kind}: {report.rows} row(s) read, {report.created} created, {report.existing} already present")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
