@@ -1,0 +1,299 @@
+"""Deduction throughput: how close `warehouse.stock` gets to what PostgreSQL itself can do.
+
+    CANGFLOW_DATABASE_URL=postgresql+psycopg://... uv run python -m bench.deduction [--seconds 10]
+
+Each phase runs `--workers` (16) processes, one connection each, released together by a barrier;
+they warm up for 1 s, then count committed transactions until a shared stop time `--seconds` later.
+- raw floor: plain psycopg, guarded UPDATE of one balance row + ledger INSERT + COMMIT. No
+  deduction can write less, so this is the ceiling the domain code is measured against.
+- deduct: `stock.deduct(qty=1)` in one `Database.session()` transaction.
+- deduct_order: `stock.deduct_order` of 50 distinct spread SKUs; reported in lines/s.
+Raw and deduct run against one hot SKU (all workers queue on one row lock: lock hand-off speed)
+and against 10,000 spread SKUs (few lock waits: per-transaction cost, where overhead shows).
+
+It makes its own uniquely named warehouse, bin and SKUs and receives 10^9 units of each with
+`stock.receive`, so it runs on a fresh database and touches no other data. The raw floor writes
+no outbox message (it is a floor); afterwards one set-based INSERT gives each raw operation its
+message, so `warehouse.invariants.check` stays clean (exit 1 if not). It also captures one
+50-line deduct_order statement as the domain code sends it and writes its EXPLAIN (ANALYZE,
+BUFFERS), run in a rolled-back transaction, to bench/results/deduct_order_plan.txt.
+
+Progress goes to stderr; the last line of stdout is one JSON object. Key names say "16_workers"
+whatever `--workers` is; `workers` holds the real count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+import warehouse
+from warehouse import catalog, invariants, schema, stock
+from warehouse.stock.statements import TAKE_STATEMENTS
+
+STOCK_PER_ROW = 10**9
+WARMUP_SECONDS = 1.0
+ORDER_LINES = 50
+RESULTS = Path(__file__).resolve().parent / "results"
+
+RAW_UPDATE = """UPDATE stock_balance SET on_hand = on_hand - 1, version = version + 1
+WHERE id = %s AND on_hand - reserved >= 1"""
+RAW_INSERT = """INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id,
+                            warehouse_id, location_id, sku_id, lot_id, qty)
+VALUES (now(), 'deduction', nextval('stock_operation_id_seq'), %s, %s, %s, %s, %s, -1)"""
+
+# One outbox message per raw-floor operation, shaped like the domain's, marked as the bench's.
+BACKFILL_OUTBOX = """
+INSERT INTO outbox_message (topic, message_key, operation_id, payload)
+SELECT 'stock.changed', CAST(:warehouse AS text), m.operation_id, jsonb_build_object(
+    'operation', 'bench_raw_deduct', 'operation_id', m.operation_id, 'warehouse', CAST(:warehouse AS text),
+    'key', NULL, 'reference', 'bench raw floor', 'occurred_at', m.occurred_at,
+    'items', jsonb_build_array(jsonb_build_object(
+        'movement_id', m.id, 'movement_type', m.movement_type, 'sku', s.code,
+        'location', CAST(:location AS text), 'lot', NULL, 'qty', m.qty, 'reserved_qty', m.reserved_qty)))
+FROM stock_movement m JOIN sku s ON s.id = m.sku_id
+WHERE m.warehouse_id = :warehouse_id
+  AND NOT EXISTS (SELECT 1 FROM outbox_message o WHERE o.operation_id = m.operation_id)
+"""
+
+
+def log(message: str) -> None:
+    print(f"[bench.deduction] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class World:
+    """The bench's items. SKU 0 is the hot one, the rest are spread; rows[i] is skus[i]'s balance
+    row as (balance_id, warehouse_id, location_id, sku_id, lot_id), ready for the raw INSERT."""
+
+    url: str
+    warehouse: str
+    location: str
+    skus: list[str]
+    rows: list[tuple]
+
+
+def build_world(db: warehouse.Database, spread: int) -> World:
+    code = f"BENCH-{uuid.uuid4().hex[:10]}"
+    location = f"{code}-BIN"
+    skus = [f"{code}-HOT", *(f"{code}-S{i:05d}" for i in range(spread))]
+    with db.session() as s:
+        catalog.ensure_warehouse(s, code, "deduction benchmark")
+        catalog.ensure_location(s, code, location)
+        for sku in skus:
+            catalog.ensure_sku(s, sku)
+    for start in range(0, len(skus), 1000):
+        with db.session() as s:
+            for sku in skus[start : start + 1000]:
+                stock.receive(s, warehouse=code, sku=sku, qty=STOCK_PER_ROW, location=location, reference="bench")
+        log(f"setup: received stock for {min(start + 1000, len(skus))}/{len(skus)} SKUs")
+    with db.session() as s:
+        by_code = {row[0]: tuple(row[1:]) for row in s.execute(text(
+            """SELECT s.code, b.id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id FROM stock_balance b
+               JOIN sku s ON s.id = b.sku_id JOIN warehouse w ON w.id = b.warehouse_id WHERE w.code = :code"""),
+            {"code": code})}
+    url = db.url.render_as_string(hide_password=False)
+    return World(url, code, location, skus, [by_code[sku] for sku in skus])
+
+
+def make_step(phase: str, world: World, rng: random.Random):
+    """Open this worker's connection and return a function running one transaction of `phase`."""
+    if phase.startswith("raw"):
+        dsn = world.url.replace("postgresql+psycopg://", "postgresql://", 1)
+        conn = psycopg.connect(dsn, application_name="bench.deduction raw")
+        cursor = conn.cursor()
+        rows = world.rows[:1] if phase == "raw_hot" else world.rows[1:]
+
+        def raw() -> None:
+            row = rng.choice(rows)
+            try:
+                cursor.execute(RAW_UPDATE, (row[0],), prepare=True)
+                if cursor.rowcount != 1:
+                    raise RuntimeError(f"guarded update refused balance {row[0]}")
+                cursor.execute(RAW_INSERT, row, prepare=True)
+                conn.commit()
+            except Exception:
+                conn.rollback()
+                raise
+
+        return raw
+    db = warehouse.connect(world.url, pool_size=1)
+    with db.session() as s:  # open the pooled connection before the clock starts
+        s.execute(text("SELECT 1"))
+    skus = world.skus[:1] if phase == "deduct_hot" else world.skus[1:]
+
+    def deduct() -> None:
+        with db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=rng.choice(skus), qty=1)
+
+    def order() -> None:
+        lines = [(sku, 1) for sku in rng.sample(skus, ORDER_LINES)]
+        with db.session() as s:
+            stock.deduct_order(s, warehouse=world.warehouse, lines=lines)
+
+    return order if phase == "order" else deduct
+
+
+PHASES = ("raw_hot", "raw_spread", "deduct_hot", "deduct_spread", "order")
+
+
+def worker(phase: str, number: int, world: World, ready, go, clock, out) -> None:
+    done, errors, first_error = 0, 0, None
+    try:
+        step = make_step(phase, world, random.Random(f"{phase}-{number}"))
+        ready.wait()
+        go.wait()
+        counted_from, stop = clock[0], clock[1]
+        while time.time() < stop:
+            try:
+                step()
+            except Exception as error:  # counted and reported, never retried
+                errors += 1
+                first_error = first_error or f"{type(error).__name__}: {error}"
+                continue
+            if counted_from <= time.time() < stop:
+                done += 1
+    except Exception as error:
+        first_error = f"worker setup failed: {type(error).__name__}: {error}"
+        ready.abort()
+    out.put((done, errors, first_error))
+
+
+def run_phase(phase: str, world: World, workers: int, seconds: float) -> tuple[float, int]:
+    """Committed transactions per second over the measured window, and the failure count."""
+    ctx = mp.get_context("fork")  # the World is inherited, not pickled; no parent connection is open
+    ready, go, out, clock = ctx.Barrier(workers + 1), ctx.Event(), ctx.Queue(), ctx.Array("d", 2, lock=False)
+    procs = [ctx.Process(target=worker, args=(phase, n, world, ready, go, clock, out)) for n in range(workers)]
+    for proc in procs:
+        proc.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed to set up: it reports below
+        ready.wait(timeout=120)
+    clock[0] = time.time() + WARMUP_SECONDS
+    clock[1] = clock[0] + seconds
+    go.set()
+    results = [out.get(timeout=seconds + WARMUP_SECONDS + 120) for _ in procs]
+    for proc in procs:
+        proc.join()
+    done, errors = sum(r[0] for r in results), sum(r[1] for r in results)
+    problems = sorted({r[2] for r in results if r[2]})
+    if any(p.startswith("worker setup failed") for p in problems):
+        raise SystemExit(f"{phase}: {problems}")
+    log(f"{phase:<14} {done / seconds:10.1f} tx/s  ({done} committed, {errors} failed, "
+        f"{workers} workers, {seconds:g} s)")
+    for problem in problems:
+        log(f"{phase}: first error: {problem}")
+    return done / seconds, errors
+
+
+def explain_order(db: warehouse.Database, world: World) -> dict:
+    """EXPLAIN (ANALYZE, BUFFERS) of the deduction statement exactly as deduct_order sends it."""
+    captured = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        source = getattr(getattr(context, "compiled", None), "statement", None)
+        if getattr(source, "text", None) == TAKE_STATEMENTS["deduction"]:
+            captured.append((statement, parameters))
+
+    lines = [(sku, 1) for sku in random.Random("explain").sample(world.skus[1:], ORDER_LINES)]
+    event.listen(db.engine, "before_cursor_execute", grab)
+    try:
+        with Session(db.engine) as s:  # run it once for real to capture the SQL and parameters
+            stock.deduct_order(s, warehouse=world.warehouse, lines=lines)
+            s.rollback()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", grab)
+    if len(captured) != 1:
+        raise RuntimeError(f"expected one deduction statement, captured {len(captured)}")
+    statement, parameters = captured[0]
+    with Session(db.engine) as s:
+        explained = s.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
+        plan = "\n".join(explained.scalars())
+        s.rollback()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "deduct_order_plan.txt"
+    path.write_text(f"-- deduct_order, {ORDER_LINES} lines, warehouse {world.warehouse}, rolled back\n{plan}\n")
+    times = {label: float(ms) for label, ms in re.findall(r"(Planning|Execution) Time: ([\d.]+) ms", plan)}
+    summary = {
+        "plan_execution_ms": times.get("Execution"),
+        "plan_planning_ms": times.get("Planning"),
+        "plan_index_scans": sorted(set(re.findall(r"Index (?:Only )?Scan(?: Backward)? (?:using|on) (\S+)", plan))),
+        "plan_seq_scans": sorted(set(re.findall(r"Seq Scan on (\S+)", plan))),
+        "plan_sorts": len(re.findall(r"(?:->  |^)Sort  ", plan, re.M)),
+    }
+    log(f"deduct_order plan ({ORDER_LINES} lines): execution {times.get('Execution')} ms, planning "
+        f"{times.get('Planning')} ms, index scans: {', '.join(summary['plan_index_scans']) or 'NONE'}; "
+        f"seq scans: {', '.join(summary['plan_seq_scans']) or 'none'}; sorts: {summary['plan_sorts']} -> {path}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (default 10)")
+    parser.add_argument("--workers", type=int, default=16, help="worker processes per phase (default 16)")
+    parser.add_argument("--spread-skus", type=int, default=10_000, help="SKUs of the spread phases (default 10000)")
+    args = parser.parse_args(argv)
+    url = os.environ.get("CANGFLOW_DATABASE_URL")
+    if not url:
+        parser.error("set CANGFLOW_DATABASE_URL to the postgresql+psycopg:// URL to benchmark")
+    if args.spread_skus < ORDER_LINES:
+        parser.error(f"--spread-skus must be at least {ORDER_LINES}")
+
+    db = warehouse.connect(url)
+    schema.upgrade(db)
+    started = time.time()
+    world = build_world(db, args.spread_skus)
+    with db.session() as s:
+        version = s.execute(text("SHOW server_version")).scalar_one()
+    log(f"setup: warehouse {world.warehouse}, 1 hot + {args.spread_skus} spread SKUs in {time.time() - started:.1f} s")
+    db.dispose()  # forked workers must not inherit an open connection
+
+    rates, errors = {}, {}
+    try:
+        for phase in PHASES:
+            rates[phase], errors[phase] = run_phase(phase, world, args.workers, args.seconds)
+    finally:  # even after a failed phase, so the raw floor's ledger rows never break the invariants
+        with db.session() as s:
+            params = {"warehouse": world.warehouse, "location": world.location, "warehouse_id": world.rows[0][1]}
+            log(f"gave {s.execute(text(BACKFILL_OUTBOX), params).rowcount} raw-floor operations their outbox messages")
+    plan = explain_order(db, world)
+    with db.session() as s:
+        violations = invariants.check(s)
+    log(f"invariants: {len(violations)} violation(s)" + "".join(f"\n    {v}" for v in violations[:10]))
+    db.dispose()
+
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 4) if b else None
+
+    print(json.dumps({
+        "raw_per_s_16_workers": round(rates["raw_hot"], 1),
+        "deduct_per_s_16_workers": round(rates["deduct_hot"], 1),
+        "ratio_to_raw_16_workers": ratio(rates["deduct_hot"], rates["raw_hot"]),
+        "raw_spread_per_s": round(rates["raw_spread"], 1),
+        "deduct_spread_per_s": round(rates["deduct_spread"], 1),
+        "spread_ratio_to_raw": ratio(rates["deduct_spread"], rates["raw_spread"]),
+        "order_lines_per_s": round(rates["order"] * ORDER_LINES, 1),
+        "orders_per_s": round(rates["order"], 2),
+        "order_lines": ORDER_LINES, "seconds_per_phase": args.seconds, "warmup_seconds": WARMUP_SECONDS,
+        "workers": args.workers, "spread_skus": args.spread_skus, "failed_transactions": errors,
+        "postgres_version": version, **plan, "invariant_violations": len(violations),
+    }))
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
