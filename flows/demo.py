@@ -1,0 +1,173 @@
+"""`cangflow demo`: migrate, load a realistic sample, run a burst of concurrent deductions, and
+show that every invariant still holds.
+
+Why it looks like this: the demo is the first thing a new engineer runs, so it must work on an
+empty embedded database, finish in well under a minute and be safe to run again. The burst is
+planned from the seed alone (not from what the database holds), and every request carries an
+idempotency key derived from the run's parameters: a second run sends the same requests with
+the same keys and gets the first run's answers back instead of deducting twice. Within one run
+some requests are sent twice on purpose, as a client retrying after a timeout would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import warehouse
+from warehouse import Database, invariants, retry, sample_data, schema, stock
+from warehouse.errors import InsufficientStock, WarehouseError
+
+HOT_SKUS = 20  # single-line picks go to the busiest SKUs, where workers contend for rows
+OVERSIZED_QTY = 1_000_000  # more than any sample row holds: the refusal is the point
+OVERSIZED_EVERY = 20  # one request in 20 asks for more than there is
+REPLAY_EVERY = 10  # one request in 10 repeats an earlier one, key and all
+
+
+@dataclass(frozen=True)
+class BurstRequest:
+    operation: str  # "deduct" (one line, FEFO across bins and lots) or "deduct_order"
+    key: str
+    warehouse: str
+    lines: tuple[tuple[str, int], ...]
+
+
+@dataclass
+class BurstResult:
+    workers: int
+    seconds: float
+    outcomes: Counter = field(default_factory=Counter)  # succeeded, replayed, insufficient, rejected
+    rejections: list[str] = field(default_factory=list)
+
+    @property
+    def attempted(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def per_second(self) -> float:
+        return self.attempted / self.seconds if self.seconds else 0.0
+
+
+def run_demo(
+    db: Database,
+    *,
+    skus: int = 5000,
+    bins_per_warehouse: int = 300,
+    days: int = 90,
+    burst_workers: int = 16,
+    burst_orders: int = 400,
+    seed: int = 7,
+    echo: Callable[[str], object] = print,
+) -> int:
+    """Run the whole demo against `db`; returns the number of invariant violations found."""
+    echo(f"cangflow demo on {db!r}")
+    echo(f"migrating: at revision {schema.upgrade(db)}")
+    echo(f"loading the sample ({skus:,} SKUs, {bins_per_warehouse:,} bins per warehouse, {days} days) ...")
+    with db.session() as session:
+        sample = sample_data.load_sample(session, skus=skus, bins_per_warehouse=bins_per_warehouse, days=days,
+                                         seed=seed, progress=echo)
+    if sample.already_loaded:
+        echo("  already loaded: nothing added")
+    echo(f"burst: {burst_orders} deduction requests on {burst_workers} workers ...")
+    burst = run_burst(db, burst_plan(skus=skus, seed=seed, orders=burst_orders), workers=burst_workers)
+    with db.session() as session:
+        top = sample_data.top_on_hand(session, per_warehouse=5)
+        violations = invariants.check(session)
+    for line in summary_lines(sample, burst, top, violations):
+        echo(line)
+    return len(violations)
+
+
+def burst_plan(*, skus: int, seed: int, orders: int) -> list[BurstRequest]:
+    """The burst's requests, a pure function of the seed and the catalogue size.
+
+    Request i is the same however many are planned, so its key always means the same request.
+    """
+    rng = random.Random(f"cangflow-demo-burst-{seed}-{skus}")
+    hot = sample_data.popular_skus(skus, seed, HOT_SKUS)
+    codes = [sample_data.SKU_CODE.format(i + 1) for i in range(skus)]
+    cumulative = list(itertools.accumulate(sample_data.popularity(skus, seed)))
+    plan: list[BurstRequest] = []
+    for i in range(orders):
+        if i % REPLAY_EVERY == REPLAY_EVERY - 1:
+            plan.append(rng.choice(plan))  # a client retrying: same key, same arguments
+            continue
+        if rng.random() < 0.5:
+            operation, lines = "deduct", [(rng.choice(hot), rng.randint(1, 5))]
+        else:
+            count = rng.randint(3, 10)
+            operation = "deduct_order"
+            lines = [(sku, rng.randint(1, 4)) for sku in rng.choices(codes, cum_weights=cumulative, k=count)]
+        if i % OVERSIZED_EVERY == OVERSIZED_EVERY - 2:
+            lines[0] = (lines[0][0], OVERSIZED_QTY)
+        key = f"demo-s{seed}-n{skus}-{i:05d}"
+        plan.append(BurstRequest(operation, key, rng.choice(sample_data.WAREHOUSES), tuple(lines)))
+    return plan
+
+
+def run_burst(db: Database, plan: list[BurstRequest], *, workers: int) -> BurstResult:
+    """Send `plan` from `workers` threads at once, each request in its own retried transaction.
+
+    The burst gets its own engine so that every worker holds a connection of its own.
+    """
+    burst_db = warehouse.connect(db.url.render_as_string(hide_password=False), pool_size=workers)
+    rejections: list[str] = []
+
+    def send(request: BurstRequest) -> str:
+        try:
+            change = retry.in_transaction(burst_db, lambda session: _apply(session, request), label=request.operation)
+        except InsufficientStock:
+            return "insufficient"
+        except WarehouseError as error:  # unknown SKU, key conflict: reported, not fatal
+            rejections.append(str(error))
+            return "rejected"
+        return "replayed" if change.replayed else "succeeded"
+
+    started = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="demo-burst") as pool:
+            outcomes = Counter(pool.map(send, plan))
+    finally:
+        burst_db.dispose()
+    return BurstResult(workers, time.perf_counter() - started, outcomes, rejections)
+
+
+def _apply(session, request: BurstRequest) -> stock.StockChange:
+    if request.operation == "deduct":
+        (sku, qty), = request.lines
+        return stock.deduct(session, warehouse=request.warehouse, sku=sku, qty=qty, key=request.key,
+                            reference="cangflow demo")
+    return stock.deduct_order(session, warehouse=request.warehouse, lines=list(request.lines), key=request.key,
+                              reference="cangflow demo")
+
+
+def summary_lines(sample: sample_data.SampleSummary, burst: BurstResult,
+                  top: list[tuple[str, str, int, int]], violations: list) -> list[str]:
+    """The short table printed at the end: what is loaded, how the burst went, where stock is."""
+    loaded = "already loaded, nothing added" if sample.already_loaded else f"loaded in {sample.seconds:.1f} s"
+    lines = [
+        "",
+        f"sample ({', '.join(sample_data.WAREHOUSES)}): {loaded}",
+        *_rows([("warehouses", sample.warehouses), ("bins", sample.locations), ("SKUs", sample.skus),
+                ("lots", sample.lots), ("balance rows", sample.balances), ("movements", sample.movements)]),
+        f"burst ({burst.workers} workers, {burst.seconds:.2f} s)",
+        *_rows([("attempted", burst.attempted)]
+               + [(name, burst.outcomes[name]) for name in ("succeeded", "replayed", "insufficient", "rejected")]
+               + [("per second", f"{burst.per_second:,.1f}")]),
+    ]
+    lines += [f"  first rejection: {burst.rejections[0]}"] if burst.rejections else []
+    lines.append(f"top 5 SKUs by on_hand{'on_hand':>20}{'available':>11}")
+    lines += [f"  {wh:<11}{sku:<12}{on_hand:>16,}{available:>11,}" for wh, sku, on_hand, available in top]
+    lines += [f"  {violation}" for violation in violations[:20]]
+    lines.append(f"invariants: {len(violations)} violation{'' if len(violations) == 1 else 's'}")
+    return lines
+
+
+def _rows(pairs: list[tuple[str, object]]) -> list[str]:
+    return [f"  {label:<14}{value:>12,}" if isinstance(value, int) else f"  {label:<14}{value:>12}"
+            for label, value in pairs]

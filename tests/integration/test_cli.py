@@ -1,0 +1,55 @@
+"""The `cangflow` command as an engineer runs it: exit codes and messages."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import text
+
+pytestmark = pytest.mark.integration
+
+
+def cangflow(database_url, *arguments, input_bytes=None):
+    env = {**os.environ, "CANGFLOW_DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *arguments], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_db_upgrade_reports_the_revision(database_url, db):
+    result = cangflow(database_url, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "at revision 0001_core" in result.stdout
+
+
+def test_check_passes_on_consistent_books_and_fails_naming_a_broken_balance(database_url, world):
+    sku = world.stocked_sku(5)
+    clean = cangflow(database_url, "check")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "invariants: 0 violation(s)" in clean.stdout
+    balance_of = "(SELECT id FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku))"
+    with world.db.session() as s:  # a write that bypasses the ledger
+        balance_id = s.execute(text(f"SELECT {balance_of}"), {"sku": sku}).scalar()
+        s.execute(text(f"UPDATE stock_balance SET on_hand = on_hand + 1 WHERE id = {balance_of}"), {"sku": sku})
+    try:
+        broken = cangflow(database_url, "check")
+        assert broken.returncode == 1
+        assert f"balance_equals_ledger: balance {balance_id}: on_hand=6" in broken.stdout
+    finally:
+        with world.db.session() as s:
+            s.execute(text(f"UPDATE stock_balance SET on_hand = on_hand - 1 WHERE id = {balance_of}"), {"sku": sku})
+
+
+def test_catalog_import_rejects_a_bad_file_with_the_reason_on_stderr(database_url, db, tmp_path):
+    bad = tmp_path / "skus.csv"
+    bad.write_text("code,name,category\nOK-1,Milk,dairy\n BAD,Bread,\n")
+    result = cangflow(database_url, "catalog", "import", "skus", str(bad))
+    assert result.returncode == 2
+    assert "line 3, column code" in result.stderr and "nothing imported" in result.stderr
+
+
+def test_a_bad_database_url_fails_with_a_readable_error(tmp_path):
+    result = cangflow("mysql://nobody@127.0.0.1/none", "check")
+    assert result.returncode != 0
+    assert "postgresql+psycopg" in result.stderr
