@@ -135,7 +135,7 @@ def _balance_rows(session, raw, rng, weights, warehouse_ids, bin_ids, sku_ids, l
     warehouse only; every lot of a SKU in each of its bins."""
     skus = len(sku_ids)
     rank = np.argsort(np.argsort(-weights, kind="stable"), kind="stable")
-    stocked_in = (rank[:, None] < skus // 10) | (rng.random((skus, len(bin_ids))) < 0.85)
+    stocked_in = (rank[:, None] < skus // 5) | (rng.random((skus, len(bin_ids))) < 0.9)
     stocked_in[np.arange(skus), rng.integers(0, len(bin_ids), skus)] |= ~stocked_in.any(axis=1)
     slots = []
     for w, bins in enumerate(bin_ids):
