@@ -7,7 +7,12 @@ started it (so the next command reuses it in well under a second); `cangflow db 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+
+# platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); pgserver only keeps a lock
+# file there and the /tmp fallback is fine.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 EMBEDDED_DATABASE = "cangflow"
 
