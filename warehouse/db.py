@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .settings import Settings, get_settings
+from .stock.resolve import IdCache
 
 
 class Database:
@@ -26,14 +27,19 @@ class Database:
             parsed,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No ping per checkout (a round trip on every transaction); connections are
+            # recycled instead, and a dead one fails its transaction, which callers retry.
+            pool_recycle=1800,
             echo=echo,
             # Server-side prepared statements after 2 runs: the stock statements are long CTEs
             # whose planning would otherwise cost more than their execution.
             connect_args={"prepare_threshold": 2, "application_name": "cangflow"},
         )
         event.listen(self.engine, "connect", _set_session_defaults)
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.ids = IdCache()
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"id_cache": self.ids})
+        event.listen(self._sessions, "after_commit", _keep_resolved_ids)
+        event.listen(self._sessions, "after_rollback", _drop_resolved_ids)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -47,6 +53,16 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)})"
+
+
+def _keep_resolved_ids(session: Session) -> None:
+    pending = session.info.pop("pending_ids", None)
+    if pending:
+        session.info["id_cache"].update(pending)
+
+
+def _drop_resolved_ids(session: Session) -> None:
+    session.info.pop("pending_ids", None)
 
 
 def _set_session_defaults(dbapi_connection, _record) -> None:

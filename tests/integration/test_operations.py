@@ -282,3 +282,20 @@ def test_every_operation_keeps_the_invariants(world):
         stock.deduct_order(s, warehouse=world.warehouse, lines=[(sku, 3)])
         stock.count(s, warehouse=world.warehouse, location=world.locations[1], sku=sku, qty=4)
     assert violations(world.db) == []
+
+
+def test_ids_read_in_a_rolled_back_transaction_are_not_remembered(world):
+    code = "ROLLED-BACK-" + world.warehouse
+    with pytest.raises(RuntimeError):
+        with world.db.session() as s:
+            from warehouse import catalog
+
+            catalog.ensure_sku(s, code)
+            assert stock.available(s, warehouse=world.warehouse, sku=code) == 0  # resolves the new id
+            raise RuntimeError("roll back")
+    with world.db.session() as s:
+        from warehouse import catalog
+
+        catalog.ensure_sku(s, code)  # a new row, with a new id
+    world.receive(code, 4)
+    assert world.on_hand(code) == 4 and world.available(code) == 4

@@ -65,7 +65,7 @@ def count(
     found = [(sku_id, lot_id) for (sku_id, _, lot_id), n in zip(ids, counted.values()) if n > 0]
     if found:
         session.execute(
-            text(ENSURE_ROWS),
+            ENSURE_ROWS,
             {
                 "warehouse_id": resolved.warehouse_id,
                 "occurred_at": request.occurred_at,

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from .. import idempotency
 from ..errors import InsufficientStock
 from .resolve import Resolved
 from .result import MovementLine, StockChange
+from .statements import COMPILED
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
         "reference": request.reference,
         "reason": request.reason,
     }
-    row = session.execute(text(statement), bound).one()
+    row = session.execute(COMPILED[statement], bound).one()
     if not row.ok:
         if request.key is not None:
             idempotency.forget(session, request.key)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from .. import validation
@@ -37,7 +36,7 @@ def _apply_deltas(
     growing = [(location, sku, lot) for (sku, location, lot), (_, delta, _) in zip(ids, deltas) if delta > 0]
     if growing:
         session.execute(
-            text(ENSURE_ROWS),
+            ENSURE_ROWS,
             {
                 "warehouse_id": resolved.warehouse_id,
                 "occurred_at": request.occurred_at,

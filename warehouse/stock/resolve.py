@@ -1,7 +1,14 @@
-"""Codes to ids in one round trip, before any lock is taken; unknown codes are named."""
+"""Codes to ids in one round trip, before any lock is taken; unknown codes are named.
+
+Ids of master data never change and rows are never deleted, so a Database keeps the ids it has
+seen in an `IdCache` and skips the round trip next time. Only ids read by a transaction that
+then committed are kept (see `warehouse.db`), so a rolled-back `ensure_sku` cannot leave an id
+of a row that does not exist.
+"""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -32,6 +39,31 @@ class Resolved:
         )
 
 
+class IdCache:
+    def __init__(self, limit: int = 200_000):
+        self._ids: dict[tuple, int] = {}
+        self._lock = threading.Lock()
+        self._limit = limit
+
+    def get(self, key: tuple) -> int | None:
+        return self._ids.get(key)
+
+    def update(self, found: dict[tuple, int]) -> None:
+        with self._lock:
+            if len(self._ids) + len(found) > self._limit:
+                self._ids.clear()
+            self._ids.update(found)
+
+
+def _keys(warehouse: str, skus, locations, lot_pairs) -> dict[tuple, tuple]:
+    """Cache key -> (kind, lookup key in Resolved) for everything a request names."""
+    keys = {("warehouse", warehouse): ("warehouse", warehouse)}
+    keys.update({("sku", sku): ("sku", sku) for sku in skus})
+    keys.update({("location", warehouse, code): ("location", code) for code in locations})
+    keys.update({("lot", sku, code): ("lot", (sku, code)) for sku, code in lot_pairs})
+    return keys
+
+
 _RESOLVE = text(
     """
     SELECT 'warehouse' AS kind, w.code AS code, NULL AS sku, w.id FROM warehouse w WHERE w.code = :warehouse
@@ -52,6 +84,15 @@ def resolve(session: Session, warehouse: str, items: list[Item]) -> Resolved:
     skus = sorted({item.sku for item in items})
     locations = sorted({item.location for item in items if item.location is not None})
     lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
+    keys = _keys(warehouse, skus, locations, lot_pairs)
+    cache: IdCache | None = session.info.get("id_cache")
+    found: dict[str, dict] = {"warehouse": {}, "sku": {}, "location": {}, "lot": {}}
+    if cache is not None:
+        cached = {key: cache.get(key) for key in keys}
+        if all(ident is not None for ident in cached.values()):
+            for key, (kind, name) in keys.items():
+                found[kind][name] = cached[key]
+            return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
     rows = session.execute(
         _RESOLVE,
         {
@@ -62,7 +103,6 @@ def resolve(session: Session, warehouse: str, items: list[Item]) -> Resolved:
             "lot_codes": [lot for _, lot in lot_pairs],
         },
     ).all()
-    found: dict[str, dict] = {"warehouse": {}, "sku": {}, "location": {}, "lot": {}}
     for kind, code, sku, ident in rows:
         found[kind][(sku, code) if kind == "lot" else code] = ident
     if warehouse not in found["warehouse"]:
@@ -76,4 +116,8 @@ def resolve(session: Session, warehouse: str, items: list[Item]) -> Resolved:
     for pair in lot_pairs:
         if pair not in found["lot"]:
             raise UnknownItem("lot", pair[1], context=f"of sku {pair[0]!r}")
+    if cache is not None:  # promoted to the cache when this transaction commits
+        session.info.setdefault("pending_ids", {}).update(
+            {key: found[kind][name] for key, (kind, name) in keys.items()}
+        )
     return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
