@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 import warehouse
@@ -198,21 +198,25 @@ def run_phase(phase: str, world: World, workers: int, seconds: float) -> tuple[f
 
 def explain_order(db: warehouse.Database, world: World) -> dict:
     """EXPLAIN (ANALYZE, BUFFERS) of the deduction statement exactly as deduct_order sends it."""
-    captured = []
+    from warehouse.stock import execute as stock_execute
+    from warehouse.stock.statements import RENDERED
 
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        source = getattr(getattr(context, "compiled", None), "statement", None)
-        if getattr(source, "text", None) == TAKE_STATEMENTS["deduction"]:
-            captured.append((statement, parameters))
+    captured = []
+    original = stock_execute._execute
+
+    def grab(session, statement, bound):
+        if statement == TAKE_STATEMENTS["deduction"]:
+            captured.append((RENDERED[statement], dict(bound)))
+        return original(session, statement, bound)
 
     lines = [(sku, 1) for sku in random.Random("explain").sample(world.skus[1:], ORDER_LINES)]
-    event.listen(db.engine, "before_cursor_execute", grab)
+    stock_execute._execute = grab
     try:
         with Session(db.engine) as s:  # run it once for real to capture the SQL and parameters
             stock.deduct_order(s, warehouse=world.warehouse, lines=lines)
             s.rollback()
     finally:
-        event.remove(db.engine, "before_cursor_execute", grab)
+        stock_execute._execute = original
     if len(captured) != 1:
         raise RuntimeError(f"expected one deduction statement, captured {len(captured)}")
     statement, parameters = captured[0]

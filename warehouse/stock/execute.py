@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import idempotency
 from ..errors import InsufficientStock
 from .resolve import Resolved
 from .result import MovementLine, StockChange
-from .statements import COMPILED
+from .statements import RENDERED
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
         "reference": request.reference,
         "reason": request.reason,
     }
-    row = session.execute(COMPILED[statement], bound).one()
+    row = _execute(session, statement, bound)
     if not row.ok:
         if request.key is not None:
             idempotency.forget(session, request.key)
@@ -64,6 +67,28 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
         )
     lines = tuple(MovementLine.from_json(item) for item in row.items)
     return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
+
+
+_Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
+
+
+def _execute(session: Session, statement: str, bound: dict[str, Any]) -> _Row:
+    """Run a stock statement on the session's own connection, inside its transaction.
+
+    The statement goes to psycopg directly (pre-rendered for its placeholder style): on this
+    hot path SQLAlchemy's per-execute bookkeeping cost as much CPU as the statement itself.
+    """
+    connection = session.connection()
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(RENDERED[statement], bound, prepare=True)
+        return _Row(*cursor.fetchone())
+    except psycopg.Error as error:
+        # Callers see the same SQLAlchemy exceptions as from session.execute (IntegrityError,
+        # OperationalError with .orig.sqlstate, ...), so retries and handlers work unchanged.
+        raise DBAPIError.instance(statement, bound, error, psycopg.Error) from error
+    finally:
+        cursor.close()
 
 
 def _refusal(request: Request, resolved: Resolved, problems: list[dict[str, Any]]) -> InsufficientStock:
