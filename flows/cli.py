@@ -25,11 +25,19 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _database():
+def _database(*, migrated: bool = True):
+    """The configured database; with `migrated`, refuse one that `db upgrade` has not reached."""
     import warehouse
+    from warehouse import schema
+    from warehouse.errors import SchemaNotCurrent
 
     try:
-        return warehouse.connect()
+        db = warehouse.connect()
+        if migrated:
+            schema.require_current(db)
+        return db
+    except SchemaNotCurrent as error:
+        fail(str(error))
     except Exception as error:  # a connection problem is the user's to fix: say what and where
         fail(f"cannot open the database: {error}")
 
@@ -40,7 +48,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
     from warehouse import schema
     from warehouse.settings import get_settings
 
-    db = _database()
+    db = _database(migrated=False)
     current = schema.upgrade(db, revision, premake_months=get_settings().premake_months)
     typer.echo(f"database {db.url.render_as_string(hide_password=True)} at revision {current}")
 
@@ -80,7 +88,7 @@ def demo(
     """Migrate, load a realistic sample, run a burst of concurrent deductions, check invariants."""
     from flows.demo import run_demo
 
-    db = _database()
+    db = _database(migrated=False)  # the demo migrates first
     violations = run_demo(db, skus=skus, bins_per_warehouse=bins, days=days, burst_workers=workers, echo=typer.echo)
     if violations:
         fail(f"{violations} invariant violation(s) after the demo")

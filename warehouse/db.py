@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from .settings import Settings, get_settings
-from .stock.resolve import IdCache
+from .id_cache import IdCache
 
 
 class Database:

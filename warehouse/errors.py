@@ -7,6 +7,10 @@ class WarehouseError(Exception):
     """Base of every domain error; a rejected operation has written nothing."""
 
 
+class SchemaNotCurrent(WarehouseError):
+    """The database is not migrated to the schema this code expects."""
+
+
 class InvalidArgument(WarehouseError, ValueError):
     pass
 

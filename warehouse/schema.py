@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 
 from . import partitions
 from .db import Database
+from .errors import SchemaNotCurrent
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Concurrent `db upgrade` runs (two workers starting at once) take turns on this lock.
@@ -30,6 +31,14 @@ def head_revision() -> str:
 def current_revision(db: Database) -> str | None:
     with db.engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_current(db: Database) -> None:
+    """Refuse to work on a database the migrations have not brought to this code's schema."""
+    current, head = current_revision(db), head_revision()
+    if current != head:
+        found = "has no cangflow schema" if current is None else f"is at revision {current}"
+        raise SchemaNotCurrent(f"the database {found}; this code needs {head}: run `cangflow db upgrade`")
 
 
 def upgrade(db: Database, revision: str = "head", *, premake_months: int = 3) -> str | None:

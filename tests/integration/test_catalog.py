@@ -3,6 +3,7 @@
 from datetime import date
 
 import pytest
+from sqlalchemy import text
 
 from tests.builders import unique
 from warehouse import catalog, catalog_import
@@ -62,6 +63,6 @@ def test_csv_import_naming_an_unknown_reference_writes_nothing(db):
             catalog_import.import_csv(s, "locations", f"warehouse,code\n{w},A-01\nGHOST,A-02\n".encode())
     with db.session() as s:
         assert s.execute(
-            __import__("sqlalchemy").text("SELECT count(*) FROM location l JOIN warehouse w ON w.id = l.warehouse_id WHERE w.code = :w"),
+            text("SELECT count(*) FROM location l JOIN warehouse w ON w.id = l.warehouse_id WHERE w.code = :w"),
             {"w": w},
         ).scalar() == 0

@@ -53,3 +53,22 @@ def test_a_bad_database_url_fails_with_a_readable_error(tmp_path):
     result = cangflow("mysql://nobody@127.0.0.1/none", "check")
     assert result.returncode != 0
     assert "postgresql+psycopg" in result.stderr
+
+
+def test_commands_refuse_an_unmigrated_database_with_a_clear_error(database_url):
+    import psycopg
+    from psycopg import sql
+
+    from tests.conftest import ADMIN_URL
+
+    name = "cangflow_empty_" + database_url.rsplit("_", 1)[-1]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        result = cangflow(database_url.rsplit("/", 1)[0] + "/" + name, "check")
+        assert result.returncode == 1
+        assert "has no cangflow schema" in result.stderr and "cangflow db upgrade" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

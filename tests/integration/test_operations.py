@@ -5,7 +5,7 @@ from datetime import date, datetime, timedelta, timezone
 import pytest
 
 from tests.integration.helpers import ledger_counts, movements_of, outbox_of, violations
-from warehouse import stock
+from warehouse import catalog, stock
 from warehouse.errors import (
     IdempotencyConflict,
     InsufficientStock,
@@ -288,14 +288,55 @@ def test_ids_read_in_a_rolled_back_transaction_are_not_remembered(world):
     code = "ROLLED-BACK-" + world.warehouse
     with pytest.raises(RuntimeError):
         with world.db.session() as s:
-            from warehouse import catalog
-
             catalog.ensure_sku(s, code)
             assert stock.available(s, warehouse=world.warehouse, sku=code) == 0  # resolves the new id
             raise RuntimeError("roll back")
     with world.db.session() as s:
-        from warehouse import catalog
-
         catalog.ensure_sku(s, code)  # a new row, with a new id
     world.receive(code, 4)
     assert world.on_hand(code) == 4 and world.available(code) == 4
+
+
+def test_order_lines_naming_the_same_stock_twice_cannot_oversell_it(world):
+    sku = world.stocked_sku(6, location=world.locations[0])
+    before = ledger_counts(world.db)
+    # Both lines would be served from the one bin: 5 + 5 of 6 must be refused, not oversold.
+    with pytest.raises(InsufficientStock, match="asked 10, available 6"):
+        with world.db.session() as s:
+            stock.deduct_order(s, warehouse=world.warehouse, lines=[(sku, 5, world.locations[0]), (sku, 5)])
+    assert ledger_counts(world.db) == before and world.on_hand(sku) == 6
+
+
+def test_a_refused_release_says_it_was_reserved_stock_that_was_short(world):
+    sku = world.stocked_sku(5)
+    with world.db.session() as s:
+        stock.reserve(s, warehouse=world.warehouse, sku=sku, qty=2)
+    with pytest.raises(InsufficientStock, match=r"\(reserved stock\): asked 3, available 2"):
+        with world.db.session() as s:
+            stock.release(s, warehouse=world.warehouse, sku=sku, qty=3)
+
+
+def test_complete_count_of_a_bin_naming_no_items_empties_it(world):
+    sku = world.stocked_sku(4)
+    with world.db.session() as s:
+        change = stock.count(s, warehouse=world.warehouse, location=world.locations[0], complete=True)
+    assert [(line.sku, line.qty) for line in change.lines] == [(sku, -4)]
+    with pytest.raises(UnknownItem, match="unknown location 'NO-SUCH-BIN'"):
+        with world.db.session() as s:
+            stock.count(s, warehouse=world.warehouse, location="NO-SUCH-BIN", complete=True)
+    with pytest.raises(InvalidArgument, match="count line 1: unknown field"):
+        with world.db.session() as s:
+            stock.count(s, warehouse=world.warehouse, location=world.locations[0], lines=[{"sku": sku, "qty": 1, "bin": "x"}])
+
+
+def test_pending_orm_changes_are_flushed_before_a_stock_statement(world):
+    """A bin added through the ORM and not yet flushed is seen by the operation that uses it."""
+    from warehouse.models import Location, Warehouse
+
+    sku = world.add_sku()
+    code = world.warehouse + "-ORM"
+    with world.db.session() as s:
+        owner = s.query(Warehouse).filter_by(code=world.warehouse).one()
+        s.add(Location(warehouse_id=owner.id, code=code))
+        stock.receive(s, warehouse=world.warehouse, sku=sku, qty=3, location=code)
+    assert world.on_hand(sku, location=code) == 3

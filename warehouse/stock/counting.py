@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from .. import validation
@@ -59,9 +58,9 @@ def count(
     replay = execute.replay_or_claim(session, request)
     if replay is not None:
         return replay
-    resolved = resolve(session, warehouse, [Item(item.sku, location, item.lot) for item in counted])
-    location_id = resolved.locations[location] if counted else _location_id(session, resolved.warehouse_id, warehouse, location)
-    ids = [resolved.ids(Item(item.sku, None, item.lot)) for item in counted]
+    resolved = resolve(session, warehouse, list(counted), locations=(location,))
+    location_id = resolved.locations[location]
+    ids = [resolved.ids(item) for item in counted]
     found = [(sku_id, lot_id) for (sku_id, _, lot_id), n in zip(ids, counted.values()) if n > 0]
     if found:
         session.execute(
@@ -85,37 +84,29 @@ def count(
 
 
 def _counted(sku, qty, lot, lines) -> dict[Item, int]:
-    raw: list[tuple] = []
+    """The counted items (sku and lot, no location) with their counts, each checked."""
+    entries: list[tuple[str, object, object, object]] = []  # (error prefix, sku, qty, lot)
     if sku is not None or qty is not None:
-        raw.append((sku, qty, lot))
+        entries.append(("", sku, qty, lot))
     for number, line in enumerate(lines or [], start=1):
+        prefix = f"count line {number}: "
         if isinstance(line, Mapping):
-            raw.append((line.get("sku"), line.get("qty"), line.get("lot"), number))
+            unknown = set(line) - {"sku", "qty", "lot"}
+            if unknown:
+                raise InvalidArgument(f"{prefix}unknown field(s) {sorted(unknown)}")
+            entries.append((prefix, line.get("sku"), line.get("qty"), line.get("lot")))
         elif isinstance(line, tuple) and len(line) in (2, 3):
-            raw.append((*line, *([None] * (3 - len(line))), number))
+            entries.append((prefix, line[0], line[1], line[2] if len(line) == 3 else None))
         else:
-            raise InvalidArgument(f"count line {number}: {line!r} is not (sku, qty[, lot])")
+            raise InvalidArgument(f"{prefix}{line!r} is not (sku, qty[, lot])")
     counted: dict[Item, int] = {}
-    for entry in raw:
-        prefix = f"count line {entry[3]}: " if len(entry) > 3 else ""
+    for prefix, raw_sku, raw_qty, raw_lot in entries:
         item = Item(
-            validation.code(entry[0], field=f"{prefix}sku"),
+            validation.code(raw_sku, field=f"{prefix}sku"),
             None,
-            validation.optional_code(entry[2], field=f"{prefix}lot"),
+            validation.optional_code(raw_lot, field=f"{prefix}lot"),
         )
         if item in counted:
             raise InvalidArgument(f"{prefix}sku {item.sku!r} lot {item.lot!r} is counted twice")
-        counted[item] = validation.quantity(entry[1], field=f"{prefix}qty", allow_zero=True)
+        counted[item] = validation.quantity(raw_qty, field=f"{prefix}qty", allow_zero=True)
     return counted
-
-
-def _location_id(session: Session, warehouse_id: int, warehouse: str, location: str) -> int:
-    from ..errors import UnknownItem
-
-    found = session.execute(
-        text("SELECT id FROM location WHERE warehouse_id = :w AND code = :code"),
-        {"w": warehouse_id, "code": location},
-    ).scalar()
-    if found is None:
-        raise UnknownItem("location", location, context=f"in warehouse {warehouse!r}")
-    return found

@@ -96,7 +96,7 @@ def _refusal(request: Request, resolved: Resolved, problems: list[dict[str, Any]
     locations = {ident: code for code, ident in resolved.locations.items()}
     lots = {ident: code for (_, code), ident in resolved.lots.items()}
     first = problems[0]
-    where = []
+    where = ["reserved stock"] if request.operation == "release" else []
     if first.get("location_id") in locations:
         where.append(f"location {locations[first['location_id']]!r}")
     if first.get("lot_id") in lots:

@@ -1,20 +1,18 @@
 """Codes to ids in one round trip, before any lock is taken; unknown codes are named.
 
 Ids of master data never change and rows are never deleted, so a Database keeps the ids it has
-seen in an `IdCache` and skips the round trip next time. Only ids read by a transaction that
-then committed are kept (see `warehouse.db`), so a rolled-back `ensure_sku` cannot leave an id
-of a row that does not exist.
+seen in an `IdCache` (see `warehouse.id_cache`) and skips the round trip next time.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..errors import UnknownItem
+from ..id_cache import IdCache
 
 
 @dataclass(frozen=True)
@@ -37,22 +35,6 @@ class Resolved:
             None if item.location is None else self.locations[item.location],
             None if item.lot is None else self.lots[(item.sku, item.lot)],
         )
-
-
-class IdCache:
-    def __init__(self, limit: int = 200_000):
-        self._ids: dict[tuple, int] = {}
-        self._lock = threading.Lock()
-        self._limit = limit
-
-    def get(self, key: tuple) -> int | None:
-        return self._ids.get(key)
-
-    def update(self, found: dict[tuple, int]) -> None:
-        with self._lock:
-            if len(self._ids) + len(found) > self._limit:
-                self._ids.clear()
-            self._ids.update(found)
 
 
 def _keys(warehouse: str, skus, locations, lot_pairs) -> dict[tuple, tuple]:
@@ -80,9 +62,16 @@ _RESOLVE = text(
 )
 
 
-def resolve(session: Session, warehouse: str, items: list[Item]) -> Resolved:
+def resolve(session: Session, warehouse: str, items: list[Item], locations: tuple[str, ...] = ()) -> Resolved:
+    """Ids of `warehouse` and of every SKU, location and lot that `items` name, plus the extra
+    `locations` (a count of an empty bin names a bin but no item). UnknownItem names the first
+    code not found."""
+    # Stock statements are text SQL (no ORM autoflush): a caller's pending ORM changes, such as
+    # a bin just added, must reach the database before codes are looked up and stock moves.
+    if session.autoflush and (session.new or session.dirty or session.deleted):
+        session.flush()
     skus = sorted({item.sku for item in items})
-    locations = sorted({item.location for item in items if item.location is not None})
+    locations = sorted({item.location for item in items if item.location is not None} | set(locations))
     lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
     keys = _keys(warehouse, skus, locations, lot_pairs)
     cache: IdCache | None = session.info.get("id_cache")

@@ -69,7 +69,7 @@ locked AS MATERIALIZED (
 ),
 cand AS (
     -- FEFO: earliest expiry first (no expiry last), then oldest receipt, then row id.
-    SELECT req.line_no, req.qty AS asked, l.id, {source_l} AS avail,
+    SELECT req.line_no, req.qty AS asked, l.id, l.sku_id, l.location_id, l.lot_id, {source_l} AS avail,
            CAST(sum({source_l}) OVER (PARTITION BY req.line_no
                                  ORDER BY lot.expires NULLS LAST, l.first_received_at, l.id) AS bigint) AS upto
     FROM req
@@ -79,10 +79,14 @@ cand AS (
     LEFT JOIN lot ON lot.id = l.lot_id
 ),
 take AS (
-    SELECT line_no, id, LEAST(avail, asked - (upto - avail)) AS qty
+    SELECT line_no, id, sku_id, location_id, lot_id, avail, LEAST(avail, asked - (upto - avail)) AS qty
     FROM cand WHERE upto - avail < asked
 ),
-row_take AS (SELECT id, CAST(sum(qty) AS bigint) AS qty FROM take GROUP BY id),
+-- What each row gives up in total; `avail` is the row's own, the same on every line that takes it.
+row_take AS (
+    SELECT id, sku_id, location_id, lot_id, avail, CAST(sum(qty) AS bigint) AS qty
+    FROM take GROUP BY id, sku_id, location_id, lot_id, avail
+),
 short AS (
     SELECT req.line_no, req.sku_id, req.location_id, req.lot_id, req.qty AS asked,
            coalesce(max(cand.upto), 0) AS available
@@ -91,9 +95,7 @@ short AS (
     HAVING coalesce(max(cand.upto), 0) < req.qty
     UNION ALL
     -- Two lines whose filters overlap (one naming a bin, one not) may plan the same row twice.
-    SELECT NULL, l.sku_id, l.location_id, l.lot_id, rt.qty, {source_l}
-    FROM row_take rt JOIN locked l ON l.id = rt.id
-    WHERE rt.qty > {source_l}
+    SELECT NULL, sku_id, location_id, lot_id, qty, avail FROM row_take WHERE qty > avail
 ),
 problems AS (SELECT to_jsonb(short) AS problem FROM short),
 verdict AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM short) AS ok),
