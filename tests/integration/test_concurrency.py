@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 
 import psycopg
 import pytest
@@ -227,3 +228,29 @@ def test_a_deadlock_without_the_retry_wrapper_surfaces_as_an_error(world, pool):
             return error.orig.sqlstate
 
     assert sorted(run_workers(work, workers=2)) == ["40P01", "applied"]
+
+
+def test_a_pick_whose_fefo_row_is_emptied_meanwhile_takes_the_next_row(world, pool):
+    """The one-row guarded update plans on its snapshot: row EARLY covers the pick. A concurrent
+    transaction empties EARLY and commits while the pick waits on its lock; the guard then
+    refuses, nothing is written, and the locking statement serves the pick from row LATE."""
+    sku = world.add_sku(lots={"EARLY": date(2027, 1, 1), "LATE": date(2027, 6, 1)})
+    world.receive(sku, 5, location=world.locations[0], lot="EARLY")
+    world.receive(sku, 5, location=world.locations[1], lot="LATE")
+    holding = threading.Event()
+
+    def work(number: int):
+        if number == 0:
+            with pool.session() as s:
+                stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=5, lot="EARLY")
+                holding.set()
+                time.sleep(0.5)  # the other pick plans on EARLY and waits for this commit
+            return None
+        holding.wait()
+        with pool.session() as s:
+            return stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=2)
+
+    _, change = run_workers(work, workers=2)
+    assert [(line.lot, line.qty) for line in change.lines] == [("LATE", -2)]
+    assert world.on_hand(sku, lot="EARLY") == 0 and world.on_hand(sku, lot="LATE") == 3
+    assert violations(world.db) == []

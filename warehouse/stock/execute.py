@@ -43,7 +43,15 @@ def replay_or_claim(session: Session, request: Request) -> StockChange | None:
     return StockChange(request.operation, request.warehouse, first.operation_id, lines, request.key, replayed=True)
 
 
-def run(session: Session, request: Request, statement: str, params: dict[str, Any], resolved: Resolved) -> StockChange:
+def run(
+    session: Session,
+    request: Request,
+    statements: str | tuple[str, ...],
+    params: dict[str, Any],
+    resolved: Resolved,
+) -> StockChange:
+    """Run the first of `statements` that applies; each one before the last may decline (write
+    nothing) and hand over to the next. The last one applies or refuses."""
     bound = {
         **params,
         "warehouse_id": resolved.warehouse_id,
@@ -54,22 +62,22 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
         "reference": request.reference,
         "reason": request.reason,
     }
-    row = _execute(session, statement, bound)
+    attempts = (statements,) if isinstance(statements, str) else statements
+    for statement in attempts:
+        row = _execute(session, statement, bound)
+        if row.applied:
+            lines = tuple(MovementLine.from_json(item) for item in row.items)
+            return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
     if not row.ok:
         if request.key is not None:
             idempotency.forget(session, request.key)
         raise _refusal(request, resolved, row.problems)
-    if row.moved_rows != row.planned_rows:
-        # The guard in the UPDATE refused a row the locked read approved: never expected, so
-        # fail loudly; the caller's rollback undoes the rows that did change.
-        raise RuntimeError(
-            f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}"
-        )
-    lines = tuple(MovementLine.from_json(item) for item in row.items)
-    return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
+    # The guard in the UPDATE refused a row the locked read approved: never expected, so fail
+    # loudly; the caller's rollback undoes the rows that did change.
+    raise RuntimeError(f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}")
 
 
-_Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
+_Row = namedtuple("_Row", "ok applied operation_id items problems planned_rows moved_rows")
 
 
 def _execute(session: Session, statement: str, bound: dict[str, Any]) -> _Row:

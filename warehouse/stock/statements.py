@@ -11,8 +11,8 @@ row's lock is held for one round trip (the commit) instead of one per write. Why
 - every UPDATE repeats its guard, so even a bug in a head cannot push a row past its CHECK;
 - arrays go in through `unnest(...)`, so the SQL text is constant and prepared once.
 
-A head defines the CTEs `verdict(ok)`, `problems` (json rows explaining a refusal) and
-`changed` (the updated balance rows with their deltas). Only constant SQL is formatted in here;
+A head defines the CTEs `verdict(ok)`, `problems` (json rows explaining a refusal),
+`planned(rows)` and `changed` (the updated balance rows with their deltas). Only constant SQL is formatted in here;
 every value is a bound parameter.
 """
 
@@ -53,7 +53,7 @@ WITH req AS (
                 CAST(:lot_ids AS bigint[]), CAST(:qtys AS bigint[]))
          WITH ORDINALITY AS r(sku_id, location_id, lot_id, qty, line_no)
 ),
-locked AS MATERIALIZED (
+stocked AS MATERIALIZED (
     SELECT b.id, b.sku_id, b.location_id, b.lot_id, b.on_hand, b.reserved, b.first_received_at
     FROM stock_balance b
     WHERE b.warehouse_id = :warehouse_id
@@ -73,7 +73,7 @@ cand AS (
            CAST(sum({source_l}) OVER (PARTITION BY req.line_no
                                  ORDER BY lot.expires NULLS LAST, l.first_received_at, l.id) AS bigint) AS upto
     FROM req
-    JOIN locked l ON l.sku_id = req.sku_id
+    JOIN stocked l ON l.sku_id = req.sku_id
                  AND (req.location_id IS NULL OR l.location_id = req.location_id)
                  AND (req.lot_id IS NULL OR l.lot_id = req.lot_id)
     LEFT JOIN lot ON lot.id = l.lot_id
@@ -204,6 +204,11 @@ changed AS (
 
 _TAIL = """
 , op AS MATERIALIZED (SELECT nextval('stock_operation_id_seq') AS id)
+-- Applied: the head approved and every planned row changed (the same answer the single-row
+-- statement gives as `applied`, where "no" means "declined, run the locking statement").
+, applied AS MATERIALIZED (
+    SELECT verdict.ok AND (SELECT count(*) FROM changed) = (SELECT rows FROM planned) AS ok FROM verdict
+)
 -- Movement ids drawn here so the summary reads them without joining the INSERT's output back
 -- to `changed` (a join the planner estimates at one row and runs as a quadratic nested loop).
 , numbered AS MATERIALIZED (
@@ -246,19 +251,21 @@ _TAIL = """
 , keyed AS (
     UPDATE idempotency_key k
     SET operation_id = op.id, result = coalesce(summary.items, '[]'::jsonb)
-    FROM op, summary, verdict
-    WHERE verdict.ok AND k.key = CAST(:key AS text)
+    FROM op, summary, applied
+    WHERE applied.ok AND k.key = CAST(:key AS text)
     RETURNING k.key
 )
-SELECT verdict.ok, op.id AS operation_id, coalesce(summary.items, '[]'::jsonb) AS items,
+SELECT verdict.ok, applied.ok AS applied, op.id AS operation_id, coalesce(summary.items, '[]'::jsonb) AS items,
        (SELECT coalesce(jsonb_agg(problem), '[]'::jsonb) FROM problems) AS problems,
        (SELECT rows FROM planned) AS planned_rows,
        (SELECT count(*) FROM moved) AS moved_rows
-FROM verdict, op, summary
+FROM verdict, applied, op, summary
 """
 
 
 def take_statement(movement_type: str) -> str:
+    """The allocating statement: every candidate row locked in key order, then the FEFO plan
+    made on current values, so it always applies or refuses truthfully, for any number of lines."""
     mode = TAKE_MODES[movement_type]
     head = _TAKE_HEAD.format(
         source_b=mode["source"].format(t="b"),
@@ -271,9 +278,89 @@ def take_statement(movement_type: str) -> str:
     return head + _TAIL
 
 
+# The common case of one line whose first FEFO row alone covers it, as the atomic guarded
+# update: the row is chosen on the statement's snapshot without locks, and one UPDATE
+# `... WHERE available >= qty` takes its lock just to write. Nothing runs under the hot row's
+# lock but the write itself, the ledger row, the outbox message and the commit. When the first
+# row does not cover the line (FEFO then needs two rows) or the guard loses a race, the
+# statement writes nothing (applied = false) and the caller runs the locking statement.
+_SINGLE_ROW_TAKE = """
+WITH pick AS MATERIALIZED (
+    SELECT b.id FROM stock_balance b LEFT JOIN lot ON lot.id = b.lot_id
+    WHERE b.warehouse_id = :warehouse_id AND b.sku_id = :sku_id
+      AND (CAST(:location_id AS bigint) IS NULL OR b.location_id = :location_id)
+      AND (CAST(:lot_id AS bigint) IS NULL OR b.lot_id = :lot_id)
+      AND {source_b} > 0
+    ORDER BY lot.expires NULLS LAST, b.first_received_at, b.id
+    LIMIT 1
+),
+changed AS (
+    UPDATE stock_balance b
+    SET {set_clause}, version = b.version + 1, updated_at = now()
+    FROM (SELECT pick.id, CAST(:qty AS bigint) AS qty FROM pick) rt
+    WHERE b.id = rt.id AND {source_b} >= rt.qty
+    RETURNING b.id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id, b.on_hand, b.reserved, b.version,
+              {on_hand_delta} AS on_hand_delta, {reserved_delta} AS reserved_delta
+),
+op AS MATERIALIZED (
+    SELECT nextval('stock_operation_id_seq') AS id, nextval('stock_movement_id_seq') AS movement_id
+),
+moved AS (
+    INSERT INTO stock_movement (id, occurred_at, movement_type, operation_id, balance_id, warehouse_id,
+                                location_id, sku_id, lot_id, qty, reserved_qty, reference, reason,
+                                idempotency_key)
+    SELECT op.movement_id, CAST(:occurred_at AS timestamptz), '{movement_type}', op.id, c.id,
+           c.warehouse_id, c.location_id, c.sku_id, c.lot_id, c.on_hand_delta, c.reserved_delta,
+           CAST(:reference AS text), CAST(:reason AS text), CAST(:key AS text)
+    FROM changed c, op
+    RETURNING 1
+),
+summary AS (
+    SELECT jsonb_build_array(jsonb_build_object(
+               'movement_id', op.movement_id, 'movement_type', '{movement_type}', 'sku', CAST(:sku AS text),
+               'location', (SELECT code FROM location WHERE id = c.location_id),
+               'lot', (SELECT code FROM lot WHERE id = c.lot_id), 'qty', c.on_hand_delta,
+               'reserved_qty', c.reserved_delta, 'on_hand', c.on_hand, 'reserved', c.reserved,
+               'version', c.version)) AS items
+    FROM changed c, op
+),
+box AS (
+    INSERT INTO outbox_message (topic, message_key, operation_id, payload)
+    SELECT 'stock.changed', CAST(:warehouse AS text), op.id,
+           jsonb_build_object('operation', CAST(:operation AS text), 'operation_id', op.id,
+                              'warehouse', CAST(:warehouse AS text), 'key', CAST(:key AS text),
+                              'reference', CAST(:reference AS text),
+                              'occurred_at', CAST(:occurred_at AS timestamptz), 'items', summary.items)
+    FROM summary, op
+    RETURNING 1
+),
+keyed AS (
+    UPDATE idempotency_key k SET operation_id = op.id, result = summary.items
+    FROM summary, op
+    WHERE k.key = CAST(:key AS text)
+    RETURNING 1
+)
+SELECT applied AS ok, applied, op.id AS operation_id, coalesce(items, '[]'::jsonb) AS items,
+       '[]'::jsonb AS problems, 1 AS planned_rows, (SELECT count(*) FROM moved) AS moved_rows
+FROM op LEFT JOIN (SELECT true AS applied, items FROM summary) done ON true
+"""
+
+
+def single_row_take_statement(movement_type: str) -> str:
+    mode = TAKE_MODES[movement_type]
+    return _SINGLE_ROW_TAKE.format(
+        source_b=mode["source"].format(t="b"),
+        set_clause=mode["set"],
+        on_hand_delta=mode["on_hand_delta"],
+        reserved_delta=mode["reserved_delta"],
+        movement_type=movement_type,
+    )
+
+
 DELTA_STATEMENT = _DELTA_HEAD + _TAIL
 COUNT_STATEMENT = _COUNT_HEAD + _TAIL
 TAKE_STATEMENTS = {movement_type: take_statement(movement_type) for movement_type in TAKE_MODES}
+SINGLE_ROW_TAKE_STATEMENTS = {movement_type: single_row_take_statement(movement_type) for movement_type in TAKE_MODES}
 
 def _render(statement: str) -> str:
     """The statement with psycopg's %(name)s placeholders, rendered once at import."""
@@ -282,7 +369,8 @@ def _render(statement: str) -> str:
 
 # Built once: compiling a text() of this size costs ~0.1 ms per call on the hot path.
 RENDERED: dict[str, str] = {
-    statement: _render(statement) for statement in (DELTA_STATEMENT, COUNT_STATEMENT, *TAKE_STATEMENTS.values())
+    statement: _render(statement)
+    for statement in (DELTA_STATEMENT, COUNT_STATEMENT, *TAKE_STATEMENTS.values(), *SINGLE_ROW_TAKE_STATEMENTS.values())
 }
 
 # Balance rows that a receipt or count may need; ON CONFLICT DO NOTHING takes no lock on rows

@@ -19,7 +19,7 @@ from ..idempotency import validate_key
 from . import execute
 from .resolve import Item, resolve
 from .result import StockChange
-from .statements import TAKE_STATEMENTS
+from .statements import SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
 
 MAX_ORDER_LINES = 10_000
 
@@ -75,7 +75,13 @@ def _take(
         "lot_ids": [lot for _, _, lot in ids],
         "qtys": list(demand.values()),
     }
-    return execute.run(session, request, TAKE_STATEMENTS[movement_type], params, resolved)
+    statements: tuple[str, ...] = (TAKE_STATEMENTS[movement_type],)
+    if len(demand) == 1:  # try the atomic guarded update of one row first
+        [item] = demand
+        [(sku_id, location_id, lot_id)] = ids
+        params.update(sku=item.sku, sku_id=sku_id, location_id=location_id, lot_id=lot_id, qty=demand[item])
+        statements = (SINGLE_ROW_TAKE_STATEMENTS[movement_type], *statements)
+    return execute.run(session, request, statements, params, resolved)
 
 
 def _line(sku: object, qty: object, location: object, lot: object, *, prefix: str = "") -> OrderLine:
