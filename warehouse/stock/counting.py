@@ -55,7 +55,7 @@ def count(
         occurred_at=validation.business_time(occurred_at),
         reference=validation.reference(reference),
     )
-    replay = execute.replay_or_claim(session, request)
+    replay = execute.start(session, request)
     if replay is not None:
         return replay
     resolved = resolve(session, warehouse, list(counted), locations=(location,))

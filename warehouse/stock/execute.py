@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from .. import idempotency
 from ..errors import InsufficientStock
-from .resolve import Resolved
+from .resolve import Resolved, flush_pending
 from .result import MovementLine, StockChange
 from .statements import RENDERED
 
@@ -32,8 +32,10 @@ class Request:
     reason: str | None = None
 
 
-def replay_or_claim(session: Session, request: Request) -> StockChange | None:
-    """With a key: the first result if this request was applied before, else None (go on)."""
+def start(session: Session, request: Request) -> StockChange | None:
+    """Begin an operation: the caller's pending ORM changes go first; then, with a key, the
+    first result if this request was applied before, else None (go on)."""
+    flush_pending(session)
     if request.key is None:
         return None
     first = idempotency.claim(session, request.key, request.operation, request.arguments)
@@ -43,18 +45,9 @@ def replay_or_claim(session: Session, request: Request) -> StockChange | None:
     return StockChange(request.operation, request.warehouse, first.operation_id, lines, request.key, replayed=True)
 
 
-def run(
-    session: Session,
-    request: Request,
-    statements: str | tuple[str, ...],
-    params: dict[str, Any],
-    resolved: Resolved,
-) -> StockChange:
-    """Run the first of `statements` that applies; each one before the last may decline (write
-    nothing) and hand over to the next. The last one applies or refuses."""
-    bound = {
+def _bound(request: Request, params: dict[str, Any]) -> dict[str, Any]:
+    return {
         **params,
-        "warehouse_id": resolved.warehouse_id,
         "warehouse": request.warehouse,
         "operation": request.operation,
         "key": request.key,
@@ -62,25 +55,36 @@ def run(
         "reference": request.reference,
         "reason": request.reason,
     }
-    attempts = (statements,) if isinstance(statements, str) else statements
-    for statement in attempts:
-        row = _execute(session, statement, bound)
-        if row.applied:
-            lines = tuple(MovementLine.from_json(item) for item in row.items)
-            return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
+
+
+def attempt(session: Session, request: Request, statement: str, params: dict[str, Any]) -> StockChange | None:
+    """Run a statement that may decline: the change it applied, or None when it wrote nothing."""
+    operation_id, items = _execute(session, statement, _bound(request, params))
+    if items is None:
+        return None
+    lines = tuple(MovementLine.from_json(item) for item in items)
+    return StockChange(request.operation, request.warehouse, operation_id, lines, request.key)
+
+
+def run(session: Session, request: Request, statement: str, params: dict[str, Any], resolved: Resolved) -> StockChange:
+    """Run a statement that applies or refuses; a refusal raises and leaves nothing behind."""
+    row = _Row(*_execute(session, statement, {**_bound(request, params), "warehouse_id": resolved.warehouse_id}))
     if not row.ok:
         if request.key is not None:
             idempotency.forget(session, request.key)
         raise _refusal(request, resolved, row.problems)
-    # The guard in the UPDATE refused a row the locked read approved: never expected, so fail
-    # loudly; the caller's rollback undoes the rows that did change.
-    raise RuntimeError(f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}")
+    if row.moved_rows != row.planned_rows:
+        # The guard in the UPDATE refused a row the locked read approved: never expected, so
+        # fail loudly; the caller's rollback undoes the rows that did change.
+        raise RuntimeError(f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}")
+    lines = tuple(MovementLine.from_json(item) for item in row.items)
+    return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
 
 
-_Row = namedtuple("_Row", "ok applied operation_id items problems planned_rows moved_rows")
+_Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
 
 
-def _execute(session: Session, statement: str, bound: dict[str, Any]) -> _Row:
+def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
     """Run a stock statement on the session's own connection, inside its transaction.
 
     The statement goes to psycopg directly (pre-rendered for its placeholder style): on this
@@ -90,7 +94,7 @@ def _execute(session: Session, statement: str, bound: dict[str, Any]) -> _Row:
     cursor = connection.connection.dbapi_connection.cursor()
     try:
         cursor.execute(RENDERED[statement], bound, prepare=True)
-        return _Row(*cursor.fetchone())
+        return cursor.fetchone()
     except psycopg.Error as error:
         # Callers see the same SQLAlchemy exceptions as from session.execute (IntegrityError,
         # OperationalError with .orig.sqlstate, ...), so retries and handlers work unchanged.

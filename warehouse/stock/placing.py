@@ -91,7 +91,7 @@ def receive(
     item = Item(validation.code(sku, field="sku"), _required_location(location), validation.optional_code(lot, field="lot"))
     qty = validation.quantity(qty)
     request = _request("receive", warehouse, key, occurred_at, reference, sku=item.sku, qty=qty, location=item.location, lot=item.lot)
-    replay = execute.replay_or_claim(session, request)
+    replay = execute.start(session, request)
     if replay is not None:
         return replay
     resolved = resolve(session, warehouse, [item])
@@ -121,7 +121,7 @@ def adjust(
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
         raise InvalidArgument(f"reason={reason!r}: an adjustment needs a reason (1-500 characters)")
     request = _request("adjust", warehouse, key, occurred_at, reference, reason, sku=item.sku, qty=qty, location=item.location, lot=item.lot)
-    replay = execute.replay_or_claim(session, request)
+    replay = execute.start(session, request)
     if replay is not None:
         return replay
     resolved = resolve(session, warehouse, [item])
@@ -153,7 +153,7 @@ def transfer(
     request = _request(
         "transfer", warehouse, key, occurred_at, reference, sku=sku, qty=qty, location=source.location, to_location=target.location, lot=lot
     )
-    replay = execute.replay_or_claim(session, request)
+    replay = execute.start(session, request)
     if replay is not None:
         return replay
     resolved = resolve(session, warehouse, [source, target])

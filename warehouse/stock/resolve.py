@@ -37,6 +37,13 @@ class Resolved:
         )
 
 
+def flush_pending(session: Session) -> None:
+    """Stock SQL is text, which the ORM does not autoflush for: a caller's pending ORM changes,
+    such as a bin just added, must reach the database before codes are looked up or stock moves."""
+    if session.autoflush and (session.new or session.dirty or session.deleted):
+        session.flush()
+
+
 def _keys(warehouse: str, skus, locations, lot_pairs) -> dict[tuple, tuple]:
     """Cache key -> (kind, lookup key in Resolved) for everything a request names."""
     keys = {("warehouse", warehouse): ("warehouse", warehouse)}
@@ -66,10 +73,7 @@ def resolve(session: Session, warehouse: str, items: list[Item], locations: tupl
     """Ids of `warehouse` and of every SKU, location and lot that `items` name, plus the extra
     `locations` (a count of an empty bin names a bin but no item). UnknownItem names the first
     code not found."""
-    # Stock statements are text SQL (no ORM autoflush): a caller's pending ORM changes, such as
-    # a bin just added, must reach the database before codes are looked up and stock moves.
-    if session.autoflush and (session.new or session.dirty or session.deleted):
-        session.flush()
+    flush_pending(session)
     skus = sorted({item.sku for item in items})
     locations = sorted({item.location for item in items if item.location is not None} | set(locations))
     lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})

@@ -204,11 +204,6 @@ changed AS (
 
 _TAIL = """
 , op AS MATERIALIZED (SELECT nextval('stock_operation_id_seq') AS id)
--- Applied: the head approved and every planned row changed (the same answer the single-row
--- statement gives as `applied`, where "no" means "declined, run the locking statement").
-, applied AS MATERIALIZED (
-    SELECT verdict.ok AND (SELECT count(*) FROM changed) = (SELECT rows FROM planned) AS ok FROM verdict
-)
 -- Movement ids drawn here so the summary reads them without joining the INSERT's output back
 -- to `changed` (a join the planner estimates at one row and runs as a quadratic nested loop).
 , numbered AS MATERIALIZED (
@@ -251,15 +246,15 @@ _TAIL = """
 , keyed AS (
     UPDATE idempotency_key k
     SET operation_id = op.id, result = coalesce(summary.items, '[]'::jsonb)
-    FROM op, summary, applied
-    WHERE applied.ok AND k.key = CAST(:key AS text)
+    FROM op, summary, verdict
+    WHERE verdict.ok AND k.key = CAST(:key AS text)
     RETURNING k.key
 )
-SELECT verdict.ok, applied.ok AS applied, op.id AS operation_id, coalesce(summary.items, '[]'::jsonb) AS items,
+SELECT verdict.ok, op.id AS operation_id, coalesce(summary.items, '[]'::jsonb) AS items,
        (SELECT coalesce(jsonb_agg(problem), '[]'::jsonb) FROM problems) AS problems,
        (SELECT rows FROM planned) AS planned_rows,
        (SELECT count(*) FROM moved) AS moved_rows
-FROM verdict, applied, op, summary
+FROM verdict, op, summary
 """
 
 
@@ -283,13 +278,22 @@ def take_statement(movement_type: str) -> str:
 # `... WHERE available >= qty` takes its lock just to write. Nothing runs under the hot row's
 # lock but the write itself, the ledger row, the outbox message and the commit. When the first
 # row does not cover the line (FEFO then needs two rows) or the guard loses a race, the
-# statement writes nothing (applied = false) and the caller runs the locking statement.
+# statement writes nothing (no items) and the caller runs the locking statement.
 _SINGLE_ROW_TAKE = """
-WITH pick AS MATERIALIZED (
-    SELECT b.id FROM stock_balance b LEFT JOIN lot ON lot.id = b.lot_id
-    WHERE b.warehouse_id = :warehouse_id AND b.sku_id = :sku_id
-      AND (CAST(:location_id AS bigint) IS NULL OR b.location_id = :location_id)
-      AND (CAST(:lot_id AS bigint) IS NULL OR b.lot_id = :lot_id)
+WITH item AS MATERIALIZED (
+    -- Codes are looked up here, not in a round trip before: an unknown code finds no row, the
+    -- statement declines, and the caller's lookup before the locking statement names it.
+    SELECT w.id AS warehouse_id, s.id AS sku_id,
+           (SELECT l.id FROM location l WHERE l.warehouse_id = w.id AND l.code = CAST(:location AS text)) AS location_id,
+           (SELECT t.id FROM lot t WHERE t.sku_id = s.id AND t.code = CAST(:lot AS text)) AS lot_id
+    FROM warehouse w, sku s
+    WHERE w.code = CAST(:warehouse AS text) AND s.code = CAST(:sku AS text)
+),
+pick AS MATERIALIZED (
+    SELECT b.id FROM item JOIN stock_balance b ON b.warehouse_id = item.warehouse_id AND b.sku_id = item.sku_id
+    LEFT JOIN lot ON lot.id = b.lot_id
+    WHERE (CAST(:location AS text) IS NULL OR b.location_id = item.location_id)
+      AND (CAST(:lot AS text) IS NULL OR b.lot_id = item.lot_id)
       AND {source_b} > 0
     ORDER BY lot.expires NULLS LAST, b.first_received_at, b.id
     LIMIT 1
@@ -340,9 +344,7 @@ keyed AS (
     WHERE k.key = CAST(:key AS text)
     RETURNING 1
 )
-SELECT applied AS ok, applied, op.id AS operation_id, coalesce(items, '[]'::jsonb) AS items,
-       '[]'::jsonb AS problems, 1 AS planned_rows, (SELECT count(*) FROM moved) AS moved_rows
-FROM op LEFT JOIN (SELECT true AS applied, items FROM summary) done ON true
+SELECT op.id AS operation_id, items FROM op LEFT JOIN summary ON true
 """
 
 

@@ -59,7 +59,7 @@ def _take(
         occurred_at=when,
         reference=validation.reference(reference),
     )
-    replay = execute.replay_or_claim(session, request)
+    replay = execute.start(session, request)
     if replay is not None:
         return replay
     # Identical (sku, location, lot) lines are one demand; the statement allocates per demand.
@@ -67,6 +67,12 @@ def _take(
     for line in lines:
         item = Item(line.sku, line.location, line.lot)
         demand[item] = demand.get(item, 0) + line.qty
+    if len(demand) == 1:  # first the atomic guarded update of one row, with no lookup before it
+        [(item, qty)] = demand.items()
+        params = {"sku": item.sku, "location": item.location, "lot": item.lot, "qty": qty}
+        change = execute.attempt(session, request, SINGLE_ROW_TAKE_STATEMENTS[movement_type], params)
+        if change is not None:
+            return change
     resolved = resolve(session, warehouse, list(demand))
     ids = [resolved.ids(item) for item in demand]
     params = {
@@ -75,13 +81,7 @@ def _take(
         "lot_ids": [lot for _, _, lot in ids],
         "qtys": list(demand.values()),
     }
-    statements: tuple[str, ...] = (TAKE_STATEMENTS[movement_type],)
-    if len(demand) == 1:  # try the atomic guarded update of one row first
-        [item] = demand
-        [(sku_id, location_id, lot_id)] = ids
-        params.update(sku=item.sku, sku_id=sku_id, location_id=location_id, lot_id=lot_id, qty=demand[item])
-        statements = (SINGLE_ROW_TAKE_STATEMENTS[movement_type], *statements)
-    return execute.run(session, request, statements, params, resolved)
+    return execute.run(session, request, TAKE_STATEMENTS[movement_type], params, resolved)
 
 
 def _line(sku: object, qty: object, location: object, lot: object, *, prefix: str = "") -> OrderLine:
