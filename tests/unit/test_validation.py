@@ -9,7 +9,7 @@ from warehouse import validation
 from warehouse.catalog_import import read_rows
 from warehouse.errors import InvalidArgument, InvalidQuantity
 from warehouse.idempotency import request_hash, validate_key
-from warehouse.stock.statements import COUNT_STATEMENT, DELTA_STATEMENT, TAKE_STATEMENTS
+from warehouse.stock.statements import COUNT_STATEMENT, DELTA_STATEMENT, SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def test_bad_idempotency_keys_are_refused(key):
 
 
 def test_statements_are_constant_sql_without_leftover_placeholders():
-    for statement in [*TAKE_STATEMENTS.values(), DELTA_STATEMENT, COUNT_STATEMENT]:
+    for statement in [*TAKE_STATEMENTS.values(), *SINGLE_ROW_TAKE_STATEMENTS.values(), DELTA_STATEMENT, COUNT_STATEMENT]:
         assert "{" not in statement.replace("'{}'", "") and "}" not in statement
 
 

@@ -12,8 +12,9 @@ row's lock is held for one round trip (the commit) instead of one per write. Why
 - arrays go in through `unnest(...)`, so the SQL text is constant and prepared once.
 
 A head defines the CTEs `verdict(ok)`, `problems` (json rows explaining a refusal),
-`planned(rows)` and `changed` (the updated balance rows with their deltas). Only constant SQL is formatted in here;
-every value is a bound parameter.
+`planned(rows)` and `changed` (the updated balance rows with their deltas). A single-line take
+is first tried by `_SINGLE_ROW_TAKE`, which locks nothing before its one guarded write (see
+there). Only constant SQL is formatted in here; every value is a bound parameter.
 """
 
 from __future__ import annotations
