@@ -11,10 +11,11 @@ they warm up for 1 s, then count committed transactions until a shared stop time
 Raw and deduct run against one hot SKU (all workers queue on one row lock: lock hand-off speed)
 and against 10,000 spread SKUs (few lock waits: per-transaction cost, where overhead shows).
 
-It makes its own uniquely named warehouse, bin and SKUs, receives 10^9 units of each with
-`stock.receive` and ANALYZEs, so it runs on a fresh database and changes no other data. The raw
-floor writes no outbox message (it is a floor); afterwards one INSERT gives each raw operation its
-message, so `warehouse.invariants.check` stays clean (exit 1 if not). One 50-line deduct_order
+It makes its own uniquely named warehouse, bin and SKUs with 10^9 units each (set-based: one
+balance row, its receipt movement and its outbox message per SKU) and ANALYZEs, so it runs on a
+fresh database and changes no other data. The raw floor writes no outbox message (it is a floor);
+afterwards one INSERT gives each raw operation its message, so `warehouse.invariants.check` stays
+clean (exit 1 if not). One 50-line deduct_order
 statement, captured as the domain code sends it, is run under EXPLAIN (ANALYZE, BUFFERS) in a
 rolled-back transaction; the plan goes to bench/results/deduct_order_plan.txt.
 
@@ -41,7 +42,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 import warehouse
-from warehouse import catalog, invariants, schema, stock
+from warehouse import catalog, catalog_import, invariants, schema, stock
 from warehouse.stock.statements import TAKE_STATEMENTS
 
 STOCK_PER_ROW = 10**9
@@ -55,11 +56,31 @@ RAW_INSERT = """INSERT INTO stock_movement (occurred_at, movement_type, operatio
                             warehouse_id, location_id, sku_id, lot_id, qty)
 VALUES (now(), 'deduction', nextval('stock_operation_id_seq'), %s, %s, %s, %s, %s, -1)"""
 
-# One outbox message per raw-floor operation, shaped like the domain's, marked as the bench's.
+# Setup stock: one balance row per SKU and the receipt movement it equals.
+SEED_STOCK = """
+WITH bin AS (
+    SELECT w.id AS warehouse_id, l.id AS location_id FROM warehouse w JOIN location l ON l.warehouse_id = w.id
+    WHERE w.code = :warehouse AND l.code = :location
+),
+balances AS (
+    INSERT INTO stock_balance (warehouse_id, location_id, sku_id, on_hand, version)
+    SELECT bin.warehouse_id, bin.location_id, s.id, :qty, 1 FROM bin, sku s WHERE s.code = ANY (CAST(:skus AS text[]))
+    RETURNING id, warehouse_id, location_id, sku_id, on_hand
+)
+INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id,
+                            sku_id, lot_id, qty, reference)
+SELECT now(), 'receipt', nextval('stock_operation_id_seq'), id, warehouse_id, location_id, sku_id, NULL, on_hand,
+       'bench setup'
+FROM balances
+"""
+
+# One outbox message per operation the bench wrote itself (setup receipts, raw-floor picks),
+# shaped like the domain's, marked as the bench's.
 BACKFILL_OUTBOX = """
 INSERT INTO outbox_message (topic, message_key, operation_id, payload)
 SELECT 'stock.changed', CAST(:warehouse AS text), m.operation_id, jsonb_build_object(
-    'operation', 'bench_raw_deduct', 'operation_id', m.operation_id, 'warehouse', CAST(:warehouse AS text),
+    'operation', CASE m.movement_type WHEN 'receipt' THEN 'bench_setup_receive' ELSE 'bench_raw_deduct' END,
+    'operation_id', m.operation_id, 'warehouse', CAST(:warehouse AS text),
     'key', NULL, 'reference', 'bench raw floor', 'occurred_at', m.occurred_at,
     'items', jsonb_build_array(jsonb_build_object(
         'movement_id', m.id, 'movement_type', m.movement_type, 'sku', s.code,
@@ -87,24 +108,22 @@ class World:
 
 
 def build_world(db: warehouse.Database, spread: int) -> World:
+    """The bench's items in a few set-based statements: SKUs through the catalog's bulk import,
+    then per SKU one balance row, its receipt movement and (below) its outbox message, so the
+    invariants hold from the start."""
     code = f"BENCH-{uuid.uuid4().hex[:10]}"
     location = f"{code}-BIN"
     skus = [f"{code}-HOT", *(f"{code}-S{i:05d}" for i in range(spread))]
     with db.session() as s:
         catalog.ensure_warehouse(s, code, "deduction benchmark")
         catalog.ensure_location(s, code, location)
-        for sku in skus:
-            catalog.ensure_sku(s, sku)
-    for start in range(0, len(skus), 1000):
-        with db.session() as s:
-            for sku in skus[start : start + 1000]:
-                stock.receive(s, warehouse=code, sku=sku, qty=STOCK_PER_ROW, location=location, reference="bench")
-        log(f"setup: received stock for {min(start + 1000, len(skus))}/{len(skus)} SKUs")
-    with db.session() as s:
+        catalog_import.import_csv(s, "skus", ("code,name,category\n" + "".join(f"{sku},,\n" for sku in skus)).encode())
+        s.execute(text(SEED_STOCK), {"warehouse": code, "location": location, "qty": STOCK_PER_ROW, "skus": skus})
+        warehouse_id = s.execute(text("SELECT id FROM warehouse WHERE code = :code"), {"code": code}).scalar_one()
+        s.execute(text(BACKFILL_OUTBOX), {"warehouse": code, "location": location, "warehouse_id": warehouse_id})
         by_code = {row[0]: tuple(row[1:]) for row in s.execute(text(
             """SELECT s.code, b.id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id FROM stock_balance b
-               JOIN sku s ON s.id = b.sku_id JOIN warehouse w ON w.id = b.warehouse_id WHERE w.code = :code"""),
-            {"code": code})}
+               JOIN sku s ON s.id = b.sku_id WHERE b.warehouse_id = :id"""), {"id": warehouse_id})}
     url = db.url.render_as_string(hide_password=False)
     return World(url, code, location, skus, [by_code[sku] for sku in skus])
 
