@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -162,3 +163,70 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class StockSnapshot(Base):
+    """Closing stock per balance row at the end of a UTC day, range-partitioned by month.
+
+    `balance_id` stands for (location, lot) in the key: unique per key, and never NULL.
+    Rows at zero are left out, so a missing row means nothing held.
+    """
+
+    __tablename__ = "stock_snapshot"
+    __table_args__ = ({"postgresql_partition_by": "RANGE (snapshot_date)"},)
+    snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sku_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    balance_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    location_id: Mapped[int] = mapped_column(BigInteger)
+    lot_id: Mapped[int | None] = mapped_column(BigInteger)
+    on_hand: Mapped[int] = mapped_column(BigInteger)
+    reserved: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class SnapshotDay(Base):
+    """A built snapshot date. It holds the movements dated on or before the day that were
+    recorded before `watermark`; readers add the ones recorded later (backdated)."""
+
+    __tablename__ = "snapshot_day"
+    __table_args__ = (CheckConstraint("build_mode IN ('full', 'incremental')", name="ck_snapshot_day_build_mode"),)
+    snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    watermark: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Movements recorded before this were checked against this day by the backdate scan.
+    checked_upto: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    build_mode: Mapped[str] = mapped_column(String(16))
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    seconds: Mapped[float] = mapped_column(Double)
+    built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SnapshotDirty(Base):
+    """A date whose snapshot misses a backdated movement or failed its check."""
+
+    __tablename__ = "snapshot_dirty"
+    snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class HistoryMonth(Base):
+    __tablename__ = "history_month"
+    __table_args__ = (
+        CheckConstraint("extract(day FROM month) = 1", name="ck_history_month_first_day"),
+        CheckConstraint("state IN ('closed', 'reopened', 'archived', 'dropped')", name="ck_history_month_state"),
+    )
+    month: Mapped[date] = mapped_column(Date, primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class HistoryAudit(Base):
+    __tablename__ = "history_audit"
+    __table_args__ = (Index("ix_history_audit_month", "month", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    month: Mapped[date] = mapped_column(Date)
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(Text, server_default=text("CURRENT_USER"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,20 @@ class Settings(BaseSettings):
     transaction_attempts: int = Field(default=5, ge=1, le=50)
     # How many months of ledger partitions exist ahead of today.
     premake_months: int = Field(default=3, ge=0, le=36)
+    # A month of history closes (read-only in the database) this many days after its last day,
+    # once a verified snapshot covers that day.
+    history_grace_days: int = Field(default=7, ge=0, le=366)
+    # Months of ledger kept in the hot table; older ones are detached by the rollover.
+    retention_months: int = Field(default=24, ge=2, le=1200)
+    # Detached months are kept in the `archive` schema, or dumped (pg_dump) and then dropped.
+    retention_mode: Literal["archive", "drop"] = "archive"
+    # DDL of the rollover waits at most this long for a table lock, then gives up the step
+    # (and retries later) instead of queueing every writer behind it.
+    ddl_lock_timeout_ms: int = Field(default=2000, ge=10, le=600_000)
+    ddl_attempts: int = Field(default=5, ge=1, le=100)
+    # Without the pg_read_all_stats role the snapshot builder cannot see other sessions'
+    # transaction start times, so it assumes none has been open longer than this.
+    snapshot_visibility_margin_s: int = Field(default=3600, ge=0)
 
 
 @lru_cache(maxsize=1)

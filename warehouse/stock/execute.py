@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import idempotency
-from ..errors import InsufficientStock
+from ..errors import HistoryClosed, InsufficientStock
 from .resolve import Resolved, flush_pending
 from .result import MovementLine, StockChange
 from .statements import RENDERED
@@ -81,6 +81,9 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
     return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
 
 
+# The SQLSTATE of `cangflow_refuse_closed_history()` (migration 0002).
+HISTORY_CLOSED_SQLSTATE = "CGH01"
+
 _Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
 
 
@@ -96,6 +99,9 @@ def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
         cursor.execute(RENDERED[statement], bound, prepare=True)
         return cursor.fetchone()
     except psycopg.Error as error:
+        if error.sqlstate == HISTORY_CLOSED_SQLSTATE:
+            # Raised by the row trigger on a closed month's ledger partition.
+            raise HistoryClosed(error.diag.message_detail or "that month") from error
         # Callers see the same SQLAlchemy exceptions as from session.execute (IntegrityError,
         # OperationalError with .orig.sqlstate, ...), so retries and handlers work unchanged.
         raise DBAPIError.instance(statement, bound, error, psycopg.Error) from error

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from .. import validation
+from ..snapshots.read import on_hand_as_of
 from .resolve import Item, resolve
 
 _FILTER = """
@@ -20,16 +21,6 @@ _NOW = text(
     "SELECT coalesce(sum(b.on_hand), 0) AS on_hand, coalesce(sum(b.on_hand - b.reserved), 0) AS available "
     "FROM stock_balance b WHERE " + _FILTER.format(t="b")
 )
-
-# Until snapshots exist (issue 3), the past is the present minus every movement after it.
-_AS_OF = text(
-    "SELECT (SELECT coalesce(sum(b.on_hand), 0) FROM stock_balance b WHERE "
-    + _FILTER.format(t="b")
-    + ") - (SELECT coalesce(sum(m.qty), 0) FROM stock_movement m WHERE "
-    + _FILTER.format(t="m")
-    + " AND m.occurred_at > :as_of)"
-)
-
 
 def _params(session: Session, warehouse: str, sku: str, location: str | None, lot: str | None) -> dict:
     item = Item(
@@ -51,12 +42,12 @@ def on_hand(
     lot: str | None = None,
     as_of: datetime | None = None,
 ) -> int:
-    """Units physically held (reserved included), summed over bins and lots unless narrowed."""
+    """Units physically held (reserved included), summed over bins and lots unless narrowed;
+    with `as_of`, at that moment (from the latest snapshot before it plus the movements since)."""
     params = _params(session, warehouse, sku, location, lot)
     if as_of is None:
         return int(session.execute(_NOW, params).one().on_hand)
-    params["as_of"] = validation.business_time(as_of, field="as_of")
-    return int(session.execute(_AS_OF, params).scalar_one())
+    return on_hand_as_of(session, params, validation.business_time(as_of, field="as_of"))
 
 
 def available(session: Session, *, warehouse: str, sku: str, location: str | None = None, lot: str | None = None) -> int:

@@ -1,0 +1,21 @@
+"""Daily stock snapshots: build, verify, find what backdated movements made stale, read."""
+
+from .backdated import mark_backdated, mark_dirty
+from .build import DayBuilt, build_day
+from .plan import SnapshotPlan, plan_run
+from .read import on_hand_as_of
+from .verify import CheckResult, Mismatch, verify_day, verify_latest
+
+__all__ = [
+    "CheckResult",
+    "DayBuilt",
+    "Mismatch",
+    "SnapshotPlan",
+    "build_day",
+    "mark_backdated",
+    "mark_dirty",
+    "on_hand_as_of",
+    "plan_run",
+    "verify_day",
+    "verify_latest",
+]

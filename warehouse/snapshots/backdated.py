@@ -1,0 +1,27 @@
+"""Finding snapshots that a backdated movement made stale, and marking dates dirty."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy.orm import Session
+
+from ..settings import get_settings
+from . import locks, statements
+from .watermark import safe_watermark
+
+
+def mark_backdated(session: Session) -> list[date]:
+    """Mark dirty every built day that misses a movement recorded since the last scan; the
+    dates newly marked. Runs alone (no build is half done while it looks)."""
+    locks.scan_exclusive(session)
+    start = session.execute(statements.SCAN_FROM).scalar()
+    if start is None:
+        return []
+    upto = safe_watermark(session, margin_s=get_settings().snapshot_visibility_margin_s)
+    return list(session.execute(statements.MARK_BACKDATED, {"from": start, "upto": upto}).scalars())
+
+
+def mark_dirty(session: Session, days: list[date], reason: str) -> None:
+    if days:
+        session.execute(statements.MARK_DIRTY, {"days": list(days), "reason": reason})

@@ -1,0 +1,90 @@
+"""Which days a snapshot run builds, in order: dirty days first (oldest first, since each day
+builds on the one before), then every day from the latest snapshot up to yesterday."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from psycopg import sql
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .. import partitions
+from ..errors import InvalidArgument
+from .backdated import mark_backdated
+from .build import require_ended
+from .days import day_of, days_between, today_utc
+
+MAX_RANGE_DAYS = 3660
+
+_DIRTY = text("SELECT snapshot_date FROM snapshot_dirty WHERE snapshot_date < :today ORDER BY 1")
+_LATEST = text("SELECT max(snapshot_date) FROM snapshot_day")
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    days: tuple[date, ...]
+    dirty: tuple[date, ...] = ()
+    newly_marked: tuple[date, ...] = ()
+    catch_up: tuple[date, ...] = ()
+    requested: tuple[date, ...] = field(default=())
+
+    def describe(self) -> str:
+        if self.requested:
+            return f"{len(self.requested)} requested day(s) {_span(self.requested)}"
+        return (f"{len(self.dirty)} dirty day(s) {_span(self.dirty)} ({len(self.newly_marked)} newly found), "
+                f"{len(self.catch_up)} new day(s) {_span(self.catch_up)}")
+
+
+def _span(days: tuple[date, ...]) -> str:
+    if not days:
+        return "-"
+    return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]}"
+
+
+def plan_run(session: Session, *, day: date | None = None, start: date | None = None, end: date | None = None,
+             today: date | None = None) -> SnapshotPlan:
+    """The days to build. With a date or a range, exactly those (a backfill); without, the scan
+    for backdated movements runs first and marks what it finds (the caller commits that)."""
+    today = today or today_utc()
+    if day is not None and (start is not None or end is not None):
+        raise InvalidArgument("give either a date or a range (--from/--to), not both")
+    if day is not None:
+        require_ended(day, today)
+        return SnapshotPlan(days=(day,), requested=(day,))
+    if start is not None or end is not None:
+        if start is None or end is None:
+            raise InvalidArgument("a range needs both --from and --to")
+        if start > end:
+            raise InvalidArgument(f"--from {start} is after --to {end}")
+        require_ended(end, today)
+        if (end - start).days >= MAX_RANGE_DAYS:
+            raise InvalidArgument(f"range {start}..{end} is longer than {MAX_RANGE_DAYS} days")
+        requested = tuple(days_between(start, end))
+        return SnapshotPlan(days=requested, requested=requested)
+    newly = tuple(mark_backdated(session))
+    dirty = tuple(session.execute(_DIRTY, {"today": today}).scalars())
+    latest = session.execute(_LATEST).scalar()
+    first = latest + timedelta(days=1) if latest is not None else first_movement_day(session)
+    yesterday = today - timedelta(days=1)
+    catch_up = tuple(d for d in days_between(first, yesterday) if d not in dirty) if first is not None else ()
+    return SnapshotPlan(days=dirty + catch_up, dirty=dirty, newly_marked=newly, catch_up=catch_up)
+
+
+def first_movement_day(session: Session) -> date | None:
+    """The day of the oldest movement: the default partition's oldest, and the oldest of the
+    first monthly partition that has rows (no index leads with occurred_at, so a min() over
+    the whole ledger would read all of it)."""
+    raw = session.connection().connection.dbapi_connection
+    every = partitions.attached(session, "stock_movement")
+    ordered = [p for p in every if p.month is None] + [p for p in every if p.month is not None]
+    found: list[datetime] = []
+    for partition in ordered:
+        query = sql.SQL("SELECT min(occurred_at) FROM {}").format(sql.Identifier(partition.name))
+        oldest = session.connection().exec_driver_sql(query.as_string(raw)).scalar()
+        if oldest is not None:
+            found.append(oldest)
+            if partition.month is not None:
+                break
+    return day_of(min(found)) if found else None
