@@ -12,12 +12,18 @@ import typer
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# The ephemeral Prefect server of a run by hand needs longer than the 20 s default here.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 app = typer.Typer(help="cangflow: batch jobs that keep warehouse stock trustworthy.", no_args_is_help=True)
 db_app = typer.Typer(help="The database: migrations and the embedded server.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Master data: warehouses, locations, SKUs, lots.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
+run_app = typer.Typer(help="Run a flow now, by hand (the schedules run the same flows).", no_args_is_help=True)
+history_app = typer.Typer(help="Closed history: months of the ledger that refuse changes.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+app.add_typer(history_app, name="history")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -110,6 +116,91 @@ def catalog_import(
     except WarehouseError as error:
         fail(str(error), 2)
     typer.echo(f"{kind}: {report.rows} row(s) read, {report.created} created, {report.existing} already present")
+
+
+def _day(value: str | None, option: str):
+    from datetime import date
+
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} {value!r} is not a date (YYYY-MM-DD)", 2)
+
+
+def _run_flow(flow, **parameters):
+    """Run a flow in this process and print its summary; exit 1 with the reason when it fails."""
+    from warehouse.errors import WarehouseError
+
+    _database()  # a missing or unmigrated database is a clear error before Prefect starts
+    try:
+        summary = flow(**parameters)
+    except WarehouseError as error:
+        fail(str(error), 2)
+    except Exception as error:
+        fail(f"{flow.name} failed: {error}")
+    for key, value in summary.items():
+        typer.echo(f"  {key:<24} {value}")
+    return summary
+
+
+@run_app.command("snapshot")
+def run_snapshot(
+    day: str = typer.Option(None, "--date", help="Build exactly this day (YYYY-MM-DD, UTC)"),
+    start: str = typer.Option(None, "--from", help="Backfill from this day"),
+    end: str = typer.Option(None, "--to", help="Backfill up to this day"),
+) -> None:
+    """Daily stock snapshots: dirty days, then up to yesterday; or a date or range you name."""
+    from flows.snapshot import snapshot_flow
+
+    typer.echo("snapshot run:")
+    _run_flow(snapshot_flow, day=_day(day, "--date"), start=_day(start, "--from"), end=_day(end, "--to"))
+
+
+@run_app.command("rollover")
+def run_rollover() -> None:
+    """Premake partitions, empty the default partitions, close old months, retire older ones."""
+    from flows.partition_rollover import rollover_flow
+
+    typer.echo("partition rollover:")
+    _run_flow(rollover_flow)
+
+
+@history_app.command("reopen")
+def history_reopen(
+    month: str = typer.Argument(..., help="YYYY-MM"),
+    reason: str = typer.Option(..., "--reason", help="Why, for the audit trail"),
+) -> None:
+    """Reopen one closed month on purpose (audited); the next rollover closes it again."""
+    from warehouse import history
+    from warehouse.errors import WarehouseError
+    from warehouse.settings import get_settings
+
+    db = _database()
+    try:
+        with db.session() as session:
+            opened = history.reopen_month(session, history.parse_month(month), reason=reason,
+                                          lock_timeout_ms=get_settings().ddl_lock_timeout_ms)
+    except WarehouseError as error:
+        fail(str(error), 2)
+    typer.echo(f"history {month} reopened ({', '.join(opened)}); the next rollover closes it again")
+
+
+@history_app.command("status")
+def history_status() -> None:
+    """Closed months, and the audit trail of openings and closings."""
+    from sqlalchemy import text
+
+    from warehouse import history
+
+    db = _database()
+    with db.session() as session:
+        closed = history.closed_months(session)
+        audit = session.execute(text("SELECT month, action, reason, actor, at FROM history_audit ORDER BY at DESC LIMIT 20")).all()
+    typer.echo("closed months: " + (", ".join(f"{m:%Y-%m}" for m in closed) or "none"))
+    for row in audit:
+        typer.echo(f"  {row.at:%Y-%m-%d %H:%M} {row.month:%Y-%m} {row.action:<9} {row.actor}: {row.reason or ''}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -75,3 +75,29 @@ def world(db):
     from tests.builders import World
 
     return World.create(db)
+
+
+@pytest.fixture(scope="module")
+def own_database_url(database_url) -> Iterator[str]:
+    """A migrated database of this test module's own, for tests of whole-database jobs
+    (snapshots cover every warehouse; closing history makes months read-only for everyone)."""
+    name = f"{database_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
+    with _admin() as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = f"{database_url.rsplit('/', 1)[0]}/{name}"
+    try:
+        yield url
+    finally:
+        with _admin() as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def own_db(own_database_url):
+    import warehouse
+    from warehouse import schema
+
+    database = warehouse.connect(own_database_url, pool_size=4)
+    schema.upgrade(database)
+    yield database
+    database.dispose()

@@ -143,6 +143,7 @@ def close_month(session: Session, month: date, *, lock_timeout_ms: int | None = 
     """Make the month's partitions refuse changes; the partitions newly closed. Raises
     NotClosable (the caller rolls back) when the snapshots do not yet hold the whole month."""
     month = month_start(month)
+    partitions.rollover_lock(session)
     partitions.set_lock_timeout(session, lock_timeout_ms)
     why = why_not_closable(session, month)
     if why:
@@ -178,6 +179,7 @@ def reopen_month(session: Session, month: date, *, reason: str, lock_timeout_ms:
     if not reason or not reason.strip():
         raise InvalidArgument("reopening history needs a reason (--reason \"...\")")
     month = month_start(month)
+    partitions.rollover_lock(session)
     if partition_name("stock_movement", month) not in partitions.existing(session, "stock_movement"):
         raise InvalidArgument(f"no ledger partition for {month_label(month)} (never made, or archived)")
     partitions.set_lock_timeout(session, lock_timeout_ms)
@@ -195,3 +197,7 @@ def reopen_month(session: Session, month: date, *, reason: str, lock_timeout_ms:
                 sql.Identifier(trigger), sql.Identifier(name)))
     record_state(session, month, "reopened", "reopened", reason.strip())
     return names
+
+
+def reopened_months(session: Session) -> list[date]:
+    return list(session.execute(text("SELECT month FROM history_month WHERE state = 'reopened' ORDER BY month")).scalars())

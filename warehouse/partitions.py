@@ -63,6 +63,14 @@ def execute_ddl(session: Session, statement: sql.Composable) -> None:
     session.connection().exec_driver_sql(statement.as_string(raw))
 
 
+ROLLOVER_LOCK = 0x726F6C6C  # "roll": DDL steps of concurrent rollovers take turns
+
+
+def rollover_lock(session: Session) -> None:
+    """Held to the end of the step's transaction; each step re-reads the state after it."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ROLLOVER_LOCK})
+
+
 def set_lock_timeout(session: Session, milliseconds: int | None) -> None:
     """For the rest of this transaction only."""
     if milliseconds is not None:
@@ -125,6 +133,7 @@ def ensure_month(session: Session, table: str, month: date, *, lock_timeout_ms: 
     and it is attached; the move is reported in `rows_moved`.
     """
     _check_table(table)
+    rollover_lock(session)
     set_lock_timeout(session, lock_timeout_ms)
     month = month_start(month)
     name = partition_name(table, month)

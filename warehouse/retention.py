@@ -72,6 +72,9 @@ def detach(db: Database, partition: partitions.Partition, *, lock_timeout_ms: in
     """Detach one partition (its own transaction); True when it went CONCURRENTLY."""
     identifiers = dict(parent=sql.Identifier(partition.table), name=sql.Identifier(partition.name))
     with db.session() as session:
+        partitions.rollover_lock(session)
+        if partition.name not in partitions.existing(session, partition.table):
+            return False  # a concurrent rollover detached it first
         concurrently = not _has_default(session, partition.table)
         if not concurrently:
             partitions.set_lock_timeout(session, lock_timeout_ms)
@@ -114,16 +117,20 @@ def dump(db: Database, name: str, directory: Path) -> Path:
 
 
 def retire(db: Database, partition: partitions.Partition, *, mode: str, lock_timeout_ms: int,
-           dump_directory: Path) -> Retired:
+           dump_directory: Path) -> Retired | None:
     """Detach one due partition and archive it (or dump and drop it). Each step commits on its
-    own; a run killed between steps finishes the partition next time (see `leftovers`)."""
+    own; a run killed between steps finishes the partition next time (see `leftovers`). None
+    when a concurrent rollover retired it."""
     concurrently = detach(db, partition, lock_timeout_ms=lock_timeout_ms)
     return _finish(db, partition, mode=mode, concurrently=concurrently, dump_directory=dump_directory)
 
 
 def _finish(db: Database, partition: partitions.Partition, *, mode: str, concurrently: bool,
-            dump_directory: Path) -> Retired:
+            dump_directory: Path) -> Retired | None:
     with db.session() as session:
+        partitions.rollover_lock(session)
+        if partition.name not in {p.name for p in leftovers(session)}:
+            return None  # a concurrent rollover finished it
         _move_to_archive(session, partition)
         if partition.table == "stock_movement":
             record_state(session, partition.month, "archived", "archived", f"older than the retention; in schema {ARCHIVE_SCHEMA}")
@@ -155,7 +162,7 @@ def leftovers(session: Session) -> list[partitions.Partition]:
     return found
 
 
-def finish_leftover(db: Database, partition: partitions.Partition, *, mode: str, dump_directory: Path) -> Retired:
+def finish_leftover(db: Database, partition: partitions.Partition, *, mode: str, dump_directory: Path) -> Retired | None:
     return _finish(db, partition, mode=mode, concurrently=False, dump_directory=dump_directory)
 
 

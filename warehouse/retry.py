@@ -43,3 +43,22 @@ def in_transaction(
             # Full jitter: concurrent losers spread out instead of colliding again.
             time.sleep(random.uniform(0, base_delay * 2 ** (attempt - 1)))
     raise AssertionError("unreachable")
+
+
+LOCK_WAIT_SQLSTATES = {"55P03", "40P01"}  # lock_not_available (lock_timeout), deadlock_detected
+
+
+def ddl_step(db: Database, work: Callable[[Session], T], *, attempts: int = 5, base_delay: float = 0.5) -> T:
+    """One DDL step in its own short transaction. A step that gave up waiting for a lock
+    (its `lock_timeout`) is tried again after a jittered pause, while the writers it would
+    have blocked get through."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with db.session() as session:
+                return work(session)
+        except DBAPIError as error:
+            sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+            if sqlstate not in LOCK_WAIT_SQLSTATES or attempt == attempts:
+                raise
+            time.sleep(random.uniform(base_delay / 2, base_delay * 2 ** (attempt - 1)))
+    raise AssertionError("unreachable")

@@ -2,6 +2,7 @@
 
 from .backdated import mark_backdated, mark_dirty
 from .build import DayBuilt, build_day
+from .checked import SnapshotCheckFailed, build_checked_day
 from .plan import SnapshotPlan, plan_run
 from .read import on_hand_as_of
 from .verify import CheckResult, Mismatch, verify_day, verify_latest
@@ -10,7 +11,9 @@ __all__ = [
     "CheckResult",
     "DayBuilt",
     "Mismatch",
+    "SnapshotCheckFailed",
     "SnapshotPlan",
+    "build_checked_day",
     "build_day",
     "mark_backdated",
     "mark_dirty",

@@ -22,6 +22,6 @@ def mark_backdated(session: Session) -> list[date]:
     return list(session.execute(statements.MARK_BACKDATED, {"from": start, "upto": upto}).scalars())
 
 
-def mark_dirty(session: Session, days: list[date], reason: str) -> None:
-    if days:
-        session.execute(statements.MARK_DIRTY, {"days": list(days), "reason": reason})
+def mark_dirty(session: Session, day: date, reason: str) -> None:
+    """Mark `day` and every built day after it for a rebuild by the next run."""
+    session.execute(statements.MARK_DIRTY, {"day": day, "reason": reason})

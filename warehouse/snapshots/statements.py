@@ -163,8 +163,12 @@ SCAN_FROM = text("""
 SELECT min(d.checked_upto) FROM snapshot_day d
 WHERE NOT EXISTS (SELECT 1 FROM snapshot_dirty x WHERE x.snapshot_date = d.snapshot_date)
 """)
+# A day and every built day after it (each builds on the one before).
 MARK_DIRTY = text("""
 INSERT INTO snapshot_dirty (snapshot_date, reason)
-SELECT d, CAST(:reason AS text) FROM unnest(CAST(:days AS date[])) AS d
+SELECT d, CAST(:reason AS text) FROM (
+    SELECT CAST(:day AS date) AS d
+    UNION SELECT snapshot_date FROM snapshot_day WHERE snapshot_date > CAST(:day AS date)
+) AS days
 ON CONFLICT (snapshot_date) DO UPDATE SET reason = excluded.reason, marked_at = now()
 """)

@@ -1,0 +1,82 @@
+"""Tasks of the partition rollover. Every DDL step runs in its own short transaction under
+`lock_timeout` (`retry.ddl_step`), so a busy table delays a step instead of queueing writers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from prefect import task
+
+from warehouse import history, partitions, retention, retry
+from warehouse.settings import get_settings
+
+from .database import database
+
+
+def _step(work):
+    settings = get_settings()
+    return retry.ddl_step(database(), work, attempts=settings.ddl_attempts)
+
+
+@task(name="rollover-premake", retries=2, retry_delay_seconds=10)
+def premake_partitions(today: date) -> list[dict]:
+    """Partitions of both tables from last month to `premake_months` ahead; rows of a month
+    found in the default partition are moved into its new partition."""
+    settings = get_settings()
+    current = partitions.month_start(today)
+    made = []
+    for offset in range(-1, settings.premake_months + 1):
+        month = partitions.add_months(current, offset)
+        for table in partitions.PARTITIONED_TABLES:
+            result = _step(lambda s, t=table, m=month: partitions.ensure_month(s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms))
+            made.append({"table": table, "partition": result.name, "created": result.created, "rows_moved": result.rows_moved})
+    return made
+
+
+@task(name="rollover-default-rows", retries=2, retry_delay_seconds=10)
+def rescue_default_rows() -> list[dict]:
+    """Rows in a default partition get a partition of their own month (they would block it)."""
+    settings = get_settings()
+    with database().session() as session:
+        stray = {table: partitions.rows_in_default(session, table) for table in partitions.PARTITIONED_TABLES}
+    moved = []
+    for table, months in stray.items():
+        for month in months:
+            result = _step(lambda s, t=table, m=month: partitions.ensure_month(s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms))
+            moved.append({"table": table, "partition": result.name, "created": result.created, "rows_moved": result.rows_moved})
+    return moved
+
+
+@task(name="rollover-reopened-months")
+def reopened_months() -> list[date]:
+    with database().session() as session:
+        return history.reopened_months(session)
+
+
+@task(name="rollover-close", retries=2, retry_delay_seconds=10)
+def close_due_months(today: date) -> list[dict]:
+    settings = get_settings()
+    with database().session() as session:
+        due = history.due_months(session, today=today, grace_days=settings.history_grace_days)
+    outcomes = []
+    for month in due:
+        try:
+            closed = _step(lambda s, m=month: history.close_month(s, m, lock_timeout_ms=settings.ddl_lock_timeout_ms))
+            outcomes.append({"month": partitions.month_label(month), "closed": True, "partitions": closed, "why": ""})
+        except history.NotClosable as refused:
+            outcomes.append({"month": partitions.month_label(month), "closed": False, "partitions": [], "why": refused.why})
+    return outcomes
+
+
+@task(name="rollover-retention", retries=2, retry_delay_seconds=10)
+def retire_old_partitions(today: date) -> list[dict]:
+    settings = get_settings()
+    dumps = settings.home / "archive"
+    with database().session() as session:
+        unfinished = retention.leftovers(session)
+        due = retention.due(session, today=today, retention_months=settings.retention_months)
+    done = [retention.finish_leftover(database(), p, mode=settings.retention_mode, dump_directory=dumps) for p in unfinished]
+    done += [retention.retire(database(), p, mode=settings.retention_mode, lock_timeout_ms=settings.ddl_lock_timeout_ms,
+                              dump_directory=dumps) for p in due]
+    return [{"partition": r.name, "month": partitions.month_label(r.month), "how": r.how, "concurrently": r.concurrently,
+             "dump": r.dump or "", "summary": retention.describe(r)} for r in done if r is not None]
