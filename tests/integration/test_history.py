@@ -1,0 +1,234 @@
+"""Partition rollover on 26 months of ledger: partitions premade, rows rescued from the default
+partition, months past the grace period closed in the database itself (through the parent and
+directly), HistoryClosed through the API, reopen audited and closed again after a rebuild, and
+months past the retention archived. Runs the rollover's tasks (their plain functions) on a
+database of its own."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from tests.builders import World
+from tests.integration.test_snapshots import run_snapshots
+from warehouse import history, partitions, snapshots, stock
+from warehouse.errors import HistoryClosed, InvalidArgument
+from warehouse.partitions import add_months, month_label, month_start, partition_name
+from warehouse.settings import get_settings
+from warehouse.snapshots.days import today_utc
+
+pytestmark = pytest.mark.integration
+
+TODAY = today_utc()
+THIS_MONTH = month_start(TODAY)
+MONTHS = 26
+PER_MONTH = 5
+
+
+def month(offset: int) -> date:
+    return add_months(THIS_MONTH, offset)
+
+
+def mid(month_: date) -> datetime:
+    return datetime(month_.year, month_.month, 15, 12, tzinfo=timezone.utc)
+
+
+def due_to_close(month_: date) -> bool:
+    return history.last_day(month_) < TODAY - timedelta(days=get_settings().history_grace_days)
+
+
+@pytest.fixture(scope="module")
+def tasks_db(own_database_url, own_db):
+    """The rollover tasks pointed at this module's database."""
+    from tasks.database import forget
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CANGFLOW_DATABASE_URL", own_database_url)
+        get_settings.cache_clear()
+        forget()
+        yield own_db
+        forget()
+    get_settings.cache_clear()
+
+
+def rollover(today: date = TODAY) -> dict:
+    from tasks import rollover as steps
+
+    return {
+        "made": steps.premake_partitions.fn(today),
+        "moved": steps.rescue_default_rows.fn(),
+        "closed": steps.close_due_months.fn(today),
+        "retired": steps.retire_old_partitions.fn(today),
+    }
+
+
+@pytest.fixture(scope="module")
+def rolled(tasks_db):
+    db = tasks_db
+    world = World.create(db, bins=1)
+    sku = world.add_sku()
+    # One receipt in the middle of each of the last 26 months; the migration premade only
+    # last month onward, so the older ones land in the default partition.
+    for offset in range(-MONTHS, 0):
+        with db.session() as s:
+            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=PER_MONTH, location=world.locations[0],
+                          occurred_at=mid(month(offset)))
+    with db.session() as s:
+        in_default = partitions.rows_in_default(s, "stock_movement")
+    from tasks.rollover import rescue_default_rows
+    from tasks.snapshot import ensure_snapshot_partitions
+
+    moved = rescue_default_rows.fn()
+    month_ends = [history.last_day(month(offset)) for offset in range(-MONTHS, 0)]
+    ensure_snapshot_partitions.fn(tuple(month_ends))
+    for day in month_ends:  # the snapshots closing needs: each month's last day, verified
+        with db.session() as s:
+            snapshots.build_checked_day(s, day)
+    result = rollover()
+    return {"db": db, "world": world, "sku": sku, "in_default": in_default, "moved": moved, "result": result}
+
+
+def test_rows_in_the_default_partition_are_moved_into_their_months_and_reported(rolled):
+    assert sum(rolled["in_default"].values()) == MONTHS - 1  # last month's partition existed
+    assert sum(m["rows_moved"] for m in rolled["moved"]) == MONTHS - 1
+    with rolled["db"].session() as s:
+        assert partitions.rows_in_default(s, "stock_movement") == {}
+        assert s.execute(text("SELECT count(*) FROM stock_movement_default")).scalar() == 0
+
+
+def test_partitions_exist_from_last_month_to_the_premake_horizon_for_both_tables(rolled):
+    with rolled["db"].session() as s:
+        for table in partitions.PARTITIONED_TABLES:
+            names = partitions.existing(s, table)
+            for offset in range(-1, get_settings().premake_months + 1):
+                assert partition_name(table, month(offset)) in names
+
+
+def test_months_past_the_grace_period_are_closed_and_newer_ones_stay_open(rolled):
+    with rolled["db"].session() as s:
+        closed = set(history.closed_months(s))
+    kept = [month(o) for o in range(-MONTHS + 2, 1)]  # the two oldest were archived
+    assert {m for m in kept if due_to_close(m)} == closed
+    assert month(0) not in closed
+
+
+def closed_month() -> date:
+    return month(-3)
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty) "
+    "SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1",
+    "INSERT INTO {partition} (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty) "
+    "SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1",
+    "UPDATE stock_movement SET qty = qty + 1 WHERE occurred_at = :at",
+    "UPDATE {partition} SET qty = qty + 1",
+    "DELETE FROM stock_movement WHERE occurred_at = :at",
+    "DELETE FROM {partition}",
+    "TRUNCATE {partition}",
+    "UPDATE {snapshot_partition} SET on_hand = on_hand + 1",
+    "DELETE FROM stock_snapshot WHERE snapshot_date = :last_day",
+], ids=["insert-parent", "insert-partition", "update-parent", "update-partition", "delete-parent",
+        "delete-partition", "truncate-partition", "update-snapshot", "delete-snapshot-parent"])
+def test_a_closed_month_refuses_changes_in_the_database(rolled, statement):
+    closed = closed_month()
+    if not due_to_close(closed):
+        pytest.skip("month -3 is always past the grace period")
+    sql = statement.format(partition=partition_name("stock_movement", closed),
+                           snapshot_partition=partition_name("stock_snapshot", closed))
+    with pytest.raises(DBAPIError) as refused:
+        with rolled["db"].session() as s:
+            s.execute(text(sql), {"at": mid(closed), "last_day": history.last_day(closed)})
+    assert refused.value.orig.sqlstate == "CGH01"
+    assert month_label(closed) in str(refused.value)
+
+
+def test_a_stock_operation_dated_in_a_closed_month_raises_history_closed(rolled):
+    closed = closed_month()
+    for operation in ("receive", "deduct"):
+        with pytest.raises(HistoryClosed, match=month_label(closed)):
+            with rolled["db"].session() as s:
+                arguments = dict(warehouse=rolled["world"].warehouse, sku=rolled["sku"], qty=1, occurred_at=mid(closed))
+                if operation == "receive":
+                    stock.receive(s, **arguments, location=rolled["world"].locations[0])
+                else:
+                    stock.deduct(s, **arguments)
+    with rolled["db"].session() as s:  # the open present takes changes
+        stock.receive(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], qty=1, location=rolled["world"].locations[0])
+
+
+def test_months_past_the_retention_are_archived_and_reads_before_them_are_refused(rolled):
+    retired = {r["partition"] for r in rolled["result"]["retired"]}
+    assert retired == {partition_name("stock_movement", month(-26)), partition_name("stock_movement", month(-25)),
+                       partition_name("stock_snapshot", month(-26))}
+    with rolled["db"].session() as s:
+        archived = set(s.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'archive'")).scalars())
+        assert retired <= archived
+        assert s.execute(text("SELECT count(*) FROM archive." + partition_name("stock_movement", month(-26)))).scalar() == 1
+        states = dict(s.execute(text("SELECT month, state FROM history_month WHERE state = 'archived'")).all())
+        assert set(states) == {month(-26), month(-25)}
+        with pytest.raises(InvalidArgument, match="before the retained history"):
+            stock.on_hand(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], as_of=mid(month(-25)))
+        # The snapshot of the last archived month's last day still answers for what follows.
+        assert stock.on_hand(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], as_of=mid(month(-24))) == 3 * PER_MONTH
+
+
+def test_rollover_again_changes_nothing(rolled):
+    again = rollover()
+    assert [m for m in again["made"] if m["created"]] == []
+    assert again["moved"] == [] and again["retired"] == []
+    assert [c for c in again["closed"] if c["closed"]] == []
+
+
+def test_two_premakes_at_once_make_each_partition_once_without_error(rolled):
+    from tasks.rollover import premake_partitions
+
+    far = add_months(THIS_MONTH, 30)  # months no run has made yet
+    errors = []
+    barrier = threading.Barrier(2)
+
+    def run():
+        try:
+            barrier.wait()
+            premake_partitions.fn(far)
+        except Exception as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with rolled["db"].session() as s:
+        assert partition_name("stock_movement", far) in partitions.existing(s, "stock_movement")
+
+
+def test_reopen_is_audited_takes_changes_and_the_next_rollover_closes_it_after_a_rebuild(rolled):
+    db, world, sku, closed = rolled["db"], rolled["world"], rolled["sku"], closed_month()
+    with pytest.raises(InvalidArgument, match="reason"):
+        with db.session() as s:
+            history.reopen_month(s, closed, reason=" ")
+    with db.session() as s:
+        history.reopen_month(s, closed, reason="ERP correction ticket 4711")
+    with db.session() as s:
+        stock.receive(s, warehouse=world.warehouse, sku=sku, qty=7, location=world.locations[0], occurred_at=mid(closed))
+        audit = s.execute(text("SELECT action, reason FROM history_audit WHERE month = :m ORDER BY at"), {"m": closed}).all()
+    assert ("reopened", "ERP correction ticket 4711") in [tuple(row) for row in audit]
+    with db.session() as s:
+        with pytest.raises(history.NotClosable, match="dirty|recorded after"):
+            history.close_month(s, closed)
+    run_snapshots(db)  # what the rollover flow runs first when a month is reopened
+    outcome = {c["month"]: c for c in rollover()["closed"]}
+    assert outcome[month_label(closed)]["closed"], outcome
+    with db.session() as s:
+        assert closed in history.closed_months(s)
+        assert stock.on_hand(s, warehouse=world.warehouse, sku=sku, as_of=mid(closed) + timedelta(hours=1)) == \
+            (MONTHS - 3 + 1) * PER_MONTH + 7
+    with pytest.raises(HistoryClosed):
+        with db.session() as s:
+            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], occurred_at=mid(closed))
