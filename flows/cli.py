@@ -153,9 +153,16 @@ def run_snapshot(
 ) -> None:
     """Daily stock snapshots: dirty days, then up to yesterday; or a date or range you name."""
     from flows.snapshot import snapshot_flow
+    from warehouse.errors import WarehouseError
+    from warehouse.snapshots.plan import requested_days
 
+    asked = dict(day=_day(day, "--date"), start=_day(start, "--from"), end=_day(end, "--to"))
+    try:
+        requested_days(**asked)  # bad dates are refused before a flow run starts
+    except WarehouseError as error:
+        fail(str(error), 2)
     typer.echo("snapshot run:")
-    _run_flow(snapshot_flow, day=_day(day, "--date"), start=_day(start, "--from"), end=_day(end, "--to"))
+    _run_flow(snapshot_flow, **asked)
 
 
 @run_app.command("rollover")

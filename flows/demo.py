@@ -63,8 +63,12 @@ def run_demo(
     burst_orders: int = 400,
     seed: int = 7,
     echo: Callable[[str], object] = print,
+    flows: bool = True,
 ) -> int:
-    """Run the whole demo against `db`; returns the number of invariant violations found."""
+    """Run the whole demo against `db`; returns the number of invariant violations found.
+
+    With `flows`, the snapshot and partition-rollover flows then run as Prefect flows (on the
+    database the settings name, which the CLI's `db` is) and their summaries are shown."""
     echo(f"cangflow demo on {db!r}")
     echo(f"migrating: at revision {schema.upgrade(db)}")
     echo(f"loading the sample ({skus:,} SKUs, {bins_per_warehouse:,} bins per warehouse, {days} days) ...")
@@ -80,7 +84,27 @@ def run_demo(
         violations = invariants.check(session)
     for line in summary_lines(sample, burst, top, violations):
         echo(line)
+    if flows:
+        run_flows(echo)
     return len(violations)
+
+
+def run_flows(echo: Callable[[str], object]) -> None:
+    from flows.partition_rollover import rollover_flow
+    from flows.snapshot import snapshot_flow
+
+    echo("snapshot flow ...")
+    shown = snapshot_flow()
+    echo(f"snapshots: {shown['days_built']} day(s) built, {shown['rows']:,} rows, "
+         f"{len(shown['dirty_rebuilt'])} dirty day(s) rebuilt, {shown['seconds']} s; {shown['latest_check']}")
+    echo("partition rollover flow ...")
+    rolled = rollover_flow()
+    echo(f"rollover: {len(rolled['partitions_created'])} partition(s) created, "
+         f"{rolled['rows_moved_from_default']} row(s) moved out of default, "
+         f"months closed: {', '.join(rolled['months_closed']) or 'none'}, "
+         f"partitions retired: {len(rolled['partitions_retired'])}, {rolled['seconds']} s")
+    for month, why in rolled["months_left_open"].items():
+        echo(f"  {month} stays open: {why}")
 
 
 def burst_plan(*, skus: int, seed: int, orders: int) -> list[BurstRequest]:

@@ -101,3 +101,19 @@ def own_db(own_database_url):
     schema.upgrade(database)
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="module")
+def tasks_db(own_database_url, own_db):
+    """`own_db`, with the settings (and so the flows' tasks) pointed at it."""
+    from tasks.database import forget
+    from warehouse.settings import get_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CANGFLOW_DATABASE_URL", own_database_url)
+        get_settings.cache_clear()
+        forget()
+        yield own_db
+        forget()
+    get_settings.cache_clear()
+    forget()

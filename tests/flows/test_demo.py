@@ -47,6 +47,12 @@ def _scalar(db, query) -> int:
 
 
 @pytest.fixture(scope="module")
+def db(tasks_db, prefect_api):
+    """The demo closes history and builds snapshots for the whole database: its own one."""
+    return tasks_db
+
+
+@pytest.fixture(scope="module")
 def two_runs(db):
     runs = []
     for _ in range(2):
@@ -63,6 +69,14 @@ def test_demo_holds_every_invariant_on_the_first_and_the_second_run(two_runs):
 def test_demo_summary_states_the_violation_count(two_runs):
     for run in two_runs:
         assert "invariants: 0 violations" in run["output"]
+
+
+def test_demo_runs_the_snapshot_and_rollover_flows_and_shows_their_summaries(two_runs):
+    first, second = (run["output"] for run in two_runs)
+    built = re.search(r"^snapshots: (\d+) day\(s\) built, .*latest snapshot against balances .*: ok$", first, re.MULTILINE)
+    assert built and int(built.group(1)) == SMALL["days"], first
+    assert re.search(r"^snapshots: 0 day\(s\) built, .*: ok$", second, re.MULTILINE), second
+    assert re.search(r"^rollover: \d+ partition\(s\) created", first, re.MULTILINE), first
 
 
 def test_first_run_loads_the_sample_and_the_burst_both_deducts_and_refuses(two_runs):

@@ -41,20 +41,6 @@ def due_to_close(month_: date) -> bool:
     return history.last_day(month_) < TODAY - timedelta(days=get_settings().history_grace_days)
 
 
-@pytest.fixture(scope="module")
-def tasks_db(own_database_url, own_db):
-    """The rollover tasks pointed at this module's database."""
-    from tasks.database import forget
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CANGFLOW_DATABASE_URL", own_database_url)
-        get_settings.cache_clear()
-        forget()
-        yield own_db
-        forget()
-    get_settings.cache_clear()
-
-
 def rollover(today: date = TODAY) -> dict:
     from tasks import rollover as steps
 

@@ -48,20 +48,8 @@ def plan_run(session: Session, *, day: date | None = None, start: date | None = 
     """The days to build. With a date or a range, exactly those (a backfill); without, the scan
     for backdated movements runs first and marks what it finds (the caller commits that)."""
     today = today or today_utc()
-    if day is not None and (start is not None or end is not None):
-        raise InvalidArgument("give either a date or a range (--from/--to), not both")
-    if day is not None:
-        require_ended(day, today)
-        return SnapshotPlan(days=(day,), requested=(day,))
-    if start is not None or end is not None:
-        if start is None or end is None:
-            raise InvalidArgument("a range needs both --from and --to")
-        if start > end:
-            raise InvalidArgument(f"--from {start} is after --to {end}")
-        require_ended(end, today)
-        if (end - start).days >= MAX_RANGE_DAYS:
-            raise InvalidArgument(f"range {start}..{end} is longer than {MAX_RANGE_DAYS} days")
-        requested = tuple(days_between(start, end))
+    requested = requested_days(day=day, start=start, end=end, today=today)
+    if requested:
         return SnapshotPlan(days=requested, requested=requested)
     newly = tuple(mark_backdated(session))
     dirty = tuple(session.execute(_DIRTY, {"today": today}).scalars())
@@ -70,6 +58,27 @@ def plan_run(session: Session, *, day: date | None = None, start: date | None = 
     yesterday = today - timedelta(days=1)
     catch_up = tuple(d for d in days_between(first, yesterday) if d not in dirty) if first is not None else ()
     return SnapshotPlan(days=dirty + catch_up, dirty=dirty, newly_marked=newly, catch_up=catch_up)
+
+
+def requested_days(*, day: date | None = None, start: date | None = None, end: date | None = None,
+                   today: date | None = None) -> tuple[date, ...]:
+    """The days a person asked for (a date or a range), checked; () when none was asked for."""
+    today = today or today_utc()
+    if day is not None and (start is not None or end is not None):
+        raise InvalidArgument("give either a date or a range (--from/--to), not both")
+    if day is not None:
+        require_ended(day, today)
+        return (day,)
+    if start is None and end is None:
+        return ()
+    if start is None or end is None:
+        raise InvalidArgument("a range needs both --from and --to")
+    if start > end:
+        raise InvalidArgument(f"--from {start} is after --to {end}")
+    require_ended(end, today)
+    if (end - start).days >= MAX_RANGE_DAYS:
+        raise InvalidArgument(f"range {start}..{end} is longer than {MAX_RANGE_DAYS} days")
+    return tuple(days_between(start, end))
 
 
 def first_movement_day(session: Session) -> date | None:

@@ -1,0 +1,96 @@
+"""The snapshot and rollover flows as Prefect runs them: summaries, table artifacts under stable
+keys, a failed check that fails the run visibly and is rebuilt by the next one, and bad dates
+refused by the command before any flow starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, time, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from flows.partition_rollover import rollover_flow
+from flows.snapshot import SnapshotRunFailed, snapshot_flow
+from tests.builders import World
+from warehouse import stock
+from warehouse.snapshots.days import today_utc
+
+pytestmark = pytest.mark.integration
+
+TODAY = today_utc()
+DAYS = 15
+
+
+@pytest.fixture(scope="module")
+def world(tasks_db, prefect_api):
+    world = World.create(tasks_db, bins=2)
+    sku = world.add_sku()
+    for back in range(DAYS, 0, -1):
+        when = datetime.combine(TODAY - timedelta(days=back), time(9), tzinfo=timezone.utc)
+        with tasks_db.session() as s:
+            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=10, location=world.locations[back % 2], occurred_at=when)
+    world.skus = [sku]
+    return world
+
+
+def artifact_rows(key: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no artifact with key {key!r}"
+    latest = max(found, key=lambda a: a.created)
+    return latest.data if isinstance(latest.data, list) else __import__("json").loads(latest.data)
+
+
+def test_snapshot_flow_builds_every_day_up_to_yesterday_and_leaves_a_table(world):
+    summary = snapshot_flow()
+    assert summary["ok"] and summary["days_built"] == DAYS
+    assert summary["latest_check"].endswith(": ok")
+    rows = artifact_rows("snapshot-run")
+    assert [row["date"] for row in rows] == [str(TODAY - timedelta(days=back)) for back in range(DAYS, 0, -1)]
+    assert {row["check"] for row in rows} == {"ok"}
+    again = snapshot_flow()
+    assert again["days_built"] == 0 and again["ok"]
+
+
+def test_a_failed_check_fails_the_run_naming_the_key_and_the_next_run_rebuilds(world, tasks_db):
+    snapshot_flow()
+    yesterday = TODAY - timedelta(days=1)
+    with tasks_db.session() as s:
+        s.execute(text("UPDATE stock_snapshot SET on_hand = on_hand + 1 WHERE snapshot_date = :d"), {"d": yesterday})
+    with pytest.raises(SnapshotRunFailed, match=world.skus[0]):
+        snapshot_flow()
+    with tasks_db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM snapshot_dirty WHERE snapshot_date = :d"), {"d": yesterday}).scalar() == 1
+    repaired = snapshot_flow()
+    assert repaired["ok"] and repaired["dirty_rebuilt"] == [str(yesterday)]
+
+
+def test_a_backfill_rebuilds_exactly_the_range(world):
+    start, end = TODAY - timedelta(days=6), TODAY - timedelta(days=4)
+    summary = snapshot_flow(start=start, end=end)
+    assert summary["days_built"] == 3 and summary["ok"]
+
+
+def test_rollover_flow_reports_what_it_did_in_a_table(world):
+    summary = rollover_flow()
+    assert set(summary) >= {"partitions_created", "rows_moved_from_default", "months_closed", "partitions_retired"}
+    assert artifact_rows("partition-rollover")
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--date", "2999-01-01"], "has not ended"),
+    (["--from", "2026-03-05", "--to", "2026-03-01"], "is after"),
+    (["--from", "2026-03-05"], "needs both"),
+    (["--date", "05/03/2026"], "is not a date"),
+])
+def test_bad_dates_are_refused_before_a_flow_starts(own_database_url, arguments, message):
+    env = {**os.environ, "CANGFLOW_DATABASE_URL": own_database_url}
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "snapshot", *arguments], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
