@@ -218,3 +218,50 @@ def test_reopen_is_audited_takes_changes_and_the_next_rollover_closes_it_after_a
     with pytest.raises(HistoryClosed):
         with db.session() as s:
             stock.receive(s, warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], occurred_at=mid(closed))
+
+
+def test_a_ddl_step_gives_up_on_a_busy_table_instead_of_waiting_and_succeeds_once_it_is_free(rolled, monkeypatch):
+    from tasks.rollover import premake_partitions
+
+    monkeypatch.setenv("CANGFLOW_DDL_LOCK_TIMEOUT_MS", "100")
+    monkeypatch.setenv("CANGFLOW_DDL_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    far = add_months(THIS_MONTH, 40)
+    try:
+        blocker = rolled["db"].engine.connect()
+        blocker.execute(text("SELECT count(*) FROM stock_movement"))  # a long read holds ACCESS SHARE
+        started = datetime.now(timezone.utc)
+        with pytest.raises(DBAPIError) as gave_up:
+            premake_partitions.fn(far)
+        assert gave_up.value.orig.sqlstate == "55P03"  # lock_not_available: lock_timeout fired
+        assert datetime.now(timezone.utc) - started < timedelta(seconds=30)
+        blocker.rollback()
+        blocker.close()
+        made = premake_partitions.fn(far)
+        assert partition_name("stock_movement", far) in [m["partition"] for m in made if m["created"]]
+    finally:
+        get_settings.cache_clear()
+
+
+def test_drop_mode_dumps_a_retired_month_before_dropping_it(rolled, monkeypatch, tmp_path):
+    """Last in this module: it moves the retention floor."""
+    from tasks.rollover import retire_old_partitions
+
+    monkeypatch.setenv("CANGFLOW_RETENTION_MODE", "drop")
+    monkeypatch.setenv("CANGFLOW_RETENTION_MONTHS", "23")
+    monkeypatch.setenv("CANGFLOW_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        retired = retire_old_partitions.fn(TODAY)
+    finally:
+        get_settings.cache_clear()
+    ledger = partition_name("stock_movement", month(-24))
+    done = {r["partition"]: r for r in retired}
+    assert done[ledger]["how"] == "dropped"
+    dump = tmp_path / "archive" / f"{ledger}.dump"
+    assert done[ledger]["dump"] == str(dump) and dump.stat().st_size > 0
+    listing = __import__("subprocess").run(["pg_restore", "--list", str(dump)], capture_output=True, text=True)
+    assert f"TABLE archive {ledger}" in listing.stdout
+    with rolled["db"].session() as s:
+        assert s.execute(text("SELECT to_regclass(:name)"), {"name": f"archive.{ledger}"}).scalar() is None
+        assert s.execute(text("SELECT state FROM history_month WHERE month = :m"), {"m": month(-24)}).scalar() == "dropped"
