@@ -96,17 +96,25 @@ FROM snapshot_day d WHERE d.snapshot_date = :day
 
 
 def _late_movements(session: Session, month: date, watermark) -> int:
-    """Movements of the month recorded at or after the watermark: not in the snapshot."""
+    """Movements of the month recorded at or after the watermark (not in the snapshot); with
+    no watermark, all of the month's movements."""
     raw = session.connection().connection.dbapi_connection
     query = sql.SQL("SELECT count(*) FROM {} WHERE recorded_at >= {}").format(
-        sql.Identifier(partition_name("stock_movement", month)), sql.Literal(watermark))
+        sql.Identifier(partition_name("stock_movement", month)), sql.Literal(watermark or "-infinity"))
     return session.connection().exec_driver_sql(query.as_string(raw)).scalar()
+
+
+_VERIFIED_AFTER = text("SELECT EXISTS (SELECT 1 FROM snapshot_day WHERE snapshot_date > :day AND verified_at IS NOT NULL)")
 
 
 def why_not_closable(session: Session, month: date) -> str | None:
     day = last_day(month)
     state = session.execute(_LAST_DAY_STATE, {"day": day}).first()
     if state is None:
+        # A month before the first movement has no snapshot of its own; empty, it can close
+        # once snapshots exist after it (the lock taken by closing keeps it empty).
+        if session.execute(_VERIFIED_AFTER, {"day": day}).scalar() and _late_movements(session, month, None) == 0:
+            return None
         return f"no snapshot of its last day {day} yet"
     if state.dirty or state.earlier_dirty:
         return f"the snapshot of {day} (or an earlier one) is dirty and waits for a rebuild"
