@@ -97,3 +97,28 @@ def test_bad_dates_are_refused_before_a_flow_starts(own_database_url, arguments,
     done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "snapshot", *arguments], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_two_runs_of_one_date_at_once_leave_one_set_of_rows_and_no_error(world, tasks_db):
+    import threading
+
+    day = TODAY - timedelta(days=2)
+    outcomes, barrier = [], threading.Barrier(2)
+
+    def run():
+        barrier.wait()
+        try:
+            outcomes.append(snapshot_flow(day=day)["ok"])
+        except Exception as error:
+            outcomes.append(error)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == [True, True]
+    with tasks_db.session() as s:
+        rows, keys = s.execute(text("SELECT count(*), count(DISTINCT balance_id) FROM stock_snapshot WHERE snapshot_date = :d"),
+                               {"d": day}).one()
+    assert rows == keys == 2  # one row per bin holding stock
