@@ -174,6 +174,27 @@ def run_rollover() -> None:
     _run_flow(rollover_flow)
 
 
+@run_app.command("relay")
+def run_relay(follow: bool = typer.Option(False, "--follow", help="Keep relaying until stopped (Ctrl-C)")) -> None:
+    """Publish the outbox to Redis Streams and invalidate the cache for every stock change."""
+    from flows.relay import relay_flow
+
+    typer.echo("outbox relay:" + (" following, Ctrl-C stops" if follow else ""))
+    try:
+        _run_flow(relay_flow, follow=follow)
+    except KeyboardInterrupt:
+        typer.echo("relay stopped")
+
+
+@run_app.command("warmup")
+def run_warmup(top: int = typer.Option(1000, "--top", min=1, max=1_000_000, help="How many hot SKUs to warm")) -> None:
+    """Write the hot set of (warehouse, SKU) stock numbers to Redis ahead of readers."""
+    from flows.cache_warmup import warmup_flow
+
+    typer.echo("cache warmup:")
+    _run_flow(warmup_flow, top=top)
+
+
 @history_app.command("reopen")
 def history_reopen(
     month: str = typer.Argument(..., help="YYYY-MM"),

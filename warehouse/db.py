@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
@@ -11,6 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from .settings import Settings, get_settings
 from .id_cache import IdCache
+
+logger = logging.getLogger(__name__)
+# session.info key: (warehouse, sku) pairs whose stock the transaction changed.
+TOUCHED_STOCK = "touched_stock"
 
 
 class Database:
@@ -40,6 +45,9 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"id_cache": self.ids})
         event.listen(self._sessions, "after_commit", _keep_resolved_ids)
         event.listen(self._sessions, "after_rollback", _drop_resolved_ids)
+        self._stock_hooks: list[Callable[[set[tuple[str, str]]], None]] = []
+        event.listen(self._sessions, "after_commit", self._after_stock_commit)
+        event.listen(self._sessions, "after_rollback", _drop_touched_stock)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -47,6 +55,22 @@ class Database:
         with self._sessions() as session:
             with session.begin():
                 yield session
+
+    def on_stock_committed(self, hook: Callable[[set[tuple[str, str]]], None]) -> Callable[[], None]:
+        """Call `hook` with the (warehouse, sku) pairs a committed transaction changed (the
+        cache's best-effort invalidation); returns a function that removes the hook."""
+        self._stock_hooks.append(hook)
+        return lambda: self._stock_hooks.remove(hook) if hook in self._stock_hooks else None
+
+    def _after_stock_commit(self, session: Session) -> None:
+        touched = session.info.pop(TOUCHED_STOCK, None)
+        if not touched:
+            return
+        for hook in list(self._stock_hooks):
+            try:
+                hook(touched)
+            except Exception:  # best effort by design: the outbox relay is the guaranteed path
+                logger.warning("a stock commit hook failed", exc_info=True)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -63,6 +87,15 @@ def _keep_resolved_ids(session: Session) -> None:
 
 def _drop_resolved_ids(session: Session) -> None:
     session.info.pop("pending_ids", None)
+
+
+def _drop_touched_stock(session: Session) -> None:
+    session.info.pop(TOUCHED_STOCK, None)
+
+
+def touch_stock(session: Session, pairs) -> None:
+    """Record (warehouse, sku) pairs this transaction changed, for the commit hooks."""
+    session.info.setdefault(TOUCHED_STOCK, set()).update(pairs)
 
 
 def _set_session_defaults(dbapi_connection, _record) -> None:

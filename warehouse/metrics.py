@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # name -> (kind, help, label names)
 DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -22,6 +22,16 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cangflow_deductions_insufficient_total": ("counter", "Deductions refused for lack of stock", ("operation",)),
     "cangflow_deductions_retried_total": ("counter", "Deduction transactions retried after a deadlock or serialization failure", ("operation",)),
     "cangflow_deduction_seconds": ("histogram", "Time spent in one deduction statement", ("operation",)),
+    "cangflow_cache_hits_total": ("counter", "Stock cache reads answered by a cache level (l1: in-process, l2: Redis)", ("level",)),
+    "cangflow_cache_misses_total": ("counter", "Stock cache reads that went to PostgreSQL", ()),
+    "cangflow_cache_loads_total": ("counter", "Stock cache values loaded from PostgreSQL", ("reason",)),
+    "cangflow_cache_stale_writes_refused_total": ("counter", "Cache writes refused because Redis held a newer version", ()),
+    "cangflow_cache_breaker_open": ("gauge", "1 while the circuit breaker around Redis is open (or half open)", ()),
+    "cangflow_cache_breaker_transitions_total": ("counter", "Circuit breaker state changes", ("state",)),
+    "cangflow_outbox_published_total": ("counter", "Outbox messages published to Redis Streams", ("topic",)),
+    "cangflow_outbox_failed_total": ("counter", "Outbox publish attempts that failed", ()),
+    "cangflow_outbox_consumed_total": ("counter", "Stream messages handled by a consumer (redeliveries excluded)", ("consumer",)),
+    "cangflow_outbox_redelivered_total": ("counter", "Stream messages a consumer had handled before (ignored)", ("consumer",)),
 }
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -29,6 +39,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Metrics(Protocol):
     def inc(self, name: str, amount: float = 1, **labels: str) -> None: ...
     def observe(self, name: str, value: float, **labels: str) -> None: ...
+    def set(self, name: str, value: float, **labels: str) -> None: ...
 
 
 class _Deductions:
@@ -57,16 +68,25 @@ class PrometheusMetrics(_Deductions):
         for name, (kind, description, labels) in DEFINITIONS.items():
             if kind == "counter":
                 self._metrics[name] = Counter(name, description, labels, registry=self.registry)
+            elif kind == "gauge":
+                self._metrics[name] = Gauge(name, description, labels, registry=self.registry)
             else:
                 self._metrics[name] = Histogram(
                     name, description, labels, registry=self.registry, buckets=LATENCY_BUCKETS
                 )
 
+    def _child(self, name: str, labels: dict[str, str]):
+        metric = self._metrics[name]
+        return metric.labels(**labels) if labels else metric
+
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
-        self._metrics[name].labels(**labels).inc(amount)
+        self._child(name, labels).inc(amount)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
-        self._metrics[name].labels(**labels).observe(value)
+        self._child(name, labels).observe(value)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        self._child(name, labels).set(value)
 
 
 class RecordingMetrics(_Deductions):
@@ -90,6 +110,10 @@ class RecordingMetrics(_Deductions):
     def observe(self, name: str, value: float, **labels: str) -> None:
         with self._lock:
             self.samples[self._key(name, labels)].append(value)
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        with self._lock:
+            self.counters[self._key(name, labels)] = value
 
     def value(self, name: str, **labels: str) -> float:
         return self.counters.get(self._key(name, labels), 0)

@@ -153,6 +153,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_message_unpublished", "id", postgresql_where=text("published_at IS NULL")),
         Index("ix_outbox_message_operation", "operation_id"),
+        Index("ix_outbox_message_published_at", "published_at", postgresql_where=text("published_at IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     topic: Mapped[str] = mapped_column(String(100))
@@ -163,6 +164,8 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # After a failed publish, not claimed again before this (backoff).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StockSnapshot(Base):
@@ -230,3 +233,13 @@ class HistoryAudit(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str] = mapped_column(Text, server_default=text("CURRENT_USER"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class ConsumedMessage(Base):
+    """Outbox message ids a consumer has handled: a redelivered message is ignored."""
+
+    __tablename__ = "consumed_message"
+    __table_args__ = (Index("ix_consumed_message_consumed_at", "consumed_at"),)
+    consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
+    message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    consumed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))

@@ -37,6 +37,25 @@ class Settings(BaseSettings):
     # transaction start times, so it assumes none has been open longer than this.
     snapshot_visibility_margin_s: int = Field(default=3600, ge=0)
 
+    # Prefix of every Redis key cangflow writes (cache, statistics, outbox streams).
+    redis_namespace: str = Field(default="cangflow", min_length=1, max_length=64)
+    # The stock cache. In-process entries live briefly: other processes' changes reach this
+    # process through Redis invalidation (the relay) plus at most this long.
+    cache_local_ttl_s: float = Field(default=1.0, gt=0, le=5)
+    cache_local_size: int = Field(default=100_000, ge=1)
+    cache_redis_ttl_s: float = Field(default=300.0, gt=0)
+    cache_ttl_jitter: float = Field(default=0.1, ge=0, lt=1)  # +/- this share of the TTL
+    cache_negative_ttl_s: float = Field(default=5.0, gt=0)
+    # Redis calls never wait longer than this; after `breaker_failures` failures in a row the
+    # cache stops asking Redis for `breaker_open_s`, then probes it with one call.
+    redis_timeout_s: float = Field(default=0.25, gt=0, le=2)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_open_s: float = Field(default=5.0, gt=0)
+    # The outbox relay.
+    relay_batch: int = Field(default=500, ge=1, le=50_000)
+    outbox_retention_days: float = Field(default=7.0, gt=0)
+    stream_max_length: int = Field(default=1_000_000, ge=1000)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

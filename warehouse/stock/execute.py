@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .. import idempotency
+from ..db import touch_stock
 from ..errors import HistoryClosed, InsufficientStock
 from .resolve import Resolved, flush_pending
 from .result import MovementLine, StockChange
@@ -63,6 +64,7 @@ def attempt(session: Session, request: Request, statement: str, params: dict[str
     if items is None:
         return None
     lines = tuple(MovementLine.from_json(item) for item in items)
+    touch_stock(session, {(request.warehouse, line.sku) for line in lines})
     return StockChange(request.operation, request.warehouse, operation_id, lines, request.key)
 
 
@@ -78,6 +80,7 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
         # fail loudly; the caller's rollback undoes the rows that did change.
         raise RuntimeError(f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}")
     lines = tuple(MovementLine.from_json(item) for item in row.items)
+    touch_stock(session, {(request.warehouse, line.sku) for line in lines})
     return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
 
 

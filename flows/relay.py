@@ -1,0 +1,53 @@
+"""The outbox relay: publish due outbox messages to Redis Streams, run the cache's consumer
+(invalidating every pair a stock change touched), prune what is past the retention.
+
+    cangflow run relay [--follow]
+
+Scheduled every minute it drains what is due and stops. With `follow` it keeps going (a
+long-running process), polling when idle and logging a summary every minute.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow, get_run_logger
+
+from flows.reporting import table_artifact
+from tasks.cache import invalidate_cache, prune_outbox, publish_pending
+
+IDLE_POLL_S = 0.5
+SUMMARY_EVERY_S = 60.0
+PRUNE_EVERY_S = 3600.0
+
+
+@flow(name="outbox-relay")
+def relay_flow(follow: bool = False, max_batches: int = 1000) -> dict:
+    logger = get_run_logger()
+    started = time.perf_counter()
+    if not follow:
+        published = publish_pending(max_batches)
+        invalidated = invalidate_cache(max_batches)
+        pruned = prune_outbox()
+        summary = {**published, **invalidated, **pruned, "seconds": round(time.perf_counter() - started, 3)}
+        table_artifact("outbox-relay", [summary], f"Relay: {published['published']} published, "
+                       f"{invalidated['handled']} handled by the cache consumer")
+        logger.info("summary: %s", summary)
+        return summary
+    totals = {"published": 0, "handled": 0, "redelivered": 0}
+    last_summary = last_prune = time.monotonic()
+    while True:  # stopped by a signal; every step is safe to interrupt
+        published = publish_pending.fn(max_batches)
+        invalidated = invalidate_cache.fn(max_batches)
+        totals["published"] += published["published"]
+        totals["handled"] += invalidated["handled"]
+        totals["redelivered"] += invalidated["redelivered"]
+        now = time.monotonic()
+        if now - last_prune >= PRUNE_EVERY_S:
+            prune_outbox.fn()
+            last_prune = now
+        if now - last_summary >= SUMMARY_EVERY_S:
+            logger.info("relay following: %s so far", totals)
+            last_summary = now
+        if published["claimed"] == 0 and invalidated["handled"] == 0:
+            time.sleep(IDLE_POLL_S)

@@ -1,0 +1,366 @@
+"""The stock cache against real PostgreSQL and Redis: correct after every kind of operation once
+the relay has run, never stale beyond the bound, one load per stampede, no stale write over a
+newer value, and reads that survive Redis dying (on a Redis server of the test's own)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import text
+
+import warehouse
+from warehouse import metrics, outbox, stock
+from warehouse.cache import StockCache
+from warehouse.cache.invalidator import CacheInvalidator
+from warehouse.cache.load import load_one
+from warehouse.cache.remote import STALE, SUPERSEDED, WRITTEN
+from warehouse.cache.warmup import warm
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+LOCAL_TTL_S = 0.2  # the in-process level's TTL in these tests: the staleness bound
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def cache(db, namespace):
+    made = StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def other_db(database_url):
+    """A second engine: its commits run no hook of `cache` (another process, in effect)."""
+    other = warehouse.connect(database_url, pool_size=2)
+    yield other
+    other.dispose()
+
+
+def relay(db, cache: StockCache) -> None:
+    with db.session() as session:
+        while outbox.publish_batch(session, cache.remote.client, cache.keys, limit=5000, max_length=100_000).claimed:
+            pass
+    while outbox.consume_batch(db, cache.remote.client, cache.keys, CacheInvalidator(cache.remote, None)).entries:
+        pass
+
+
+def truth(db, world, sku) -> int:
+    with db.session() as session:
+        return load_one(session, world.warehouse, sku).available
+
+
+OPERATIONS = {
+    "receive": lambda s, w, sku: stock.receive(s, warehouse=w.warehouse, sku=sku, qty=4, location=w.locations[1]),
+    "deduct": lambda s, w, sku: stock.deduct(s, warehouse=w.warehouse, sku=sku, qty=3),
+    "reserve": lambda s, w, sku: stock.reserve(s, warehouse=w.warehouse, sku=sku, qty=2),
+    "release": lambda s, w, sku: stock.release(s, warehouse=w.warehouse, sku=sku, qty=1),
+    "transfer": lambda s, w, sku: stock.transfer(s, warehouse=w.warehouse, sku=sku, qty=1, location=w.locations[0],
+                                                 to_location=w.locations[2]),
+    "adjust": lambda s, w, sku: stock.adjust(s, warehouse=w.warehouse, sku=sku, qty=-1, location=w.locations[0],
+                                             reason="damaged"),
+    "count": lambda s, w, sku: stock.count(s, warehouse=w.warehouse, location=w.locations[0], lines=[(sku, 5)]),
+}
+
+
+def test_reads_are_right_after_every_operation_once_the_relay_has_run(cache, other_db, db, world):
+    sku = world.stocked_sku(20, location=world.locations[0])
+    assert cache.available(warehouse=world.warehouse, sku=sku) == 20
+    for name, operation in OPERATIONS.items():
+        cache.available(warehouse=world.warehouse, sku=sku)  # cached before the change
+        with other_db.session() as s:
+            operation(s, world, sku)
+        relay(db, cache)
+        time.sleep(LOCAL_TTL_S * 1.5)
+        assert cache.available(warehouse=world.warehouse, sku=sku) == truth(db, world, sku), name
+
+
+def test_a_read_in_the_writing_process_sees_the_commit_at_once(cache, db, world):
+    sku = world.stocked_sku(10)
+    assert cache.available(warehouse=world.warehouse, sku=sku) == 10
+    for expected in (9, 8, 7):
+        with db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1)
+        assert cache.available(warehouse=world.warehouse, sku=sku) == expected
+
+
+def test_another_process_sees_a_commit_within_the_bound_after_the_relay(cache, db, other_db, world, namespace):
+    sku = world.stocked_sku(10)
+    reader = StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S)
+    try:
+        assert reader.available(warehouse=world.warehouse, sku=sku) == 10
+        with other_db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=4)
+        relay(db, cache)
+        relayed = time.monotonic()
+        while reader.available(warehouse=world.warehouse, sku=sku) != 6:
+            assert time.monotonic() - relayed <= LOCAL_TTL_S + 0.5, "stale past the documented bound"
+            time.sleep(0.02)
+    finally:
+        reader.close()
+
+
+def test_an_unknown_pair_is_refused_and_cached_briefly(cache, world, recorded_metrics):
+    from warehouse.errors import UnknownItem
+
+    for _ in range(5):
+        with pytest.raises(UnknownItem):
+            cache.available(warehouse=world.warehouse, sku="NO-SUCH-SKU")
+    assert recorded_metrics.value("cangflow_cache_loads_total", reason="miss") == 1
+
+
+def test_stampede_on_an_expired_hot_key_loads_at_most_twice(db, world, namespace, recorded_metrics):
+    sku = world.stocked_sku(50)
+    # Four "processes" (caches with their own memory), 50 threads each: 200 readers at once.
+    caches = [StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S) for _ in range(4)]
+    barrier = threading.Barrier(200)
+
+    def read(index: int) -> int:
+        barrier.wait()
+        return caches[index % 4].available(warehouse=world.warehouse, sku=sku)
+
+    try:
+        with ThreadPoolExecutor(max_workers=200) as pool:
+            answers = list(pool.map(read, range(200)))
+    finally:
+        for made in caches:
+            made.close()
+    assert answers == [50] * 200
+    loads = sum(recorded_metrics.value("cangflow_cache_loads_total", reason=r) for r in ("miss", "peer too slow"))
+    assert 1 <= loads <= 2
+
+
+def test_a_slow_loader_cannot_put_an_old_number_over_a_newer_one(cache, db, world):
+    sku = world.stocked_sku(10)
+    pair = (world.warehouse, sku)
+    seen = cache.remote.read(*pair)  # a loader starts: notes the generation, then reads stock
+    with db.session() as s:
+        old = load_one(s, *pair)
+    with db.session() as s:  # meanwhile a change commits; its invalidation bumps the generation
+        stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=3)
+    entry, ttl = cache.entry_for(old, 1.0)
+    assert cache.remote.write(*pair, seen.generation, entry, ttl) == SUPERSEDED
+    assert cache.available(warehouse=world.warehouse, sku=sku) == 7
+    # Two loaders under one generation: the older version loses whatever the order.
+    now = cache.remote.read(*pair)
+    with db.session() as s:
+        newest = load_one(s, *pair)
+    stale = type(newest)(True, newest.available + 3, newest.version - 1)
+    assert cache.remote.write(*pair, now.generation, cache.entry_for(newest, 1.0)[0], 60) == WRITTEN
+    assert cache.remote.write(*pair, now.generation, cache.entry_for(stale, 1.0)[0], 60) == STALE
+    assert cache.remote.read(*pair).entry.available == 7
+
+
+def test_warmup_writes_the_hot_set_and_reads_then_hit_redis(cache, db, world, recorded_metrics):
+    skus = [world.stocked_sku(i + 1) for i in range(5)]
+    done = warm(cache, [(world.warehouse, sku) for sku in skus] + [(world.warehouse, "UNKNOWN")])
+    assert done.keys == 5 and done.written == 5
+    assert [cache.available(warehouse=world.warehouse, sku=sku) for sku in skus] == [1, 2, 3, 4, 5]
+    assert recorded_metrics.value("cangflow_cache_hits_total", level="l2") == 5
+    assert recorded_metrics.value("cangflow_cache_misses_total") == 0
+
+
+def test_hot_set_is_the_most_read_pairs_of_the_last_hour(cache, world):
+    from warehouse.cache.warmup import hot_set
+
+    skus = [world.stocked_sku(5) for _ in range(3)]
+    for sku, reads in zip(skus, (1, 7, 3)):
+        for _ in range(reads):
+            cache.available(warehouse=world.warehouse, sku=sku)
+    cache.stats.flush()
+    pairs, source = hot_set(cache, 2)
+    assert source == "reads" and pairs == [(world.warehouse, skus[1]), (world.warehouse, skus[2])]
+
+
+# -- outbox relay -------------------------------------------------------------------------------
+
+class Recorder:
+    """A consumer that remembers what it was given (an ERP-side consumer would write rows)."""
+
+    name = "test-recorder"
+    topics = ("stock.changed",)
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def handle(self, session, messages):
+        self.seen.extend(m.id for m in messages)
+
+
+def _operation_message(db, operation_id: int):
+    with db.session() as s:
+        return s.execute(text("SELECT id, published_at FROM outbox_message WHERE operation_id = :op"),
+                         {"op": operation_id}).one_or_none()
+
+
+def test_relay_killed_between_publish_and_mark_delivers_again_and_applies_once(cache, db, world):
+    sku = world.stocked_sku(5)
+    with db.session() as s:
+        change = stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1)
+    message_id = _operation_message(db, change.operation_id).id
+    recorder = Recorder()
+    recorder.name = f"test-recorder-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(RuntimeError):
+        with db.session() as s:
+            outbox.publish_batch(s, cache.remote.client, cache.keys, limit=100_000, max_length=1_000_000)
+            raise RuntimeError("killed after XADD, before COMMIT")
+    assert _operation_message(db, change.operation_id).published_at is None
+    relay(db, cache)  # publishes again: the stream now holds the message twice
+    assert _operation_message(db, change.operation_id).published_at is not None
+    first = outbox.consume_batch(db, cache.remote.client, cache.keys, recorder, count=100_000)
+    while outbox.consume_batch(db, cache.remote.client, cache.keys, recorder, count=100_000).entries:
+        pass
+    assert recorder.seen.count(message_id) == 1
+    assert first.entries > first.handled  # the duplicate entry was read and ignored
+    with db.session() as s:
+        assert s.execute(text("SELECT count(*) FROM consumed_message WHERE consumer = :c AND message_id = :m"),
+                         {"c": recorder.name, "m": message_id}).scalar() == 1
+
+
+def test_a_rolled_back_operation_publishes_nothing(cache, db, world):
+    sku = world.stocked_sku(5)
+    with pytest.raises(RuntimeError):
+        with db.session() as s:
+            change = stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1)
+            raise RuntimeError("the caller fails after the deduction")
+    assert _operation_message(db, change.operation_id) is None
+    relay(db, cache)
+    entries = cache.remote.client.xrange(cache.keys.stream("stock.changed"))
+    assert not [e for _, e in entries if e.get("operation_id") == str(change.operation_id)]
+
+
+def test_two_relays_at_once_publish_each_message_once(cache, db, world):
+    for _ in range(30):
+        world.stocked_sku(1)
+    counts = []
+
+    def run():
+        total = 0
+        while True:
+            with db.session() as s:
+                batch = outbox.publish_batch(s, cache.remote.client, cache.keys, limit=7, max_length=1_000_000)
+            if not batch.claimed:
+                break
+            total += batch.published
+        counts.append(total)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [e["id"] for _, e in cache.remote.client.xrange(cache.keys.stream("stock.changed"))]
+    assert len(ids) == len(set(ids)) == sum(counts) and all(counts)
+
+
+def test_a_failed_publish_is_recorded_and_backed_off(db, world, namespace):
+    from warehouse.cache.keys import Keys
+    from warehouse.redis_client import connect_redis
+
+    sku = world.stocked_sku(5)
+    dead = connect_redis(f"redis://127.0.0.1:{_free_port()}/0")
+    with db.session() as s:
+        batch = outbox.publish_batch(s, dead, Keys(namespace), limit=100_000, max_length=1000)
+    assert batch.published == 0 and batch.error
+    with db.session() as s:
+        row = s.execute(text("SELECT attempts, last_error, next_attempt_at > now() AS later FROM outbox_message m "
+                             "JOIN stock_movement mv ON mv.operation_id = m.operation_id "
+                             "WHERE mv.sku_id = (SELECT id FROM sku WHERE code = :sku)"), {"sku": sku}).first()
+    assert row.attempts >= 1 and "Connection" in row.last_error and row.later
+
+
+# -- Redis dying ---------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def own_redis():
+    """A Redis server of this test's own, which the test may kill and start again."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+
+    class Server:
+        url = f"redis://127.0.0.1:{port}/0"
+        process = None
+
+        def start(self):
+            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        return
+                time.sleep(0.05)
+            raise RuntimeError("redis-server did not start")
+
+        def kill(self):
+            self.process.kill()
+            self.process.wait()
+
+    server = Server()
+    server.start()
+    yield server
+    if server.process.poll() is None:
+        server.kill()
+
+
+def test_reads_survive_redis_dying_and_the_breaker_opens_then_closes(db, world, own_redis, recorded_metrics):
+    from warehouse.breaker import CLOSED, OPEN
+
+    skus = [world.stocked_sku(i + 10) for i in range(20)]
+    cache = StockCache(db, own_redis.url, namespace="t", local_ttl_s=0.05)
+    try:
+        warm(cache, [(world.warehouse, sku) for sku in skus])
+        own_redis.kill()  # mid-read: the loop below keeps reading
+        slowest = 0.0
+        for round_ in range(3):
+            for index, sku in enumerate(skus):
+                started = time.monotonic()
+                assert cache.available(warehouse=world.warehouse, sku=sku) == index + 10
+                slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.06)
+        assert slowest < 2.0
+        assert cache.breaker.state == OPEN
+        assert recorded_metrics.value("cangflow_cache_breaker_open") == 1
+        with pytest.raises(Exception):
+            warm(cache, [(world.warehouse, sku) for sku in skus])  # mid-warmup: refused fast, not hung
+        own_redis.start()
+        cache.breaker.open_seconds = 0.1
+        time.sleep(0.2)
+        for sku in skus:
+            cache.available(warehouse=world.warehouse, sku=sku)
+        assert cache.breaker.state == CLOSED
+        assert recorded_metrics.value("cangflow_cache_breaker_open") == 0
+    finally:
+        cache.close()
+
+
+def test_local_only_cache_needs_no_redis(db, world):
+    sku = world.stocked_sku(3)
+    cache = StockCache(db, use_redis=False, local_ttl_s=LOCAL_TTL_S)
+    try:
+        assert cache.available(warehouse=world.warehouse, sku=sku) == 3
+        with db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1)
+        assert cache.available(warehouse=world.warehouse, sku=sku) == 2
+    finally:
+        cache.close()

@@ -1,0 +1,155 @@
+"""The Redis level of the stock cache: version-guarded writes, generation-guarded invalidation,
+a load lock for single-flight, all behind a circuit breaker.
+
+Why a generation as well as a version: invalidation removes the value, and with it the
+version a late writer would have been compared against. So invalidation bumps the key's
+generation instead of deleting the key, and a loader may only write under the generation it
+saw before it read the database. A loader that read before a change committed therefore
+can never write its old number after the change's invalidation.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .. import metrics
+from ..breaker import CircuitBreaker
+from .keys import Keys
+
+# KEYS[1] value hash; ARGV: generation seen, version, available, load ms, expiry (epoch ms), ttl ms, negative
+_WRITE = """
+local g = redis.call('HGET', KEYS[1], 'g') or '0'
+if g ~= ARGV[1] then return -1 end
+local v = redis.call('HGET', KEYS[1], 'v')
+if v and tonumber(v) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'a', ARGV[3], 'd', ARGV[4], 'x', ARGV[5], 'n', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+# KEYS: value hashes; ARGV[1]: how long the bumped generation is kept (ms)
+_INVALIDATE = """
+for _, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'g', 1)
+  redis.call('HDEL', key, 'v', 'a', 'd', 'x', 'n')
+  redis.call('PEXPIRE', key, ARGV[1])
+end
+return #KEYS
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+GENERATION_KEEP_MS = 24 * 3600 * 1000
+WRITTEN, STALE, SUPERSEDED = 1, 0, -1
+
+
+@dataclass(frozen=True)
+class Entry:
+    available: int | None  # None: the (warehouse, sku) is unknown (negative entry)
+    version: int
+    load_ms: float
+    expires_ms: float
+
+
+@dataclass(frozen=True)
+class Read:
+    entry: Entry | None  # None: a miss
+    generation: str
+
+
+class Unavailable(Exception):
+    """Redis did not answer (or the breaker is open): the caller goes to PostgreSQL."""
+
+
+class RemoteCache:
+    def __init__(self, client: redis.Redis, keys: Keys, breaker: CircuitBreaker):
+        self.client = client
+        self.keys = keys
+        self.breaker = breaker
+        self._write = client.register_script(_WRITE)
+        self._invalidate = client.register_script(_INVALIDATE)
+        self._release = client.register_script(_RELEASE)
+
+    def call(self, work, *args: Any) -> Any:
+        if not self.breaker.allow():
+            raise Unavailable("breaker open")
+        try:
+            result = work(*args)
+        except (redis.RedisError, OSError) as error:
+            self.breaker.failure()
+            raise Unavailable(str(error)) from error
+        self.breaker.success()
+        return result
+
+    def read(self, warehouse: str, sku: str) -> Read:
+        fields = self.call(self.client.hmget, self.keys.available(warehouse, sku), "a", "v", "d", "x", "n", "g")
+        available, version, load_ms, expires_ms, negative, generation = fields
+        if version is None:
+            return Read(None, generation or "0")
+        entry = Entry(None if negative == "1" else int(available), int(version), float(load_ms), float(expires_ms))
+        return Read(entry, generation or "0")
+
+    def write(self, warehouse: str, sku: str, generation: str, entry: Entry, ttl_s: float) -> int:
+        outcome = self.call(self._write, [self.keys.available(warehouse, sku)], self._write_args(generation, entry, ttl_s))
+        if outcome == STALE:
+            metrics.current().inc("cangflow_cache_stale_writes_refused_total")
+        return outcome
+
+    @staticmethod
+    def _write_args(generation: str, entry: Entry, ttl_s: float) -> list:
+        negative = entry.available is None
+        return [generation, entry.version, 0 if negative else entry.available, round(entry.load_ms, 3),
+                int(entry.expires_ms), max(1, int(ttl_s * 1000)), 1 if negative else 0]
+
+    def generations(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Each pair's generation now; read BEFORE loading from the database, so a change
+        committed (and invalidated) during the load makes the later write refuse."""
+
+        def run() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            for warehouse, sku in pairs:
+                pipe.hget(self.keys.available(warehouse, sku), "g")
+            return pipe.execute()
+
+        return {pair: generation or "0" for pair, generation in zip(pairs, self.call(run))}
+
+    def write_many(self, rows: list[tuple[str, str, str, Entry, float]]) -> list[int]:
+        """Pipelined guarded writes (warmup): (warehouse, sku, generation, entry, ttl_s) each."""
+
+        def run() -> list[int]:
+            pipe = self.client.pipeline(transaction=False)
+            for warehouse, sku, generation, entry, ttl_s in rows:
+                self._write([self.keys.available(warehouse, sku)], self._write_args(generation, entry, ttl_s), client=pipe)
+            return pipe.execute()
+
+        outcomes = self.call(run)
+        refused = sum(1 for outcome in outcomes if outcome == STALE)
+        if refused:
+            metrics.current().inc("cangflow_cache_stale_writes_refused_total", refused)
+        return outcomes
+
+    def invalidate(self, pairs: set[tuple[str, str]]) -> int:
+        if not pairs:
+            return 0
+        keys = [self.keys.available(warehouse, sku) for warehouse, sku in sorted(pairs)]
+        return self.call(self._invalidate, keys, [GENERATION_KEEP_MS])
+
+    def try_lock(self, warehouse: str, sku: str, ttl_ms: int) -> str | None:
+        token = secrets.token_hex(8)
+        taken = self.call(self.client.set, self.keys.load_lock(warehouse, sku), token, None, ttl_ms, True)
+        return token if taken else None
+
+    def unlock(self, warehouse: str, sku: str, token: str) -> None:
+        try:
+            self.call(self._release, [self.keys.load_lock(warehouse, sku)], [token])
+        except Unavailable:
+            pass  # the lock expires by itself
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0

@@ -1,0 +1,90 @@
+"""Access statistics in Redis, cheaply: reads are counted in process and flushed in one
+pipeline every second (or every `flush_every` reads), per UTC hour:
+- `reads:<hour>`, a sorted set of reads per (warehouse, sku), so "most read in the last hour"
+  is one ZUNION;
+- `hits:<hour>`, a hash of l1 / l2 / miss counts, the hit rate before and after a warmup."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+from .keys import Keys
+from .remote import RemoteCache, Unavailable
+
+KEEP_S = 3 * 3600
+
+
+class AccessStats:
+    def __init__(self, remote: RemoteCache | None, keys: Keys, *, flush_every: int = 1000, flush_s: float = 1.0):
+        self.remote = remote
+        self.keys = keys
+        self.flush_every = flush_every
+        self.flush_s = flush_s
+        self._lock = threading.Lock()
+        self._reads: Counter = Counter()
+        self._levels: Counter = Counter()
+        self._pending = 0
+        self._last = time.monotonic()
+
+    def count(self, warehouse: str, sku: str, level: str) -> None:
+        with self._lock:
+            self._reads[(warehouse, sku)] += 1
+            self._levels[level] += 1
+            self._pending += 1
+            due = self._pending >= self.flush_every or time.monotonic() - self._last >= self.flush_s
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            reads, levels = self._reads, self._levels
+            self._reads, self._levels, self._pending, self._last = Counter(), Counter(), 0, time.monotonic()
+        if self.remote is None or not reads:
+            return
+        hour = datetime.now(timezone.utc)
+        reads_key, hits_key = self.keys.reads(hour), self.keys.hits(hour)
+
+        def send() -> None:
+            pipe = self.remote.client.pipeline(transaction=False)
+            for (warehouse, sku), count in reads.items():
+                pipe.zincrby(reads_key, count, self.keys.member(warehouse, sku))
+            for level, count in levels.items():
+                pipe.hincrby(hits_key, level, count)
+            pipe.expire(reads_key, KEEP_S)
+            pipe.expire(hits_key, KEEP_S)
+            pipe.execute()
+
+        try:
+            self.remote.call(send)
+        except Unavailable:
+            pass  # statistics are best effort: losing a second of counts is fine
+
+    def top(self, count: int, *, now: datetime | None = None) -> list[tuple[str, str]]:
+        """The most read pairs over the last hour (this hour's and the previous hour's counts)."""
+        if self.remote is None:
+            return []
+        now = now or datetime.now(timezone.utc)
+        hours = [self.keys.reads(now), self.keys.reads(now - timedelta(hours=1))]
+        scratch = f"{self.keys.namespace}:reads:top:{secrets.token_hex(4)}"
+
+        def top_of_union() -> list[str]:
+            pipe = self.remote.client.pipeline(transaction=False)
+            pipe.zunionstore(scratch, hours)
+            pipe.zrevrange(scratch, 0, count - 1)
+            pipe.delete(scratch)
+            return pipe.execute()[1]
+
+        return [self.keys.parse_member(m) for m in self.remote.call(top_of_union)]
+
+    def hit_rate(self, hour: datetime) -> tuple[float | None, int]:
+        """(l1 + l2 hits) / reads in that UTC hour, and the number of reads."""
+        if self.remote is None:
+            return None, 0
+        counts = self.remote.call(self.remote.client.hgetall, self.keys.hits(hour))
+        l1, l2, miss = (int(counts.get(level, 0)) for level in ("l1", "l2", "miss"))
+        total = l1 + l2 + miss
+        return ((l1 + l2) / total if total else None), total
