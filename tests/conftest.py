@@ -16,6 +16,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+TEST_REDIS_URL = os.environ.get("CANGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_URL = os.environ.get("CANGFLOW_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -105,15 +106,23 @@ def own_db(own_database_url):
 
 @pytest.fixture(scope="module")
 def tasks_db(own_database_url, own_db):
-    """`own_db`, with the settings (and so the flows' tasks) pointed at it."""
+    """`own_db`, with the settings (and so the flows' tasks) pointed at it, and at the test
+    Redis under a namespace of this module's own."""
+    from tasks import cache as cache_tasks
     from tasks.database import forget
     from warehouse.settings import get_settings
 
+    def forget_all():
+        cache_tasks.forget()
+        forget()
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CANGFLOW_DATABASE_URL", own_database_url)
+        patch.setenv("CANGFLOW_REDIS_URL", TEST_REDIS_URL)
+        patch.setenv("CANGFLOW_REDIS_NAMESPACE", f"test-{uuid.uuid4().hex[:10]}")
         get_settings.cache_clear()
-        forget()
+        forget_all()
         yield own_db
-        forget()
+        forget_all()
     get_settings.cache_clear()
-    forget()
+    forget_all()

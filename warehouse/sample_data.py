@@ -297,3 +297,13 @@ def top_on_hand(session: Session, per_warehouse: int = 5) -> list[tuple[str, str
             FROM stock_balance b JOIN warehouse w ON w.id = b.warehouse_id JOIN sku s ON s.id = b.sku_id
             WHERE w.code = ANY (CAST(:codes AS text[])) GROUP BY w.code, s.code) ranked
         WHERE n <= :n ORDER BY warehouse, n"""), {"codes": list(WAREHOUSES), "n": per_warehouse})]
+
+
+def most_moved_pairs(session: Session, *, limit: int) -> list[tuple[str, str]]:
+    """(warehouse, sku) of the demo warehouses, most moved first: what pick screens ask about."""
+    return [tuple(row) for row in session.execute(text("""
+        SELECT w.code, s.code FROM stock_movement m
+        JOIN warehouse w ON w.id = m.warehouse_id JOIN sku s ON s.id = m.sku_id
+        WHERE w.code = ANY (CAST(:codes AS text[]))
+        GROUP BY w.code, s.code ORDER BY count(*) DESC, w.code, s.code LIMIT :limit"""),
+        {"codes": list(WAREHOUSES), "limit": limit})]

@@ -79,6 +79,16 @@ def test_demo_runs_the_snapshot_and_rollover_flows_and_shows_their_summaries(two
     assert re.search(r"^rollover: \d+ partition\(s\) created", first, re.MULTILINE), first
 
 
+def test_demo_runs_the_relay_and_the_warmup_and_shows_the_hit_rate(two_runs):
+    first, second = (run["output"] for run in two_runs)
+    published = re.search(r"^relay: ([\d,]+) message\(s\) published, ([\d,]+) handled", first, re.MULTILINE)
+    assert published and int(published.group(1).replace(",", "")) > 0, first
+    assert re.search(r"^warmup: [\d,]+ key\(s\) from (reads|ledger)", first, re.MULTILINE), first
+    rate = re.search(r"^cache: [\d,]+ Zipf-popular reads, hit rate ([\d.]+)%$", first, re.MULTILINE)
+    assert rate and float(rate.group(1)) >= 90, first
+    assert re.search(r"^relay: 0 message\(s\) published", second, re.MULTILINE), second
+
+
 def test_first_run_loads_the_sample_and_the_burst_both_deducts_and_refuses(two_runs):
     first = two_runs[0]["output"]
     assert "already loaded" not in first

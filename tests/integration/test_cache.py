@@ -25,7 +25,7 @@ from warehouse.cache.warmup import warm
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from tests.conftest import TEST_REDIS_URL as REDIS_URL  # noqa: E402
 LOCAL_TTL_S = 0.2  # the in-process level's TTL in these tests: the staleness bound
 
 
