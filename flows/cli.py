@@ -24,6 +24,8 @@ run_app = typer.Typer(help="Run a flow now, by hand (the schedules run the same 
 history_app = typer.Typer(help="Closed history: months of the ledger that refuse changes.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(history_app, name="history")
+adjustments_app = typer.Typer(help="Adjustment orders from ERP reconciliation: list, approve, reject.", no_args_is_help=True)
+app.add_typer(adjustments_app, name="adjustments")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -193,6 +195,85 @@ def run_warmup(top: int = typer.Option(1000, "--top", min=1, max=1_000_000, help
 
     typer.echo("cache warmup:")
     _run_flow(warmup_flow, top=top)
+
+
+@run_app.command("reconcile")
+def run_reconcile(
+    erp_file: Path = typer.Option(None, "--erp-file", help="The ERP feed: CSV warehouse,sku,lot,quantity,as_of"),
+    truth: str = typer.Option("wms", "--truth", help="wms: adjustment orders for the ERP; erp: adjust WMS stock"),
+    tolerance_abs: int = typer.Option(0, "--tolerance-abs", min=0, help="Differences up to this many units are recorded only"),
+    tolerance_pct: float = typer.Option(0.0, "--tolerance-pct", min=0, max=100, help="... or up to this % of the WMS stock"),
+    auto_approve_limit: int = typer.Option(0, "--auto-approve-limit", min=0, help="ERP truth: apply lines up to this |delta|"),
+    full_feed: bool = typer.Option(False, "--full-feed", help="The feed is complete: SKUs absent from it are adjusted too"),
+    tolerances: Path = typer.Option(None, "--tolerances", exists=True, dir_okay=False, help="CSV sku,category,abs,pct"),
+    erp_url: str = typer.Option(None, "--erp-url", help="Read the feed from this ERP database (or CANGFLOW_ERP_URL)"),
+    erp_query: str = typer.Option(None, "--erp-query", help="SQL returning warehouse,sku,lot,quantity,as_of"),
+) -> None:
+    """Compare the ERP's book stock with the WMS and raise adjustment orders."""
+    from flows.reconcile import reconcile_flow
+
+    if erp_file is None and erp_query is None:
+        fail("give --erp-file PATH (or --erp-query with --erp-url)", 2)
+    if erp_url:
+        os.environ["CANGFLOW_ERP_URL"] = erp_url  # kept out of the flow's parameters and logs
+        from warehouse.settings import get_settings
+
+        get_settings.cache_clear()
+    typer.echo("ERP reconciliation:")
+    _run_flow(reconcile_flow, erp_file=str(erp_file) if erp_file else None, truth=truth, tolerance_abs=tolerance_abs,
+              tolerance_pct=tolerance_pct, auto_approve_limit=auto_approve_limit, full_feed=full_feed,
+              tolerances_file=str(tolerances) if tolerances else None, erp_query=erp_query)
+
+
+@adjustments_app.command("list")
+def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every line, not only those waiting")) -> None:
+    """Adjustment order lines waiting for approval (or all of them)."""
+    from sqlalchemy import text
+
+    db = _database()
+    with db.session() as session:
+        rows = session.execute(text("""
+            SELECT l.id, o.run_id, w.code AS warehouse, s.code AS sku, lot.code AS lot, l.wms_qty, l.erp_qty, l.delta,
+                   l.status, l.reason FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+            JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
+            WHERE :all OR l.status = 'pending_approval' ORDER BY l.id LIMIT 1000"""), {"all": all_lines}).all()
+    typer.echo(f"{'id':>8} {'run':>6} {'warehouse':<12} {'sku':<16} {'lot':<12} {'wms':>10} {'erp':>10} {'delta':>10}  status")
+    for r in rows:
+        typer.echo(f"{r.id:>8} {r.run_id:>6} {r.warehouse:<12} {r.sku:<16} {r.lot or '':<12} {r.wms_qty:>10} "
+                   f"{'' if r.erp_qty is None else r.erp_qty:>10} {r.delta:>10}  {r.status}")
+    typer.echo(f"{len(rows)} line(s)")
+
+
+def _decide(line_id: int, approve: bool, reason: str | None) -> None:
+    import getpass
+
+    from warehouse.errors import WarehouseError
+    from warehouse.reconcile import orders
+    from warehouse.settings import get_settings
+
+    db = _database()
+    who = getpass.getuser()
+    try:
+        with db.session() as session:
+            status = orders.decide(session, line_id, approve=approve, by=who, note=reason)
+            if approve and status == "approved":
+                applied = orders.apply_line(session, line_id, reconcile_location=get_settings().reconcile_location, by=who)
+                status = applied.status + (f": {applied.reason}" if applied.reason else "")
+    except WarehouseError as error:
+        fail(str(error), 2)
+    typer.echo(f"line {line_id}: {status}")
+
+
+@adjustments_app.command("approve")
+def adjustments_approve(line_id: int = typer.Argument(..., help="Adjustment order line id")) -> None:
+    """Approve a pending line: it is applied to WMS stock at once (once, however often approved)."""
+    _decide(line_id, True, None)
+
+
+@adjustments_app.command("reject")
+def adjustments_reject(line_id: int = typer.Argument(...), reason: str = typer.Option(..., "--reason")) -> None:
+    """Reject a pending line: WMS stock stays as it is."""
+    _decide(line_id, False, reason)
 
 
 @history_app.command("reopen")

@@ -31,6 +31,11 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cangflow_outbox_published_total": ("counter", "Outbox messages published to Redis Streams", ("topic",)),
     "cangflow_outbox_failed_total": ("counter", "Outbox publish attempts that failed", ()),
     "cangflow_outbox_consumed_total": ("counter", "Stream messages handled by a consumer (redeliveries excluded)", ("consumer",)),
+    "cangflow_reconciliation_rows_compared_total": ("counter", "ERP feed rows compared with the WMS", ()),
+    "cangflow_reconciliation_differences_total": ("counter", "Differences found (within tolerance included)", ()),
+    "cangflow_reconciliation_adjusted_total": ("counter", "Adjustment lines applied to WMS stock", ()),
+    "cangflow_reconciliation_pending_total": ("counter", "Adjustment lines left waiting for approval", ()),
+    "cangflow_reconciliation_feeds_rejected_total": ("counter", "ERP feeds rejected whole", ()),
     "cangflow_outbox_redelivered_total": ("counter", "Stream messages a consumer had handled before (ignored)", ("consumer",)),
 }
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -4,23 +4,27 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
     Double,
     ForeignKey,
+    Identity,
     Index,
     Integer,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MOVEMENT_TYPES = (
@@ -243,3 +247,116 @@ class ConsumedMessage(Base):
     consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
     message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     consumed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class ReconciliationRun(Base):
+    """One reconciliation of one ERP feed; `run_key` (feed content, as_of, settings) is unique,
+    so the same feed with the same settings is reconciled once."""
+
+    __tablename__ = "reconciliation_run"
+    __table_args__ = (
+        CheckConstraint("truth IN ('wms', 'erp')", name="ck_reconciliation_run_truth"),
+        CheckConstraint("status IN ('loading', 'compared', 'done', 'rejected')", name="ck_reconciliation_run_status"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_key: Mapped[str] = mapped_column(String(64), unique=True)
+    feed_name: Mapped[str] = mapped_column(Text)
+    feed_sha256: Mapped[str] = mapped_column(String(64))
+    as_of: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    truth: Mapped[str] = mapped_column(String(8))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    status: Mapped[str] = mapped_column(String(16))
+    feed_rows: Mapped[int | None] = mapped_column(BigInteger)
+    compared: Mapped[int | None] = mapped_column(BigInteger)
+    differences: Mapped[int | None] = mapped_column(BigInteger)
+    within_tolerance: Mapped[int | None] = mapped_column(BigInteger)
+    adjusted: Mapped[int | None] = mapped_column(BigInteger)
+    pending: Mapped[int | None] = mapped_column(BigInteger)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ErpFeedRow(Base):
+    """The feed as COPY loaded it (all text, checked in SQL before anything is typed)."""
+
+    __tablename__ = "erp_feed_row"
+    __table_args__ = (Index("ix_erp_feed_row_run", "run_id", "seq"), {"prefixes": ["UNLOGGED"]})
+    run_id: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    warehouse: Mapped[str | None] = mapped_column(Text)
+    sku: Mapped[str | None] = mapped_column(Text)
+    lot: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[str | None] = mapped_column(Text)
+    as_of: Mapped[str | None] = mapped_column(Text)
+
+
+class ReconciliationDifference(Base):
+    __tablename__ = "reconciliation_difference"
+    __table_args__ = (
+        CheckConstraint("kind IN ('differs', 'not_in_feed', 'not_in_wms')", name="ck_reconciliation_difference_kind"),
+        Index("uq_reconciliation_difference", "run_id", "warehouse_id", "sku_id", "lot_id", unique=True,
+              postgresql_nulls_not_distinct=True),
+    )
+    run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_run.id"), primary_key=True)
+    warehouse_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sku_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    lot_id: Mapped[int | None] = mapped_column(BigInteger)
+    wms_qty: Mapped[int] = mapped_column(BigInteger)
+    erp_qty: Mapped[int | None] = mapped_column(BigInteger)
+    delta: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))
+    within_tolerance: Mapped[bool] = mapped_column(Boolean)
+
+
+class ReconciliationTolerance(Base):
+    __tablename__ = "reconciliation_tolerance"
+    __table_args__ = (
+        CheckConstraint("(sku_id IS NULL) <> (category IS NULL)", name="ck_reconciliation_tolerance_target"),
+        CheckConstraint("abs_qty >= 0 AND pct >= 0", name="ck_reconciliation_tolerance_values"),
+        Index("uq_reconciliation_tolerance_sku", "sku_id", unique=True, postgresql_where=text("sku_id IS NOT NULL")),
+        Index("uq_reconciliation_tolerance_category", "category", unique=True,
+              postgresql_where=text("category IS NOT NULL")),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sku_id: Mapped[int | None] = mapped_column(ForeignKey("sku.id"))
+    category: Mapped[str | None] = mapped_column(String(64))
+    abs_qty: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    pct: Mapped[Decimal] = mapped_column(Numeric(7, 3), server_default=text("0"))
+
+
+class AdjustmentOrder(Base):
+    __tablename__ = "adjustment_order"
+    __table_args__ = (UniqueConstraint("run_id", "warehouse_id", name="uq_adjustment_order_run_warehouse"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_run.id"))
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
+    truth: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class AdjustmentOrderLine(Base):
+    __tablename__ = "adjustment_order_line"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('for_erp', 'pending_approval', 'approved', 'applied', 'rejected', 'failed')",
+            name="ck_adjustment_order_line_status",
+        ),
+        Index("uq_adjustment_order_line_key", "order_id", "sku_id", "lot_id", unique=True,
+              postgresql_nulls_not_distinct=True),
+        Index("ix_adjustment_order_line_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("adjustment_order.id"))
+    warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
+    sku_id: Mapped[int] = mapped_column(ForeignKey("sku.id"))
+    lot_id: Mapped[int | None] = mapped_column(ForeignKey("lot.id"))
+    wms_qty: Mapped[int] = mapped_column(BigInteger)
+    erp_qty: Mapped[int | None] = mapped_column(BigInteger)
+    delta: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    # The ledger movements that applied the line (ERP truth), one per bin it touched.
+    movement_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    decided_by: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

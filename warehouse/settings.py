@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     relay_batch: int = Field(default=500, ge=1, le=50_000)
     outbox_retention_days: float = Field(default=7.0, gt=0)
     stream_max_length: int = Field(default=1_000_000, ge=1000)
+    # Reconciliation: the largest feed accepted, where rejected feeds go, the bin an ERP-truth
+    # increase lands in when the WMS holds none of the SKU, and a Prefect notification block
+    # (webhook, e-mail...) to tell an admin about differences.
+    feed_max_bytes: int = Field(default=2 * 1024**3, ge=1)
+    quarantine_dir: Path | None = None  # default: <home>/quarantine
+    reconcile_location: str = Field(default="RECONCILE", min_length=1, max_length=64)
+    notify_block: str | None = None
+    # An ERP database to read the feed from (`--erp-query`); a secret, never logged.
+    erp_url: SecretStr | None = None
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.quarantine_dir or self.home / "quarantine"
 
 
 @lru_cache(maxsize=1)

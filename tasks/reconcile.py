@@ -1,0 +1,128 @@
+"""Tasks of the reconciliation flow: each one transaction (or one per line) over one
+warehouse.reconcile function. A rejected feed is a result the flow reports, not a retry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from prefect import task
+
+from warehouse import metrics
+from warehouse.reconcile import checks, compare, feed, orders, runs, tolerances
+from warehouse.settings import get_settings
+
+from .database import database
+
+
+@task(name="reconcile-inspect-feed")
+def inspect_feed(path: str) -> feed.FeedFile:
+    return feed.inspect(Path(path), max_bytes=get_settings().feed_max_bytes)
+
+
+@task(name="reconcile-tolerances", retries=2, retry_delay_seconds=5)
+def load_tolerance_overrides(path: str) -> int:
+    with database().session() as session:
+        return tolerances.load_tolerances(session, Path(path))
+
+
+@task(name="reconcile-start", retries=2, retry_delay_seconds=5)
+def start_run(fed: feed.FeedFile, settings: runs.RunSettings) -> runs.Run:
+    with database().session() as session:
+        return runs.start(session, feed_name=fed.path.name, feed_sha256=fed.sha256, settings=settings)
+
+
+@task(name="reconcile-load-and-check")
+def load_and_check(run_id: int, fed: feed.FeedFile) -> tuple[int, datetime]:
+    """COPY the feed and check every row; raises FeedRejected with the problems."""
+    with database().session() as session:
+        rows = feed.load(session, run_id, fed)
+        problems, total, as_of = checks.check_rows(session, run_id, rows)
+        if problems:
+            raise feed.FeedRejected(fed.path.name, problems, total)
+        runs.mark(session, run_id, "loading", feed_rows=rows, as_of=as_of)
+    return rows, as_of
+
+
+@task(name="reconcile-reject")
+def record_rejection(run_id: int | None, path: str, rejected: feed.FeedRejected) -> str:
+    metrics.current().inc("cangflow_reconciliation_feeds_rejected_total")
+    target = runs.quarantine(Path(path), rejected, get_settings().quarantine_path)
+    if run_id is not None:
+        with database().session() as session:
+            runs.forget_staging(session, run_id)
+            runs.mark(session, run_id, "rejected", error=str(rejected)[:2000])
+    return str(target)
+
+
+@task(name="reconcile-compare", retries=2, retry_delay_seconds=5)
+def compare_run(run_id: int, as_of: datetime, settings: runs.RunSettings, feed_rows: int) -> compare.Compared:
+    with database().session() as session:
+        done = compare.compare(session, run_id, as_of=as_of, tolerance_abs=settings.tolerance_abs,
+                               tolerance_pct=settings.tolerance_pct, feed_rows=feed_rows)
+        runs.mark(session, run_id, "compared", compared=done.rows_compared, differences=done.differences,
+                  within_tolerance=done.within_tolerance)
+        runs.forget_staging(session, run_id)
+    metrics.current().inc("cangflow_reconciliation_rows_compared_total", done.rows_compared)
+    metrics.current().inc("cangflow_reconciliation_differences_total", done.differences)
+    return done
+
+
+@task(name="reconcile-orders", retries=2, retry_delay_seconds=5)
+def make_orders(run_id: int, settings: runs.RunSettings, as_of: datetime) -> orders.Made:
+    with database().session() as session:
+        return orders.make_orders(session, run_id, truth=settings.truth, auto_approve_limit=settings.auto_approve_limit,
+                                  full_feed=settings.full_feed, as_of=as_of)
+
+
+@task(name="reconcile-apply", retries=2, retry_delay_seconds=5)
+def apply_approved(run_id: int) -> dict:
+    """ERP truth: each approved line applied in its own transaction (keyed: a rerun replays)."""
+    location = get_settings().reconcile_location
+    with database().session() as session:
+        lines = orders.approved_lines(session, run_id)
+    outcome = {"applied": 0, "failed": 0}
+    for line_id in lines:
+        with database().session() as session:
+            applied = orders.apply_line(session, line_id, reconcile_location=location, by="reconciliation (auto-approved)")
+        outcome[applied.status] = outcome.get(applied.status, 0) + 1
+    metrics.current().inc("cangflow_reconciliation_adjusted_total", outcome["applied"])
+    return outcome
+
+
+@task(name="reconcile-finish", retries=2, retry_delay_seconds=5)
+def finish_run(run_id: int) -> tuple[dict, list[dict]]:
+    with database().session() as session:
+        figures = runs.summary(session, run_id)
+        runs.mark(session, run_id, "done", adjusted=figures["applied"], pending=figures["pending_approval"])
+        figures["status"] = "done"
+        metrics.current().inc("cangflow_reconciliation_pending_total", figures["pending_approval"])
+        return figures, runs.largest(session, run_id)
+
+
+@task(name="reconcile-summary")
+def run_summary(run_id: int) -> tuple[dict, list[dict]]:
+    with database().session() as session:
+        return runs.summary(session, run_id), runs.largest(session, run_id)
+
+
+@task(name="reconcile-export-erp", retries=2, retry_delay_seconds=10)
+def export_erp_query(query: str) -> str:
+    """Run the ERP query (CANGFLOW_ERP_URL: never a parameter, so it stays out of run records)
+    and write its rows as a feed file; the file then goes through every check."""
+    import psycopg
+    from psycopg import sql
+
+    settings = get_settings()
+    if settings.erp_url is None:
+        raise ValueError("--erp-query needs CANGFLOW_ERP_URL (or --erp-url) to name the ERP database")
+    folder = settings.home / "feeds"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"erp-{datetime.now().strftime('%Y%m%dT%H%M%S')}.csv"
+    url = settings.erp_url.get_secret_value().replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(url) as connection, connection.cursor() as cursor, target.open("wb") as out:
+        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(sql.SQL(query))
+        with cursor.copy(statement) as copy:
+            for chunk in copy:
+                out.write(chunk)
+    return str(target)

@@ -1,0 +1,93 @@
+"""The diff, in the database: the feed's typed rows FULL OUTER JOIN the WMS stock as of the
+feed's as_of, with each difference's tolerance decided in the same statement.
+
+The WMS side as of as_of is the live balance minus the movements dated after as_of: exact
+(invariant 2: a balance is the sum of its movements) and cheap, since a feed's as_of is recent
+and only the movements after it are read; picks in flight after the ERP's cut-off are therefore
+not flagged. A feed row without a lot compares with the WMS summed over the SKU's lots; a
+lot row with that lot. WMS stock of a warehouse the feed does not mention is out of scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+_DIFF = text("""
+WITH feed AS MATERIALIZED (
+    SELECT w.id AS warehouse_id, s.id AS sku_id, l.id AS lot_id, CAST(f.quantity AS bigint) AS qty
+    FROM erp_feed_row f
+    JOIN warehouse w ON w.code = f.warehouse
+    JOIN sku s ON s.code = f.sku
+    LEFT JOIN lot l ON l.sku_id = s.id AND l.code = nullif(f.lot, '')
+    WHERE f.run_id = :run
+),
+scope AS (SELECT DISTINCT warehouse_id FROM feed),
+by_lot AS (SELECT DISTINCT warehouse_id, sku_id FROM feed WHERE lot_id IS NOT NULL),
+as_of_rows AS (
+    SELECT b.warehouse_id, b.sku_id, b.lot_id, b.on_hand AS qty
+    FROM stock_balance b WHERE b.warehouse_id IN (SELECT warehouse_id FROM scope)
+    UNION ALL
+    SELECT m.warehouse_id, m.sku_id, m.lot_id, -m.qty
+    FROM stock_movement m
+    WHERE m.occurred_at > CAST(:as_of AS timestamptz) AND m.warehouse_id IN (SELECT warehouse_id FROM scope)
+),
+wms AS (
+    SELECT a.warehouse_id, a.sku_id,
+           CASE WHEN k.sku_id IS NULL THEN NULL ELSE a.lot_id END AS lot_id, sum(a.qty) AS qty
+    FROM as_of_rows a LEFT JOIN by_lot k ON k.warehouse_id = a.warehouse_id AND k.sku_id = a.sku_id
+    GROUP BY 1, 2, 3
+),
+joined AS (
+    SELECT coalesce(f.warehouse_id, w.warehouse_id) AS warehouse_id, coalesce(f.sku_id, w.sku_id) AS sku_id,
+           coalesce(f.lot_id, w.lot_id) AS lot_id, coalesce(w.qty, 0) AS wms_qty, f.qty AS erp_qty,
+           CASE WHEN f.sku_id IS NULL THEN 'not_in_feed' WHEN w.sku_id IS NULL THEN 'not_in_wms' ELSE 'differs' END AS kind
+    FROM feed f
+    FULL JOIN wms w ON w.warehouse_id = f.warehouse_id AND w.sku_id = f.sku_id
+                   AND coalesce(w.lot_id, 0) = coalesce(f.lot_id, 0)
+),
+differing AS (
+    SELECT j.*, coalesce(j.erp_qty, 0) - j.wms_qty AS delta FROM joined j
+    WHERE coalesce(j.erp_qty, 0) <> j.wms_qty
+),
+tolerated AS (
+    SELECT d.*,
+           coalesce(ts.abs_qty, tc.abs_qty, :tolerance_abs) AS tol_abs,
+           coalesce(ts.pct, tc.pct, :tolerance_pct) AS tol_pct
+    FROM differing d
+    JOIN sku s ON s.id = d.sku_id
+    LEFT JOIN reconciliation_tolerance ts ON ts.sku_id = d.sku_id
+    LEFT JOIN reconciliation_tolerance tc ON tc.category = s.category
+)
+INSERT INTO reconciliation_difference (run_id, warehouse_id, sku_id, lot_id, wms_qty, erp_qty, delta, kind, within_tolerance)
+SELECT :run, warehouse_id, sku_id, lot_id, wms_qty, erp_qty, delta, kind,
+       abs(delta) <= tol_abs OR abs(delta) * 100 <= tol_pct * abs(wms_qty)
+FROM tolerated
+""")
+
+_COUNTS = text("""
+SELECT count(*) AS differences,
+       count(*) FILTER (WHERE within_tolerance) AS within_tolerance,
+       count(*) FILTER (WHERE kind = 'not_in_feed') AS not_in_feed
+FROM reconciliation_difference WHERE run_id = :run
+""")
+
+
+@dataclass(frozen=True)
+class Compared:
+    rows_compared: int
+    differences: int
+    within_tolerance: int
+    not_in_feed: int
+
+
+def compare(session: Session, run_id: int, *, as_of: datetime, tolerance_abs: int, tolerance_pct: float,
+            feed_rows: int) -> Compared:
+    """Write the run's differences (a redo replaces them)."""
+    session.execute(text("DELETE FROM reconciliation_difference WHERE run_id = :run"), {"run": run_id})
+    session.execute(_DIFF, {"run": run_id, "as_of": as_of, "tolerance_abs": tolerance_abs, "tolerance_pct": tolerance_pct})
+    counts = session.execute(_COUNTS, {"run": run_id}).one()
+    return Compared(feed_rows, counts.differences, counts.within_tolerance, counts.not_in_feed)

@@ -1,0 +1,151 @@
+"""Reading an ERP feed file: the checks only the raw bytes allow (size, header, delimiter, NUL
+bytes), its fingerprint, and the COPY into the staging table. Everything else about its rows is
+checked in SQL (`checks`), over the whole file, before anything is applied.
+
+Why the database and not a dataframe library: the checks must name row, column and value for
+every rule, run over a million rows at close to COPY speed, and the rows must end up in
+PostgreSQL for the diff anyway. COPY parses and loads at the server's speed; the checks are a
+few set-based queries over the loaded text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
+CHUNK = 1 << 20
+MAX_HEADER_BYTES = 4096
+_CONTEXT = re.compile(r"COPY \w+, line (\d+)(?:, column (\w+))?")
+
+
+@dataclass(frozen=True)
+class Problem:
+    row: int | None  # data row, 1-based (the file's line is row + 1 when no cell spans lines)
+    column: str | None
+    value: str | None
+    why: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row} (line {self.row + 1})")
+        if self.column:
+            where.append(f"column {self.column}")
+        if self.value is not None:
+            shown = self.value if len(self.value) <= 40 else self.value[:40] + "..."
+            where.append(f"value {shown!r}")
+        return f"{', '.join(where) or 'file'}: {self.why}"
+
+
+class FeedRejected(Exception):
+    """The feed was refused whole; nothing was applied."""
+
+    def __init__(self, feed: str, problems: list[Problem], total: int | None = None):
+        self.feed = feed
+        self.problems = problems
+        self.total = total if total is not None else len(problems)
+        shown = "; ".join(str(p) for p in problems[:5])
+        more = f" (and {self.total - 5} more)" if self.total > 5 else ""
+        super().__init__(f"ERP feed {feed} rejected, nothing applied: {shown}{more}")
+
+
+@dataclass(frozen=True)
+class FeedFile:
+    path: Path
+    sha256: str
+    size: int
+
+
+def inspect(path: Path, *, max_bytes: int) -> FeedFile:
+    """Check what COPY cannot: size, header, delimiter, NUL bytes; and fingerprint the file."""
+    name = path.name
+    if not path.is_file():
+        raise FeedRejected(name, [Problem(None, None, None, f"{path} is not a readable file")])
+    size = path.stat().st_size
+    if size == 0:
+        raise FeedRejected(name, [Problem(None, None, None, "the file is empty (a feed never zeroes stock by omission)")])
+    if size > max_bytes:
+        raise FeedRejected(name, [Problem(None, None, None, f"the file is {size:,} bytes, over the limit of {max_bytes:,}")])
+    digest = hashlib.sha256()
+    lines_before = 0
+    with path.open("rb") as stream:
+        first = stream.read(MAX_HEADER_BYTES)
+        _check_header(name, first)
+        chunk, offset = first, 0
+        while chunk:
+            digest.update(chunk)
+            nul = chunk.find(b"\x00")
+            if nul >= 0:
+                line = lines_before + chunk.count(b"\n", 0, nul) + 1
+                raise FeedRejected(name, [Problem(line - 1 if line > 1 else None, None, None,
+                                                  f"a NUL byte at byte {offset + nul} (line {line})")])
+            lines_before += chunk.count(b"\n")
+            offset += len(chunk)
+            chunk = stream.read(CHUNK)
+    return FeedFile(path, digest.hexdigest(), size)
+
+
+def _check_header(name: str, start: bytes) -> None:
+    line = start.split(b"\n", 1)[0].rstrip(b"\r")
+    if line.startswith(b"\xef\xbb\xbf"):
+        line = line[3:]  # a UTF-8 byte order mark, as spreadsheets write it
+    try:
+        header = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FeedRejected(name, [Problem(None, "header", None, f"not UTF-8 ({error.reason} at byte {error.start})")]) from None
+    columns = [c.strip('"') for c in header.split(",")]
+    if tuple(columns) == HEADER:
+        return
+    for delimiter in (";", "\t", "|"):
+        if tuple(c.strip('"') for c in header.split(delimiter)) == HEADER:
+            raise FeedRejected(name, [Problem(None, "header", header, f"uses {delimiter!r} as delimiter; the feed is comma-separated")])
+    missing = [c for c in HEADER if c not in columns]
+    extra = [c for c in columns if c not in HEADER]
+    parts = []
+    if missing:
+        parts.append(f"missing column(s) {', '.join(missing)}")
+    if extra:
+        parts.append(f"unexpected column(s) {', '.join(extra)}")
+    if not parts:
+        parts.append(f"columns out of order; expected {','.join(HEADER)}")
+    raise FeedRejected(name, [Problem(None, "header", header, "; ".join(parts))])
+
+
+def load(session: Session, run_id: int, feed: FeedFile) -> int:
+    """COPY the file into the staging table as this run's rows (earlier rows of the run are
+    replaced); the number of data rows. COPY's own errors (encoding, quotes, missing or extra
+    fields) are turned into a rejection naming the line."""
+    session.execute(text("DELETE FROM erp_feed_row WHERE run_id = :run"), {"run": run_id})
+    session.execute(text("SELECT set_config('cangflow.reconciliation_run', :run, true)"), {"run": str(run_id)})
+    raw = session.connection().connection.dbapi_connection
+    statement = ("COPY erp_feed_row (warehouse, sku, lot, quantity, as_of) FROM STDIN "
+                 "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')")
+    try:
+        with raw.cursor() as cursor:
+            with cursor.copy(statement) as copy, feed.path.open("rb") as stream:
+                while chunk := stream.read(CHUNK):
+                    copy.write(chunk)
+            return cursor.rowcount
+    except psycopg.errors.DataError as error:
+        raise FeedRejected(feed.path.name, [_copy_problem(error)]) from None
+    except psycopg.errors.BadCopyFileFormat as error:
+        raise FeedRejected(feed.path.name, [_copy_problem(error)]) from None
+    except psycopg.errors.CharacterNotInRepertoire as error:
+        raise FeedRejected(feed.path.name, [_copy_problem(error)]) from None
+
+
+def _copy_problem(error: psycopg.Error) -> Problem:
+    found = _CONTEXT.search(error.diag.context or "")
+    line = int(found.group(1)) if found else None
+    column = found.group(2) if found and found.group(2) else None
+    why = (error.diag.message_primary or str(error)).replace("CSV", "the CSV")
+    if "unterminated" in why:
+        why += " (unbalanced quotes)"
+    return Problem(line - 1 if line and line > 1 else None, column, None, why)

@@ -1,0 +1,184 @@
+"""Adjustment orders from a run's differences: one order per warehouse per run, one line per
+difference beyond tolerance. Rerunning any step creates nothing twice (unique keys, ON CONFLICT).
+
+- WMS truth: the lines are for the ERP (`for_erp`); each new order is published through the
+  outbox (topic `erp.adjustment`) in the transaction that creates it. WMS stock is unchanged.
+- ERP truth: a line within `auto_approve_limit` is approved and applied to WMS stock through
+  `stock.adjust`; a larger one waits as `pending_approval` for a person.
+
+A difference of a SKU the feed did not mention is reported, not adjusted, unless the run was
+told the feed is complete (`full_feed`): a truncated feed must never zero stock by omission.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from .. import stock
+from ..catalog import ensure_location
+from ..errors import InsufficientStock, InvalidArgument, WarehouseError
+
+ERP_TOPIC = "erp.adjustment"
+
+_MAKE = text("""
+WITH due AS (
+    SELECT d.* FROM reconciliation_difference d
+    WHERE d.run_id = :run AND NOT d.within_tolerance AND (d.kind <> 'not_in_feed' OR :full_feed)
+),
+orders AS (
+    INSERT INTO adjustment_order (run_id, warehouse_id, truth)
+    SELECT DISTINCT :run, warehouse_id, :truth FROM due
+    ON CONFLICT (run_id, warehouse_id) DO NOTHING
+    RETURNING id, warehouse_id
+),
+lines AS (
+    INSERT INTO adjustment_order_line (order_id, warehouse_id, sku_id, lot_id, wms_qty, erp_qty, delta, status, reason)
+    SELECT o.id, d.warehouse_id, d.sku_id, d.lot_id, d.wms_qty, d.erp_qty, d.delta,
+           CASE WHEN :truth = 'wms' THEN 'for_erp'
+                WHEN abs(d.delta) <= :auto_limit THEN 'approved'
+                ELSE 'pending_approval' END,
+           CASE d.kind WHEN 'not_in_feed' THEN 'not in the ERP feed (feed declared complete)'
+                       WHEN 'not_in_wms' THEN 'booked in the ERP, none in the WMS'
+                       ELSE 'ERP and WMS differ' END
+    FROM due d JOIN orders o ON o.warehouse_id = d.warehouse_id
+    RETURNING order_id, sku_id, lot_id, wms_qty, erp_qty, delta, status
+),
+published AS (
+    INSERT INTO outbox_message (topic, message_key, payload)
+    SELECT :topic, w.code, jsonb_build_object(
+               'order_id', o.id, 'run_id', CAST(:run AS bigint), 'warehouse', w.code,
+               'as_of', CAST(:as_of AS timestamptz),
+               'lines', (SELECT jsonb_agg(jsonb_build_object(
+                                 'sku', s.code, 'lot', lot.code, 'wms_qty', l.wms_qty, 'erp_qty', l.erp_qty,
+                                 'erp_adjustment', -l.delta) ORDER BY s.code, lot.code)
+                         FROM lines l JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
+                         WHERE l.order_id = o.id))
+    FROM orders o JOIN warehouse w ON w.id = o.warehouse_id
+    WHERE :truth = 'wms'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM orders) AS orders, (SELECT count(*) FROM lines) AS lines,
+       (SELECT count(*) FROM published) AS published
+""")
+
+
+@dataclass(frozen=True)
+class Made:
+    orders: int
+    lines: int
+    published: int
+
+
+def make_orders(session: Session, run_id: int, *, truth: str, auto_approve_limit: int, full_feed: bool, as_of) -> Made:
+    row = session.execute(_MAKE, {"run": run_id, "truth": truth, "auto_limit": auto_approve_limit,
+                                  "full_feed": full_feed, "topic": ERP_TOPIC, "as_of": as_of}).one()
+    return Made(row.orders, row.lines, row.published)
+
+
+_LINE = text("""
+SELECT l.id, l.status, l.delta, w.code AS warehouse, s.code AS sku, lot.code AS lot, o.run_id
+FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
+WHERE l.id = :line FOR UPDATE OF l
+""")
+# Bins holding the line's stock, most available first (a lot-less line spans every lot).
+_BINS = text("""
+SELECT loc.code AS location, lot.code AS lot, b.on_hand - b.reserved AS available
+FROM stock_balance b JOIN location loc ON loc.id = b.location_id LEFT JOIN lot ON lot.id = b.lot_id
+WHERE b.warehouse_id = (SELECT id FROM warehouse WHERE code = :warehouse)
+  AND b.sku_id = (SELECT id FROM sku WHERE code = :sku)
+  AND (CAST(:lot AS text) IS NULL OR lot.code = :lot)
+ORDER BY b.on_hand - b.reserved DESC, b.id
+""")
+_DONE = text("""
+UPDATE adjustment_order_line SET status = :status, movement_ids = :movements, reason = coalesce(:reason, reason),
+       decided_by = coalesce(decided_by, :by), decided_at = coalesce(decided_at, now())
+WHERE id = :line
+""")
+
+
+@dataclass(frozen=True)
+class Applied:
+    line_id: int
+    status: str
+    movement_ids: tuple[int, ...] = ()
+    reason: str | None = None
+
+
+def apply_line(session: Session, line_id: int, *, reconcile_location: str, by: str | None = None) -> Applied:
+    """Apply one approved line to WMS stock (ERP truth) with `stock.adjust`, bin by bin: a
+    decrease takes from the bins with most available stock (reserved stock is never adjusted
+    away), an increase goes to the bin holding most, or to the reconciliation bin. Every
+    adjustment carries a key derived from the line, so a rerun after a crash replays it."""
+    line = session.execute(_LINE, {"line": line_id}).one_or_none()
+    if line is None:
+        raise InvalidArgument(f"no adjustment order line {line_id}")
+    if line.status != "approved":
+        return Applied(line_id, line.status)
+    bins = session.execute(_BINS, {"warehouse": line.warehouse, "sku": line.sku, "lot": line.lot}).all()
+    plan: list[tuple[str, str | None, int]] = []
+    if line.delta > 0:
+        target = bins[0] if bins else None
+        location = target.location if target else reconcile_location
+        if target is None:
+            ensure_location(session, line.warehouse, location)
+        plan.append((location, target.lot if target else line.lot, line.delta))
+    else:
+        needed = -line.delta
+        for row in bins:
+            if needed == 0:
+                break
+            take = min(needed, max(row.available, 0))
+            if take:
+                plan.append((row.location, row.lot, -take))
+                needed -= take
+        if needed:
+            reason = f"only {-line.delta - needed} of {-line.delta} can be taken off: the rest is reserved or absent"
+            session.execute(_DONE, {"line": line_id, "status": "failed", "movements": None, "reason": reason, "by": by})
+            return Applied(line_id, "failed", (), reason)
+    movements = []
+    try:
+        for location, lot, qty in plan:
+            change = stock.adjust(session, warehouse=line.warehouse, sku=line.sku, qty=qty, location=location, lot=lot,
+                                  reason=f"ERP reconciliation run {line.run_id}, line {line_id}",
+                                  key=f"reconcile-line-{line_id}-{location}-{lot or ''}")
+            movements += [m.movement_id for m in change.lines]
+    except (InsufficientStock, WarehouseError) as refused:
+        raise WarehouseError(f"adjustment order line {line_id} could not be applied: {refused}") from refused
+    session.execute(_DONE, {"line": line_id, "status": "applied", "movements": movements, "reason": None, "by": by})
+    return Applied(line_id, "applied", tuple(movements))
+
+
+_APPROVED = text("""
+SELECT l.id FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+WHERE o.run_id = :run AND l.status = 'approved' ORDER BY l.id
+""")
+
+
+def approved_lines(session: Session, run_id: int) -> list[int]:
+    return list(session.execute(_APPROVED, {"run": run_id}).scalars())
+
+
+_DECIDE = text("""
+UPDATE adjustment_order_line SET status = :status, decided_by = :by, decided_at = now(),
+       reason = CASE WHEN CAST(:note AS text) IS NULL THEN reason ELSE reason || '; ' || :note END
+WHERE id = :line AND status = 'pending_approval'
+RETURNING id
+""")
+_STATUS = text("SELECT status FROM adjustment_order_line WHERE id = :line")
+
+
+def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str | None = None) -> str:
+    """A person's decision on a pending line; approving applies it in the same transaction
+    (by the caller's `apply_line`). Deciding a line twice changes nothing the second time."""
+    changed = session.execute(_DECIDE, {"line": line_id, "status": "approved" if approve else "rejected",
+                                        "by": by, "note": note}).first()
+    if changed is None:
+        status = session.execute(_STATUS, {"line": line_id}).scalar()
+        if status is None:
+            raise InvalidArgument(f"no adjustment order line {line_id}")
+        return status
+    return "approved" if approve else "rejected"
