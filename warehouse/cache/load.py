@@ -20,15 +20,26 @@ LEFT JOIN warehouse w ON w.code = :warehouse
 LEFT JOIN sku s ON s.code = :sku
 """)
 
-_MANY = text("""
-SELECT k.warehouse, k.sku, coalesce(sum(b.on_hand - b.reserved), 0) AS available,
-       coalesce(sum(b.version), 0) AS version
-FROM unnest(CAST(:warehouses AS text[]), CAST(:skus AS text[])) AS k(warehouse, sku)
-JOIN warehouse w ON w.code = k.warehouse
-JOIN sku s ON s.code = k.sku
-LEFT JOIN stock_balance b ON b.warehouse_id = w.id AND b.sku_id = s.id
-GROUP BY k.warehouse, k.sku
-""")
+BIG_BATCH = 2000
+
+# Codes to ids first (a hash join each), then the balances grouped by ids: grouping by the
+# text codes of 100k pairs sorted them and spilled to disk.
+_MANY = """
+WITH k AS MATERIALIZED (
+    SELECT k.n, w.id AS warehouse_id, s.id AS sku_id
+    FROM unnest(%(warehouses)s::text[], %(skus)s::text[]) WITH ORDINALITY AS k(warehouse, sku, n)
+    JOIN warehouse w ON w.code = k.warehouse
+    JOIN sku s ON s.code = k.sku
+),
+sums AS (
+    SELECT b.warehouse_id, b.sku_id, sum(b.on_hand - b.reserved) AS available, sum(b.version) AS version
+    FROM stock_balance b
+    WHERE (b.warehouse_id, b.sku_id) IN (SELECT warehouse_id, sku_id FROM k)
+    GROUP BY b.warehouse_id, b.sku_id
+)
+SELECT k.n, coalesce(sums.available, 0), coalesce(sums.version, 0)
+FROM k LEFT JOIN sums ON sums.warehouse_id = k.warehouse_id AND sums.sku_id = k.sku_id
+"""
 
 
 @dataclass(frozen=True)
@@ -44,8 +55,17 @@ def load_one(session: Session, warehouse: str, sku: str) -> Loaded:
 
 
 def load_many(session: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], Loaded]:
-    """Known pairs only, in one set-based statement."""
+    """Known pairs only, in one set-based statement (rows straight from psycopg: at 100k
+    pairs the ORM layer's per-row cost was as large as the query)."""
     if not pairs:
         return {}
-    rows = session.execute(_MANY, {"warehouses": [w for w, _ in pairs], "skus": [s for _, s in pairs]})
-    return {(r.warehouse, r.sku): Loaded(True, int(r.available), int(r.version)) for r in rows}
+    cursor = session.connection().connection.dbapi_connection.cursor()
+    try:
+        if len(pairs) > BIG_BATCH:
+            # The planner cannot see how many pairs the arrays hold and plans index probes per
+            # pair; hash joins over the tables are 5-10x faster for a big batch.
+            cursor.execute("SELECT set_config('enable_nestloop', 'off', true), set_config('work_mem', '64MB', true)")
+        cursor.execute(_MANY, {"warehouses": [w for w, _ in pairs], "skus": [s for _, s in pairs]})
+        return {pairs[n - 1]: Loaded(True, int(available), int(version)) for n, available, version in cursor}
+    finally:
+        cursor.close()

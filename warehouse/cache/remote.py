@@ -40,6 +40,32 @@ for _, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+# Warmup, one call per chunk. KEYS: value hashes.
+_GENERATIONS = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'g') or '0' end
+return out
+"""
+# KEYS: value hashes; ARGV[i]: "generation,version,available,load ms,expiry ms,ttl ms,negative"
+# for KEYS[i]. The same guards as _WRITE, per key.
+_WRITE_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local g, v, a, d, x, ttl, n = string.match(ARGV[i], '([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)')
+  local current_g = redis.call('HGET', key, 'g') or '0'
+  local current_v = redis.call('HGET', key, 'v')
+  if current_g ~= g then
+    out[i] = -1
+  elseif current_v and tonumber(current_v) > tonumber(v) then
+    out[i] = 0
+  else
+    redis.call('HSET', key, 'v', v, 'a', a, 'd', d, 'x', x, 'n', n)
+    redis.call('PEXPIRE', key, ttl)
+    out[i] = 1
+  end
+end
+return out
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -74,6 +100,8 @@ class RemoteCache:
         self._write = client.register_script(_WRITE)
         self._invalidate = client.register_script(_INVALIDATE)
         self._release = client.register_script(_RELEASE)
+        self._generations = client.register_script(_GENERATIONS)
+        self._write_many = client.register_script(_WRITE_MANY)
 
     def call(self, work, *args: Any) -> Any:
         if not self.breaker.allow():
@@ -106,28 +134,19 @@ class RemoteCache:
         return [generation, entry.version, 0 if negative else entry.available, round(entry.load_ms, 3),
                 int(entry.expires_ms), max(1, int(ttl_s * 1000)), 1 if negative else 0]
 
-    def generations(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
-        """Each pair's generation now; read BEFORE loading from the database, so a change
-        committed (and invalidated) during the load makes the later write refuse."""
+    def generations(self, keys: list[str]) -> list[str]:
+        """Each key's generation now, in one call; read BEFORE loading from the database, so
+        a change committed (and invalidated) during the load makes the later write refuse."""
+        return self.call(self._generations, keys, [])
 
-        def run() -> list:
-            pipe = self.client.pipeline(transaction=False)
-            for warehouse, sku in pairs:
-                pipe.hget(self.keys.available(warehouse, sku), "g")
-            return pipe.execute()
-
-        return {pair: generation or "0" for pair, generation in zip(pairs, self.call(run))}
-
-    def write_many(self, rows: list[tuple[str, str, str, Entry, float]]) -> list[int]:
-        """Pipelined guarded writes (warmup): (warehouse, sku, generation, entry, ttl_s) each."""
-
-        def run() -> list[int]:
-            pipe = self.client.pipeline(transaction=False)
-            for warehouse, sku, generation, entry, ttl_s in rows:
-                self._write([self.keys.available(warehouse, sku)], self._write_args(generation, entry, ttl_s), client=pipe)
-            return pipe.execute()
-
-        outcomes = self.call(run)
+    def write_many(self, keys: list[str], generations: list[str], entries: list[Entry], ttls_s: list[float]) -> list[int]:
+        """Guarded writes of a chunk in one call (warmup): arguments packed one per key."""
+        packed = [
+            f"{g},{e.version},{0 if e.available is None else e.available},{e.load_ms:.3f},{int(e.expires_ms)},"
+            f"{max(1, int(t * 1000))},{1 if e.available is None else 0}"
+            for g, e, t in zip(generations, entries, ttls_s)
+        ]
+        outcomes = self.call(self._write_many, keys, packed)
         refused = sum(1 for outcome in outcomes if outcome == STALE)
         if refused:
             metrics.current().inc("cangflow_cache_stale_writes_refused_total", refused)

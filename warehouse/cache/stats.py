@@ -1,5 +1,6 @@
 """Access statistics in Redis, cheaply: reads are counted in process and flushed in one
-pipeline every second (or every `flush_every` reads), per UTC hour:
+pipeline every second (or every `flush_every` reads) by a background thread, so no read waits
+for it; per UTC hour:
 - `reads:<hour>`, a sorted set of reads per (warehouse, sku), so "most read in the last hour"
   is one ZUNION;
 - `hits:<hour>`, a hash of l1 / l2 / miss counts, the hit rate before and after a warmup."""
@@ -29,15 +30,34 @@ class AccessStats:
         self._levels: Counter = Counter()
         self._pending = 0
         self._last = time.monotonic()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._flusher: threading.Thread | None = None
 
     def count(self, warehouse: str, sku: str, level: str) -> None:
         with self._lock:
             self._reads[(warehouse, sku)] += 1
             self._levels[level] += 1
             self._pending += 1
-            due = self._pending >= self.flush_every or time.monotonic() - self._last >= self.flush_s
-        if due:
-            self.flush()
+            if self._flusher is None and self.remote is not None and not self._stopped:
+                self._flusher = threading.Thread(target=self._run, name="cangflow-cache-stats", daemon=True)
+                self._flusher.start()
+            if self._pending >= self.flush_every:
+                self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.flush_s)
+            self._wake.clear()
+            if not self._stopped:
+                self.flush()
+
+    def close(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=2)
+        self.flush()
 
     def flush(self) -> None:
         with self._lock:

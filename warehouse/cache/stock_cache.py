@@ -185,7 +185,7 @@ class StockCache:
                 self._local.pop(pair, None)
 
     def close(self) -> None:
-        self.stats.flush()
+        self.stats.close()
         self._unhook()
         if self.remote is not None:
             self.remote.client.close()
