@@ -117,6 +117,32 @@ def run_flows(echo: Callable[[str], object]) -> None:
     echo(f"warmup: {warmed['keys']:,} key(s) from {warmed['source']} in {warmed['seconds']} s")
     rate, reads = read_through_cache()
     echo(f"cache: {reads:,} Zipf-popular reads, hit rate {rate:.1%}")
+    reconcile_sample(echo)
+
+
+def reconcile_sample(echo: Callable[[str], object]) -> None:
+    """An ERP feed of the demo warehouses as of today's midnight (UTC) with a few SKUs booked
+    off, reconciled with the WMS as the truth: adjustment orders for the ERP. The feed is the
+    same on a second run, which then finds it reconciled already."""
+    from datetime import datetime, time as clock, timezone
+
+    from flows.reconcile import reconcile_flow
+    from tasks.database import database
+    from warehouse.settings import get_settings
+
+    as_of = datetime.combine(datetime.now(timezone.utc).date(), clock(0), tzinfo=timezone.utc)
+    folder = get_settings().home / "feeds"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"demo-erp-{as_of:%Y%m%d}.csv"
+    with database().session() as session:
+        rows = sample_data.erp_feed(session, path, as_of=as_of, differences=5)
+    echo(f"ERP reconciliation of {path} ({rows:,} rows, 5 SKUs booked off) ...")
+    done = reconcile_flow(erp_file=str(path))
+    if done["already_reconciled"]:
+        echo(f"reconciliation: feed reconciled before (run {done['run_id']}), nothing new")
+    else:
+        echo(f"reconciliation: {done['differences']} difference(s), {done['orders']} order(s), "
+             f"{done['lines_for_erp']} line(s) for the ERP, WMS stock unchanged")
 
 
 WARM_TOP = 1000

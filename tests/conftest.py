@@ -105,7 +105,7 @@ def own_db(own_database_url):
 
 
 @pytest.fixture(scope="module")
-def tasks_db(own_database_url, own_db):
+def tasks_db(own_database_url, own_db, tmp_path_factory):
     """`own_db`, with the settings (and so the flows' tasks) pointed at it, and at the test
     Redis under a namespace of this module's own."""
     from tasks import cache as cache_tasks
@@ -120,6 +120,7 @@ def tasks_db(own_database_url, own_db):
         patch.setenv("CANGFLOW_DATABASE_URL", own_database_url)
         patch.setenv("CANGFLOW_REDIS_URL", TEST_REDIS_URL)
         patch.setenv("CANGFLOW_REDIS_NAMESPACE", f"test-{uuid.uuid4().hex[:10]}")
+        patch.setenv("CANGFLOW_HOME", str(tmp_path_factory.mktemp("cangflow-home")))
         get_settings.cache_clear()
         forget_all()
         yield own_db

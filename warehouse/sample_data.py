@@ -307,3 +307,28 @@ def most_moved_pairs(session: Session, *, limit: int) -> list[tuple[str, str]]:
         WHERE w.code = ANY (CAST(:codes AS text[]))
         GROUP BY w.code, s.code ORDER BY count(*) DESC, w.code, s.code LIMIT :limit"""),
         {"codes": list(WAREHOUSES), "limit": limit})]
+
+
+def erp_feed(session: Session, path, *, as_of: datetime, differences: int = 5, seed: int = 7) -> int:
+    """Write a demo ERP feed: the demo warehouses' stock per SKU as of `as_of`, with
+    `differences` SKUs booked a few units off (as a missed message would leave them)."""
+    import csv
+
+    rows = session.execute(text("""
+        SELECT w.code AS warehouse, s.code AS sku,
+               sum(b.on_hand) - coalesce((SELECT sum(m.qty) FROM stock_movement m
+                                          WHERE m.warehouse_id = w.id AND m.sku_id = s.id
+                                            AND m.occurred_at > :as_of), 0) AS qty
+        FROM stock_balance b JOIN warehouse w ON w.id = b.warehouse_id JOIN sku s ON s.id = b.sku_id
+        WHERE w.code = ANY (CAST(:codes AS text[]))
+        GROUP BY w.id, w.code, s.id, s.code ORDER BY w.code, s.code"""),
+        {"codes": list(WAREHOUSES), "as_of": as_of}).all()
+    rng = np.random.default_rng(seed)
+    off = set(rng.choice(len(rows), size=min(differences, len(rows)), replace=False).tolist())
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["warehouse", "sku", "lot", "quantity", "as_of"])
+        for index, row in enumerate(rows):
+            qty = int(row.qty) + (int(rng.integers(1, 6)) if index in off else 0)
+            writer.writerow([row.warehouse, row.sku, "", qty, as_of.isoformat()])
+    return len(rows)
