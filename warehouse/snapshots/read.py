@@ -1,52 +1,144 @@
 """Stock as of a past moment: the latest snapshot before that day, plus the movements dated
 from the snapshot's end up to the moment, plus those dated before its end but recorded after
-it was built (backdated). Exact whether or not the snapshots have caught up."""
+it was built (backdated). Exact whether or not the snapshots have caught up.
+
+One statement, one round trip: it looks up the codes, picks the base snapshot and reads its
+(snapshot_date, watermark) together with its rows and the movements (one MVCC snapshot, so a
+rebuild in between cannot be counted twice), and its plan is prepared once and reused:
+
+- The bounds that prune partitions are bound as text and cast in SQL. A text -> date or
+  timestamptz cast is STABLE, so the planner cannot fold it and prune at plan time: custom
+  plans then look no cheaper than the generic one, and after its first five runs the server
+  keeps the generic plan (typed bounds made it re-plan every partition on every call, which
+  cost several times the execution). The generic plan evaluates the casts at executor start
+  and drops the other partitions before setting up their scans; bounds that come from
+  snapshot_day itself prune only at run time, after every partition's scan was set up.
+- `since` is the first day of the month the base snapshot is expected in (that of the day
+  before `as_of`). It bounds the snapshot and the movements read by key; the statement returns
+  the base day it found, and a base older than `since` (snapshots behind by more than that) is
+  read again with `since` moved to the base's month.
+- Movements dated before `since` and recorded after the watermark (backdated into an earlier
+  month) are found through the recorded_at index: there are few. Reading them by key would
+  fetch the key's whole history, month by month, so the key is compared as `id + 0` (no index
+  on it applies), and recorded_at gets a harmless upper bound so that the generic plan
+  estimates a narrow range (an index scan) rather than a third of each partition.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections import namedtuple
+from datetime import date, datetime, timedelta, timezone
 
+import psycopg
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidArgument
-from .days import day_end, day_of
+from .days import day_of
 from .history_floor import first_retained_day
 
-_FILTER = """
-    {t}.warehouse_id = :warehouse_id AND {t}.sku_id = :sku_id
-    AND (CAST(:location_id AS bigint) IS NULL OR {t}.location_id = :location_id)
-    AND (CAST(:lot_id AS bigint) IS NULL OR {t}.lot_id = :lot_id)
-"""
+_AS_OF = "CAST(CAST(:as_of AS text) AS timestamptz)"
+_DAY = f"CAST({_AS_OF} AT TIME ZONE 'UTC' AS date)"
+_SINCE = "CAST(CAST(:since AS text) AS date)"
+_SINCE_START = f"(CAST({_SINCE} AS timestamp) AT TIME ZONE 'UTC')"
 
-_BASE = text("""
-SELECT snapshot_date, watermark FROM snapshot_day
-WHERE snapshot_date < CAST(:day AS date) ORDER BY snapshot_date DESC LIMIT 1
+
+def _narrow(t: str) -> str:
+    return (f"(CAST(:location AS text) IS NULL OR {t}.location_id = i.location_id)"
+            f" AND (CAST(:lot AS text) IS NULL OR {t}.lot_id = i.lot_id)")
+
+
+_STATEMENT = text(f"""
+WITH item AS MATERIALIZED (
+    SELECT w.id AS warehouse_id, s.id AS sku_id, l.id AS location_id, t.id AS lot_id
+    FROM warehouse w
+    JOIN sku s ON s.code = :sku
+    LEFT JOIN location l ON l.warehouse_id = w.id AND l.code = :location
+    LEFT JOIN lot t ON t.sku_id = s.id AND t.code = :lot
+    WHERE w.code = :warehouse
+),
+base AS MATERIALIZED (
+    SELECT d.snapshot_date, d.watermark, CAST(d.snapshot_date + 1 AS timestamp) AT TIME ZONE 'UTC' AS base_end
+    FROM snapshot_day d
+    WHERE d.snapshot_date < {_DAY}
+    ORDER BY d.snapshot_date DESC LIMIT 1
+)
+SELECT i.warehouse_id, i.sku_id, i.location_id, i.lot_id, b.snapshot_date AS base_day,
+    (SELECT coalesce(sum(s.on_hand), 0) FROM stock_snapshot s
+     WHERE s.snapshot_date = b.snapshot_date AND s.snapshot_date >= {_SINCE} AND s.snapshot_date < {_DAY}
+       AND s.warehouse_id = i.warehouse_id AND s.sku_id = i.sku_id AND {_narrow("s")})
+  + (SELECT coalesce(sum(m.qty), 0) FROM stock_movement m
+     WHERE m.warehouse_id = i.warehouse_id AND m.sku_id = i.sku_id AND {_narrow("m")}
+       AND m.occurred_at >= {_SINCE_START} AND m.occurred_at <= {_AS_OF}
+       AND (m.occurred_at >= b.base_end OR m.recorded_at >= b.watermark))
+  + (SELECT coalesce(sum(m.qty), 0) FROM stock_movement m
+     WHERE m.warehouse_id + 0 = i.warehouse_id AND m.sku_id + 0 = i.sku_id AND {_narrow("m")}
+       AND m.occurred_at < {_SINCE_START}
+       AND m.recorded_at >= b.watermark AND m.recorded_at <= 'infinity')
+    AS on_hand
+FROM item i LEFT JOIN base b ON true
 """)
 
-_FROM_SNAPSHOT = text(
-    "SELECT (SELECT coalesce(sum(s.on_hand), 0) FROM stock_snapshot s"
-    "        WHERE s.snapshot_date = CAST(:base_day AS date) AND " + _FILTER.format(t="s") + ")"
-    "     + (SELECT coalesce(sum(m.qty), 0) FROM stock_movement m WHERE " + _FILTER.format(t="m") +
-    "        AND m.occurred_at >= CAST(:base_end AS timestamptz) AND m.occurred_at <= CAST(:as_of AS timestamptz))"
-    "     + (SELECT coalesce(sum(m.qty), 0) FROM stock_movement m WHERE " + _FILTER.format(t="m") +
-    "        AND m.occurred_at < CAST(:base_end AS timestamptz) AND m.recorded_at >= CAST(:watermark AS timestamptz))"
-)
+# Rendered once for psycopg, and run on the session's connection directly (see `_execute`).
+_RENDERED = str(_STATEMENT.compile(dialect=PGDialect_psycopg()))
 
-_FROM_LEDGER = text(
-    "SELECT coalesce(sum(m.qty), 0) FROM stock_movement m WHERE " + _FILTER.format(t="m")
-    + " AND m.occurred_at <= CAST(:as_of AS timestamptz)"
-)
+_FROM_LEDGER = text("""
+SELECT coalesce(sum(m.qty), 0) FROM stock_movement m
+WHERE m.warehouse_id = :warehouse_id AND m.sku_id = :sku_id
+  AND (CAST(:location_id AS bigint) IS NULL OR m.location_id = :location_id)
+  AND (CAST(:lot_id AS bigint) IS NULL OR m.lot_id = :lot_id)
+  AND m.occurred_at <= CAST(:as_of AS timestamptz)
+""")
 
 
-def on_hand_as_of(session: Session, ids: dict, as_of: datetime) -> int:
-    """on_hand for the resolved `ids` (warehouse_id, sku_id, location_id, lot_id) at `as_of`."""
-    base = session.execute(_BASE, {"day": day_of(as_of)}).first()
-    if base is not None:
-        params = {**ids, "as_of": as_of, "base_day": base.snapshot_date, "base_end": day_end(base.snapshot_date),
-                  "watermark": base.watermark}
-        return int(session.execute(_FROM_SNAPSHOT, params).scalar_one())
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def on_hand_as_of(session: Session, *, warehouse: str, sku: str, location: str | None = None,
+                  lot: str | None = None, as_of: datetime) -> int | None:
+    """on_hand of the item named by codes at `as_of` (an aware datetime); None when a code
+    names nothing (the caller resolves the codes to say which)."""
+    params = {"warehouse": warehouse, "sku": sku, "location": location, "lot": lot,
+              "as_of": as_of.astimezone(timezone.utc).isoformat()}
+    day = day_of(as_of)
+    since = _month_start(day - timedelta(days=1) if day > date.min else day)
+    while True:
+        row = _execute(session, {**params, "since": since.isoformat()})
+        if row is None or (location and row.location_id is None) or (lot and row.lot_id is None):
+            return None
+        if row.base_day is None:
+            return _from_ledger(session, row, as_of)
+        if row.base_day >= since:
+            return int(row.on_hand)
+        # The snapshots are behind by more than a month: read again from the base's month
+        # (in a new statement, so the base is read again too; it can only be older if days were deleted).
+        since = _month_start(row.base_day)
+
+
+_Row = namedtuple("_Row", "warehouse_id sku_id location_id lot_id base_day on_hand")
+
+
+def _execute(session: Session, params: dict) -> _Row | None:
+    """The statement on the session's own connection, inside its transaction, through psycopg
+    itself: SQLAlchemy's per-execute bookkeeping costs about as much as the statement."""
+    cursor = session.connection().connection.dbapi_connection.cursor()
+    try:
+        row = cursor.execute(_RENDERED, params, prepare=True).fetchone()
+    except psycopg.Error as error:  # the same exceptions as from session.execute
+        raise DBAPIError.instance(_RENDERED, params, error, psycopg.Error) from error
+    finally:
+        cursor.close()
+    return None if row is None else _Row(*row)
+
+
+def _from_ledger(session: Session, ids, as_of: datetime) -> int:
+    """No snapshot before the day: the whole ledger, unless its start was archived."""
     floor = first_retained_day(session)
     if floor is not None:
         raise InvalidArgument(f"as_of={as_of.isoformat()} is before the retained history (the ledger starts {floor})")
-    return int(session.execute(_FROM_LEDGER, {**ids, "as_of": as_of}).scalar_one())
+    params = {"warehouse_id": ids.warehouse_id, "sku_id": ids.sku_id, "location_id": ids.location_id,
+              "lot_id": ids.lot_id, "as_of": as_of}
+    return int(session.execute(_FROM_LEDGER, params).scalar_one())

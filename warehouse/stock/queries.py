@@ -8,8 +8,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from .. import validation
+from ..errors import UnknownItem
 from ..snapshots.read import on_hand_as_of
-from .resolve import Item, resolve
+from .resolve import Item, flush_pending, resolve
 
 _FILTER = """
     {t}.warehouse_id = :warehouse_id AND {t}.sku_id = :sku_id
@@ -44,10 +45,29 @@ def on_hand(
 ) -> int:
     """Units physically held (reserved included), summed over bins and lots unless narrowed;
     with `as_of`, at that moment (from the latest snapshot before it plus the movements since)."""
-    params = _params(session, warehouse, sku, location, lot)
     if as_of is None:
-        return int(session.execute(_NOW, params).one().on_hand)
-    return on_hand_as_of(session, params, validation.business_time(as_of, field="as_of"))
+        return int(session.execute(_NOW, _params(session, warehouse, sku, location, lot)).one().on_hand)
+    return _on_hand_as_of(session, warehouse, sku, location, lot, as_of)
+
+
+def _on_hand_as_of(session: Session, warehouse, sku, location, lot, as_of) -> int:
+    """The codes are looked up inside the as-of statement (one round trip); only when one of
+    them names nothing does `resolve` run, to say which."""
+    codes = {
+        "sku": validation.code(sku, field="sku"),
+        "location": validation.optional_code(location, field="location"),
+        "lot": validation.optional_code(lot, field="lot"),
+        "warehouse": validation.code(warehouse, field="warehouse"),
+    }
+    as_of = validation.business_time(as_of, field="as_of")
+    flush_pending(session)
+    value = on_hand_as_of(session, **codes, as_of=as_of)
+    if value is None:
+        _params(session, warehouse, sku, location, lot)  # raises UnknownItem naming the code
+        value = on_hand_as_of(session, **codes, as_of=as_of)  # created since the first look
+        if value is None:
+            raise UnknownItem("item", f"{warehouse}/{sku}/{location}/{lot}")
+    return value
 
 
 def available(session: Session, *, warehouse: str, sku: str, location: str | None = None, lot: str | None = None) -> int:
