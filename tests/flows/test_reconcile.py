@@ -238,3 +238,23 @@ def test_a_bad_feed_is_rejected_whole_quarantined_and_changes_nothing(world, tas
     assert reports, "a rejected feed leaves a report"
     if kind not in ("empty file", "header only", "wrong delimiter", "missing column", "extra column"):
         assert "row " in message, message  # names the row
+
+
+def test_the_feed_can_come_from_an_erp_database_query(world, tasks_db, own_database_url, tmp_path, monkeypatch):
+    from warehouse.settings import get_settings
+
+    rows = wms_rows(tasks_db, world)
+    with tasks_db.session() as s:  # an "ERP" table, in this test's own database
+        s.execute(text("CREATE TABLE IF NOT EXISTS erp_book (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"))
+        s.execute(text("DELETE FROM erp_book"))
+        for warehouse, sku, _, qty in rows:
+            s.execute(text("INSERT INTO erp_book VALUES (:w, :s, NULL, :q, now())"),
+                      {"w": warehouse, "s": sku, "q": qty + (3 if sku == world.skus[2] else 0)})
+    monkeypatch.setenv("CANGFLOW_ERP_URL", own_database_url)
+    get_settings.cache_clear()
+    try:
+        summary = reconcile_flow(erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_book")
+    finally:
+        get_settings.cache_clear()
+    assert summary["differences"] == 1 and summary["lines_for_erp"] == 1
+    assert own_database_url.split("@")[-1] not in str(summary)
