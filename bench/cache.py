@@ -13,9 +13,10 @@ the end (SCAN + UNLINK). One run:
    1,000, keys named like the cache's, 3 times (median); also 2,000 SETs one by one, and the
    cache's own Lua write sent as a raw EVALSHA pipeline (the least a guarded write can cost).
 2. warmup: `warehouse.cache.warmup.warm(cache, pairs)` over all pairs, as the warmup flow runs
-   it; its three steps (generation reads, `load_many`, pipelined Lua writes) are timed by
-   wrapping them, the rest is Python in between. ratio_warmup_to_pipeline = warmup keys/s over
-   the floor's. Then once more over the now warm keys (rewarm_*).
+   it; its three steps (generation reads, `load_many`, Lua writes) are timed by wrapping them
+   and summed. warm() runs the first two in a loader thread while it writes the slice before,
+   so the sums overlap and "other" (the rest) can come out negative. ratio_warmup_to_pipeline =
+   warmup keys/s over the floor's. Then once more over the now warm keys (rewarm_*).
 3. reads: --reads Zipf(1.1) reads (bounded: inverse CDF over ranks 1..N with weights 1/k^1.1,
    ranks mapped to SKUs by a random permutation) through `cache.available()` from one thread,
    each timed and classified by the cache metric it moved (l1, l2 or miss); then half as many

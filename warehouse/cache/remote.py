@@ -52,8 +52,8 @@ _WRITE_MANY = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local g, v, a, d, x, ttl, n = string.match(ARGV[i], '([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)')
-  local current_g = redis.call('HGET', key, 'g') or '0'
-  local current_v = redis.call('HGET', key, 'v')
+  local current = redis.call('HMGET', key, 'g', 'v')
+  local current_g, current_v = current[1] or '0', current[2]
   if current_g ~= g then
     out[i] = -1
   elseif current_v and tonumber(current_v) > tonumber(v) then
@@ -139,13 +139,8 @@ class RemoteCache:
         a change committed (and invalidated) during the load makes the later write refuse."""
         return self.call(self._generations, keys, [])
 
-    def write_many(self, keys: list[str], generations: list[str], entries: list[Entry], ttls_s: list[float]) -> list[int]:
-        """Guarded writes of a chunk in one call (warmup): arguments packed one per key."""
-        packed = [
-            f"{g},{e.version},{0 if e.available is None else e.available},{e.load_ms:.3f},{int(e.expires_ms)},"
-            f"{max(1, int(t * 1000))},{1 if e.available is None else 0}"
-            for g, e, t in zip(generations, entries, ttls_s)
-        ]
+    def write_many(self, keys: list[str], packed: list[str]) -> list[int]:
+        """Guarded writes of a chunk in one call (warmup); `packed` per key, see `pack`."""
         outcomes = self.call(self._write_many, keys, packed)
         refused = sum(1 for outcome in outcomes if outcome == STALE)
         if refused:
@@ -168,6 +163,11 @@ class RemoteCache:
             self.call(self._release, [self.keys.load_lock(warehouse, sku)], [token])
         except Unavailable:
             pass  # the lock expires by itself
+
+
+def pack(generation: str, version: int, available: int, load_ms: float, expires_ms: float, ttl_ms: int) -> str:
+    """One key's arguments for _WRITE_MANY (a known pair: never a negative entry)."""
+    return f"{generation},{version},{available},{load_ms:.3f},{int(expires_ms)},{ttl_ms},0"
 
 
 def now_ms() -> float:

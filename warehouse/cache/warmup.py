@@ -4,16 +4,19 @@ statement and written to Redis in pipelines with jittered TTLs and version-guard
 
 from __future__ import annotations
 
+import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import text
 
 from .load import load_many
-from .remote import STALE, WRITTEN
+from .remote import STALE, WRITTEN, now_ms, pack
 from .stock_cache import StockCache
 
 CHUNK = 1000
+LOAD_SLICE = 10_000
 
 _MOST_MOVED = text("""
 SELECT w.code AS warehouse, s.code AS sku
@@ -42,28 +45,56 @@ def hot_set(cache: StockCache, top: int) -> tuple[list[tuple[str, str]], str]:
 
 
 def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "given") -> Warmed:
-    """Per chunk: the generations (one call), then, for all chunks, one database load, then
-    the guarded writes (one call per chunk)."""
+    """In slices of LOAD_SLICE pairs: a loader thread reads a slice's generations (one Redis
+    call per CHUNK keys) and then its stock (one statement), while this thread writes the slice
+    before it (one guarded Lua call per CHUNK keys). Reading the generations before the stock is
+    what makes a write refuse when a change committed in between (see `remote`)."""
     if cache.remote is None:
         raise RuntimeError("warming needs Redis; this cache is local-only")
     started = time.perf_counter()
-    keys = [cache.keys.available(warehouse, sku) for warehouse, sku in pairs]
+    slices = [pairs[i:i + LOAD_SLICE] for i in range(0, len(pairs), LOAD_SLICE)]
+    written = refused = keys_warmed = 0
+    if not slices:
+        return Warmed(source, 0, 0, 0, 0.0)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cangflow-warmup") as loader:
+        pending = loader.submit(_prepare, cache, slices[0])
+        for following in slices[1:] + [None]:
+            prepared = pending.result()
+            if following is not None:
+                pending = loader.submit(_prepare, cache, following)
+            done, stale, count = _write(cache, prepared)
+            written, refused, keys_warmed = written + done, refused + stale, keys_warmed + count
+    return Warmed(source, keys_warmed, written, refused, time.perf_counter() - started)
+
+
+def _prepare(cache: StockCache, part: list[tuple[str, str]]):
+    keys = [cache.keys.available(warehouse, sku) for warehouse, sku in part]
     generations: list[str] = []
     for start in range(0, len(keys), CHUNK):
         generations += cache.remote.generations(keys[start:start + CHUNK])
     loading = time.perf_counter()
     with cache.db.session() as session:
-        loaded = load_many(session, pairs)
+        loaded = load_many(session, part)
     # XFetch weighs early refresh by how long one load of the key takes: a single load, not
     # this batch's per-key share, is what a refresh would cost.
-    load_ms = max((time.perf_counter() - loading) * 1000, 1.0)
-    chosen = [i for i, pair in enumerate(pairs) if pair in loaded]
+    load_ms = max((time.perf_counter() - loading) * 1000 / max(len(part) / CHUNK, 1), 1.0)
+    return part, keys, generations, loaded, load_ms
+
+
+def _write(cache: StockCache, prepared) -> tuple[int, int, int]:
+    part, keys, generations, loaded, load_ms = prepared
+    chosen = [i for i, pair in enumerate(part) if pair in loaded]
     written = refused = 0
+    base_s, jitter = cache.settings.cache_redis_ttl_s, cache.settings.cache_ttl_jitter
     for start in range(0, len(chosen), CHUNK):
-        part = chosen[start:start + CHUNK]
-        built = [cache.entry_for(loaded[pairs[i]], load_ms) for i in part]
-        outcomes = cache.remote.write_many([keys[i] for i in part], [generations[i] for i in part],
-                                           [entry for entry, _ in built], [ttl for _, ttl in built])
+        indexes = chosen[start:start + CHUNK]
+        now = now_ms()
+        packed = []
+        for i in indexes:  # the same entry as StockCache.entry_for, built without objects
+            value = loaded[part[i]]
+            ttl_ms = max(1, int(base_s * (1 + random.uniform(-jitter, jitter)) * 1000))
+            packed.append(pack(generations[i], value.version, value.available, load_ms, now + ttl_ms, ttl_ms))
+        outcomes = cache.remote.write_many([keys[i] for i in indexes], packed)
         written += sum(1 for o in outcomes if o == WRITTEN)
         refused += sum(1 for o in outcomes if o == STALE)
-    return Warmed(source, len(chosen), written, refused, time.perf_counter() - started)
+    return written, refused, len(chosen)
