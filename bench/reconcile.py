@@ -13,7 +13,7 @@ One run, --repeats times interleaved (medians), each repetition a new reconcilia
 1. floor load: COPY of the file (feed.CHUNK chunks) into an empty plain table of the 5 text
    columns, + COMMIT. floor_copy_rows_per_s.
 2. flow load: what the flow's load steps do, in one transaction: feed.inspect (size, header,
-   NUL scan, SHA-256), runs.start, feed.load (COPY into erp_feed_row), checks.check_rows,
+   NUL scan, SHA-256), runs.start, feed.load (COPY into the run's table erp_feed_<run>), checks.check_rows,
    runs.mark + COMMIT. load_rows_per_s = rows / all of it; the parts are reported apart.
    Then one untimed seq scan of each loaded table: the first reader after a bulk load sets the
    hint bits, and that should land on none of the diffs.
@@ -92,7 +92,7 @@ FROM (SELECT w.id AS warehouse_id, s.id AS sku_id, CAST(r.quantity AS bigint) AS
 FULL JOIN stock_balance b ON b.warehouse_id = f.warehouse_id AND b.sku_id = f.sku_id
 WHERE coalesce(f.qty, 0) <> coalesce(b.on_hand, 0)
 """
-FLOOR_FEED = {"floor": "bench_copy r", "staging": "(SELECT * FROM erp_feed_row WHERE run_id = %(run)s) r"}
+FLOOR_FEED = {"floor": "bench_copy r", "staging": "erp_feed_{run} r"}
 
 
 def log(message: str) -> None:
@@ -157,7 +157,7 @@ def floor_diff(conn: psycopg.Connection, run_id: int, feed_rows: str) -> tuple[f
     conn.execute("TRUNCATE bench_diff")
     started = time.perf_counter()
     with conn.transaction():
-        rows = conn.execute(FLOOR_DIFF.format(feed=FLOOR_FEED[feed_rows]), {"run": run_id}).rowcount
+        rows = conn.execute(FLOOR_DIFF.format(feed=FLOOR_FEED[feed_rows].format(run=int(run_id)))).rowcount
     return time.perf_counter() - started, rows
 
 
@@ -176,10 +176,10 @@ def flow_diff(db: warehouse.Database, loaded: dict, settings: RunSettings) -> tu
 def forget_run(conn: psycopg.Connection, run_id: int) -> None:
     """Untimed: the next repetition starts from empty staging and difference tables."""
     with conn.transaction():
-        for table in ("erp_feed_row", "reconciliation_difference"):
-            conn.execute(sql.SQL("DELETE FROM {} WHERE run_id = %s").format(sql.Identifier(table)), (run_id,))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(f"erp_feed_{run_id}")))
+        conn.execute("DELETE FROM reconciliation_difference WHERE run_id = %s", (run_id,))
         conn.execute("DELETE FROM reconciliation_run WHERE id = %s", (run_id,))
-    conn.execute("VACUUM erp_feed_row, reconciliation_difference, reconciliation_run")
+    conn.execute("VACUUM reconciliation_difference, reconciliation_run")
 
 
 def repetitions(conn, db, path: Path, rows: int, changed: int, repeats: int) -> dict:
@@ -196,7 +196,7 @@ def repetitions(conn, db, path: Path, rows: int, changed: int, repeats: int) -> 
         conn.execute("ANALYZE bench_copy")
         analyze_s = time.perf_counter() - started
         loaded = flow_load(db, path, settings)
-        for table in ("bench_copy", "erp_feed_row"):  # hint bits, see the docstring
+        for table in ("bench_copy", f"erp_feed_{loaded['run']}"):  # hint bits, see the docstring
             conn.execute(sql.SQL("SELECT count(quantity) FROM {}").format(sql.Identifier(table)))
         floor_s, floor_rows = floor_diff(conn, loaded["run"], "floor")
         staging_s, staging_rows = floor_diff(conn, loaded["run"], "staging")

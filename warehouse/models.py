@@ -15,7 +15,6 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
-    Identity,
     Index,
     Integer,
     Numeric,
@@ -275,20 +274,6 @@ class ReconciliationRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class ErpFeedRow(Base):
-    """The feed as COPY loaded it (all text, checked in SQL before anything is typed)."""
-
-    __tablename__ = "erp_feed_row"
-    __table_args__ = (Index("ix_erp_feed_row_run", "run_id", "seq"), {"prefixes": ["UNLOGGED"]})
-    run_id: Mapped[int] = mapped_column(BigInteger)
-    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
-    warehouse: Mapped[str | None] = mapped_column(Text)
-    sku: Mapped[str | None] = mapped_column(Text)
-    lot: Mapped[str | None] = mapped_column(Text)
-    quantity: Mapped[str | None] = mapped_column(Text)
-    as_of: Mapped[str | None] = mapped_column(Text)
 
 
 class ReconciliationDifference(Base):

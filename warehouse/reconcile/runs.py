@@ -81,7 +81,9 @@ def mark(session: Session, run_id: int, status: str, **figures: Any) -> None:
 
 
 def forget_staging(session: Session, run_id: int) -> None:
-    session.execute(text("DELETE FROM erp_feed_row WHERE run_id = :run"), {"run": run_id})
+    from .feed import quoted, staging_table
+
+    session.execute(text(f"DROP TABLE IF EXISTS {quoted(session, staging_table(run_id))}"))
 
 
 def quarantine(path: Path, rejected: FeedRejected, folder: Path) -> Path:

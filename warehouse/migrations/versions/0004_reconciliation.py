@@ -40,18 +40,8 @@ def upgrade() -> None:
             CONSTRAINT ck_reconciliation_run_status CHECK (status IN ('loading', 'compared', 'done', 'rejected'))
         );
 
-        -- The feed as loaded by COPY: text first, checked in SQL, then typed. UNLOGGED: it is
-        -- rebuilt from the file whenever a run is redone.
-        CREATE UNLOGGED TABLE erp_feed_row (
-            run_id bigint NOT NULL DEFAULT CAST(current_setting('cangflow.reconciliation_run') AS bigint),
-            seq bigint GENERATED ALWAYS AS IDENTITY,
-            warehouse text,
-            sku text,
-            lot text,
-            quantity text,
-            as_of text
-        );
-        CREATE INDEX ix_erp_feed_row_run ON erp_feed_row (run_id, seq);
+        -- The feed itself is loaded by COPY into a table of the run's own, erp_feed_<run id>
+        -- (UNLOGGED, no index: COPY at full speed), made and dropped by the run.
 
         CREATE TABLE reconciliation_difference (
             run_id bigint NOT NULL REFERENCES reconciliation_run (id),
@@ -119,6 +109,6 @@ def downgrade() -> None:
     op.execute(
         """
         DROP TABLE adjustment_order_line, adjustment_order, reconciliation_tolerance,
-                   reconciliation_difference, erp_feed_row, reconciliation_run;
+                   reconciliation_difference, reconciliation_run;
         """
     )
