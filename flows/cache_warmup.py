@@ -10,12 +10,12 @@ import time
 
 from prefect import flow, get_run_logger
 
+from flows.monitoring import run_metrics
 from flows.reporting import table_artifact
 from tasks.cache import find_hot_set, hit_rates, warm_cache
 
 
-@flow(name="cache-warmup")
-def warmup_flow(top: int = 1000) -> dict:
+def _warmup_flow(top: int = 1000) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     pairs, source = find_hot_set(top)
@@ -26,3 +26,10 @@ def warmup_flow(top: int = 1000) -> dict:
     table_artifact("cache-warmup", [summary], f"Warmup: {warmed['keys']} keys from {source} in {summary['seconds']} s")
     logger.info("summary: %s", summary)
     return summary
+
+
+@flow(name="cache-warmup")
+def warmup_flow(top: int = 1000) -> dict:
+    """cache-warmup: see the module docstring. The run records and pushes its own metrics."""
+    with run_metrics("warmup"):
+        return _warmup_flow(top)

@@ -177,13 +177,16 @@ def run_rollover() -> None:
 
 
 @run_app.command("relay")
-def run_relay(follow: bool = typer.Option(False, "--follow", help="Keep relaying until stopped (Ctrl-C)")) -> None:
+def run_relay(
+    follow: bool = typer.Option(False, "--follow", help="Keep relaying until stopped (Ctrl-C)"),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="With --follow: serve /metrics on this port"),
+) -> None:
     """Publish the outbox to Redis Streams and invalidate the cache for every stock change."""
     from flows.relay import relay_flow
 
     typer.echo("outbox relay:" + (" following, Ctrl-C stops" if follow else ""))
     try:
-        _run_flow(relay_flow, follow=follow)
+        _run_flow(relay_flow, follow=follow, metrics_port=metrics_port)
     except KeyboardInterrupt:
         typer.echo("relay stopped")
 

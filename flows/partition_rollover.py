@@ -13,14 +13,14 @@ from datetime import date
 
 from prefect import flow, get_run_logger
 
+from flows.monitoring import run_metrics
 from flows.reporting import table_artifact
 from flows.snapshot import snapshot_flow
 from tasks.rollover import close_due_months, premake_partitions, reopened_months, rescue_default_rows, retire_old_partitions
 from warehouse.snapshots.days import today_utc
 
 
-@flow(name="partition-rollover")
-def rollover_flow(today: date | None = None) -> dict:
+def _rollover_flow(today: date | None = None) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     today = today or today_utc()
@@ -59,3 +59,10 @@ def rollover_flow(today: date | None = None) -> dict:
     )
     logger.info("summary: %s", summary)
     return summary
+
+
+@flow(name="partition-rollover")
+def rollover_flow(today: date | None = None) -> dict:
+    """partition-rollover: see the module docstring. The run records and pushes its own metrics."""
+    with run_metrics("rollover"):
+        return _rollover_flow(today)

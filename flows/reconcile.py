@@ -17,6 +17,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.monitoring import run_metrics
 from flows.reporting import safe_cell
 from tasks.reconcile import (
     apply_approved,
@@ -37,8 +38,7 @@ from warehouse.reconcile import FeedRejected, RunSettings
 DISCREPANCY_EVENT = "cangflow.reconciliation.discrepancy"
 
 
-@flow(name="erp-reconciliation")
-def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
+def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
                    auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
                    erp_query: str | None = None) -> dict:
     logger = get_run_logger()
@@ -79,6 +79,16 @@ def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_ab
     tell_admin(figures, largest)
     logger.info("summary: %s", figures)
     return figures
+
+@flow(name="erp-reconciliation")
+def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
+                   auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
+                   erp_query: str | None = None) -> dict:
+    """erp-reconciliation: see the module docstring. The run records and pushes its own metrics."""
+    with run_metrics("reconcile"):
+        return _reconcile_flow(erp_file, truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed,
+                          tolerances_file, erp_query)
+
 
 
 def run_settings(truth: str, tolerance_abs: int, tolerance_pct: float, auto_approve_limit: int, full_feed: bool) -> RunSettings:

@@ -13,6 +13,7 @@ import time
 
 from prefect import flow, get_run_logger
 
+from flows.monitoring import run_metrics
 from flows.reporting import table_artifact
 from tasks.cache import invalidate_cache, prune_outbox, publish_pending
 
@@ -21,8 +22,7 @@ SUMMARY_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
 
 
-@flow(name="outbox-relay")
-def relay_flow(follow: bool = False, max_batches: int = 1000) -> dict:
+def _relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     if not follow:
@@ -34,6 +34,14 @@ def relay_flow(follow: bool = False, max_batches: int = 1000) -> dict:
                        f"{invalidated['handled']} handled by the cache consumer")
         logger.info("summary: %s", summary)
         return summary
+    if metrics_port:
+        # A long-running process is scraped rather than pushed: /metrics of this run's registry.
+        from prometheus_client import start_http_server
+
+        from warehouse import metrics
+
+        start_http_server(metrics_port, registry=metrics.current().registry)
+        logger.info("serving /metrics on port %d", metrics_port)
     totals = {"published": 0, "handled": 0, "redelivered": 0}
     last_summary = last_prune = time.monotonic()
     while True:  # stopped by a signal; every step is safe to interrupt
@@ -51,3 +59,10 @@ def relay_flow(follow: bool = False, max_batches: int = 1000) -> dict:
             last_summary = now
         if published["claimed"] == 0 and invalidated["handled"] == 0:
             time.sleep(IDLE_POLL_S)
+
+
+@flow(name="outbox-relay")
+def relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None) -> dict:
+    """outbox-relay: see the module docstring. The run records and pushes its own metrics."""
+    with run_metrics("relay"):
+        return _relay_flow(follow, max_batches, metrics_port)

@@ -13,6 +13,7 @@ from datetime import date
 
 from prefect import flow, get_run_logger
 
+from flows.monitoring import run_metrics
 from flows.reporting import table_artifact
 from tasks.snapshot import (
     build_snapshot_day,
@@ -27,8 +28,7 @@ class SnapshotRunFailed(RuntimeError):
     pass
 
 
-@flow(name="snapshot")
-def snapshot_flow(day: date | None = None, start: date | None = None, end: date | None = None) -> dict:
+def _snapshot_flow(day: date | None = None, start: date | None = None, end: date | None = None) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     plan = plan_snapshot(day, start, end)
@@ -74,3 +74,10 @@ def snapshot_flow(day: date | None = None, start: date | None = None, end: date 
     if failure is not None:
         raise SnapshotRunFailed(f"snapshot check failed; the days are marked dirty for the next run: {failure}")
     return summary
+
+
+@flow(name="snapshot")
+def snapshot_flow(day: date | None = None, start: date | None = None, end: date | None = None) -> dict:
+    """snapshot: see the module docstring. The run records and pushes its own metrics."""
+    with run_metrics("snapshot"):
+        return _snapshot_flow(day, start, end)

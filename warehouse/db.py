@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from . import slow_queries
 from .settings import Settings, get_settings
 from .id_cache import IdCache
 
@@ -41,6 +42,7 @@ class Database:
             connect_args={"prepare_threshold": 2, "application_name": "cangflow"},
         )
         event.listen(self.engine, "connect", _set_session_defaults)
+        slow_queries.install(self.engine, get_settings().slow_query_s)
         self.ids = IdCache()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"id_cache": self.ids})
         event.listen(self._sessions, "after_commit", _keep_resolved_ids)

@@ -36,6 +36,10 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cangflow_reconciliation_adjusted_total": ("counter", "Adjustment lines applied to WMS stock", ()),
     "cangflow_reconciliation_pending_total": ("counter", "Adjustment lines left waiting for approval", ()),
     "cangflow_reconciliation_feeds_rejected_total": ("counter", "ERP feeds rejected whole", ()),
+    "cangflow_db_slow_queries_total": ("counter", "Database statements slower than CANGFLOW_SLOW_QUERY_S", ("operation",)),
+    "cangflow_flow_runs_total": ("counter", "Flow runs ended, by outcome", ("flow", "state")),
+    "cangflow_flow_last_success_timestamp_seconds": ("gauge", "When the flow last ended successfully (Unix time)", ("flow",)),
+    "cangflow_flow_last_duration_seconds": ("gauge", "How long the flow's last run took", ("flow", "state")),
     "cangflow_outbox_redelivered_total": ("counter", "Stream messages a consumer had handled before (ignored)", ("consumer",)),
 }
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     quarantine_dir: Path | None = None  # default: <home>/quarantine
     reconcile_location: str = Field(default="RECONCILE", min_length=1, max_length=64)
     notify_block: str | None = None
+    # Statements slower than this are counted and logged (their shape, never their values).
+    slow_query_s: float = Field(default=1.0, gt=0)
+    # Batch flows push their run's metrics here when set (a Prometheus Pushgateway).
+    pushgateway_url: str | None = None
     # An ERP database to read the feed from (`--erp-query`); a secret, never logged.
     erp_url: SecretStr | None = None
 

@@ -67,3 +67,18 @@ def test_stock_without_a_lot_is_one_row_per_bin(world):
             text("SELECT count(*) FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku)"), {"sku": sku}
         ).scalar()
     assert rows == 1 and world.on_hand(sku) == 3
+
+
+def test_a_slow_statement_through_the_engine_is_counted(db, recorded_metrics, monkeypatch):
+    from warehouse.settings import get_settings
+
+    monkeypatch.setattr(get_settings(), "slow_query_s", 0.05)
+    import warehouse
+
+    slow_db = warehouse.connect(db.url.render_as_string(hide_password=False), pool_size=1)
+    try:
+        with slow_db.session() as s:
+            s.execute(text("SELECT pg_sleep(0.1)"))
+    finally:
+        slow_db.dispose()
+    assert recorded_metrics.value("cangflow_db_slow_queries_total", operation="SELECT") == 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,9 +13,10 @@ import psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .. import idempotency
+from .. import idempotency, slow_queries
 from ..db import touch_stock
 from ..errors import HistoryClosed, InsufficientStock
+from ..settings import get_settings
 from .resolve import Resolved, flush_pending
 from .result import MovementLine, StockChange
 from .statements import RENDERED
@@ -98,9 +100,12 @@ def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
     """
     connection = session.connection()
     cursor = connection.connection.dbapi_connection.cursor()
+    started = time.perf_counter()
     try:
         cursor.execute(RENDERED[statement], bound, prepare=True)
-        return cursor.fetchone()
+        row = cursor.fetchone()
+        slow_queries.observe(statement, time.perf_counter() - started, get_settings().slow_query_s)
+        return row
     except psycopg.Error as error:
         if error.sqlstate == HISTORY_CLOSED_SQLSTATE:
             # Raised by the row trigger on a closed month's ledger partition.

@@ -1,0 +1,25 @@
+"""The quality gate before steps that apply data: the stock invariants must hold."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from warehouse import invariants
+from warehouse.errors import WarehouseError
+
+from .database import database
+
+
+class QualityGateFailed(WarehouseError):
+    pass
+
+
+@task(name="quality-gate-invariants", retries=1, retry_delay_seconds=10)
+def check_invariants() -> int:
+    """Raises (failing the run) when any invariant is violated, naming the first violations."""
+    with database().session() as session:
+        violations = invariants.check(session, limit_per_check=20)
+    if violations:
+        shown = "; ".join(str(v) for v in violations[:10])
+        raise QualityGateFailed(f"{len(violations)} invariant violation(s); nothing further is applied: {shown}")
+    return 0

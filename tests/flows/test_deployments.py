@@ -1,0 +1,76 @@
+"""deployments/prefect.yaml: every entrypoint is one of our flows, every schedule is a valid
+cron in the configured time zone, and `prefect deploy --all` creates them on a local server."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
+
+
+def _deployments() -> list[dict]:
+    return yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
+
+
+def test_every_entrypoint_is_a_flow_and_every_schedule_a_valid_cron():
+    from prefect import Flow
+    from prefect.client.schemas.schedules import CronSchedule
+
+    for deployment in _deployments():
+        module, name = deployment["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(module.removesuffix(".py").replace("/", ".")), name)
+        assert isinstance(flow, Flow), deployment["name"]
+        for schedule in deployment["schedules"]:
+            CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises when either is invalid
+            assert schedule["timezone"] == "UTC"
+        assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties), deployment["name"]
+    assert {d["name"] for d in _deployments()} == {"nightly", "snapshot", "rollover", "reconcile", "warmup", "relay"}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_prefect_deploy_all_creates_the_deployments_on_a_local_server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect = [sys.executable, "-m", "prefect"]
+    server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        pool = subprocess.run([*prefect, "work-pool", "create", "cangflow-process", "--type", "process"], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert pool.returncode == 0, pool.stdout + pool.stderr
+        deployed = subprocess.run([*prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)],
+                                  env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        listed = subprocess.run([*prefect, "deployment", "ls"], env=env, capture_output=True, text=True, timeout=120)
+        for name in ("nightly/nightly", "snapshot/snapshot", "partition-rollover/rollover", "erp-reconciliation/reconcile",
+                     "cache-warmup/warmup", "outbox-relay/relay"):
+            assert name in listed.stdout, listed.stdout
+    finally:
+        os.killpg(server.pid, 9)
+        server.wait(timeout=30)
