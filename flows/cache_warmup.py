@@ -11,7 +11,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.monitoring import run_metrics
-from flows.reporting import table_artifact
+from tasks.reporting import table_artifact
 from tasks.cache import find_hot_set, hit_rates, warm_cache
 
 

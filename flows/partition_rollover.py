@@ -14,7 +14,7 @@ from datetime import date
 from prefect import flow, get_run_logger
 
 from flows.monitoring import run_metrics
-from flows.reporting import table_artifact
+from tasks.reporting import table_artifact
 from flows.snapshot import snapshot_flow
 from tasks.rollover import close_due_months, premake_partitions, reopened_months, rescue_default_rows, retire_old_partitions
 from warehouse.snapshots.days import today_utc

@@ -18,7 +18,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.monitoring import run_metrics
-from flows.reporting import safe_cell
+from tasks.reporting import safe_cell
+from tasks.quality import run_suite
 from tasks.reconcile import (
     apply_approved,
     compare_run,
@@ -62,6 +63,7 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
         as_of = run.as_of
         if run.status != "compared":
             rows, as_of = load_and_check(run.id, fed)
+            run_suite("erp_feed", run_id=run.id)
             compared = compare_run(run.id, as_of, settings, rows)
             logger.info("compared %d feed rows: %d differences, %d within tolerance", compared.rows_compared,
                         compared.differences, compared.within_tolerance)
@@ -72,6 +74,7 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
     made = make_orders(run.id, settings, as_of)
     logger.info("adjustment orders: %d new order(s), %d line(s), %d published for the ERP", made.orders, made.lines, made.published)
     if settings.truth == "erp":
+        run_suite("adjustment_orders", run_id=run.id)  # nothing is applied from lines that fail it
         logger.info("applied to WMS stock: %s", apply_approved(run.id))
     figures, largest = finish_run(run.id)
     figures["seconds"] = round(time.perf_counter() - started, 3)

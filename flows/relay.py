@@ -14,7 +14,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.monitoring import run_metrics
-from flows.reporting import table_artifact
+from tasks.reporting import table_artifact
 from tasks.cache import invalidate_cache, prune_outbox, publish_pending
 
 IDLE_POLL_S = 0.5

@@ -14,7 +14,8 @@ from datetime import date
 from prefect import flow, get_run_logger
 
 from flows.monitoring import run_metrics
-from flows.reporting import table_artifact
+from tasks.reporting import table_artifact
+from tasks.quality import run_suite
 from tasks.snapshot import (
     build_snapshot_day,
     ensure_snapshot_partitions,
@@ -34,6 +35,7 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
     plan = plan_snapshot(day, start, end)
     logger.info("plan: %s", plan.describe())
     if plan.days:
+        run_suite("stock_balance")  # the data snapshots are built from must pass its suite first
         ensure_snapshot_partitions(plan.days)
     built, failure = [], None
     explicit = bool(plan.requested)
@@ -49,6 +51,8 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
             mark_snapshot_dirty(current, f"chain check failed: {failure}"[:1000])
             break
     latest = verify_latest_snapshot() if failure is None else {"ok": False, "day": None, "message": "not run"}
+    if failure is None and built:
+        run_suite("stock_snapshot", day=str(built[-1]["day"]))
     if failure is None and not latest["ok"]:
         failure = latest["message"]
         first = min((r["day"] for r in built if r["mode"] != "skipped"), default=latest["day"])
