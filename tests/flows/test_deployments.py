@@ -74,3 +74,15 @@ def test_prefect_deploy_all_creates_the_deployments_on_a_local_server(tmp_path):
     finally:
         os.killpg(server.pid, 9)
         server.wait(timeout=30)
+
+
+def test_the_documented_automations_are_valid_prefect_automations():
+    from uuid import uuid4
+
+    from prefect.events.schemas.automations import AutomationCore
+
+    text = (ROOT / "deployments" / "automations.yaml").read_text().replace("BLOCK_DOCUMENT_ID", str(uuid4()))
+    automations = yaml.safe_load(text)["automations"]
+    parsed = [AutomationCore.model_validate(automation) for automation in automations]
+    assert {a.name for a in parsed} == {"cangflow flow run failed", "cangflow stock discrepancy"}
+    assert "cangflow.reconciliation.discrepancy" in parsed[1].trigger.expect

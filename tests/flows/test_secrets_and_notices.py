@@ -1,0 +1,108 @@
+"""Secrets stay secret: with the database URL in a Prefect Secret block and the ERP URL in the
+settings, no password appears in flow parameters, logs, artifacts or pushed metrics. And the
+reconciliation notice reaches a webhook (a local receiver) through a notification block."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tests.builders import World
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "s3cr3t-pw-4711"  # trust auth ignores it, so the URLs still work
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server, received
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def secret_world(tasks_db, prefect_api, own_database_url, receiver):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.blocks.system import Secret
+
+    from tasks import cache as cache_tasks
+    from tasks.database import forget
+    from warehouse.settings import get_settings
+
+    secret_url = own_database_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+    Secret(value=secret_url).save("cangflow-test-database-url", overwrite=True)
+    server, _ = receiver
+    CustomWebhookNotificationBlock(
+        name="cangflow-test-admin", url=f"http://127.0.0.1:{server.server_port}/notify", method="POST",
+        json_data={"text": "{{body}}"}, allow_private_urls=True,
+    ).save("cangflow-test-admin", overwrite=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("CANGFLOW_DATABASE_URL")
+        patch.setenv("CANGFLOW_DATABASE_SECRET_BLOCK", "cangflow-test-database-url")
+        patch.setenv("CANGFLOW_ERP_URL", secret_url)
+        patch.setenv("CANGFLOW_NOTIFY_BLOCK", "custom-webhook/cangflow-test-admin")
+        get_settings.cache_clear()
+        cache_tasks.forget()
+        forget()
+        world = World.create(tasks_db, bins=1)
+        world.stocked_sku(5)
+        yield world
+        cache_tasks.forget()
+        forget()
+    get_settings.cache_clear()
+
+
+def _everything_prefect_kept() -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        logs = client.read_logs()
+        artifacts = client.read_artifacts()
+    parts = [json.dumps(run.parameters, default=str) for run in runs]
+    parts += [log.message for log in logs]
+    parts += [json.dumps(artifact.data, default=str) + str(artifact.description) for artifact in artifacts]
+    return "\n".join(parts)
+
+
+def test_no_password_in_parameters_logs_artifacts_or_metrics(secret_world, tasks_db, receiver):
+    from flows.monitoring import run_metrics
+    from flows.reconcile import reconcile_flow
+    from flows.snapshot import snapshot_flow
+    from prometheus_client import generate_latest
+    from tasks.database import database
+
+    assert PASSWORD in database().url.render_as_string(hide_password=False)  # the block was used
+    snapshot_flow()
+    with tasks_db.session() as s:
+        from sqlalchemy import text
+
+        s.execute(text("CREATE TABLE IF NOT EXISTS erp_side (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"))
+        s.execute(text("DELETE FROM erp_side"))
+        s.execute(text("INSERT INTO erp_side VALUES (:w, :s, NULL, 9, :t)"),
+                  {"w": secret_world.warehouse, "s": secret_world.skus[0], "t": datetime.now(timezone.utc)})
+    summary = reconcile_flow(erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_side")
+    assert summary["differences"] >= 1
+    with run_metrics("secrets-check") as sink:
+        pass
+    kept = _everything_prefect_kept() + generate_latest(sink.registry).decode()
+    assert kept and PASSWORD not in kept
+    _, received = receiver
+    assert received and "ERP reconciliation run" in received[-1] and PASSWORD not in received[-1]
