@@ -11,6 +11,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.monitoring import run_metrics
+from flows.runners import task_runner
 from tasks.reporting import table_artifact
 from tasks.cache import find_hot_set, hit_rates, warm_cache
 
@@ -19,7 +20,14 @@ def _warmup_flow(top: int = 1000) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     pairs, source = find_hot_set(top)
-    warmed = warm_cache(pairs, source)
+    # One task per warehouse, mapped: threads here, or workers on other hosts (flows.runners).
+    by_warehouse: dict[str, list[tuple[str, str]]] = {}
+    for warehouse, sku in pairs:
+        by_warehouse.setdefault(warehouse, []).append((warehouse, sku))
+    parts = [future.result() for future in warm_cache.map(list(by_warehouse.values()), source)]
+    warmed = {"source": source, "keys": sum(p["keys"] for p in parts), "written": sum(p["written"] for p in parts),
+              "refused_stale": sum(p["refused_stale"] for p in parts),
+              "seconds": max((p["seconds"] for p in parts), default=0.0), "warehouses": len(parts)}
     rates = hit_rates()
     summary = {**warmed, "hit_rate_previous_hour": rates["previous_hour"], "hit_rate_this_hour": rates["this_hour"],
                "seconds": round(time.perf_counter() - started, 3)}
@@ -28,7 +36,7 @@ def _warmup_flow(top: int = 1000) -> dict:
     return summary
 
 
-@flow(name="cache-warmup")
+@flow(name="cache-warmup", task_runner=task_runner())
 def warmup_flow(top: int = 1000) -> dict:
     """cache-warmup: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("warmup"):

@@ -15,6 +15,7 @@ from flows.cache_warmup import warmup_flow
 from flows.monitoring import run_metrics
 from flows.partition_rollover import rollover_flow
 from flows.reconcile import reconcile_flow
+from flows.runners import task_runner
 from flows.snapshot import snapshot_flow
 from tasks.quality import check_invariants
 
@@ -29,7 +30,7 @@ def newest_feed(feed_dir: str | None) -> str | None:
 
 
 @flow(name="nightly")
-def nightly_flow(feed_dir: str | None = None, truth: str = "wms", warm_top: int = 1000) -> dict:
+def nightly_flow(feed_dir: str | None = None, truth: str = "wms", auto_approve_limit: int = 0, warm_top: int = 1000) -> dict:
     with run_metrics("nightly"):
         logger = get_run_logger()
         summary = {"snapshot": snapshot_flow()}
@@ -37,10 +38,11 @@ def nightly_flow(feed_dir: str | None = None, truth: str = "wms", warm_top: int 
         summary["rollover"] = rollover_flow()
         feed = newest_feed(feed_dir)
         if feed:
-            summary["reconcile"] = reconcile_flow(erp_file=feed, truth=truth)
+            summary["reconcile"] = reconcile_flow.with_options(task_runner=task_runner())(
+                erp_file=feed, truth=truth, auto_approve_limit=auto_approve_limit)
         else:
             logger.info("no ERP feed in %s: reconciliation skipped", feed_dir or "(no feed folder given)")
-        summary["warmup"] = warmup_flow(top=warm_top)
+        summary["warmup"] = warmup_flow.with_options(task_runner=task_runner())(top=warm_top)
         return {step: {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
                 for step, result in summary.items()}
 

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.monitoring import run_metrics
+from flows.runners import task_runner
 from tasks.reporting import safe_cell
 from tasks.quality import run_suite
 from tasks.reconcile import (
@@ -28,6 +29,7 @@ from tasks.reconcile import (
     inspect_feed,
     load_and_check,
     load_tolerance_overrides,
+    order_warehouses,
     make_orders,
     record_rejection,
     run_summary,
@@ -75,7 +77,10 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
     logger.info("adjustment orders: %d new order(s), %d line(s), %d published for the ERP", made.orders, made.lines, made.published)
     if settings.truth == "erp":
         run_suite("adjustment_orders", run_id=run.id)  # nothing is applied from lines that fail it
-        logger.info("applied to WMS stock: %s", apply_approved(run.id))
+        # One task per warehouse's order, mapped: threads here, or workers on other hosts.
+        warehouses = order_warehouses(run.id)
+        applied = [future.result() for future in apply_approved.map(run.id, warehouses)]
+        logger.info("applied to WMS stock, per warehouse: %s", applied)
     figures, largest = finish_run(run.id)
     figures["seconds"] = round(time.perf_counter() - started, 3)
     figures["already_reconciled"] = False
@@ -83,7 +88,7 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
     logger.info("summary: %s", figures)
     return figures
 
-@flow(name="erp-reconciliation")
+@flow(name="erp-reconciliation", task_runner=task_runner())
 def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
                    auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
                    erp_query: str | None = None) -> dict:

@@ -75,12 +75,19 @@ def make_orders(run_id: int, settings: runs.RunSettings, as_of: datetime) -> ord
                                   full_feed=settings.full_feed, as_of=as_of)
 
 
-@task(name="reconcile-apply", retries=2, retry_delay_seconds=5)
-def apply_approved(run_id: int) -> dict:
-    """ERP truth: each approved line applied in its own transaction (keyed: a rerun replays)."""
+@task(name="reconcile-warehouses")
+def order_warehouses(run_id: int) -> list[int]:
+    with database().session() as session:
+        return orders.order_warehouses(session, run_id)
+
+
+@task(name="reconcile-apply", task_run_name="reconcile-apply-{warehouse_id}", retries=2, retry_delay_seconds=5)
+def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
+    """ERP truth: each approved line of one warehouse's order (or all) applied in its own
+    transaction (keyed: a rerun replays)."""
     location = get_settings().reconcile_location
     with database().session() as session:
-        lines = orders.approved_lines(session, run_id)
+        lines = orders.approved_lines(session, run_id, warehouse_id)
     outcome = {"applied": 0, "failed": 0}
     for line_id in lines:
         with database().session() as session:

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     quarantine_dir: Path | None = None  # default: <home>/quarantine
     reconcile_location: str = Field(default="RECONCILE", min_length=1, max_length=64)
     notify_block: str | None = None
+    # Where per-warehouse tasks run: threads in the flow's process (this many), or a Dask
+    # cluster (prefect-dask) when its scheduler address is set, e.g. tcp://10.0.0.5:8786.
+    task_threads: int = Field(default=4, ge=1, le=64)
+    dask_address: str | None = None
     # Statements slower than this are counted and logged (their shape, never their values).
     slow_query_s: float = Field(default=1.0, gt=0)
     # Batch flows push their run's metrics here when set (a Prometheus Pushgateway).

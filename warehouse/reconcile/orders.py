@@ -154,12 +154,19 @@ def apply_line(session: Session, line_id: int, *, reconcile_location: str, by: s
 
 _APPROVED = text("""
 SELECT l.id FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
-WHERE o.run_id = :run AND l.status = 'approved' ORDER BY l.id
+WHERE o.run_id = :run AND l.status = 'approved'
+  AND (CAST(:warehouse_id AS bigint) IS NULL OR o.warehouse_id = :warehouse_id)
+ORDER BY l.id
 """)
+_ORDER_WAREHOUSES = text("SELECT warehouse_id FROM adjustment_order WHERE run_id = :run ORDER BY warehouse_id")
 
 
-def approved_lines(session: Session, run_id: int) -> list[int]:
-    return list(session.execute(_APPROVED, {"run": run_id}).scalars())
+def approved_lines(session: Session, run_id: int, warehouse_id: int | None = None) -> list[int]:
+    return list(session.execute(_APPROVED, {"run": run_id, "warehouse_id": warehouse_id}).scalars())
+
+
+def order_warehouses(session: Session, run_id: int) -> list[int]:
+    return list(session.execute(_ORDER_WAREHOUSES, {"run": run_id}).scalars())
 
 
 _DECIDE = text("""
