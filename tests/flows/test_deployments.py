@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.integration
-def test_prefect_deploy_all_creates_the_deployments_on_a_local_server(tmp_path):
+def test_prefect_deploy_all_creates_the_deployments_on_a_local_server_and_a_worker_runs_one(tmp_path, tasks_db):
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
            "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -71,6 +71,19 @@ def test_prefect_deploy_all_creates_the_deployments_on_a_local_server(tmp_path):
         for name in ("nightly/nightly", "snapshot/snapshot", "partition-rollover/rollover", "erp-reconciliation/reconcile",
                      "cache-warmup/warmup", "outbox-relay/relay"):
             assert name in listed.stdout, listed.stdout
+        # A run by hand, picked up by a process worker (which polls once and leaves).
+        started = subprocess.run([*prefect, "deployment", "run", "snapshot/snapshot"], env=env, capture_output=True,
+                                 text=True, timeout=120, cwd=ROOT)
+        assert started.returncode == 0, started.stdout + started.stderr
+        worker = subprocess.run([*prefect, "worker", "start", "--pool", "cangflow-process", "--run-once"], env=env,
+                                capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+        state = subprocess.run([sys.executable, "-c", (
+            "from prefect.client.orchestration import get_client\n"
+            "with get_client(sync_client=True) as c:\n"
+            "    print([r.state_name for r in c.read_flow_runs() if r.deployment_id])")],
+            env=env, capture_output=True, text=True, timeout=120)
+        assert "'Completed'" in state.stdout, state.stdout + state.stderr + worker.stdout[-2000:]
     finally:
         os.killpg(server.pid, 9)
         server.wait(timeout=30)
