@@ -61,3 +61,41 @@ def test_no_gateway_configured_pushes_nothing_and_a_dead_one_does_not_fail_the_r
     monkeypatch.setattr(get_settings(), "pushgateway_url", "http://127.0.0.1:9")  # nothing listens
     with run_metrics("warmup"):
         pass  # the push fails, is logged, and the run still succeeds
+
+
+def test_a_real_pushgateway_serves_what_a_run_pushed(monkeypatch, tmp_path):
+    """Debian's prometheus-pushgateway, started on a free port; skipped where it is missing."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+    if binary is None:
+        pytest.skip("no Pushgateway installed (Debian package: prometheus-pushgateway)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gateway = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url + "/-/ready", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        from warehouse.settings import get_settings
+
+        monkeypatch.setattr(get_settings(), "pushgateway_url", url)
+        with run_metrics("snapshot"):
+            metrics.current().inc("cangflow_cache_misses_total", 3)
+        scraped = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        assert 'cangflow_flow_runs_total{flow="snapshot",instance=' in scraped
+        assert 'job="cangflow_snapshot"' in scraped and "cangflow_flow_last_success_timestamp_seconds" in scraped
+    finally:
+        gateway.kill()
+        gateway.wait(timeout=10)
