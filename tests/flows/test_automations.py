@@ -1,0 +1,77 @@
+"""The documented automations (deployments/automations.yaml) turn a failed cangflow flow run and
+the reconciliation's discrepancy event into notifications, delivered to a local webhook."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+AUTOMATIONS = Path(__file__).resolve().parents[2] / "deployments" / "automations.yaml"
+
+
+@pytest.fixture
+def webhook():
+    received: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_port, received
+    server.shutdown()
+
+
+def _wait_for(received: list[str], text: str, seconds: float = 90) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [body for body in received if text in body]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no notification containing {text!r}; got {received}")
+
+
+def test_a_failed_run_and_a_discrepancy_reach_the_webhook(tasks_db, prefect_api, webhook):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+    from prefect.events.schemas.automations import AutomationCore
+
+    from flows.snapshot import snapshot_flow
+
+    port, received = webhook
+    block_id = CustomWebhookNotificationBlock(
+        name="ops", url=f"http://127.0.0.1:{port}/notify", method="POST", json_data={"text": "{{body}}"},
+        allow_private_urls=True).save("cangflow-test-ops", overwrite=True)
+    text = AUTOMATIONS.read_text().replace("BLOCK_DOCUMENT_ID", str(block_id))
+    with get_client(sync_client=True) as client:
+        made = [client.create_automation(AutomationCore.model_validate(a)) for a in yaml.safe_load(text)["automations"]]
+    try:
+        time.sleep(2)  # the triggers service loads new automations
+        emit_event(event="cangflow.reconciliation.discrepancy",
+                   resource={"prefect.resource.id": "cangflow.reconciliation.run.7",
+                             "prefect.resource.name": "reconciliation run 7"},
+                   payload={"differences": 3, "within_tolerance": 1, "pending_approval": 2})
+        assert "3 differences" in _wait_for(received, "Reconciliation reconciliation run 7")
+        with pytest.raises(Exception):
+            snapshot_flow(day=date(2999, 1, 1))  # a day that has not ended: the run fails
+        assert "Failed" in _wait_for(received, "of snapshot ended")
+    finally:
+        with get_client(sync_client=True) as client:
+            for automation in made:
+                client.delete_automation(automation)
