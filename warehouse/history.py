@@ -10,7 +10,6 @@ audited; the next rollover closes the month again once its snapshots are rebuilt
 from __future__ import annotations
 
 import getpass
-from dataclasses import dataclass
 from datetime import date, timedelta
 
 from psycopg import sql

@@ -15,7 +15,6 @@ from flows.cache_warmup import warmup_flow
 from flows.relay import relay_flow
 from tests.builders import World
 from tests.flows.test_snapshot_flows import artifact_rows
-from warehouse import stock
 
 pytestmark = pytest.mark.integration
 

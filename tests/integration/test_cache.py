@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 import warehouse
-from warehouse import metrics, outbox, stock
+from warehouse import outbox, stock
 from warehouse.cache import StockCache
 from warehouse.cache.invalidator import CacheInvalidator
 from warehouse.cache.load import load_one
