@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidArgument
@@ -38,6 +39,9 @@ def build_day(session: Session, day: date, *, force: bool = True, today: date | 
     left as it is (a concurrent run built it first)."""
     require_ended(day, today)
     started = time.perf_counter()
+    # Connections keep generic plans (db.py) for the hot reads; a day's build is one big
+    # statement whose plan should see its actual bounds and row counts.
+    session.execute(text("SELECT set_config('plan_cache_mode', 'auto', true)"))
     locks.builds_shared(session)
     locks.one_day(session, day)
     if not force:
