@@ -43,10 +43,10 @@ from importlib.util import find_spec
 
 import psycopg
 import redis
-from psycopg import sql
 from sqlalchemy.engine import make_url
 
 import warehouse
+from bench.common import add_database_arguments, bench_database
 from warehouse import metrics, schema
 from warehouse.cache import StockCache, warmup
 from warehouse.cache.keys import Keys
@@ -353,30 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skus", type=int, default=100_000, help="SKUs, one balance row and cache key each")
     parser.add_argument("--reads", type=int, default=200_000, help="Zipf reads of the single-thread phase")
     parser.add_argument("--threads", type=int, default=4, help="threads of the concurrent read phase (1: skip it)")
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="a database to create and drop the bench database from")
     parser.add_argument("--redis-url", default=os.environ.get("CANGFLOW_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--keep", action="store_true", help="leave the bench database for inspection")
+    add_database_arguments(parser)
     args = parser.parse_args(argv)
     if not COLD_WARMUP + COLD_READS <= args.skus <= 9_999_999:
         parser.error(f"--skus must be between {COLD_WARMUP + COLD_READS} and 9,999,999")
 
-    name = f"cangflow_bench_cache_{os.getpid()}"
-    admin = make_url(args.admin_url)
-    url = admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    admin_dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as a:
-        a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    log(f"database {name}: {args.skus} SKUs, {args.reads} reads")
     started = time.perf_counter()
-    try:
+    with bench_database("cache", args.admin_url, keep=args.keep, log=log) as url:
+        log(f"database {make_url(url).database}: {args.skus} SKUs, {args.reads} reads")
         figures = run(args, url)
-    finally:
-        if args.keep:
-            log(f"kept database {name}")
-        else:
-            with psycopg.connect(admin_dsn, autocommit=True) as a:
-                a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(figures))
     mismatches = sum(v for k, v in figures.items() if k.endswith("_mismatches"))

@@ -53,6 +53,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import warehouse
+from bench.common import add_database_arguments, bench_database, database_url
 from warehouse import schema
 from warehouse.reconcile import RunSettings, checks, compare, feed, runs
 
@@ -314,18 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=FULL_ROWS, help="feed rows = balance rows (default 1,000,000)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of floors and flow steps (default 3)")
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the checks and the diff (stderr)")
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="a database to create and drop the bench database from")
-    parser.add_argument("--keep", action="store_true", help="leave the bench database for inspection")
+    add_database_arguments(parser)
     args = parser.parse_args(argv)
     skus = args.rows // WAREHOUSES
     if args.rows < 10 * STRIDE or args.rows > 100_000_000:
         parser.error(f"--rows must be between {10 * STRIDE:,} and 100,000,000")
 
-    name = f"cangflow_bench_reconcile_{os.getpid()}"
-    admin = make_url(args.admin_url)
-    url = admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    admin_dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    _, url = database_url("reconcile", args.admin_url)
     # Before Prefect is imported and before the tasks' engine is first built.
     os.environ.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", CANGFLOW_DATABASE_URL=url)
     from tasks.database import forget
@@ -333,19 +329,13 @@ def main(argv: list[str] | None = None) -> int:
 
     get_settings.cache_clear()
     forget()
-    with psycopg.connect(admin_dsn, autocommit=True) as a:
-        a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    log(f"database {name}: {WAREHOUSES} warehouses x {skus:,} SKUs, {args.repeats} repetitions")
     started = time.perf_counter()
-    try:
-        figures = run(args, url, skus)
-    finally:
-        forget()  # the tasks' engine, or DROP ... WITH (FORCE) cuts its connections
-        if args.keep:
-            log(f"kept database {name}")
-        else:
-            with psycopg.connect(admin_dsn, autocommit=True) as a:
-                a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with bench_database("reconcile", args.admin_url, keep=args.keep, log=log):
+        log(f"database {make_url(url).database}: {WAREHOUSES} warehouses x {skus:,} SKUs, {args.repeats} repetitions")
+        try:
+            figures = run(args, url, skus)
+        finally:
+            forget()  # the tasks' engine, or DROP ... WITH (FORCE) cuts its connections
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(figures))
     return 0 if figures["end_to_end_ok"] else 1

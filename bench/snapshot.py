@@ -31,7 +31,6 @@ Progress goes to stderr; the last line of stdout is one JSON object.
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -43,6 +42,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 import warehouse
+from bench.common import add_database_arguments, bench_database
 from warehouse import partitions, schema, snapshots, stock
 from warehouse.snapshots.days import day_end, day_start
 
@@ -314,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=365, help="UTC days of ledger, ending yesterday (default 365)")
     parser.add_argument("--repeats", type=int, default=5, help="runs of floor and incremental (default 5)")
     parser.add_argument("--seed", type=int, default=1, help="of the as_of picks (the ledger uses random())")
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
-                        help="a database to create and drop the bench database from")
-    parser.add_argument("--keep", action="store_true", help="leave the bench database for inspection")
+    add_database_arguments(parser)
     args = parser.parse_args(argv)
     # Scale SKUs with the ledger so each key keeps ~100 movements, as at full size.
     skus = max(1, round(FULL_SKUS * args.movements / FULL_MOVEMENTS))
@@ -325,22 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.days < 40:
         parser.error("--days must be at least 40 (the phases use the last 36 days)")
 
-    name = f"cangflow_bench_snapshot_{os.getpid()}"
-    admin = make_url(args.admin_url)
-    url = admin.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    admin_dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as a:
-        a.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    log(f"database {name}: {args.movements} movements, {WAREHOUSES} warehouses x {skus} SKUs x {args.days} days")
     started = time.perf_counter()
-    try:
+    with bench_database("snapshot", args.admin_url, keep=args.keep, log=log) as url:
+        log(f"database {make_url(url).database}: {args.movements} movements, {WAREHOUSES} warehouses x {skus} SKUs "
+            f"x {args.days} days")
         figures = run(args, url, skus)
-    finally:
-        if args.keep:
-            log(f"kept database {name}")
-        else:
-            with psycopg.connect(admin_dsn, autocommit=True) as a:
-                a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(figures))
     ok = figures["verify_latest_ok"] and figures.get("as_of_mismatches") == 0
