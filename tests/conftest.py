@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -24,34 +25,45 @@ def _admin() -> psycopg.Connection:
     return psycopg.connect(ADMIN_URL, autocommit=True)
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    name = f"cangflow_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = _admin()
-    except psycopg.OperationalError as error:  # a clear message beats 100 connection errors
-        pytest.exit(f"PostgreSQL is not reachable at {ADMIN_URL}: {error}", returncode=3)
-    with admin:
+@contextmanager
+def _database(name: str) -> Iterator[None]:
+    """A database created for the block and dropped after it."""
+    with _admin() as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
-    user = base.get("user", "postgres")
-    host = base.get("host", "127.0.0.1")
-    port = base.get("port", "5432")
-    url = f"postgresql+psycopg://{user}@{host}:{port}/{name}"
     try:
-        yield url
+        yield
     finally:
         with _admin() as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-@pytest.fixture(scope="session")
-def db(database_url):
+def _migrated(url: str):
     import warehouse
     from warehouse import schema
 
-    database = warehouse.connect(database_url, pool_size=4)
+    database = warehouse.connect(url, pool_size=4)
     schema.upgrade(database)
+    return database
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"cangflow_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        _admin().close()
+    except psycopg.OperationalError as error:  # a clear message beats 100 connection errors
+        pytest.exit(f"PostgreSQL is not reachable at {ADMIN_URL}: {error}", returncode=3)
+    base = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    user = base.get("user", "postgres")
+    host = base.get("host", "127.0.0.1")
+    port = base.get("port", "5432")
+    with _database(name):
+        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def db(database_url):
+    database = _migrated(database_url)
     yield database
     database.dispose()
 
@@ -83,23 +95,13 @@ def own_database_url(database_url) -> Iterator[str]:
     """A migrated database of this test module's own, for tests of whole-database jobs
     (snapshots cover every warehouse; closing history makes months read-only for everyone)."""
     name = f"{database_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
-    with _admin() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{database_url.rsplit('/', 1)[0]}/{name}"
-    try:
-        yield url
-    finally:
-        with _admin() as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with _database(name):
+        yield f"{database_url.rsplit('/', 1)[0]}/{name}"
 
 
 @pytest.fixture(scope="module")
 def own_db(own_database_url):
-    import warehouse
-    from warehouse import schema
-
-    database = warehouse.connect(own_database_url, pool_size=4)
-    schema.upgrade(database)
+    database = _migrated(own_database_url)
     yield database
     database.dispose()
 

@@ -3,14 +3,14 @@ the reconciliation's discrepancy event into notifications, delivered to a local 
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import date
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.services import http_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -19,31 +19,18 @@ AUTOMATIONS = Path(__file__).resolve().parents[2] / "deployments" / "automations
 
 @pytest.fixture
 def webhook():
-    received: list[str] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_port, received
-    server.shutdown()
+    with http_receiver() as hook:
+        yield hook.port, hook
 
 
-def _wait_for(received: list[str], text: str, seconds: float = 90) -> str:
+def _wait_for(received, text: str, seconds: float = 90) -> str:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        found = [body for body in received if text in body]
+        found = [body for body in received.bodies if text in body]
         if found:
             return found[0]
         time.sleep(0.5)
-    raise AssertionError(f"no notification containing {text!r}; got {received}")
+    raise AssertionError(f"no notification containing {text!r}; got {received.bodies}")
 
 
 def test_a_failed_run_and_a_discrepancy_reach_the_webhook(tasks_db, prefect_api, webhook):

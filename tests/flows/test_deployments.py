@@ -4,15 +4,14 @@ cron in the configured time zone, and `prefect deploy --all` creates them on a l
 from __future__ import annotations
 
 import importlib
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.services import prefect_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
@@ -37,30 +36,10 @@ def test_every_entrypoint_is_a_flow_and_every_schedule_a_valid_cron():
     assert {d["name"] for d in _deployments()} == {"nightly", "snapshot", "rollover", "reconcile", "warmup", "relay"}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.integration
 def test_prefect_deploy_all_creates_the_deployments_on_a_local_server_and_a_worker_runs_one(tmp_path, tasks_db):
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     prefect = [sys.executable, "-m", "prefect"]
-    server = subprocess.Popen([*prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with prefect_server(tmp_path) as env:
         pool = subprocess.run([*prefect, "work-pool", "create", "cangflow-process", "--type", "process"], env=env,
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert pool.returncode == 0, pool.stdout + pool.stderr
@@ -84,9 +63,6 @@ def test_prefect_deploy_all_creates_the_deployments_on_a_local_server_and_a_work
             "    print([r.state_name for r in c.read_flow_runs() if r.deployment_id])")],
             env=env, capture_output=True, text=True, timeout=120)
         assert "'Completed'" in state.stdout, state.stdout + state.stderr + worker.stdout[-2000:]
-    finally:
-        os.killpg(server.pid, 9)
-        server.wait(timeout=30)
 
 
 def test_the_documented_automations_are_valid_prefect_automations():

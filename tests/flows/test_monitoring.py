@@ -3,37 +3,21 @@ domain code recorded during the run; a failed run leaves the last success time a
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from flows.monitoring import run_metrics
+from tests.services import free_port, http_receiver
 from warehouse import metrics
 
 
 @pytest.fixture
 def pushgateway(monkeypatch):
-    received: list[tuple[str, str, str]] = []
-
-    class Gateway(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-            received.append((self.command, self.path, body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Gateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     from warehouse.settings import get_settings
 
-    monkeypatch.setattr(get_settings(), "pushgateway_url", f"http://127.0.0.1:{server.server_port}")
-    yield received
-    server.shutdown()
+    with http_receiver() as gateway:
+        monkeypatch.setattr(get_settings(), "pushgateway_url", gateway.url)
+        yield gateway.requests
 
 
 def test_a_successful_run_pushes_its_outcome_duration_success_time_and_domain_metrics(pushgateway):
@@ -66,7 +50,6 @@ def test_no_gateway_configured_pushes_nothing_and_a_dead_one_does_not_fail_the_r
 def test_a_real_pushgateway_serves_what_a_run_pushed(monkeypatch, tmp_path):
     """Debian's prometheus-pushgateway, started on a free port; skipped where it is missing."""
     import shutil
-    import socket
     import subprocess
     import time
     import urllib.request
@@ -74,9 +57,7 @@ def test_a_real_pushgateway_serves_what_a_run_pushed(monkeypatch, tmp_path):
     binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
     if binary is None:
         pytest.skip("no Pushgateway installed (Debian package: prometheus-pushgateway)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     gateway = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -5,13 +5,12 @@ reconciliation notice reaches a webhook (a local receiver) through a notificatio
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from tests.builders import World
+from tests.services import http_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -20,21 +19,8 @@ PASSWORD = "s3cr3t-pw-4711"  # trust auth ignores it, so the URLs still work
 
 @pytest.fixture(scope="module")
 def receiver():
-    received: list[str] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server, received
-    server.shutdown()
+    with http_receiver() as hook:
+        yield hook, hook.bodies
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +34,9 @@ def secret_world(tasks_db, prefect_api, own_database_url, receiver):
 
     secret_url = own_database_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
     Secret(value=secret_url).save("cangflow-test-database-url", overwrite=True)
-    server, _ = receiver
+    hook, _ = receiver
     CustomWebhookNotificationBlock(
-        name="cangflow-test-admin", url=f"http://127.0.0.1:{server.server_port}/notify", method="POST",
+        name="cangflow-test-admin", url=f"{hook.url}/notify", method="POST",
         json_data={"text": "{{body}}"}, allow_private_urls=True,
     ).save("cangflow-test-admin", overwrite=True)
     with pytest.MonkeyPatch.context() as patch:
@@ -104,5 +90,6 @@ def test_no_password_in_parameters_logs_artifacts_or_metrics(secret_world, tasks
         pass
     kept = _everything_prefect_kept() + generate_latest(sink.registry).decode()
     assert kept and PASSWORD not in kept
-    _, received = receiver
+    hook, _ = receiver
+    received = hook.bodies
     assert received and "ERP reconciliation run" in received[-1] and PASSWORD not in received[-1]

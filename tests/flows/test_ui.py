@@ -4,28 +4,20 @@ tests/output/screenshots/. Skipped, saying why, where Chromium is not installed.
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.builders import World
+from tests.services import prefect_server
 
 pytestmark = pytest.mark.integration
 
 SHOTS = Path(__file__).resolve().parents[1] / "output" / "screenshots"
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _browser(*arguments: str) -> subprocess.CompletedProcess:
@@ -45,32 +37,15 @@ def test_ops_see_the_nightly_runs_and_their_artifacts_in_the_prefect_ui(tasks_db
     with tasks_db.session() as s:  # history, so the snapshot run builds days worth looking at
         stock.receive(s, warehouse=world.warehouse, sku=sku, qty=3, location=world.locations[0],
                       occurred_at=datetime.now(timezone.utc) - timedelta(days=2))
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with prefect_server(tmp_path / "prefect") as env:
         nightly = subprocess.run([sys.executable, "-c", "from flows.nightly import nightly_flow; nightly_flow()"],
                                  env=env, capture_output=True, text=True, timeout=600)
         assert nightly.returncode == 0, nightly.stdout[-3000:] + nightly.stderr[-3000:]
         SHOTS.mkdir(parents=True, exist_ok=True)
-        base = f"http://127.0.0.1:{port}"
+        base = env["PREFECT_API_URL"].removesuffix("/api")
         for name, page in (("flow-runs", "/runs"), ("snapshot-artifact", "/artifacts/key/snapshot-run")):
             shot = SHOTS / f"{name}.png"
             _browser(f"--screenshot={shot}", base + page)
             assert shot.exists() and shot.stat().st_size > 10_000, f"no screenshot of {page}"
         dom = _browser("--dump-dom", base + "/runs").stdout
         assert "nightly" in dom, "the flow runs page does not show the nightly run"
-    finally:
-        os.killpg(server.pid, 9)
-        server.wait(timeout=30)

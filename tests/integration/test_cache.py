@@ -25,6 +25,7 @@ from warehouse.cache.warmup import warm
 
 pytestmark = pytest.mark.integration
 
+from tests.services import free_port
 from tests.conftest import TEST_REDIS_URL as REDIS_URL  # noqa: E402
 LOCAL_TTL_S = 0.2  # the in-process level's TTL in these tests: the staleness bound
 
@@ -270,7 +271,7 @@ def test_a_failed_publish_is_recorded_and_backed_off(db, world, namespace):
     from warehouse.redis_client import connect_redis
 
     sku = world.stocked_sku(5)
-    dead = connect_redis(f"redis://127.0.0.1:{_free_port()}/0")
+    dead = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
     with db.session() as s:
         batch = outbox.publish_batch(s, dead, Keys(namespace), limit=100_000, max_length=1000)
     assert batch.published == 0 and batch.error
@@ -283,19 +284,13 @@ def test_a_failed_publish_is_recorded_and_backed_off(db, world, namespace):
 
 # -- Redis dying ---------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def own_redis():
     """A Redis server of this test's own, which the test may kill and start again."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    port = _free_port()
+    port = free_port()
     command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
 
     class Server:
