@@ -117,19 +117,11 @@ def run_summary(run_id: int) -> tuple[dict, list[dict]]:
 def export_erp_query(query: str) -> str:
     """Run the ERP query (CANGFLOW_ERP_URL: never a parameter, so it stays out of run records)
     and write its rows as a feed file; the file then goes through every check."""
-    import psycopg
-    from psycopg import sql
-
     settings = get_settings()
     if settings.erp_url is None:
         raise ValueError("--erp-query needs CANGFLOW_ERP_URL (or --erp-url) to name the ERP database")
     folder = settings.home / "feeds"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"erp-{datetime.now().strftime('%Y%m%dT%H%M%S')}.csv"
-    url = settings.erp_url.get_secret_value().replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(url) as connection, connection.cursor() as cursor, target.open("wb") as out:
-        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(sql.SQL(query))
-        with cursor.copy(statement) as copy:
-            for chunk in copy:
-                out.write(chunk)
+    feed.export_query(settings.erp_url.get_secret_value(), query, target)
     return str(target)

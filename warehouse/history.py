@@ -56,14 +56,16 @@ def _triggered(session: Session) -> set[str]:
     return set(session.execute(_TRIGGERED, {"name": ROW_TRIGGER}).scalars())
 
 
-def _month_partitions(session: Session, month: date) -> list[str]:
-    """This month's partitions that exist, ledger first."""
-    names = []
-    for table in partitions.PARTITIONED_TABLES:
-        name = partition_name(table, month)
-        if name in partitions.existing(session, table):
-            names.append(name)
-    return names
+def _month_partitions(session: Session, month: date, existing: dict[str, set[str]] | None = None) -> list[str]:
+    """This month's partitions that exist, ledger first (`existing`: the names per table, when
+    the caller has read them already)."""
+    existing = existing or _existing(session)
+    return [partition_name(table, month) for table in partitions.PARTITIONED_TABLES
+            if partition_name(table, month) in existing[table]]
+
+
+def _existing(session: Session) -> dict[str, set[str]]:
+    return {table: partitions.existing(session, table) for table in partitions.PARTITIONED_TABLES}
 
 
 def closed_months(session: Session) -> list[date]:
@@ -77,12 +79,13 @@ def due_months(session: Session, *, today: date, grace_days: int) -> list[date]:
     """Months past their grace period whose partitions are not all closed (never closed yet,
     reopened, or with snapshots reopened by an earlier month's reopening)."""
     triggered = _triggered(session)
+    existing = _existing(session)
     cutoff = today - timedelta(days=grace_days)
     due = []
     for p in partitions.attached(session, "stock_movement"):
         if p.month is None or last_day(p.month) >= cutoff:
             continue
-        if any(name not in triggered for name in _month_partitions(session, p.month)):
+        if any(name not in triggered for name in _month_partitions(session, p.month, existing)):
             due.append(p.month)
     return due
 

@@ -170,9 +170,7 @@ class StockCache:
     # -- invalidation ---------------------------------------------------------------------------
     def invalidate(self, pairs: set[tuple[str, str]]) -> None:
         """Forget `pairs` here and in Redis (best effort: a Redis failure is left to the relay)."""
-        with self._local_lock:
-            for pair in pairs:
-                self._local.pop(pair, None)
+        self.forget_local(pairs)
         if self.remote is not None and pairs:
             try:
                 self.remote.invalidate(set(pairs))

@@ -161,3 +161,14 @@ def _copy_problem(error: psycopg.Error) -> Problem:
     if "unterminated" in why:
         why += " (unbalanced quotes)"
     return Problem(line - 1 if line and line > 1 else None, column, None, why)
+
+
+def export_query(url: str, query: str, target: Path) -> None:
+    """Write the rows of an ERP database query as a feed file (COPY ... TO STDOUT); the file
+    then goes through every check like any other feed."""
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(dsn) as connection, connection.cursor() as cursor, target.open("wb") as out:
+        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(sql.SQL(query))
+        with cursor.copy(statement) as copy:
+            for chunk in copy:
+                out.write(chunk)

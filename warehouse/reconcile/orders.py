@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from .. import stock
 from ..catalog import ensure_location
-from ..errors import InsufficientStock, InvalidArgument, WarehouseError
+from ..errors import InvalidArgument, WarehouseError
 
 ERP_TOPIC = "erp.adjustment"
 
@@ -146,7 +146,7 @@ def apply_line(session: Session, line_id: int, *, reconcile_location: str, by: s
                                   reason=f"ERP reconciliation run {line.run_id}, line {line_id}",
                                   key=f"reconcile-line-{line_id}-{location}-{lot or ''}")
             movements += [m.movement_id for m in change.lines]
-    except (InsufficientStock, WarehouseError) as refused:
+    except WarehouseError as refused:
         raise WarehouseError(f"adjustment order line {line_id} could not be applied: {refused}") from refused
     session.execute(_DONE, {"line": line_id, "status": "applied", "movements": movements, "reason": None, "by": by})
     return Applied(line_id, "applied", tuple(movements))

@@ -26,19 +26,15 @@ rebuild in between cannot be counted twice), and its plan is prepared once and r
 
 from __future__ import annotations
 
-import time
 from collections import namedtuple
 from datetime import date, datetime, timedelta, timezone
 
-import psycopg
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .. import slow_queries
+from .. import raw_sql
 from ..errors import InvalidArgument
-from ..settings import get_settings
 from .days import day_of
 from .history_floor import first_retained_day
 
@@ -125,17 +121,7 @@ _Row = namedtuple("_Row", "warehouse_id sku_id location_id lot_id base_day on_ha
 
 
 def _execute(session: Session, params: dict) -> _Row | None:
-    """The statement on the session's own connection, inside its transaction, through psycopg
-    itself: SQLAlchemy's per-execute bookkeeping costs about as much as the statement."""
-    cursor = session.connection().connection.dbapi_connection.cursor()
-    started = time.perf_counter()
-    try:
-        row = cursor.execute(_RENDERED, params, prepare=True).fetchone()
-        slow_queries.observe(_RENDERED, time.perf_counter() - started, get_settings().slow_query_s)
-    except psycopg.Error as error:  # the same exceptions as from session.execute
-        raise DBAPIError.instance(_RENDERED, params, error, psycopg.Error) from error
-    finally:
-        cursor.close()
+    row = raw_sql.fetchone(session, _RENDERED, params)
     return None if row is None else _Row(*row)
 
 

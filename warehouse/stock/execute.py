@@ -3,20 +3,17 @@
 
 from __future__ import annotations
 
-import time
 from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .. import idempotency, slow_queries
+from .. import idempotency, raw_sql
 from ..db import touch_stock
 from ..errors import HistoryClosed, InsufficientStock
-from ..settings import get_settings
 from .resolve import Resolved, flush_pending
 from .result import MovementLine, StockChange
 from .statements import RENDERED
@@ -93,28 +90,14 @@ _Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_row
 
 
 def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
-    """Run a stock statement on the session's own connection, inside its transaction.
-
-    The statement goes to psycopg directly (pre-rendered for its placeholder style): on this
-    hot path SQLAlchemy's per-execute bookkeeping cost as much CPU as the statement itself.
-    """
-    connection = session.connection()
-    cursor = connection.connection.dbapi_connection.cursor()
-    started = time.perf_counter()
+    """Run a stock statement (pre-rendered for psycopg) on the session's own connection."""
     try:
-        cursor.execute(RENDERED[statement], bound, prepare=True)
-        row = cursor.fetchone()
-        slow_queries.observe(statement, time.perf_counter() - started, get_settings().slow_query_s)
-        return row
-    except psycopg.Error as error:
-        if error.sqlstate == HISTORY_CLOSED_SQLSTATE:
+        return raw_sql.fetchone(session, RENDERED[statement], bound)
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) == HISTORY_CLOSED_SQLSTATE:
             # Raised by the row trigger on a closed month's ledger partition.
-            raise HistoryClosed(error.diag.message_detail or "that month") from error
-        # Callers see the same SQLAlchemy exceptions as from session.execute (IntegrityError,
-        # OperationalError with .orig.sqlstate, ...), so retries and handlers work unchanged.
-        raise DBAPIError.instance(statement, bound, error, psycopg.Error) from error
-    finally:
-        cursor.close()
+            raise HistoryClosed(error.orig.diag.message_detail or "that month") from error
+        raise
 
 
 def _refusal(request: Request, resolved: Resolved, problems: list[dict[str, Any]]) -> InsufficientStock:
