@@ -60,6 +60,46 @@ def http_receiver() -> Iterator[Receiver]:
 
 
 @contextmanager
+def tcp_forwarder(listen_host: str, target: tuple[str, int]) -> Iterator[int]:
+    """Accepts on `listen_host` (an IPv6 address works) and pipes each connection to `target`;
+    yields the port. For reaching the local PostgreSQL, which listens on 127.0.0.1 only, through
+    an address of another shape."""
+    family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.bind((listen_host, 0))
+    listener.listen(16)
+
+    def pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(target)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@contextmanager
 def prefect_server(home: Path) -> Iterator[dict[str, str]]:
     """`prefect server start` on a free port; yields the environment that points at it."""
     import httpx

@@ -1,12 +1,20 @@
 """Running the data-quality suites of `expectations/` with Great Expectations (GX Core 1.x) in
 the database: a SQL datasource on our PostgreSQL and a query asset bounded to one batch, so the
-metrics run as SQL and no big table is pulled into memory."""
+metrics run as SQL and no big table is pulled into memory.
+
+The datasource never sees our URL as text. GX validates a Postgres connection string as a
+host-based DSN (the embedded server is reached through a unix socket, with no host) and treats
+`$` as a config template, so a pasted URL breaks on the embedded default, on passwords holding
+`$`, and in other ways. Instead its engine gets a `creator` that connects exactly as our own
+engine does (the dialect's connect arguments, taken from the parsed URL); the string GX holds
+names the dialect only."""
 
 from __future__ import annotations
 
 import importlib
 import logging
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +54,8 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
         with db.session() as session:
             for name, query in module.CONTEXT.items():
                 context.setdefault(name, session.execute(text(query)).scalar_one())
-    gx_context = gx.get_context(mode="ephemeral")
-    source = gx_context.data_sources.add_postgres(
-        f"cangflow-{uuid.uuid4().hex[:8]}", connection_string=db.url.render_as_string(hide_password=False))
+    gx_context = quiet_context()
+    source = datasource(gx_context, db)
     asset = source.add_query_asset(module.NAME, query=module.QUERY.format(**context))
     batch = asset.add_batch_definition_whole_table("batch").get_batch()
     suite_obj = gx_context.suites.add(gx.ExpectationSuite(name=module.NAME))
@@ -66,3 +73,30 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
             "sample": details.get("partial_unexpected_list", [])[:SAMPLE_ROWS],
         })
     return QualityResult(module.NAME, bool(outcome.success), rows)
+
+
+def quiet_context():
+    """An in-memory GX context without progress bars (one per metric batch otherwise)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def datasource(gx_context, db: Database):
+    """A GX SQL datasource whose connections are made like `db`'s own (see the module doc)."""
+    dialect = db.engine.dialect
+    connect_args, connect_kwargs = dialect.create_connect_args(db.engine.url)
+    connect_kwargs = {**connect_kwargs, "application_name": "cangflow-quality"}
+
+    def connection():
+        return dialect.connect(*connect_args, **connect_kwargs)
+
+    with warnings.catch_warnings():
+        # GX suggests its Postgres datasource for a postgresql URL; that one insists on a host.
+        warnings.filterwarnings("ignore", message=".*more specific PostgresDatasource.*")
+        return gx_context.data_sources.add_sql(
+            f"cangflow-{uuid.uuid4().hex[:8]}", connection_string=f"{db.url.drivername}://",
+            kwargs={"creator": connection})
