@@ -10,6 +10,7 @@ import time
 
 from prefect import flow, get_run_logger
 
+from flows.console import summary_text
 from flows.monitoring import run_metrics
 from flows.runners import task_runner
 from tasks.reporting import table_artifact
@@ -32,7 +33,7 @@ def _warmup_flow(top: int = 1000) -> dict:
     summary = {**warmed, "hit_rate_previous_hour": rates["previous_hour"], "hit_rate_this_hour": rates["this_hour"],
                "seconds": round(time.perf_counter() - started, 3)}
     table_artifact("cache-warmup", [summary], f"Warmup: {warmed['keys']} keys from {source} in {summary['seconds']} s")
-    logger.info("summary: %s", summary)
+    logger.info("summary: %s", summary_text(summary))
     return summary
 
 

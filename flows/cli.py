@@ -1,13 +1,16 @@
-"""The `cangflow` command: what an engineer runs by hand. Exit 0 on success, non-zero with the
-reason on stderr on failure or rejected input."""
+"""The `cangflow` command: what an engineer runs by hand. Every command exits with a code of
+`flows.console.ExitCode` and says why on one line of stderr; `--debug` adds the traceback."""
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import typer
+
+from flows.console import ExitCode, CommandFailed, bad_argument, error_line, fail, report, summary_lines
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -15,7 +18,8 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # The ephemeral Prefect server of a run by hand needs longer than the 20 s default here.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-app = typer.Typer(help="cangflow: batch jobs that keep warehouse stock trustworthy.", no_args_is_help=True)
+app = typer.Typer(help="cangflow: batch jobs that keep warehouse stock trustworthy.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 db_app = typer.Typer(help="The database: migrations and the embedded server.", no_args_is_help=True)
 catalog_app = typer.Typer(help="Master data: warehouses, locations, SKUs, lots.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -26,11 +30,35 @@ app.add_typer(run_app, name="run")
 app.add_typer(history_app, name="history")
 adjustments_app = typer.Typer(help="Adjustment orders from ERP reconciliation: list, approve, reject.", no_args_is_help=True)
 app.add_typer(adjustments_app, name="adjustments")
+server_app = typer.Typer(help="A local Prefect server (and worker) that keeps the run history.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+DEBUG = {"on": os.environ.get("CANGFLOW_DEBUG", "") not in ("", "0", "false")}
 
 
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library logs of failures")) -> None:
+    """cangflow: batch jobs that keep warehouse stock trustworthy."""
+    DEBUG["on"] = DEBUG["on"] or debug
+    _use_local_prefect_server()
+
+
+def _home() -> Path:
+    from warehouse.settings import get_settings
+
+    return get_settings().home
+
+
+def _use_local_prefect_server() -> None:
+    """Record runs on this home's local Prefect server when it runs and no other is named.
+    Done before Prefect is imported: it reads PREFECT_API_URL when it loads its settings."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from flows import local_server
+
+    state = local_server.running(_home())
+    if state:
+        os.environ["PREFECT_API_URL"] = state.api_url
 
 
 def _database(*, migrated: bool = True):
@@ -45,9 +73,11 @@ def _database(*, migrated: bool = True):
             schema.require_current(db)
         return db
     except SchemaNotCurrent as error:
-        fail(str(error))
+        fail(str(error), ExitCode.CANNOT_RUN)
+    except ValueError as error:  # a URL of the wrong kind
+        fail(f"CANGFLOW_DATABASE_URL: {error}", ExitCode.BAD_ARGUMENTS)
     except Exception as error:  # a connection problem is the user's to fix: say what and where
-        fail(f"cannot open the database: {error}")
+        fail(f"cannot open the database: {error_line(error)}", ExitCode.CANNOT_RUN)
 
 
 @db_app.command("upgrade")
@@ -83,7 +113,7 @@ def check(limit: int = typer.Option(100, help="Violations shown per invariant"))
         typer.echo(str(violation))
     typer.echo(f"invariants: {len(violations)} violation(s)")
     if violations:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.CHECK_FAILED)
 
 
 @app.command()
@@ -94,9 +124,11 @@ def demo(
     workers: int = typer.Option(16, min=1, max=64, help="Concurrent workers in the deduction burst"),
 ) -> None:
     """Migrate, load a realistic sample, run a burst of concurrent deductions, check invariants."""
+    from flows.console import quiet_console_logs
     from flows.demo import run_demo
 
     db = _database(migrated=False)  # the demo migrates first
+    quiet_console_logs(debug=DEBUG["on"])
     violations = run_demo(db, skus=skus, bins_per_warehouse=bins, days=days, burst_workers=workers, echo=typer.echo)
     if violations:
         fail(f"{violations} invariant violation(s) after the demo")
@@ -105,19 +137,23 @@ def demo(
 @catalog_app.command("import")
 def catalog_import(
     kind: str = typer.Argument(..., help="warehouses | locations | skus | lots"),
-    path: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    path: str = typer.Argument(..., help="The CSV file"),
 ) -> None:
     """Import master data from a CSV file; the whole file is checked before anything is written."""
     from warehouse import catalog_import as importer
     from warehouse.errors import WarehouseError
 
+    if kind not in importer.COLUMNS:
+        bad_argument("KIND", kind, f"say one of {', '.join(importer.COLUMNS)}")
+    _readable_file("FILE", Path(path))
     db = _database()
     try:
         with db.session() as session:
-            report = importer.import_csv(session, kind, path)
+            imported = importer.import_csv(session, kind, Path(path))
     except WarehouseError as error:
-        fail(str(error), 2)
-    typer.echo(f"{kind}: {report.rows} row(s) read, {report.created} created, {report.existing} already present")
+        fail(str(error), ExitCode.CHECK_FAILED)
+    typer.echo(f"{kind}: {imported.rows:,} row(s) read, {imported.created:,} created, "
+               f"{imported.existing:,} already present")
 
 
 def _day(value: str | None, option: str):
@@ -128,22 +164,37 @@ def _day(value: str | None, option: str):
     try:
         return date.fromisoformat(value)
     except ValueError:
-        fail(f"{option} {value!r} is not a date (YYYY-MM-DD)", 2)
+        bad_argument(option, value, "not a date (YYYY-MM-DD)")
+
+
+def _readable_file(option: str, path: Path | None) -> None:
+    """A file the command can read, or exit 2 naming the option and the path."""
+    if path is None:
+        return
+    if not path.exists():
+        bad_argument(option, str(path), "no such file")
+    if path.is_dir():
+        bad_argument(option, str(path), "is a directory, not a file")
+    try:
+        with open(path, "rb") as probe:
+            probe.read(1)
+    except OSError as error:
+        bad_argument(option, str(path), f"cannot be read ({error.strerror or error})")
 
 
 def _run_flow(flow, **parameters):
-    """Run a flow in this process and print its summary; exit 1 with the reason when it fails."""
-    from warehouse.errors import WarehouseError
+    """Run a flow in this process, print its summary as a table and where the run is recorded.
+    A failure propagates to `main`, which maps it to its exit code."""
+    from flows.console import quiet_console_logs
+    from flows.runs import run_flow
 
     _database()  # a missing or unmigrated database is a clear error before Prefect starts
-    try:
-        summary = flow(**parameters)
-    except WarehouseError as error:
-        fail(str(error), 2)
-    except Exception as error:
-        fail(f"{flow.name} failed: {error}")
-    for key, value in summary.items():
-        typer.echo(f"  {key:<24} {value}")
+    quiet_console_logs(debug=DEBUG["on"])
+    summary, run = run_flow(flow, **parameters)
+    shown = {**summary, "run": f"{run.name} ({run.state})", "recorded at": run.url or "a temporary Prefect server "
+             "(gone with this command; `cangflow server start` keeps runs)"}
+    for line in summary_lines(shown):
+        typer.echo(line)
     return summary
 
 
@@ -162,7 +213,7 @@ def run_snapshot(
     try:
         requested_days(**asked)  # bad dates are refused before a flow run starts
     except WarehouseError as error:
-        fail(str(error), 2)
+        fail(str(error), ExitCode.BAD_ARGUMENTS)
     typer.echo("snapshot run:")
     _run_flow(snapshot_flow, **asked)
 
@@ -202,30 +253,41 @@ def run_warmup(top: int = typer.Option(1000, "--top", min=1, max=1_000_000, help
 
 @run_app.command("reconcile")
 def run_reconcile(
-    erp_file: Path = typer.Option(None, "--erp-file", help="The ERP feed: CSV warehouse,sku,lot,quantity,as_of"),
+    erp_file: str = typer.Option(None, "--erp-file", help="The ERP feed: CSV warehouse,sku,lot,quantity,as_of"),
     truth: str = typer.Option("wms", "--truth", help="wms: adjustment orders for the ERP; erp: adjust WMS stock"),
-    tolerance_abs: int = typer.Option(0, "--tolerance-abs", min=0, help="Differences up to this many units are recorded only"),
-    tolerance_pct: float = typer.Option(0.0, "--tolerance-pct", min=0, max=100, help="... or up to this % of the WMS stock"),
-    auto_approve_limit: int = typer.Option(0, "--auto-approve-limit", min=0, help="ERP truth: apply lines up to this |delta|"),
+    tolerance_abs: int = typer.Option(0, "--tolerance-abs", help="Differences up to this many units are recorded only"),
+    tolerance_pct: float = typer.Option(0.0, "--tolerance-pct", help="... or up to this % of the WMS stock"),
+    auto_approve_limit: int = typer.Option(0, "--auto-approve-limit", help="ERP truth: apply lines up to this |delta|"),
     full_feed: bool = typer.Option(False, "--full-feed", help="The feed is complete: SKUs absent from it are adjusted too"),
-    tolerances: Path = typer.Option(None, "--tolerances", exists=True, dir_okay=False, help="CSV sku,category,abs,pct"),
+    tolerances: str = typer.Option(None, "--tolerances", help="CSV sku,category,abs,pct"),
     erp_url: str = typer.Option(None, "--erp-url", help="Read the feed from this ERP database (or CANGFLOW_ERP_URL)"),
     erp_query: str = typer.Option(None, "--erp-query", help="SQL returning warehouse,sku,lot,quantity,as_of"),
 ) -> None:
     """Compare the ERP's book stock with the WMS and raise adjustment orders."""
+    if erp_file is None and erp_query is None:
+        fail("give --erp-file PATH (or --erp-query with --erp-url)", ExitCode.BAD_ARGUMENTS)
+    if erp_file is not None and erp_query is not None:
+        fail("give either --erp-file or --erp-query, not both", ExitCode.BAD_ARGUMENTS)
+    if truth not in ("wms", "erp"):
+        bad_argument("--truth", truth, "say wms (the WMS is right) or erp (the ERP is right)")
+    for option, value in (("--tolerance-abs", tolerance_abs), ("--auto-approve-limit", auto_approve_limit)):
+        if value < 0:
+            bad_argument(option, value, "must be 0 or more")
+    if not 0 <= tolerance_pct <= 100:
+        bad_argument("--tolerance-pct", tolerance_pct, "must be a percentage from 0 to 100")
+    _readable_file("--erp-file", Path(erp_file) if erp_file else None)
+    _readable_file("--tolerances", Path(tolerances) if tolerances else None)
     from flows.reconcile import reconcile_flow
 
-    if erp_file is None and erp_query is None:
-        fail("give --erp-file PATH (or --erp-query with --erp-url)", 2)
     if erp_url:
         os.environ["CANGFLOW_ERP_URL"] = erp_url  # kept out of the flow's parameters and logs
         from warehouse.settings import get_settings
 
         get_settings.cache_clear()
     typer.echo("ERP reconciliation:")
-    _run_flow(reconcile_flow, erp_file=str(erp_file) if erp_file else None, truth=truth, tolerance_abs=tolerance_abs,
+    _run_flow(reconcile_flow, erp_file=erp_file, truth=truth, tolerance_abs=tolerance_abs,
               tolerance_pct=tolerance_pct, auto_approve_limit=auto_approve_limit, full_feed=full_feed,
-              tolerances_file=str(tolerances) if tolerances else None, erp_query=erp_query)
+              tolerances_file=tolerances, erp_query=erp_query)
 
 
 @adjustments_app.command("list")
@@ -263,7 +325,7 @@ def _decide(line_id: int, approve: bool, reason: str | None) -> None:
                 applied = orders.apply_line(session, line_id, reconcile_location=get_settings().reconcile_location, by=who)
                 status = applied.status + (f": {applied.reason}" if applied.reason else "")
     except WarehouseError as error:
-        fail(str(error), 2)
+        fail(str(error), ExitCode.CHECK_FAILED)
     typer.echo(f"line {line_id}: {status}")
 
 
@@ -295,7 +357,7 @@ def history_reopen(
             opened = history.reopen_month(session, history.parse_month(month), reason=reason,
                                           lock_timeout_ms=get_settings().ddl_lock_timeout_ms)
     except WarehouseError as error:
-        fail(str(error), 2)
+        fail(str(error), ExitCode.CHECK_FAILED)
     typer.echo(f"history {month} reopened ({', '.join(opened)}); the next rollover closes it again")
 
 
@@ -315,9 +377,102 @@ def history_status() -> None:
         typer.echo(f"  {row.at:%Y-%m-%d %H:%M} {row.month:%Y-%m} {row.action:<9} {row.actor}: {row.reason or ''}")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+@server_app.command("start")
+def server_start(
+    port: int = typer.Option(None, "--port", help="Port of the API and UI (default CANGFLOW_SERVER_PORT, 4200)"),
+    host: str = typer.Option(None, "--host", help="Address to listen on (default CANGFLOW_SERVER_HOST, 127.0.0.1)"),
+    worker: bool = typer.Option(True, "--worker/--no-worker", help="Also run a process worker for the deployments"),
+) -> None:
+    """Start a Prefect server with its database under CANGFLOW_HOME, and a process worker;
+    `cangflow run ...` and `cangflow demo` then record their runs there."""
+    from flows import local_server
+    from warehouse.settings import get_settings
+
+    settings = get_settings()
+    port = settings.server_port if port is None else port
+    if not 1 <= port <= 65535:
+        bad_argument("--port", port, "must be a TCP port from 1 to 65535")
+    try:
+        state, started = local_server.start(_home(), host=host or settings.server_host, port=port,
+                                            worker=worker, progress=typer.echo)
+    except local_server.ServerError as error:
+        fail(str(error), ExitCode.CANNOT_RUN)
+    typer.echo(("Prefect server started" if started else "Prefect server already running") + f": {state.ui_url}")
+    typer.echo(f"  API     {state.api_url}")
+    typer.echo(f"  worker  {'pool ' + local_server.WORK_POOL if state.worker_pid else 'none'}")
+    typer.echo("  `cangflow run ...` and `cangflow demo` record their runs there; `cangflow server stop` stops it")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server and its worker (the run history stays under CANGFLOW_HOME)."""
+    from flows import local_server
+
+    stopped = local_server.stop(_home())
+    typer.echo("Prefect server stopped" if stopped else "no local Prefect server runs here")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the local Prefect server runs, and where; exit 1 when it does not."""
+    from flows import local_server
+
+    state = local_server.running(_home())
+    if state is None:
+        typer.echo(f"no local Prefect server runs for {_home().resolve()} (start one: cangflow server start)")
+        raise typer.Exit(ExitCode.CHECK_FAILED)
+    typer.echo(f"Prefect server running: {state.ui_url} (pid {state.server_pid})")
+    typer.echo(f"  worker  {f'pid {state.worker_pid}' if state.worker_pid else 'none'}")
+
+
+def exit_code_of(error: BaseException) -> ExitCode:
+    """What a failure that reached the top means for the caller (see ExitCode)."""
+    from warehouse.errors import InvalidArgument, SchemaNotCurrent, WarehouseError
+
+    if isinstance(error, CommandFailed):
+        return error.code
+    if isinstance(error, InvalidArgument):
+        return ExitCode.BAD_ARGUMENTS
+    if isinstance(error, SchemaNotCurrent):
+        return ExitCode.CANNOT_RUN
+    if isinstance(error, WarehouseError) or type(error).__name__ in REFUSALS:
+        return ExitCode.CHECK_FAILED
+    return ExitCode.CANNOT_RUN
+
+
+# Failures of a flow that mean "a check found a problem" or "the input was refused", by name so
+# that mapping them needs none of the flows' imports.
+REFUSALS = {"FeedRejected", "SnapshotRunFailed"}
+
+
+def main(arguments: list[str] | None = None) -> int:
+    """The console entry point: run the command, turn any failure into one line and an exit code."""
+    try:
+        code = app(args=arguments, standalone_mode=False, prog_name="cangflow")
+    except CommandFailed as error:
+        if DEBUG["on"] and error.__context__ is not None:  # the failure the command turned into a reason
+            traceback.print_exception(error.__context__)
+        report(str(error))
+        return int(error.code)
+    except (typer.Abort, KeyboardInterrupt):
+        report("interrupted")
+        return 130
+    except typer.TyperException as error:  # the command line itself: unknown option, bad value
+        ctx = getattr(error, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        message = error.format_message() if hasattr(error, "format_message") else str(error)
+        if message.strip():  # empty after the help was shown for a bare group
+            report(f"{error_line(Exception(message))}{where}")
+        return int(ExitCode.BAD_ARGUMENTS)
+    except Exception as error:  # noqa: BLE001 - every failure ends as one line and its code
+        if DEBUG["on"]:
+            traceback.print_exc()
+        code = exit_code_of(error)
+        prefix = "" if code != ExitCode.CANNOT_RUN or isinstance(error, CommandFailed) else f"{type(error).__name__}: "
+        report(prefix + error_line(error))
+        return int(code)
+    return int(code or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    sys.exit(main())

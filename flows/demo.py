@@ -85,20 +85,46 @@ def run_demo(
     for line in summary_lines(sample, burst, top, violations):
         echo(line)
     if flows:
-        run_flows(echo)
+        runs = run_flows(echo)
+        for line in where_to_look(runs):
+            echo(line)
     return len(violations)
 
 
-def run_flows(echo: Callable[[str], object]) -> None:
+def where_to_look(runs: list) -> list[str]:
+    """The closing lines: the flow runs this demo made and where to look at them."""
+    from flows.console import table_lines
+    from flows.runs import ui_base
+
+    base = ui_base()
+    lines = ["", f"Prefect runs ({len(runs)})" + (f", in the UI at {base}:" if base else ":")]
+    rows = [{"flow": r.flow, "run": r.name, "state": r.state} | ({"address": r.url} if base else {}) for r in runs]
+    lines += table_lines(rows)
+    if not base:
+        lines.append("These runs went to a temporary Prefect server that stops with this command. "
+                     "Run `cangflow server start` first to keep them and look at them in the UI.")
+    return lines
+
+
+def run_flows(echo: Callable[[str], object]) -> list:
+    """The batch flows, in the order the nightly runs them; returns their runs (RunRecord)."""
     from flows.partition_rollover import rollover_flow
+    from flows.runs import run_flow
     from flows.snapshot import snapshot_flow
 
+    runs = []
+
+    def run(flow, **parameters):
+        result, record = run_flow(flow, **parameters)
+        runs.append(record)
+        return result
+
     echo("snapshot flow ...")
-    shown = snapshot_flow()
+    shown = run(snapshot_flow)
     echo(f"snapshots: {shown['days_built']} day(s) built, {shown['rows']:,} rows, "
          f"{len(shown['dirty_rebuilt'])} dirty day(s) rebuilt, {shown['seconds']} s; {shown['latest_check']}")
     echo("partition rollover flow ...")
-    rolled = rollover_flow()
+    rolled = run(rollover_flow)
     echo(f"rollover: {len(rolled['partitions_created'])} partition(s) created, "
          f"{rolled['rows_moved_from_default']} row(s) moved out of default, "
          f"months closed: {', '.join(rolled['months_closed']) or 'none'}, "
@@ -109,18 +135,19 @@ def run_flows(echo: Callable[[str], object]) -> None:
     from flows.relay import relay_flow
 
     echo("outbox relay flow ...")
-    relayed = relay_flow()
+    relayed = run(relay_flow)
     echo(f"relay: {relayed['published']:,} message(s) published, {relayed['handled']:,} handled by the cache "
          f"consumer, {relayed['messages_pruned']:,} pruned")
     echo("cache warmup flow ...")
-    warmed = warmup_flow(top=WARM_TOP)
+    warmed = run(warmup_flow, top=WARM_TOP)
     echo(f"warmup: {warmed['keys']:,} key(s) from {warmed['source']} in {warmed['seconds']} s")
     rate, reads = read_through_cache()
     echo(f"cache: {reads:,} Zipf-popular reads, hit rate {rate:.1%}")
-    reconcile_sample(echo)
+    reconcile_sample(echo, run)
+    return runs
 
 
-def reconcile_sample(echo: Callable[[str], object]) -> None:
+def reconcile_sample(echo: Callable[[str], object], run) -> None:
     """An ERP feed of the demo warehouses as of today's midnight (UTC) with a few SKUs booked
     off, reconciled with the WMS as the truth: adjustment orders for the ERP. The feed is the
     same on a second run, which then finds it reconciled already."""
@@ -137,7 +164,7 @@ def reconcile_sample(echo: Callable[[str], object]) -> None:
     with database().session() as session:
         rows = sample_data.erp_feed(session, path, as_of=as_of, differences=5)
     echo(f"ERP reconciliation of {path} ({rows:,} rows, 5 SKUs booked off) ...")
-    done = reconcile_flow(erp_file=str(path))
+    done = run(reconcile_flow, erp_file=str(path))
     if done["already_reconciled"]:
         echo(f"reconciliation: feed reconciled before (run {done['run_id']}), nothing new")
     else:

@@ -13,6 +13,7 @@ from datetime import date
 
 from prefect import flow, get_run_logger
 
+from flows.console import summary_text
 from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
 from flows.snapshot import snapshot_flow
@@ -57,7 +58,7 @@ def _rollover_flow(today: date | None = None) -> dict:
         f"{summary['rows_moved_from_default']} row(s) moved out of default, {len(summary['months_closed'])} month(s) closed, "
         f"{len(summary['partitions_retired'])} partition(s) retired, {summary['seconds']} s",
     )
-    logger.info("summary: %s", summary)
+    logger.info("summary: %s", summary_text(summary))
     return summary
 
 

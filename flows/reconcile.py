@@ -17,6 +17,7 @@ import time
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.console import summary_text
 from flows.monitoring import run_metrics
 from flows.runners import task_runner
 from tasks.reporting import safe_cell
@@ -85,7 +86,7 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
     figures["seconds"] = round(time.perf_counter() - started, 3)
     figures["already_reconciled"] = False
     tell_admin(figures, largest)
-    logger.info("summary: %s", figures)
+    logger.info("summary: %s", summary_text(figures))
     return figures
 
 @flow(name="erp-reconciliation", task_runner=task_runner())

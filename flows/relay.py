@@ -13,6 +13,7 @@ import time
 
 from prefect import flow, get_run_logger
 
+from flows.console import summary_text
 from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
 from tasks.cache import invalidate_cache, prune_outbox, publish_pending
@@ -32,7 +33,7 @@ def _relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int
         summary = {**published, **invalidated, **pruned, "seconds": round(time.perf_counter() - started, 3)}
         table_artifact("outbox-relay", [summary], f"Relay: {published['published']} published, "
                        f"{invalidated['handled']} handled by the cache consumer")
-        logger.info("summary: %s", summary)
+        logger.info("summary: %s", summary_text(summary))
         return summary
     if metrics_port:
         # A long-running process is scraped rather than pushed: /metrics of this run's registry.

@@ -13,6 +13,7 @@ from datetime import date
 
 from prefect import flow, get_run_logger
 
+from flows.console import summary_text
 from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
 from tasks.quality import run_suite
@@ -74,7 +75,7 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
         f"Snapshot run: {summary['days_built']} day(s) built, {summary['rows']:,} rows, "
         f"{len(plan.dirty)} dirty day(s) rebuilt, {summary['seconds']} s. Latest check: {latest['message']}",
     )
-    logger.info("summary: %s", summary)
+    logger.info("summary: %s", summary_text(summary))
     if failure is not None:
         raise SnapshotRunFailed(f"snapshot check failed; the days are marked dirty for the next run: {failure}")
     return summary

@@ -4,6 +4,7 @@ real Prefect server in a subprocess."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,3 +123,16 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
     finally:
         os.killpg(server.pid, 9)
         server.wait(timeout=30)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def chromium(*arguments: str) -> subprocess.CompletedProcess:
+    """Headless Chromium as a one-shot command (--screenshot=..., --dump-dom); `.ci/run` installs
+    Debian's package. Background networking off: this machine has no internet."""
+    assert CHROMIUM, "Chromium is not installed (Debian package: chromium; .ci/run installs it)"
+    return subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--no-first-run", "--window-size=1440,1000", "--virtual-time-budget=20000", *arguments],
+                          capture_output=True, text=True, timeout=180)

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     slow_query_s: float = Field(default=1.0, gt=0)
     # Batch flows push their run's metrics here when set (a Prometheus Pushgateway).
     pushgateway_url: str | None = None
+    # `cangflow server start`: the local Prefect server's address (bound to loopback by default).
+    server_host: str = "127.0.0.1"
+    server_port: int = Field(default=4200, ge=1, le=65535)
     # An ERP database to read the feed from (`--erp-query`); a secret, never logged.
     erp_url: SecretStr | None = None
 

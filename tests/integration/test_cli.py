@@ -47,14 +47,25 @@ def test_catalog_import_rejects_a_bad_file_with_the_reason_on_stderr(database_ur
     bad = tmp_path / "skus.csv"
     bad.write_text("code,name,category\nOK-1,Milk,dairy\n BAD,Bread,\n")
     result = cangflow(database_url, "catalog", "import", "skus", str(bad))
-    assert result.returncode == 2
+    assert result.returncode == 1  # a refused input file, as a refused feed
     assert "line 3, column code" in result.stderr and "nothing imported" in result.stderr
 
 
 def test_a_bad_database_url_fails_with_a_readable_error(tmp_path):
     result = cangflow("mysql://nobody@127.0.0.1/none", "check")
-    assert result.returncode != 0
-    assert "postgresql+psycopg" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: CANGFLOW_DATABASE_URL: cangflow needs a postgresql+psycopg:// URL, got mysql://"]
+
+
+def test_an_unreachable_database_is_one_line_and_exit_3_and_debug_adds_the_traceback():
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/none"
+    quiet = cangflow(url, "check")
+    assert quiet.returncode == 3
+    assert len(quiet.stderr.strip().splitlines()) == 1 and quiet.stderr.startswith("error: cannot open the database:")
+    loud = cangflow(url, "--debug", "check")
+    assert loud.returncode == 3
+    assert "Traceback" in loud.stderr and loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
 
 
 def test_commands_refuse_an_unmigrated_database_with_a_clear_error(database_url):
@@ -68,7 +79,7 @@ def test_commands_refuse_an_unmigrated_database_with_a_clear_error(database_url)
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         result = cangflow(database_url.rsplit("/", 1)[0] + "/" + name, "check")
-        assert result.returncode == 1
+        assert result.returncode == 3  # the command cannot run until the database is set up
         assert "has no cangflow schema" in result.stderr and "cangflow db upgrade" in result.stderr
         assert "Traceback" not in result.stderr
     finally:
