@@ -6,9 +6,18 @@ Why one statement: the balance rows are locked from the statement until COMMIT, 
 row's lock is held for one round trip (the commit) instead of one per write. Why the shape:
 - rows are locked with `SELECT ... ORDER BY id FOR UPDATE` (LockRows above Sort), so any two
   operations take their locks in the same order and cannot deadlock;
-- FOR UPDATE returns the latest committed version of each row, so every check below reads
-  current values, and the UPDATE then changes rows this transaction already holds;
-- every UPDATE repeats its guard, so even a bug in a head cannot push a row past its CHECK;
+- FOR UPDATE returns the latest committed version of each row (waiting for a concurrent
+  writer to finish), so every check below reads current values, and the UPDATE then changes
+  rows this transaction already holds;
+- the UPDATEs of the locking heads set values computed from the locked rows the plan carries
+  (`rt.on_hand - rt.qty`), never from the UPDATE's own `b`, and repeat no value guard in their
+  WHERE. Within one READ COMMITTED statement the UPDATE reads `b` as of the statement's
+  snapshot: when a receipt committed while the FOR UPDATE above waited for its lock, `b` still
+  holds the pre-receipt version, so a guard on it skipped a row the plan had rightly approved
+  ("planned 1 rows but changed 0"), and arithmetic on it formed a row (5 - 8 = -3) that the
+  CHECK constraints refuse before PostgreSQL moves on to the latest version (a spurious
+  CheckViolation; tests/integration/test_interleavings.py shows both). The CHECK constraints
+  stay the last line: a head that planned wrong fails loudly, never writes a negative;
 - arrays go in through `unnest(...)`, so the SQL text is constant and prepared once.
 
 A head defines the CTEs `verdict(ok)`, `problems` (json rows explaining a refusal),
@@ -29,19 +38,19 @@ RESERVED = "{t}.reserved"
 TAKE_MODES = {
     "deduction": {
         "source": AVAILABLE,
-        "set": "on_hand = b.on_hand - rt.qty",
+        "set": "on_hand = {t}.on_hand - rt.qty",
         "on_hand_delta": "-rt.qty",
         "reserved_delta": "0",
     },
     "reservation": {
         "source": AVAILABLE,
-        "set": "reserved = b.reserved + rt.qty",
+        "set": "reserved = {t}.reserved + rt.qty",
         "on_hand_delta": "0",
         "reserved_delta": "rt.qty",
     },
     "release": {
         "source": RESERVED,
-        "set": "reserved = b.reserved - rt.qty",
+        "set": "reserved = {t}.reserved - rt.qty",
         "on_hand_delta": "0",
         "reserved_delta": "-rt.qty",
     },
@@ -55,7 +64,7 @@ WITH req AS (
          WITH ORDINALITY AS r(sku_id, location_id, lot_id, qty, line_no)
 ),
 stocked AS MATERIALIZED (
-    SELECT b.id, b.sku_id, b.location_id, b.lot_id, b.on_hand, b.reserved, b.first_received_at
+    SELECT b.id, b.sku_id, b.location_id, b.lot_id, b.on_hand, b.reserved, b.version, b.first_received_at
     FROM stock_balance b
     WHERE b.warehouse_id = :warehouse_id
       AND b.sku_id = ANY (CAST(:sku_ids AS bigint[]))
@@ -70,7 +79,8 @@ stocked AS MATERIALIZED (
 ),
 cand AS (
     -- FEFO: earliest expiry first (no expiry last), then oldest receipt, then row id.
-    SELECT req.line_no, req.qty AS asked, l.id, l.sku_id, l.location_id, l.lot_id, {source_l} AS avail,
+    SELECT req.line_no, req.qty AS asked, l.id, l.sku_id, l.location_id, l.lot_id, l.on_hand, l.reserved,
+           l.version, {source_l} AS avail,
            CAST(sum({source_l}) OVER (PARTITION BY req.line_no
                                  ORDER BY lot.expires NULLS LAST, l.first_received_at, l.id) AS bigint) AS upto
     FROM req
@@ -80,13 +90,14 @@ cand AS (
     LEFT JOIN lot ON lot.id = l.lot_id
 ),
 take AS (
-    SELECT line_no, id, sku_id, location_id, lot_id, avail, LEAST(avail, asked - (upto - avail)) AS qty
+    SELECT line_no, id, sku_id, location_id, lot_id, on_hand, reserved, version, avail,
+           LEAST(avail, asked - (upto - avail)) AS qty
     FROM cand WHERE upto - avail < asked
 ),
 -- What each row gives up in total; `avail` is the row's own, the same on every line that takes it.
 row_take AS (
-    SELECT id, sku_id, location_id, lot_id, avail, CAST(sum(qty) AS bigint) AS qty
-    FROM take GROUP BY id, sku_id, location_id, lot_id, avail
+    SELECT id, sku_id, location_id, lot_id, on_hand, reserved, version, avail, CAST(sum(qty) AS bigint) AS qty
+    FROM take GROUP BY id, sku_id, location_id, lot_id, on_hand, reserved, version, avail
 ),
 short AS (
     SELECT req.line_no, req.sku_id, req.location_id, req.lot_id, req.qty AS asked,
@@ -103,9 +114,9 @@ verdict AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM short) AS ok),
 planned AS (SELECT count(*) AS rows FROM row_take),
 changed AS (
     UPDATE stock_balance b
-    SET {set_clause}, version = b.version + 1, updated_at = now()
+    SET {locked_set_clause}, version = rt.version + 1, updated_at = now()
     FROM row_take rt, verdict
-    WHERE verdict.ok AND b.id = rt.id AND {source_b} >= rt.qty
+    WHERE verdict.ok AND b.id = rt.id
     RETURNING b.id AS balance_id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id,
               {on_hand_delta} AS on_hand_delta, {reserved_delta} AS reserved_delta,
               CAST('{movement_type}' AS varchar) AS movement_type,
@@ -124,7 +135,7 @@ WITH req AS (
          AS r(location_id, sku_id, lot_id, on_hand_delta, reserved_delta, movement_type)
 ),
 locked AS MATERIALIZED (
-    SELECT b.id, b.location_id, b.sku_id, b.lot_id, b.on_hand, b.reserved
+    SELECT b.id, b.location_id, b.sku_id, b.lot_id, b.on_hand, b.reserved, b.version
     FROM stock_balance b
     WHERE b.warehouse_id = :warehouse_id
       AND EXISTS (SELECT 1 FROM req
@@ -135,7 +146,7 @@ locked AS MATERIALIZED (
 ),
 plan AS (
     SELECT req.*, l.id AS balance_id, coalesce(l.on_hand, 0) AS on_hand,
-           coalesce(l.reserved, 0) AS reserved
+           coalesce(l.reserved, 0) AS reserved, l.version
     FROM req LEFT JOIN locked l
       ON l.location_id = req.location_id AND l.sku_id = req.sku_id
      AND l.lot_id IS NOT DISTINCT FROM req.lot_id
@@ -153,12 +164,10 @@ verdict AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM bad) AS ok),
 planned AS (SELECT count(*) AS rows FROM plan),
 changed AS (
     UPDATE stock_balance b
-    SET on_hand = b.on_hand + p.on_hand_delta, reserved = b.reserved + p.reserved_delta,
-        version = b.version + 1, updated_at = now()
+    SET on_hand = p.on_hand + p.on_hand_delta, reserved = p.reserved + p.reserved_delta,
+        version = p.version + 1, updated_at = now()
     FROM plan p, verdict
     WHERE verdict.ok AND b.id = p.balance_id
-      AND b.on_hand + p.on_hand_delta >= 0
-      AND b.reserved + p.reserved_delta BETWEEN 0 AND b.on_hand + p.on_hand_delta
     RETURNING b.id AS balance_id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id,
               p.on_hand_delta, p.reserved_delta, p.movement_type,
               b.on_hand, b.reserved, b.version
@@ -174,7 +183,7 @@ WITH req AS (
                          CAST(:counted AS bigint[])) AS r(sku_id, lot_id, counted)
 ),
 locked AS MATERIALIZED (
-    SELECT b.id, b.sku_id, b.lot_id, b.on_hand, b.reserved
+    SELECT b.id, b.sku_id, b.lot_id, b.on_hand, b.reserved, b.version
     FROM stock_balance b
     WHERE b.warehouse_id = :warehouse_id AND b.location_id = :location_id
       AND (CAST(:complete AS boolean)
@@ -184,7 +193,8 @@ locked AS MATERIALIZED (
     FOR UPDATE OF b
 ),
 plan AS (
-    SELECT l.id AS balance_id, coalesce(req.counted, 0) - l.on_hand AS on_hand_delta,
+    SELECT l.id AS balance_id, l.on_hand, l.reserved, l.version,
+           coalesce(req.counted, 0) - l.on_hand AS on_hand_delta,
            LEAST(0, coalesce(req.counted, 0) - l.reserved) AS reserved_delta
     FROM locked l LEFT JOIN req ON req.sku_id = l.sku_id AND req.lot_id IS NOT DISTINCT FROM l.lot_id
 ),
@@ -193,8 +203,8 @@ verdict AS MATERIALIZED (SELECT true AS ok),
 planned AS (SELECT count(*) AS rows FROM plan WHERE on_hand_delta <> 0 OR reserved_delta <> 0),
 changed AS (
     UPDATE stock_balance b
-    SET on_hand = b.on_hand + p.on_hand_delta, reserved = b.reserved + p.reserved_delta,
-        version = b.version + 1, updated_at = now()
+    SET on_hand = p.on_hand + p.on_hand_delta, reserved = p.reserved + p.reserved_delta,
+        version = p.version + 1, updated_at = now()
     FROM plan p
     WHERE b.id = p.balance_id AND (p.on_hand_delta <> 0 OR p.reserved_delta <> 0)
     RETURNING b.id AS balance_id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id,
@@ -266,7 +276,7 @@ def take_statement(movement_type: str) -> str:
     head = _TAKE_HEAD.format(
         source_b=mode["source"].format(t="b"),
         source_l=mode["source"].format(t="l"),
-        set_clause=mode["set"],
+        locked_set_clause=mode["set"].format(t="rt"),
         on_hand_delta=mode["on_hand_delta"],
         reserved_delta=mode["reserved_delta"],
         movement_type=movement_type,
@@ -353,7 +363,7 @@ def single_row_take_statement(movement_type: str) -> str:
     mode = TAKE_MODES[movement_type]
     return _SINGLE_ROW_TAKE.format(
         source_b=mode["source"].format(t="b"),
-        set_clause=mode["set"],
+        set_clause=mode["set"].format(t="b"),
         on_hand_delta=mode["on_hand_delta"],
         reserved_delta=mode["reserved_delta"],
         movement_type=movement_type,
