@@ -3,6 +3,11 @@
 The key row is inserted in the operation's own transaction. A concurrent repeat blocks on the
 unique key until the first commits (then it replays) or rolls back (then it applies itself), so
 there is no window in which both apply.
+
+A key row gets its result in the same statement that applies the operation. A row without a
+result is a claim whose request was refused (unknown item, closed month, a bad value) in a
+transaction the caller committed anyway: it is never replayed; the next request with that key
+takes it over and applies, so a refused call leaves its key free.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .errors import IdempotencyConflict, InvalidArgument
+from .errors import IdempotencyConflict
+from .validation import text_value
 
 KEY_MAX_LENGTH = 200
 
@@ -34,9 +40,7 @@ def request_hash(operation: str, arguments: dict[str, Any]) -> str:
 def validate_key(key: object) -> str | None:
     if key is None:
         return None
-    if not isinstance(key, str) or not key or len(key) > KEY_MAX_LENGTH or "\x00" in key:
-        raise InvalidArgument(f"key={key!r} must be a non-empty string of at most {KEY_MAX_LENGTH} characters")
-    return key
+    return text_value(key, field="key", max_length=KEY_MAX_LENGTH)
 
 
 def claim(session: Session, key: str, operation: str, arguments: dict[str, Any]) -> FirstResult | None:
@@ -45,7 +49,8 @@ def claim(session: Session, key: str, operation: str, arguments: dict[str, Any])
     inserted = session.execute(
         text(
             "INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:key, :operation, :digest) "
-            "ON CONFLICT (key) DO NOTHING RETURNING key"
+            "ON CONFLICT (key) DO UPDATE SET operation = EXCLUDED.operation, request_hash = EXCLUDED.request_hash, "
+            "operation_id = NULL, created_at = now() WHERE idempotency_key.result IS NULL RETURNING key"
         ),
         {"key": key, "operation": operation, "digest": digest},
     ).first()

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     slow_query_s: float = Field(default=1.0, gt=0)
     # Batch flows push their run's metrics here when set (a Prometheus Pushgateway).
     pushgateway_url: str | None = None
+    # Business time (occurred_at) may be backdated freely but lie at most this far ahead of the
+    # clock: a postdated movement would sit in a future month nobody snapshots or closes.
+    max_future_skew_s: float = Field(default=86_400, ge=0, le=366 * 86_400)
     # `cangflow server start`: the local Prefect server's address (bound to loopback by default).
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=4200, ge=1, le=65535)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from numbers import Integral
 
 from .errors import InvalidArgument, InvalidQuantity
@@ -29,14 +29,28 @@ def quantity(value: object, *, field: str = "qty", allow_zero: bool = False, sig
     return number
 
 
-def code(value: object, *, field: str) -> str:
-    """An item code exactly as stored: no trimming or case folding (a padded code is another code)."""
+def text_value(value: object, *, field: str, max_length: int) -> str:
+    """A string PostgreSQL can store as text: valid UTF-8 (no lone surrogates), no NUL byte,
+    at most `max_length` characters. Checked here so the driver never sees it."""
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{field}={value!r} must be a non-empty string")
-    if len(value) > CODE_MAX_LENGTH:
-        raise InvalidArgument(f"{field}={value[:20]!r}... is longer than {CODE_MAX_LENGTH} characters")
-    if value != value.strip() or "\x00" in value:
-        raise InvalidArgument(f"{field}={value!r} has leading/trailing blanks or a NUL byte")
+    if len(value) > max_length:
+        raise InvalidArgument(f"{field}={value[:20]!r}... is longer than {max_length} characters")
+    if "\x00" in value:
+        raise InvalidArgument(f"{field}={value[:40]!r} holds a NUL byte, which PostgreSQL text cannot store")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidArgument(f"{field}={value[:40]!r} is not valid Unicode text "
+                              f"(character {error.start + 1}: {value[error.start]!r})") from None
+    return value
+
+
+def code(value: object, *, field: str) -> str:
+    """An item code exactly as stored: no trimming or case folding (a padded code is another code)."""
+    value = text_value(value, field=field, max_length=CODE_MAX_LENGTH)
+    if value != value.strip():
+        raise InvalidArgument(f"{field}={value!r} has leading/trailing blanks")
     return value
 
 
@@ -52,12 +66,19 @@ def business_time(value: object, *, field: str = "occurred_at") -> datetime:
         raise InvalidArgument(f"{field}={value!r} must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidArgument(f"{field}={value!r} has no time zone; pass an aware datetime")
+    from .settings import get_settings
+
+    skew = get_settings().max_future_skew_s
+    try:
+        latest = datetime.now(timezone.utc) + timedelta(seconds=skew)
+        too_late = value > latest
+    except OverflowError:  # an offset that pushes year 9999 past the calendar
+        too_late = True
+    if too_late:
+        raise InvalidArgument(f"{field}={value.isoformat()} is more than {skew:,.0f} s in the future "
+                              "(CANGFLOW_MAX_FUTURE_SKEW_S); business time may be backdated, not postdated")
     return value
 
 
 def reference(value: object, *, field: str = "reference") -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
-        raise InvalidArgument(f"{field}={value!r} must be a string of at most 200 characters")
-    return value
+    return None if value is None else text_value(value, field=field, max_length=200)

@@ -118,8 +118,9 @@ def adjust(
     warehouse = validation.code(warehouse, field="warehouse")
     item = Item(validation.code(sku, field="sku"), _required_location(location), validation.optional_code(lot, field="lot"))
     qty = validation.quantity(qty, signed=True)
-    if not isinstance(reason, str) or not reason.strip() or len(reason) > 500:
+    if not isinstance(reason, str) or not reason.strip():
         raise InvalidArgument(f"reason={reason!r}: an adjustment needs a reason (1-500 characters)")
+    reason = validation.text_value(reason, field="reason", max_length=500)
     request = _request("adjust", warehouse, key, occurred_at, reference, reason, sku=item.sku, qty=qty, location=item.location, lot=item.lot)
     replay = execute.start(session, request)
     if replay is not None:

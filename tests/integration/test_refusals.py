@@ -1,0 +1,113 @@
+"""A refused call writes nothing, not even its idempotency key: whatever refused it and whether
+or not the caller commits afterwards, the same request with the same key applies once the cause
+is fixed. Hostile values are refused before the database, naming the field."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from tests.builders import unique
+from warehouse import catalog, stock
+from warehouse.errors import InsufficientStock, InvalidArgument, InvalidQuantity, UnknownItem, WarehouseError
+
+pytestmark = pytest.mark.integration
+
+
+def key_rows(db, key: str) -> int:
+    with db.session() as s:
+        return s.execute(text("SELECT count(*) FROM idempotency_key WHERE key = :key"), {"key": key}).scalar_one()
+
+
+def refused_then_committed(db, call, error: type[Exception]) -> None:
+    """Call inside a transaction that catches the refusal and commits anyway, as a careless caller would."""
+    with db.session() as s:
+        with pytest.raises(error):
+            call(s)
+
+
+def test_a_receipt_into_an_unknown_bin_leaves_its_key_free_for_the_retry(world):
+    sku, key, new_bin = world.add_sku(), unique("key"), unique("BIN")
+
+    def receive(s):
+        return stock.receive(s, warehouse=world.warehouse, sku=sku, qty=4, location=new_bin, key=key)
+
+    refused_then_committed(world.db, receive, UnknownItem)
+    with world.db.session() as s:
+        catalog.ensure_location(s, world.warehouse, new_bin)
+    with world.db.session() as s:
+        change = receive(s)
+    assert not change.replayed and world.on_hand(sku) == 4
+    with world.db.session() as s:
+        assert receive(s).replayed  # and from now on it replays
+    assert world.on_hand(sku) == 4 and key_rows(world.db, key) == 1
+
+
+def test_a_pick_refused_for_stock_applies_with_the_same_key_after_a_receipt(world):
+    sku, key = world.stocked_sku(3), unique("key")
+
+    def pick(s):
+        return stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=5, key=key)
+
+    refused_then_committed(world.db, pick, InsufficientStock)
+    assert key_rows(world.db, key) == 0
+    world.receive(sku, 10)
+    with world.db.session() as s:
+        assert not pick(s).replayed
+    assert world.on_hand(sku) == 8
+
+
+def test_an_order_with_an_unknown_sku_leaves_its_key_free(world):
+    sku, key, missing = world.stocked_sku(10), unique("key"), unique("SKU")
+
+    def order(s):
+        return stock.deduct_order(s, warehouse=world.warehouse, lines=[(sku, 2), (missing, 1)], key=key)
+
+    refused_then_committed(world.db, order, UnknownItem)
+    with world.db.session() as s:
+        catalog.ensure_sku(s, missing)
+    world.receive(missing, 1)
+    with world.db.session() as s:
+        assert not order(s).replayed
+    assert (world.on_hand(sku), world.on_hand(missing)) == (8, 0)
+
+
+def test_a_key_left_without_a_result_is_never_replayed(world):
+    """A claim committed by a caller that swallowed a driver error (written by hand here)."""
+    sku, key = world.stocked_sku(5), unique("key")
+    with world.db.session() as s:
+        s.execute(text("INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:k, 'deduct', 'x')"),
+                  {"k": key})
+    with world.db.session() as s:
+        change = stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=2, key=key)
+    assert not change.replayed and world.on_hand(sku) == 3
+
+
+HOSTILE = {
+    "NUL in reason": dict(reason="broken\x00pallet"),
+    "NUL in reference": dict(reference="po\x00-1"),
+    "NUL in key": dict(key="k\x00ey"),
+    "lone surrogate in key": dict(key="k\udc80"),
+    "lone surrogate in location": dict(location="B\ud800"),
+    "key too long": dict(key="k" * 201),
+    "reason too long": dict(reason="r" * 501),
+    "year 9999": dict(occurred_at=datetime(9999, 12, 31, 23, 0, tzinfo=timezone.utc)),
+    "a week ahead": dict(occurred_at=datetime.now(timezone.utc) + timedelta(days=7)),
+    "quantity past bigint": dict(qty=2**63),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_value_is_refused_before_the_database_naming_its_field(world, case):
+    sku = world.stocked_sku(5)
+    arguments = dict(warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], reason="count fix")
+    arguments.update(HOSTILE[case])
+    field = next(iter(HOSTILE[case]))
+    with world.db.session() as s:
+        with pytest.raises(WarehouseError) as refused:
+            stock.adjust(s, **arguments)
+    assert isinstance(refused.value, (InvalidArgument, InvalidQuantity))
+    assert f"{field}=" in str(refused.value)
+    assert world.on_hand(sku) == 5
