@@ -60,3 +60,18 @@ class HistoryClosed(WarehouseError):
             f"stock history for {month} is closed; a change dated in that month is refused "
             f"(reopen it with `cangflow history reopen {month} --reason ...`)"
         )
+
+
+class ConcurrentConflict(WarehouseError):
+    """The transaction lost a race PostgreSQL resolves by aborting one side (a deadlock between
+    operations the caller composed in one transaction, or a serialization failure). Nothing of
+    the transaction applied and it must be rolled back; running it again is safe (a key makes a
+    retried request apply once). `warehouse.retry.in_transaction` does that, bounded, with jitter."""
+
+    retryable = True
+
+    def __init__(self, operation: str, sqlstate: str, detail: str):
+        self.operation = operation
+        self.sqlstate = sqlstate
+        super().__init__(f"{operation} lost a race with a concurrent transaction (SQLSTATE {sqlstate}: {detail}); "
+                         "nothing was applied: roll back and run the transaction again")

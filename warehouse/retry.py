@@ -4,6 +4,7 @@ its transaction or not at all, and a key makes a retried request apply once."""
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -14,14 +15,35 @@ from sqlalchemy.orm import Session
 
 from . import metrics
 from .db import Database
+from .errors import ConcurrentConflict
 
 T = TypeVar("T")
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
 def is_retryable(error: BaseException) -> bool:
+    if isinstance(error, ConcurrentConflict):
+        return True
     original = getattr(error, "orig", None)
     return isinstance(error, DBAPIError) and getattr(original, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def conflicts_are_retryable(operation: Callable[..., T]) -> Callable[..., T]:
+    """Wrap a stock operation: a deadlock or serialization failure in its statements reaches the
+    caller as the one documented retryable error, `ConcurrentConflict`."""
+
+    @functools.wraps(operation)
+    def wrapper(*args, **kwargs):
+        try:
+            return operation(*args, **kwargs)
+        except DBAPIError as error:
+            sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+            if sqlstate not in RETRYABLE_SQLSTATES:
+                raise
+            detail = str(getattr(error, "orig", error)).splitlines()[0]
+            raise ConcurrentConflict(operation.__name__, sqlstate, detail) from error
+
+    return wrapper
 
 
 def in_transaction(
@@ -36,7 +58,7 @@ def in_transaction(
         try:
             with db.session() as session:
                 return work(session)
-        except DBAPIError as error:
+        except (DBAPIError, ConcurrentConflict) as error:
             if not is_retryable(error) or attempt == attempts:
                 raise
             metrics.current().deduction_retried(label)

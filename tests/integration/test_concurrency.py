@@ -15,12 +15,11 @@ from datetime import date
 
 import psycopg
 import pytest
-from sqlalchemy.exc import DBAPIError
 
 import warehouse
 from tests.integration.helpers import violations
 from warehouse import stock
-from warehouse.errors import InsufficientStock
+from warehouse.errors import ConcurrentConflict, InsufficientStock
 
 pytestmark = pytest.mark.integration
 
@@ -210,7 +209,7 @@ def test_retry_wrapper_reruns_a_transaction_that_lost_a_deadlock(world, pool, re
     assert world.on_hand(first) == 8 and world.on_hand(second) == 8
 
 
-def test_a_deadlock_without_the_retry_wrapper_surfaces_as_an_error(world, pool):
+def test_a_deadlock_without_the_retry_wrapper_surfaces_as_the_one_retryable_error(world, pool):
     first = world.stocked_sku(10)
     second = world.stocked_sku(10)
     gate = threading.Barrier(2)
@@ -224,8 +223,9 @@ def test_a_deadlock_without_the_retry_wrapper_surfaces_as_an_error(world, pool):
                 time.sleep(0.2)
                 stock.deduct(s, warehouse=world.warehouse, sku=order[1], qty=1)
             return "applied"
-        except DBAPIError as error:
-            return error.orig.sqlstate
+        except ConcurrentConflict as error:
+            assert error.retryable and "nothing was applied" in str(error)
+            return error.sqlstate
 
     assert sorted(run_workers(work, workers=2)) == ["40P01", "applied"]
 

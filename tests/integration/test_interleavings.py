@@ -178,6 +178,22 @@ def test_a_release_waiting_on_a_reservation_releases_from_the_new_reserved(world
     assert_books_balance(world)
 
 
+def test_an_order_waiting_on_a_release_takes_the_released_stock(world, pool):
+    """The order's UPDATE must set reserved from the locked row too: left to the snapshot's
+    version (6 reserved), the new row 10 - 8 = 2 on hand would fail the reserved <= on_hand CHECK."""
+    sku, other = world.stocked_sku(10), world.stocked_sku(5)
+    bin_ = world.locations[0]
+    with pool.session() as s:
+        stock.reserve(s, warehouse=world.warehouse, sku=sku, qty=6, location=bin_)
+    change = interleave(
+        pool,
+        lambda s: stock.release(s, warehouse=world.warehouse, sku=sku, qty=6, location=bin_),
+        lambda s: stock.deduct_order(s, warehouse=world.warehouse, lines=[(sku, 8), (other, 1)]),
+    )
+    assert {line.sku: (line.on_hand, line.reserved) for line in change.lines} == {sku: (2, 0), other: (4, 0)}
+    assert_books_balance(world)
+
+
 NAIVE = "b.v - p.qty"  # arithmetic on the UPDATE's own row
 LOCKED = "p.v - p.qty"  # arithmetic on the row as locked, which the plan carries
 

@@ -10,12 +10,14 @@ from sqlalchemy.orm import Session
 from .. import validation
 from ..errors import InvalidArgument
 from ..idempotency import validate_key
+from ..retry import conflicts_are_retryable
 from . import execute
 from .resolve import Item, resolve
 from .result import StockChange
 from .statements import COUNT_STATEMENT, ENSURE_ROWS
 
 
+@conflicts_are_retryable
 def count(
     session: Session,
     *,

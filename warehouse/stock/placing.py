@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from .. import validation
 from ..errors import InvalidArgument
 from ..idempotency import validate_key
+from ..retry import conflicts_are_retryable
 from . import execute
 from .resolve import Item, Resolved, resolve
 from .result import StockChange
@@ -74,6 +75,7 @@ def _request(operation, warehouse, key, occurred_at, reference, reason=None, **a
     )
 
 
+@conflicts_are_retryable
 def receive(
     session: Session,
     *,
@@ -98,6 +100,7 @@ def receive(
     return _apply_deltas(session, request, resolved, [(item, qty, "receipt")])
 
 
+@conflicts_are_retryable
 def adjust(
     session: Session,
     *,
@@ -129,6 +132,7 @@ def adjust(
     return _apply_deltas(session, request, resolved, [(item, qty, "adjustment")])
 
 
+@conflicts_are_retryable
 def transfer(
     session: Session,
     *,

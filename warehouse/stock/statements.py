@@ -16,7 +16,9 @@ row's lock is held for one round trip (the commit) instead of one per write. Why
   holds the pre-receipt version, so a guard on it skipped a row the plan had rightly approved
   ("planned 1 rows but changed 0"), and arithmetic on it formed a row (5 - 8 = -3) that the
   CHECK constraints refuse before PostgreSQL moves on to the latest version (a spurious
-  CheckViolation; tests/integration/test_interleavings.py shows both). The CHECK constraints
+  CheckViolation; tests/integration/test_interleavings.py shows both). For the same reason
+  every such UPDATE sets both on_hand and reserved: a column it leaves out is the snapshot's
+  in the row the CHECKs test (a pick next to a committed reservation). The CHECK constraints
   stay the last line: a head that planned wrong fails loudly, never writes a negative;
 - arrays go in through `unnest(...)`, so the SQL text is constant and prepared once.
 
@@ -39,18 +41,21 @@ TAKE_MODES = {
     "deduction": {
         "source": AVAILABLE,
         "set": "on_hand = {t}.on_hand - rt.qty",
+        "other": "reserved = {t}.reserved",
         "on_hand_delta": "-rt.qty",
         "reserved_delta": "0",
     },
     "reservation": {
         "source": AVAILABLE,
         "set": "reserved = {t}.reserved + rt.qty",
+        "other": "on_hand = {t}.on_hand",
         "on_hand_delta": "0",
         "reserved_delta": "rt.qty",
     },
     "release": {
         "source": RESERVED,
         "set": "reserved = {t}.reserved - rt.qty",
+        "other": "on_hand = {t}.on_hand",
         "on_hand_delta": "0",
         "reserved_delta": "-rt.qty",
     },
@@ -276,7 +281,9 @@ def take_statement(movement_type: str) -> str:
     head = _TAKE_HEAD.format(
         source_b=mode["source"].format(t="b"),
         source_l=mode["source"].format(t="l"),
-        locked_set_clause=mode["set"].format(t="rt"),
+        # Both columns the CHECKs read, from the locked row: a column left out is taken from the
+        # UPDATE's own (snapshot) version when PostgreSQL checks the new row.
+        locked_set_clause=f'{mode["set"].format(t="rt")}, {mode["other"].format(t="rt")}',
         on_hand_delta=mode["on_hand_delta"],
         reserved_delta=mode["reserved_delta"],
         movement_type=movement_type,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from .. import metrics, validation
 from ..errors import InsufficientStock, InvalidArgument
 from ..idempotency import validate_key
+from ..retry import conflicts_are_retryable
 from . import execute
 from .resolve import Item, resolve
 from .result import StockChange
@@ -108,6 +109,7 @@ def _measured_deduction(operation: str, run):
     return change
 
 
+@conflicts_are_retryable
 def deduct(
     session: Session,
     *,
@@ -137,6 +139,7 @@ def deduct(
     )
 
 
+@conflicts_are_retryable
 def deduct_order(
     session: Session,
     *,
@@ -184,6 +187,7 @@ def _order_line(number: int, raw: OrderLine | Mapping | tuple) -> OrderLine:
     raise InvalidArgument(f"{prefix}{raw!r} is not an order line (sku, qty[, location[, lot]])")
 
 
+@conflicts_are_retryable
 def reserve(
     session: Session,
     *,
@@ -209,6 +213,7 @@ def reserve(
     )
 
 
+@conflicts_are_retryable
 def release(
     session: Session,
     *,
