@@ -164,7 +164,7 @@ def _day(value: str | None, option: str):
     try:
         return date.fromisoformat(value)
     except ValueError:
-        bad_argument(option, value, "not a date (YYYY-MM-DD)")
+        bad_argument(option, value, "is not a date (YYYY-MM-DD)")
 
 
 def _readable_file(option: str, path: Path | None) -> None:

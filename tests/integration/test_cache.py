@@ -359,3 +359,85 @@ def test_local_only_cache_needs_no_redis(db, world):
         assert cache.available(warehouse=world.warehouse, sku=sku) == 2
     finally:
         cache.close()
+
+
+class PausedLoad:
+    """Makes the cache's next database load of `pair` stop right after it read, until released:
+    the window in which a change commits and is invalidated."""
+
+    def __init__(self, monkeypatch, pair):
+        from warehouse.cache import stock_cache
+
+        self.read_done, self.release = threading.Event(), threading.Event()
+        original = stock_cache.load_one
+
+        def paused(session, warehouse_code, sku):
+            loaded = original(session, warehouse_code, sku)
+            if (warehouse_code, sku) == pair and not self.read_done.is_set():
+                self.read_done.set()
+                assert self.release.wait(30)
+            return loaded
+
+        monkeypatch.setattr(stock_cache, "load_one", paused)
+
+
+def test_a_load_that_overlaps_a_commit_does_not_serve_the_old_number_afterwards(cache, db, world, monkeypatch):
+    """Read-your-writes in one process: a miss loads 10, the load pauses; a deduction commits
+    through the same Database (its hook invalidates); the load then finishes. The next read must
+    say 7, not the loaded 10 kept in the in-process level."""
+    sku = world.stocked_sku(10)
+    pair = (world.warehouse, sku)
+    paused = PausedLoad(monkeypatch, pair)
+    with ThreadPoolExecutor(1) as executor:
+        reading = executor.submit(cache.available, warehouse=world.warehouse, sku=sku)
+        assert paused.read_done.wait(30)
+        with db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=3)
+        paused.release.set()
+        assert reading.result(timeout=30) == 10  # the read began before the commit
+    assert cache.available(warehouse=world.warehouse, sku=sku) == 7
+
+
+def test_a_local_only_cache_keeps_read_your_writes_across_an_overlapping_load(db, world, monkeypatch):
+    sku = world.stocked_sku(10)
+    local = StockCache(db, use_redis=False, local_ttl_s=60)  # a long TTL: only invalidation helps
+    try:
+        paused = PausedLoad(monkeypatch, (world.warehouse, sku))
+        with ThreadPoolExecutor(1) as executor:
+            reading = executor.submit(local.available, warehouse=world.warehouse, sku=sku)
+            assert paused.read_done.wait(30)
+            with db.session() as s:
+                stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=4)
+            paused.release.set()
+            assert reading.result(timeout=30) == 10
+        assert local.available(warehouse=world.warehouse, sku=sku) == 6
+    finally:
+        local.close()
+
+
+def test_an_early_refresh_across_an_expiry_cannot_write_its_old_number(cache, db, other_db, world, monkeypatch):
+    """A refresh reads generation G from the value's hash and pauses after its database read;
+    the hash expires (deleted here) and a change from another process is invalidated. Under a
+    per-key counter the new generation would be G again and the refresh's old number would be
+    written for the whole Redis TTL; generations from one growing counter refuse it."""
+    sku = world.stocked_sku(10)
+    pair = (world.warehouse, sku)
+    with other_db.session() as s:  # a first change, so the pair's hash carries a generation
+        stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1)
+    cache.remote.client.delete(cache.keys.available(*pair))  # as after an expiry: a fresh hash
+    cache.remote.invalidate({pair})
+    assert cache.available(warehouse=world.warehouse, sku=sku) == 9  # loaded and written under G
+    seen = cache.remote.read(*pair)
+    paused = PausedLoad(monkeypatch, pair)
+    with ThreadPoolExecutor(1) as executor:
+        refreshing = executor.submit(cache._load, pair, seen.generation, reason="early refresh")
+        assert paused.read_done.wait(30)
+        cache.remote.client.delete(cache.keys.available(*pair))  # the hash expires
+        with other_db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=2)
+        cache.remote.invalidate({pair})  # the relay's invalidation of that change
+        paused.release.set()
+        refreshing.result(timeout=30)
+    assert cache.remote.read(*pair).entry is None  # the old 9 was refused
+    cache.forget_local({pair})
+    assert cache.available(warehouse=world.warehouse, sku=sku) == 7

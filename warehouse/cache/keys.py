@@ -14,6 +14,10 @@ class Keys:
     def available(self, warehouse: str, sku: str) -> str:
         return f"{self.namespace}:avail:{self.member(warehouse, sku)}"
 
+    def generation_counter(self) -> str:
+        """The counter every invalidation draws a new generation from (never expires)."""
+        return f"{self.namespace}:avail-generation"
+
     def load_lock(self, warehouse: str, sku: str) -> str:
         return f"{self.namespace}:load:{self.member(warehouse, sku)}"
 

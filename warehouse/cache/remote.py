@@ -2,10 +2,15 @@
 a load lock for single-flight, all behind a circuit breaker.
 
 Why a generation as well as a version: invalidation removes the value, and with it the
-version a late writer would have been compared against. So invalidation bumps the key's
+version a late writer would have been compared against. So invalidation gives the key a new
 generation instead of deleting the key, and a loader may only write under the generation it
 saw before it read the database. A loader that read before a change committed therefore
 can never write its old number after the change's invalidation.
+
+Generations come from one counter per namespace that only grows (never from the key's own
+hash): the hash expires with its value, and a per-key counter would then start again at 1,
+so a loader holding generation 1 from before the expiry could write its old number under the
+new 1 and keep it for the whole Redis TTL.
 """
 
 from __future__ import annotations
@@ -31,14 +36,16 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2], 'a', ARGV[3], 'd', ARGV[4], 'x', ARGV[
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return 1
 """
-# KEYS: value hashes; ARGV[1]: how long the bumped generation is kept (ms)
+# KEYS[1]: the namespace's generation counter; KEYS[2..]: value hashes;
+# ARGV[1]: how long the new generation is kept (ms)
 _INVALIDATE = """
-for _, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, 'g', 1)
-  redis.call('HDEL', key, 'v', 'a', 'd', 'x', 'n')
-  redis.call('PEXPIRE', key, ARGV[1])
+local g = redis.call('INCR', KEYS[1])
+for i = 2, #KEYS do
+  redis.call('HSET', KEYS[i], 'g', g)
+  redis.call('HDEL', KEYS[i], 'v', 'a', 'd', 'x', 'n')
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
-return #KEYS
+return #KEYS - 1
 """
 # Warmup, one call per chunk. KEYS: value hashes.
 _GENERATIONS = """
@@ -151,7 +158,7 @@ class RemoteCache:
         if not pairs:
             return 0
         keys = [self.keys.available(warehouse, sku) for warehouse, sku in sorted(pairs)]
-        return self.call(self._invalidate, keys, [GENERATION_KEEP_MS])
+        return self.call(self._invalidate, [self.keys.generation_counter(), *keys], [GENERATION_KEEP_MS])
 
     def try_lock(self, warehouse: str, sku: str, ttl_ms: int) -> str | None:
         token = secrets.token_hex(8)

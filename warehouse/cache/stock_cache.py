@@ -16,7 +16,10 @@ PostgreSQL.
   every stock change, retrying until it succeeds (the guaranteed path).
 
 Staleness bound: once a change is committed and the relay has run, every process reads it
-within `cache_local_ttl_s` (1 s by default; never above 5 s).
+within `cache_local_ttl_s` (1 s by default; never above 5 s). Within the process that committed
+it, the next read returns it (read-your-writes): a read or load that began before a local
+invalidation of its pair never puts its value into the in-process level afterwards (an
+invalidation epoch per pair), nor does a load whose Redis write was refused as superseded.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import math
 import random
 import threading
 import time
+
+from collections import OrderedDict
 
 from cachetools import TTLCache
 
@@ -36,13 +41,14 @@ from ..redis_client import connect_redis
 from ..settings import get_settings
 from .keys import Keys
 from .load import Loaded, load_one
-from .remote import Entry, RemoteCache, Unavailable, now_ms
+from .remote import WRITTEN, Entry, RemoteCache, Unavailable, now_ms
 from .stats import AccessStats
 
 XFETCH_BETA = 1.0
 LOCK_STRIPES = 256
 WAIT_FOR_PEER_S = 1.0
 WAIT_STEP_S = 0.01
+INVALIDATIONS_KEPT = 100_000  # per-pair invalidation epochs remembered; older ones fold into one floor
 
 
 class StockCache:
@@ -55,6 +61,11 @@ class StockCache:
         self.local_ttl_s = local_ttl_s if local_ttl_s is not None else settings.cache_local_ttl_s
         self._local: TTLCache = TTLCache(maxsize=settings.cache_local_size, ttl=self.local_ttl_s)
         self._local_lock = threading.Lock()
+        # Local invalidations: an epoch that grows with each, and the epoch of each pair's last
+        # one (older records folded into `_forgotten_upto`, which then stands for all of them).
+        self._epoch = 0
+        self._invalidated: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._forgotten_upto = 0
         self._stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
         self.breaker = CircuitBreaker(failures_to_open=settings.breaker_failures, open_seconds=settings.breaker_open_s,
                                       on_change=_breaker_changed)
@@ -71,11 +82,12 @@ class StockCache:
             return self._answer(pair, entry, "l1")
         if self.remote is not None:
             try:
+                since = self._local_epoch()
                 read = self.remote.read(warehouse, sku)
                 if read.entry is not None:
                     if _refresh_early(read.entry):
                         return self._answer(pair, self._load(pair, read.generation, reason="early refresh"), "l2")
-                    self._local_put(pair, read.entry)
+                    self._local_put(pair, read.entry, since)
                     return self._answer(pair, read.entry, "l2")
             except Unavailable:
                 return self._answer(pair, self._load_without_redis(pair), "miss")
@@ -101,9 +113,10 @@ class StockCache:
             if self.remote is None:
                 return self._load(pair, None, reason="miss")
             try:
+                since = self._local_epoch()
                 read = self.remote.read(*pair)
                 if read.entry is not None:
-                    self._local_put(pair, read.entry)
+                    self._local_put(pair, read.entry, since)
                     return read.entry
                 token = self.remote.try_lock(*pair, ttl_ms=int(WAIT_FOR_PEER_S * 2000))
                 if token is None:
@@ -122,14 +135,17 @@ class StockCache:
         deadline = time.monotonic() + WAIT_FOR_PEER_S
         while time.monotonic() < deadline:
             time.sleep(WAIT_STEP_S)
+            since = self._local_epoch()
             read = self.remote.read(*pair)
             if read.entry is not None:
-                self._local_put(pair, read.entry)
+                self._local_put(pair, read.entry, since)
                 return read.entry
         return None
 
     def _load(self, pair: tuple[str, str], generation: str | None, *, reason: str) -> Entry:
-        """Read PostgreSQL; write Redis (under `generation`, when given) and L1."""
+        """Read PostgreSQL; write Redis (under `generation`, when given) and L1. The caller gets
+        what was read; the in-process level keeps it only if nothing newer was seen meanwhile."""
+        since = self._local_epoch()
         started = time.perf_counter()
         with self.db.session() as session:
             loaded = load_one(session, *pair)
@@ -138,10 +154,11 @@ class StockCache:
         entry, ttl_s = self.entry_for(loaded, load_ms)
         if generation is not None and self.remote is not None:
             try:
-                self.remote.write(pair[0], pair[1], generation, entry, ttl_s)
+                if self.remote.write(pair[0], pair[1], generation, entry, ttl_s) != WRITTEN:
+                    return entry  # superseded (invalidated since) or stale (a newer value is there)
             except Unavailable:
                 pass
-        self._local_put(pair, entry)
+        self._local_put(pair, entry, since)
         return entry
 
     def _load_without_redis(self, pair: tuple[str, str]) -> Entry:
@@ -161,8 +178,15 @@ class StockCache:
         with self._local_lock:
             return self._local.get(pair)
 
-    def _local_put(self, pair: tuple[str, str], entry: Entry) -> None:
+    def _local_epoch(self) -> int:
         with self._local_lock:
+            return self._epoch
+
+    def _local_put(self, pair: tuple[str, str], entry: Entry, since: int) -> None:
+        """Keep `entry`, read at local epoch `since`, unless the pair was invalidated after that."""
+        with self._local_lock:
+            if self._invalidated.get(pair, self._forgotten_upto) > since:
+                return
             current = self._local.get(pair)
             if current is None or current.version <= entry.version:
                 self._local[pair] = entry
@@ -179,8 +203,14 @@ class StockCache:
 
     def forget_local(self, pairs: set[tuple[str, str]]) -> None:
         with self._local_lock:
+            self._epoch += 1
             for pair in pairs:
                 self._local.pop(pair, None)
+                self._invalidated[pair] = self._epoch
+                self._invalidated.move_to_end(pair)
+            while len(self._invalidated) > INVALIDATIONS_KEPT:
+                _, epoch = self._invalidated.popitem(last=False)
+                self._forgotten_upto = max(self._forgotten_upto, epoch)
 
     def close(self) -> None:
         self.stats.close()
