@@ -17,7 +17,14 @@ from flows.console import summary_text
 from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
 from flows.snapshot import snapshot_flow
-from tasks.rollover import close_due_months, premake_partitions, reopened_months, rescue_default_rows, retire_old_partitions
+from tasks.rollover import (
+    close_due_months,
+    premake_partitions,
+    prune_expired_keys,
+    reopened_months,
+    rescue_default_rows,
+    retire_old_partitions,
+)
 from warehouse.snapshots.days import today_utc
 
 
@@ -34,6 +41,7 @@ def _rollover_flow(today: date | None = None) -> dict:
         snapshot_flow()
     closing = close_due_months(today)
     retired = retire_old_partitions(today)
+    keys_pruned = prune_expired_keys()
     rows = (
         [{"step": "premake", "partition": m["partition"], "result": "created", "rows moved": m["rows_moved"]}
          for m in made if m["created"]]
@@ -49,6 +57,7 @@ def _rollover_flow(today: date | None = None) -> dict:
         "months_closed": [c["month"] for c in closing if c["closed"]],
         "months_left_open": {c["month"]: c["why"] for c in closing if not c["closed"]},
         "partitions_retired": [r["partition"] for r in retired],
+        "idempotency_keys_pruned": keys_pruned,
         "seconds": round(time.perf_counter() - started, 3),
     }
     table_artifact(

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 
 from prefect import task
 
-from warehouse import history, partitions, retention, retry
+from warehouse import history, idempotency, partitions, retention, retry
 from warehouse.settings import get_settings
 
 from .database import database
+
+KEY_PRUNE_BATCH = 10_000
 
 
 def _step(work):
@@ -80,3 +82,17 @@ def retire_old_partitions(today: date) -> list[dict]:
                               dump_directory=dumps) for p in due]
     return [{"partition": r.name, "month": partitions.month_label(r.month), "how": r.how, "concurrently": r.concurrently,
              "dump": r.dump or "", "summary": retention.describe(r)} for r in done if r is not None]
+
+
+@task(name="rollover-expired-keys", retries=2, retry_delay_seconds=10)
+def prune_expired_keys(now: datetime | None = None) -> int:
+    """Idempotency keys past their retention, deleted in batches of one transaction each."""
+    settings = get_settings()
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=settings.idempotency_retention_days)
+    pruned = 0
+    while True:
+        with database().session() as session:
+            deleted = idempotency.prune_expired(session, older_than=cutoff, batch=KEY_PRUNE_BATCH)
+        pruned += deleted
+        if deleted < KEY_PRUNE_BATCH:
+            return pruned

@@ -54,8 +54,15 @@ class IdempotencyConflict(WarehouseError):
 
 
 class HistoryClosed(WarehouseError):
-    def __init__(self, month: str):
+    def __init__(self, month: str, *, floor: str | None = None):
         self.month = month
+        self.floor = floor
+        if floor is not None:
+            super().__init__(
+                f"stock history for {month} is before the history floor {floor} (the oldest month the "
+                "ledger keeps, CANGFLOW_RETENTION_MONTHS back); a change dated there is refused"
+            )
+            return
         super().__init__(
             f"stock history for {month} is closed; a change dated in that month is refused "
             f"(reopen it with `cangflow history reopen {month} --reason ...`)"

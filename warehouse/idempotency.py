@@ -4,6 +4,9 @@ The key row is inserted in the operation's own transaction. A concurrent repeat 
 unique key until the first commits (then it replays) or rolls back (then it applies itself), so
 there is no window in which both apply.
 
+Keys expire after `idempotency_retention_days` (30 by default): the rollover flow prunes them
+in batches. A request repeated after its key expired is a new request and applies again.
+
 A key row gets its result in the same statement that applies the operation. A row without a
 result is a claim whose request was refused (unknown item, closed month, a bad value) in a
 transaction the caller committed anyway: it is never replayed; the next request with that key
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -68,3 +72,15 @@ def claim(session: Session, key: str, operation: str, arguments: dict[str, Any])
 def forget(session: Session, key: str) -> None:
     """Drop a claim whose request was refused, so the refusal leaves nothing behind."""
     session.execute(text("DELETE FROM idempotency_key WHERE key = :key AND result IS NULL"), {"key": key})
+
+
+def prune_expired(session: Session, *, older_than: datetime, batch: int = 10_000) -> int:
+    """Delete up to `batch` keys created before `older_than` (the caller commits per batch, so
+    a long prune never holds many row locks); rows another transaction holds are skipped."""
+    return session.execute(
+        text(
+            "DELETE FROM idempotency_key WHERE key IN (SELECT key FROM idempotency_key WHERE created_at < :cutoff "
+            "ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED)"
+        ),
+        {"cutoff": older_than, "batch": batch},
+    ).rowcount

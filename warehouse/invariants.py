@@ -51,12 +51,15 @@ _CHECKS: dict[str, str] = {
         GROUP BY m.operation_id
     """,
     # 3. A key applies once: all movements under a key belong to the one operation it recorded.
+    # Keys expire (the rollover prunes them) and an expired key is free again, so movements under
+    # a key no longer kept, or recorded before the key was last claimed, belong to an earlier
+    # request and are not held against it (movement and key share their transaction's now()).
     "key_applied_once": """
         SELECT format('idempotency key %L has movements of operation(s) %s, recorded operation %s',
                       m.idempotency_key, string_agg(DISTINCT m.operation_id::text, ','),
                       coalesce(k.operation_id::text, 'none'))
         FROM stock_movement m
-        LEFT JOIN idempotency_key k ON k.key = m.idempotency_key
+        JOIN idempotency_key k ON k.key = m.idempotency_key AND m.recorded_at >= k.created_at
         WHERE m.idempotency_key IS NOT NULL
         GROUP BY m.idempotency_key, k.operation_id
         HAVING count(DISTINCT m.operation_id) > 1 OR bool_or(m.operation_id IS DISTINCT FROM k.operation_id)

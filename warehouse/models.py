@@ -143,6 +143,7 @@ class IdempotencyKey(Base):
     """Request keys: not partitioned, so the key alone can be unique."""
 
     __tablename__ = "idempotency_key"
+    __table_args__ = (Index("ix_idempotency_key_created_at", "created_at"),)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     operation: Mapped[str] = mapped_column(String(32))
     request_hash: Mapped[str] = mapped_column(String(64))

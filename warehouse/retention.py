@@ -29,6 +29,7 @@ from .db import Database
 from .errors import WarehouseError
 from .history import closed_months, record_state
 from .partitions import add_months, month_label, month_start
+from .validation import history_floor
 
 ARCHIVE_SCHEMA = "archive"
 
@@ -45,7 +46,7 @@ class Retired:
 
 def cutoffs(today: date, retention_months: int) -> dict[str, date]:
     """Per table, months before this leave the hot table."""
-    ledger = add_months(month_start(today), -retention_months)
+    ledger = history_floor(today, retention_months)  # the one definition the stock API refuses before
     return {"stock_movement": ledger, "stock_snapshot": add_months(ledger, -1)}
 
 

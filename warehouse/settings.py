@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     slow_query_s: float = Field(default=1.0, gt=0)
     # Batch flows push their run's metrics here when set (a Prometheus Pushgateway).
     pushgateway_url: str | None = None
+    # Idempotency keys are kept this long; the rollover prunes older ones (a request repeated
+    # after its key expired applies again).
+    idempotency_retention_days: float = Field(default=30.0, gt=0, le=3660)
     # Business time (occurred_at) may be backdated freely but lie at most this far ahead of the
     # clock: a postdated movement would sit in a future month nobody snapshots or closes.
     max_future_skew_s: float = Field(default=86_400, ge=0, le=366 * 86_400)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from numbers import Integral
 
-from .errors import InvalidArgument, InvalidQuantity
+from .errors import HistoryClosed, InvalidArgument, InvalidQuantity
 
 BIGINT_MAX = 2**63 - 1
 CODE_MAX_LENGTH = 64
@@ -58,17 +58,24 @@ def optional_code(value: object, *, field: str) -> str | None:
     return None if value is None else code(value, field=field)
 
 
-def business_time(value: object, *, field: str = "occurred_at") -> datetime:
-    """A business timestamp; None means now. Naive datetimes are refused: their zone is a guess."""
+def business_time(value: object, *, field: str = "occurred_at", change: bool = True) -> datetime:
+    """A business timestamp; None means now. Naive datetimes are refused: their zone is a guess.
+    A change (not a read) must lie between the history floor and the allowed skew ahead."""
     if value is None:
         return datetime.now(timezone.utc)
     if not isinstance(value, datetime):
         raise InvalidArgument(f"{field}={value!r} must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidArgument(f"{field}={value!r} has no time zone; pass an aware datetime")
+    if not change:
+        return value
     from .settings import get_settings
 
-    skew = get_settings().max_future_skew_s
+    settings = get_settings()
+    floor = history_floor(datetime.now(timezone.utc).date(), settings.retention_months)
+    if value < datetime(floor.year, floor.month, 1, tzinfo=timezone.utc):
+        raise HistoryClosed(f"{value.year:04d}-{value.month:02d}", floor=f"{floor:%Y-%m}")
+    skew = settings.max_future_skew_s
     try:
         latest = datetime.now(timezone.utc) + timedelta(seconds=skew)
         too_late = value > latest
@@ -78,6 +85,13 @@ def business_time(value: object, *, field: str = "occurred_at") -> datetime:
         raise InvalidArgument(f"{field}={value.isoformat()} is more than {skew:,.0f} s in the future "
                               "(CANGFLOW_MAX_FUTURE_SKEW_S); business time may be backdated, not postdated")
     return value
+
+
+def history_floor(today: date, retention_months: int) -> date:
+    """The first day of the oldest month the ledger keeps: the rollover retires every month
+    before it (`retention.cutoffs`), so a change dated there could never be kept."""
+    index = today.year * 12 + today.month - 1 - retention_months
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def reference(value: object, *, field: str = "reference") -> str | None:

@@ -58,11 +58,17 @@ def rolled(tasks_db):
     world = World.create(db, bins=1)
     sku = world.add_sku()
     # One receipt in the middle of each of the last 26 months; the migration premade only
-    # last month onward, so the older ones land in the default partition.
-    for offset in range(-MONTHS, 0):
-        with db.session() as s:
-            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=PER_MONTH, location=world.locations[0],
-                          occurred_at=mid(month(offset)))
+    # last month onward, so the older ones land in the default partition. They are written
+    # under a longer retention, as if in their own time: today's 24 months would refuse the
+    # two oldest (before the history floor), which the rollover below then retires.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CANGFLOW_RETENTION_MONTHS", str(MONTHS + 12))
+        get_settings.cache_clear()
+        for offset in range(-MONTHS, 0):
+            with db.session() as s:
+                stock.receive(s, warehouse=world.warehouse, sku=sku, qty=PER_MONTH, location=world.locations[0],
+                              occurred_at=mid(month(offset)))
+    get_settings.cache_clear()
     with db.session() as s:
         in_default = partitions.rows_in_default(s, "stock_movement")
     from tasks.rollover import rescue_default_rows

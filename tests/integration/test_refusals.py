@@ -111,3 +111,46 @@ def test_a_hostile_value_is_refused_before_the_database_naming_its_field(world, 
     assert isinstance(refused.value, (InvalidArgument, InvalidQuantity))
     assert f"{field}=" in str(refused.value)
     assert world.on_hand(sku) == 5
+
+
+def test_expired_keys_are_pruned_in_batches_and_a_repeat_after_expiry_applies_again(world):
+    from warehouse import idempotency
+
+    sku = world.stocked_sku(10)
+    keys = [unique("old-key") for _ in range(5)]
+    for key in keys:
+        with world.db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1, key=key)
+    now = datetime.now(timezone.utc)
+    with world.db.session() as s:
+        s.execute(text("UPDATE idempotency_key SET created_at = :at WHERE key = ANY (CAST(:keys AS text[]))"),
+                  {"at": now - timedelta(days=31), "keys": keys})
+    batches = []
+    while True:
+        with world.db.session() as s:
+            batches.append(idempotency.prune_expired(s, older_than=now - timedelta(days=30), batch=2))
+        if batches[-1] < 2:
+            break
+    assert sum(batches) >= 5 and all(size <= 2 for size in batches)
+    assert sum(key_rows(world.db, key) for key in keys) == 0
+    with world.db.session() as s:  # the README's warning: past its retention a key is new again
+        assert not stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1, key=keys[0]).replayed
+    assert world.on_hand(sku) == 4
+
+
+@pytest.mark.parametrize("when", [datetime(1, 1, 1, tzinfo=timezone.utc),
+                                  datetime(1999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-5)))],
+                         ids=["year 1", "last century"])
+def test_a_date_before_the_history_floor_is_refused_naming_the_month_and_the_floor(world, when):
+    from warehouse.errors import HistoryClosed
+    from warehouse.settings import get_settings
+    from warehouse.validation import history_floor
+
+    sku, key = world.stocked_sku(5), unique("key")
+    floor = history_floor(datetime.now(timezone.utc).date(), get_settings().retention_months)
+    with world.db.session() as s:
+        with pytest.raises(HistoryClosed) as refused:
+            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0],
+                          occurred_at=when, key=key)
+    assert refused.value.floor == f"{floor:%Y-%m}" and f"{when.year:04d}-{when.month:02d}" in str(refused.value)
+    assert key_rows(world.db, key) == 0 and world.on_hand(sku) == 5

@@ -59,7 +59,7 @@ def _on_hand_as_of(session: Session, warehouse, sku, location, lot, as_of) -> in
         "lot": validation.optional_code(lot, field="lot"),
         "warehouse": validation.code(warehouse, field="warehouse"),
     }
-    as_of = validation.business_time(as_of, field="as_of")
+    as_of = validation.business_time(as_of, field="as_of", change=False)
     flush_pending(session)
     value = on_hand_as_of(session, **codes, as_of=as_of)
     if value is None:
