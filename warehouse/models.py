@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     Numeric,
@@ -51,7 +52,10 @@ class Warehouse(Base):
 
 class Location(Base):
     __tablename__ = "location"
-    __table_args__ = (UniqueConstraint("warehouse_id", "code", name="uq_location_warehouse_code"),)
+    __table_args__ = (
+        UniqueConstraint("warehouse_id", "code", name="uq_location_warehouse_code"),
+        UniqueConstraint("id", "warehouse_id", name="uq_location_id_warehouse"),  # target of balance keys
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
     code: Mapped[str] = mapped_column(String(64))
@@ -67,7 +71,10 @@ class Sku(Base):
 
 class Lot(Base):
     __tablename__ = "lot"
-    __table_args__ = (UniqueConstraint("sku_id", "code", name="uq_lot_sku_code"),)
+    __table_args__ = (
+        UniqueConstraint("sku_id", "code", name="uq_lot_sku_code"),
+        UniqueConstraint("id", "sku_id", name="uq_lot_id_sku"),  # target of the lot-belongs-to-SKU keys
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     sku_id: Mapped[int] = mapped_column(ForeignKey("sku.id"))
     code: Mapped[str] = mapped_column(String(64))
@@ -91,6 +98,13 @@ class StockBalance(Base):
             postgresql_nulls_not_distinct=True,
         ),
         Index("ix_stock_balance_warehouse_sku", "warehouse_id", "sku_id"),
+        # The dimensions tie (migration 0006): a bin of this warehouse, a lot of this SKU, and
+        # the keys a movement names its balance row's dimensions by.
+        ForeignKeyConstraint(["location_id", "warehouse_id"], ["location.id", "location.warehouse_id"],
+                             name="fk_stock_balance_location_in_warehouse"),
+        ForeignKeyConstraint(["lot_id", "sku_id"], ["lot.id", "lot.sku_id"], name="fk_stock_balance_lot_of_sku"),
+        UniqueConstraint("id", "warehouse_id", "location_id", "sku_id", name="uq_stock_balance_dimensions"),
+        UniqueConstraint("id", "lot_id", name="uq_stock_balance_id_lot"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
@@ -120,6 +134,11 @@ class StockMovement(Base):
         Index("ix_stock_movement_warehouse_sku_occurred", "warehouse_id", "sku_id", "occurred_at"),
         Index("ix_stock_movement_recorded", "recorded_at"),
         Index("ix_stock_movement_operation", "operation_id"),
+        ForeignKeyConstraint(["balance_id", "warehouse_id", "location_id", "sku_id"],
+                             ["stock_balance.id", "stock_balance.warehouse_id", "stock_balance.location_id",
+                              "stock_balance.sku_id"], name="fk_stock_movement_balance_dimensions"),
+        ForeignKeyConstraint(["balance_id", "lot_id"], ["stock_balance.id", "stock_balance.lot_id"],
+                             name="fk_stock_movement_balance_lot"),
         {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, server_default=text("nextval('stock_movement_id_seq')"))
@@ -127,7 +146,7 @@ class StockMovement(Base):
     recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
     movement_type: Mapped[str] = mapped_column(String(16))
     operation_id: Mapped[int] = mapped_column(BigInteger)
-    balance_id: Mapped[int] = mapped_column(ForeignKey("stock_balance.id"))
+    balance_id: Mapped[int] = mapped_column(BigInteger)
     warehouse_id: Mapped[int] = mapped_column(BigInteger)
     location_id: Mapped[int] = mapped_column(BigInteger)
     sku_id: Mapped[int] = mapped_column(BigInteger)
@@ -331,6 +350,7 @@ class AdjustmentOrderLine(Base):
         Index("uq_adjustment_order_line_key", "order_id", "sku_id", "lot_id", unique=True,
               postgresql_nulls_not_distinct=True),
         Index("ix_adjustment_order_line_status", "status"),
+        ForeignKeyConstraint(["lot_id", "sku_id"], ["lot.id", "lot.sku_id"], name="fk_adjustment_order_line_lot_of_sku"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("adjustment_order.id"))

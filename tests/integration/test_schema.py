@@ -82,3 +82,54 @@ def test_a_slow_statement_through_the_engine_is_counted(db, recorded_metrics, mo
     finally:
         slow_db.dispose()
     assert recorded_metrics.value("cangflow_db_slow_queries_total", operation="SELECT") == 1
+
+
+def _ids(db, world, sku):
+    with db.session() as s:
+        return s.execute(text("""
+            SELECT b.id, b.warehouse_id, b.location_id, b.sku_id FROM stock_balance b
+            JOIN sku ON sku.id = b.sku_id WHERE sku.code = :sku"""), {"sku": sku}).one()
+
+
+WRONG_DIMENSIONS = {
+    "a bin of another warehouse": (
+        "INSERT INTO stock_balance (warehouse_id, location_id, sku_id) VALUES (:other_warehouse, :location, :sku)",
+        "fk_stock_balance_location_in_warehouse"),
+    "a lot of another SKU": (
+        "INSERT INTO stock_balance (warehouse_id, location_id, sku_id, lot_id) VALUES (:warehouse, :location, :sku, :other_lot)",
+        "fk_stock_balance_lot_of_sku"),
+    "a movement naming another SKU than its balance row": (
+        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
+        "sku_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :location, :other_sku, 1)",
+        "fk_stock_movement_balance_dimensions"),
+    "a movement naming another bin than its balance row": (
+        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
+        "sku_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :other_location, :sku, 1)",
+        "fk_stock_movement_balance_dimensions"),
+    "a movement naming a lot its balance row does not hold": (
+        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
+        "sku_id, lot_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :location, :sku, :other_lot, 1)",
+        "fk_stock_movement_balance_lot"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_DIMENSIONS))
+def test_the_schema_refuses_rows_whose_dimensions_do_not_belong_together(db, world, case):
+    from tests.builders import World
+
+    statement, constraint = WRONG_DIMENSIONS[case]
+    sku = world.stocked_sku(5)
+    other = World.create(db, bins=1)
+    other_sku = other.add_sku(lots={"L-OTHER": None})
+    balance, warehouse_id, location, sku_id = _ids(db, world, sku)
+    with db.session() as s:
+        other_ids = s.execute(text("""
+            SELECT w.id AS warehouse, l.id AS location, k.id AS sku, t.id AS lot
+            FROM warehouse w JOIN location l ON l.warehouse_id = w.id, sku k JOIN lot t ON t.sku_id = k.id
+            WHERE w.code = :warehouse AND k.code = :sku"""), {"warehouse": other.warehouse, "sku": other_sku}).one()
+    parameters = {"balance": balance, "warehouse": warehouse_id, "location": location, "sku": sku_id,
+                  "other_warehouse": other_ids.warehouse, "other_location": other_ids.location,
+                  "other_sku": other_ids.sku, "other_lot": other_ids.lot}
+    with pytest.raises(IntegrityError, match=constraint):
+        with db.session() as s:
+            s.execute(text(statement), parameters)
