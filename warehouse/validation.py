@@ -8,6 +8,10 @@ from numbers import Integral
 from .errors import HistoryClosed, InvalidArgument, InvalidQuantity
 
 BIGINT_MAX = 2**63 - 1
+# One call moves at most this many units, and a bin holds at most MAX_BALANCE of a SKU and lot:
+# with at most 10,000 lines per order, every sum a stock statement forms stays far inside bigint.
+MAX_QUANTITY = 10**12
+MAX_BALANCE = 10**15
 CODE_MAX_LENGTH = 64
 
 
@@ -22,6 +26,8 @@ def quantity(value: object, *, field: str = "qty", allow_zero: bool = False, sig
     number = int(value)
     if abs(number) > BIGINT_MAX:
         raise InvalidQuantity(value, field=field, why="beyond the 64-bit range")
+    if abs(number) > MAX_QUANTITY:
+        raise InvalidQuantity(value, field=field, why=f"more than {MAX_QUANTITY:,} units in one call")
     if number == 0 and not allow_zero:
         raise InvalidQuantity(value, field=field, why="zero changes nothing")
     if number < 0 and not signed:

@@ -381,20 +381,24 @@ class PausedLoad:
         monkeypatch.setattr(stock_cache, "load_one", paused)
 
 
-def test_a_load_that_overlaps_a_commit_does_not_serve_the_old_number_afterwards(cache, db, world, monkeypatch):
-    """Read-your-writes in one process: a miss loads 10, the load pauses; a deduction commits
-    through the same Database (its hook invalidates); the load then finishes. The next read must
-    say 7, not the loaded 10 kept in the in-process level."""
-    sku = world.stocked_sku(10)
-    pair = (world.warehouse, sku)
-    paused = PausedLoad(monkeypatch, pair)
+def read_across_a_commit(reader: StockCache, db, world, sku: str, qty: int, monkeypatch) -> int:
+    """A miss starts loading, pauses after its database read; a deduction of `qty` commits
+    through `db` (whose hook invalidates `reader`); the load then finishes. Returns its answer."""
+    paused = PausedLoad(monkeypatch, (world.warehouse, sku))
     with ThreadPoolExecutor(1) as executor:
-        reading = executor.submit(cache.available, warehouse=world.warehouse, sku=sku)
+        reading = executor.submit(reader.available, warehouse=world.warehouse, sku=sku)
         assert paused.read_done.wait(30)
         with db.session() as s:
-            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=3)
+            stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=qty)
         paused.release.set()
-        assert reading.result(timeout=30) == 10  # the read began before the commit
+        return reading.result(timeout=30)
+
+
+def test_a_load_that_overlaps_a_commit_does_not_serve_the_old_number_afterwards(cache, db, world, monkeypatch):
+    """Read-your-writes in one process: the next read after the commit must say 7, not the
+    loaded 10 kept in the in-process level."""
+    sku = world.stocked_sku(10)
+    assert read_across_a_commit(cache, db, world, sku, 3, monkeypatch) == 10  # it began before the commit
     assert cache.available(warehouse=world.warehouse, sku=sku) == 7
 
 
@@ -402,14 +406,7 @@ def test_a_local_only_cache_keeps_read_your_writes_across_an_overlapping_load(db
     sku = world.stocked_sku(10)
     local = StockCache(db, use_redis=False, local_ttl_s=60)  # a long TTL: only invalidation helps
     try:
-        paused = PausedLoad(monkeypatch, (world.warehouse, sku))
-        with ThreadPoolExecutor(1) as executor:
-            reading = executor.submit(local.available, warehouse=world.warehouse, sku=sku)
-            assert paused.read_done.wait(30)
-            with db.session() as s:
-                stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=4)
-            paused.release.set()
-            assert reading.result(timeout=30) == 10
+        assert read_across_a_commit(local, db, world, sku, 4, monkeypatch) == 10
         assert local.available(warehouse=world.warehouse, sku=sku) == 6
     finally:
         local.close()

@@ -102,7 +102,8 @@ HOSTILE = {
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_a_hostile_value_is_refused_before_the_database_naming_its_field(world, case):
     sku = world.stocked_sku(5)
-    arguments = dict(warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], reason="count fix")
+    arguments = dict(warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], reason="count fix",
+                     key=unique("key"))
     arguments.update(HOSTILE[case])
     field = next(iter(HOSTILE[case]))
     with world.db.session() as s:
@@ -111,6 +112,8 @@ def test_a_hostile_value_is_refused_before_the_database_naming_its_field(world, 
     assert isinstance(refused.value, (InvalidArgument, InvalidQuantity))
     assert f"{field}=" in str(refused.value)
     assert world.on_hand(sku) == 5
+    if field != "key":
+        assert key_rows(world.db, arguments["key"]) == 0
 
 
 def test_expired_keys_are_pruned_in_batches_and_a_repeat_after_expiry_applies_again(world):
@@ -154,3 +157,19 @@ def test_a_date_before_the_history_floor_is_refused_naming_the_month_and_the_flo
                           occurred_at=when, key=key)
     assert refused.value.floor == f"{floor:%Y-%m}" and f"{when.year:04d}-{when.month:02d}" in str(refused.value)
     assert key_rows(world.db, key) == 0 and world.on_hand(sku) == 5
+
+
+def test_a_receipt_that_would_take_a_bin_past_the_maximum_is_refused_and_nothing_overflows(world):
+    from warehouse.validation import MAX_BALANCE, MAX_QUANTITY
+
+    sku, key = world.add_sku(), unique("key")
+    with world.db.session() as s:  # fill one bin to the maximum, in whole calls
+        for _ in range(MAX_BALANCE // MAX_QUANTITY):
+            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=MAX_QUANTITY, location=world.locations[0])
+    with world.db.session() as s:
+        with pytest.raises(InvalidQuantity, match=f"would hold more than {MAX_BALANCE:,} units"):
+            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], key=key)
+    assert world.on_hand(sku) == MAX_BALANCE and key_rows(world.db, key) == 0
+    with world.db.session() as s:  # another bin is another balance
+        stock.receive(s, warehouse=world.warehouse, sku=sku, qty=MAX_QUANTITY, location=world.locations[1], key=key)
+    assert world.on_hand(sku) == MAX_BALANCE + MAX_QUANTITY

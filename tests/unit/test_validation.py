@@ -22,9 +22,15 @@ def test_quantity_rejects_anything_but_a_positive_int(value):
     assert repr(value)[:10] in str(caught.value) or "qty=" in str(caught.value)
 
 
-@pytest.mark.parametrize("value", [1, 7, 2**63 - 1])
-def test_quantity_accepts_positive_ints_up_to_bigint(value):
+@pytest.mark.parametrize("value", [1, 7, validation.MAX_QUANTITY])
+def test_quantity_accepts_positive_ints_up_to_the_per_call_maximum(value):
     assert validation.quantity(value) == value
+
+
+@pytest.mark.parametrize("value", [validation.MAX_QUANTITY + 1, 2**63 - 1])
+def test_quantity_refuses_more_than_the_per_call_maximum(value):
+    with pytest.raises(InvalidQuantity, match="units in one call"):
+        validation.quantity(value)
 
 
 def test_signed_quantity_accepts_negatives_but_not_zero():

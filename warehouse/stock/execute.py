@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from .. import idempotency, raw_sql
 from ..db import touch_stock
-from ..errors import HistoryClosed, InsufficientStock
+from ..errors import HistoryClosed, InsufficientStock, InvalidQuantity, WarehouseError
+from ..validation import MAX_BALANCE
 from .resolve import Resolved, flush_pending
 from .result import MovementLine, StockChange
 from .statements import RENDERED
@@ -100,11 +101,14 @@ def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
         raise
 
 
-def _refusal(request: Request, resolved: Resolved, problems: list[dict[str, Any]]) -> InsufficientStock:
+def _refusal(request: Request, resolved: Resolved, problems: list[dict[str, Any]]) -> WarehouseError:
     skus = {ident: code for code, ident in resolved.skus.items()}
     locations = {ident: code for code, ident in resolved.locations.items()}
     lots = {ident: code for (_, code), ident in resolved.lots.items()}
     first = problems[0]
+    if first.get("too_much"):
+        return InvalidQuantity(-int(first["asked"]), why=f"bin {locations.get(first['location_id'], '?')!r} would hold "
+                               f"more than {MAX_BALANCE:,} units of sku {skus.get(first['sku_id'], '?')!r}")
     where = ["reserved stock"] if request.operation == "release" else []
     if first.get("location_id") in locations:
         where.append(f"location {locations[first['location_id']]!r}")

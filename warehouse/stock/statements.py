@@ -33,6 +33,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
 
+from ..validation import MAX_BALANCE
+
 AVAILABLE = "{t}.on_hand - {t}.reserved"
 RESERVED = "{t}.reserved"
 
@@ -157,12 +159,14 @@ plan AS (
      AND l.lot_id IS NOT DISTINCT FROM req.lot_id
 ),
 bad AS (
-    SELECT sku_id, location_id, lot_id, -on_hand_delta AS asked, on_hand - reserved AS available
+    SELECT sku_id, location_id, lot_id, -on_hand_delta AS asked, on_hand - reserved AS available,
+           on_hand > {max_balance} - on_hand_delta AS too_much
     FROM plan
     WHERE balance_id IS NULL
        OR on_hand + on_hand_delta < 0
        OR reserved + reserved_delta < 0
        OR reserved + reserved_delta > on_hand + on_hand_delta
+       OR on_hand > {max_balance} - on_hand_delta  -- written so that the test itself cannot overflow
 ),
 problems AS (SELECT to_jsonb(bad) AS problem FROM bad),
 verdict AS MATERIALIZED (SELECT NOT EXISTS (SELECT 1 FROM bad) AS ok),
@@ -377,7 +381,7 @@ def single_row_take_statement(movement_type: str) -> str:
     )
 
 
-DELTA_STATEMENT = _DELTA_HEAD + _TAIL
+DELTA_STATEMENT = _DELTA_HEAD.format(max_balance=MAX_BALANCE) + _TAIL
 COUNT_STATEMENT = _COUNT_HEAD + _TAIL
 TAKE_STATEMENTS = {movement_type: take_statement(movement_type) for movement_type in TAKE_MODES}
 SINGLE_ROW_TAKE_STATEMENTS = {movement_type: single_row_take_statement(movement_type) for movement_type in TAKE_MODES}
