@@ -93,12 +93,13 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
 
 @db_app.command("stop")
 def db_stop() -> None:
-    """Stop the embedded PostgreSQL under ./.cangflow (if it runs)."""
-    from warehouse.embedded import stop_postgres
-    from warehouse.settings import get_settings
+    """Stop the embedded PostgreSQL and Redis under CANGFLOW_HOME (those that run)."""
+    from warehouse.embedded import stop_postgres, stop_redis
 
-    stopped = stop_postgres(get_settings().home)
+    stopped = stop_postgres(_home())
     typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL here")
+    if stop_redis(_home()):
+        typer.echo("embedded Redis stopped")
 
 
 @app.command()

@@ -47,6 +47,18 @@ def figure(output: str, label: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
+def servers_of(path: Path) -> int:
+    """How many processes run with `path` on their command line (a redis-server's socket)."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        count += b"redis-server" in arguments[0] and str(path).encode() in b" ".join(arguments)
+    return count
+
+
 def assert_demo_passed(done: subprocess.CompletedProcess) -> None:
     shown = done.stdout[-4000:] + done.stderr[-4000:]
     assert done.returncode == 0, shown
@@ -61,7 +73,9 @@ def fresh(tmp_path_factory):
     env = new_user_environment(base)
     yield base, env
     uv_run(env, "cangflow", "server", "stop")
-    uv_run(env, "cangflow", "db", "stop")
+    stopped = uv_run(env, "cangflow", "db", "stop")
+    assert "embedded Redis stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert servers_of(base / "cangflow-home" / "redis" / "redis.sock") == 0
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +98,8 @@ def test_readme_demo_passes_twice_on_the_embedded_defaults(fresh, two_demos):
     assert figure(second, "replayed") == figure(first, "succeeded") + figure(first, "replayed")
     assert re.search(r"^reconciliation: 5 difference\(s\)", first, re.MULTILINE), first
     assert re.search(r"^reconciliation: feed reconciled before", second, re.MULTILINE), second
+    # One embedded Redis for the home, reused by every command, not one left behind per command.
+    assert servers_of(base / "cangflow-home" / "redis" / "redis.sock") == 1
 
 
 def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh, two_demos):
