@@ -28,7 +28,7 @@ from . import partitions
 from .db import Database
 from .errors import WarehouseError
 from .history import closed_months, record_state
-from .partitions import add_months, month_label, month_start
+from .partitions import add_months, month_label
 from .validation import history_floor
 
 ARCHIVE_SCHEMA = "archive"
