@@ -168,6 +168,47 @@ def test_months_past_the_retention_are_archived_and_reads_before_them_are_refuse
         assert stock.on_hand(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], as_of=mid(month(-24))) == 3 * PER_MONTH
 
 
+RAW_ROWS_IN_RETIRED_HISTORY = {
+    "ledger through the parent": (
+        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
+        "sku_id, qty) SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1"),
+    "ledger into the default partition": (
+        "INSERT INTO stock_movement_default (occurred_at, movement_type, operation_id, balance_id, warehouse_id, "
+        "location_id, sku_id, qty) SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 "
+        "FROM stock_balance LIMIT 1"),
+    "a snapshot row through the parent": (
+        "INSERT INTO stock_snapshot (snapshot_date, warehouse_id, sku_id, balance_id, location_id, on_hand, reserved) "
+        "SELECT CAST(:at AS date) - 400, warehouse_id, sku_id, id, location_id, 1, 0 FROM stock_balance LIMIT 1"),
+}
+
+
+@pytest.mark.parametrize("statement", list(RAW_ROWS_IN_RETIRED_HISTORY))
+def test_retired_history_refuses_rows_in_the_database_itself(rolled, statement):
+    """The retired months have no partition any more: their rows would land in a default
+    partition, which refuses them (and the rescue step so never brings a retired month back)."""
+    with pytest.raises(DBAPIError) as refused:
+        with rolled["db"].session() as s:
+            s.execute(text(RAW_ROWS_IN_RETIRED_HISTORY[statement]), {"at": mid(month(-25))})
+    assert refused.value.orig.sqlstate == "CGH02"
+    assert "is retired" in str(refused.value)
+
+
+def test_a_receipt_dated_in_a_retired_month_is_refused_by_the_database_when_the_setting_lets_it_through(rolled):
+    """Raise the retention after months were retired: the API's floor moves back, the database's
+    does not (it follows what was retired); the caller gets HistoryClosed naming month and floor."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CANGFLOW_RETENTION_MONTHS", "60")
+        get_settings.cache_clear()
+        try:
+            with rolled["db"].session() as s:
+                with pytest.raises(HistoryClosed) as refused:
+                    stock.receive(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], qty=1,
+                                  location=rolled["world"].locations[0], occurred_at=mid(month(-25)))
+        finally:
+            get_settings.cache_clear()
+    assert refused.value.month == month_label(month(-25)) and refused.value.floor is not None
+
+
 def test_rollover_again_changes_nothing(rolled):
     again = rollover()
     assert [m for m in again["made"] if m["created"]] == []

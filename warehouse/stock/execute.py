@@ -86,6 +86,8 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
 
 # The SQLSTATE of `cangflow_refuse_closed_history()` (migration 0002).
 HISTORY_CLOSED_SQLSTATE = "CGH01"
+# The SQLSTATE of `cangflow_refuse_retired_history()` (migration 0007).
+HISTORY_RETIRED_SQLSTATE = "CGH02"
 
 _Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
 
@@ -95,9 +97,14 @@ def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
     try:
         return raw_sql.fetchone(session, RENDERED[statement], bound)
     except DBAPIError as error:
-        if getattr(error.orig, "sqlstate", None) == HISTORY_CLOSED_SQLSTATE:
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        if sqlstate == HISTORY_CLOSED_SQLSTATE:
             # Raised by the row trigger on a closed month's ledger partition.
             raise HistoryClosed(error.orig.diag.message_detail or "that month") from error
+        if sqlstate == HISTORY_RETIRED_SQLSTATE:
+            # Raised by the default partition for a month at or before the newest retired one.
+            raise HistoryClosed(error.orig.diag.message_detail or "that month",
+                                floor=error.orig.diag.message_hint or "?") from error
         raise
 
 
