@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 from flows.console import summary_text
 from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
-from tasks.quality import run_suite
+from tasks.quality import QualityGateFailed, run_suite
 from tasks.snapshot import (
     build_snapshot_day,
     ensure_snapshot_partitions,
@@ -53,7 +53,14 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
             break
     latest = verify_latest_snapshot() if failure is None else {"ok": False, "day": None, "message": "not run"}
     if failure is None and built:
-        run_suite("stock_snapshot", day=str(built[-1]["day"]))
+        checked = built[-1]["day"]
+        try:
+            run_suite("stock_snapshot", day=str(checked))
+        except QualityGateFailed as failed:
+            # The day is committed, so a rerun would find nothing to build and run no suite:
+            # flag it, and every run rebuilds it and runs the suite again until one passes.
+            mark_snapshot_dirty(checked, f"quality suite failed: {failed}"[:1000])
+            raise
     if failure is None and not latest["ok"]:
         failure = latest["message"]
         first = min((r["day"] for r in built if r["mode"] != "skipped"), default=latest["day"])

@@ -122,3 +122,30 @@ def test_two_runs_of_one_date_at_once_leave_one_set_of_rows_and_no_error(world, 
         rows, keys = s.execute(text("SELECT count(*), count(DISTINCT balance_id) FROM stock_snapshot WHERE snapshot_date = :d"),
                                {"d": day}).one()
     assert rows == keys == 2  # one row per bin holding stock
+
+
+def test_a_day_whose_suite_failed_stays_flagged_and_fails_every_run_until_a_rebuild_passes(world, tasks_db, monkeypatch):
+    """Without the flag the rerun found nothing to build, ran no suite and exited 0."""
+    from tasks.quality import QualityGateFailed
+    from warehouse import quality
+
+    snapshot_flow()
+    yesterday = TODAY - timedelta(days=1)
+    real = quality.validate
+    bad = quality.QualityResult("stock_snapshot", False, [{"expectation": "expect_column_values_to_be_between",
+                                                          "arguments": {}, "success": False, "unexpected": 1,
+                                                          "sample": [-1]}])
+
+    def failing_snapshot_suite(db, suite, **context):
+        return bad if suite == "stock_snapshot" else real(db, suite, **context)
+
+    monkeypatch.setattr(quality, "validate", failing_snapshot_suite)
+    with pytest.raises(QualityGateFailed):  # the day is rebuilt and committed, then its suite fails
+        snapshot_flow(day=yesterday)
+    for _ in range(2):  # every later run rebuilds the day and fails on the suite again
+        with pytest.raises(QualityGateFailed):
+            snapshot_flow()
+    monkeypatch.setattr(quality, "validate", real)
+    repaired = snapshot_flow()
+    assert repaired["ok"] and repaired["dirty_rebuilt"] == [str(yesterday)]
+    assert snapshot_flow()["dirty_rebuilt"] == []
