@@ -92,6 +92,10 @@ def detach(db: Database, partition: partitions.Partition, *, lock_timeout_ms: in
 def _move_to_archive(session: Session, partition: partitions.Partition) -> None:
     partitions.execute_ddl(session, sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
         sql.Identifier(partition.name), sql.Identifier(ARCHIVE_SCHEMA)))
+    _forget_snapshot_days(session, partition)
+
+
+def _forget_snapshot_days(session: Session, partition: partitions.Partition) -> None:
     if partition.table == "stock_snapshot":
         # The days are gone from the hot table: readers must not find them as a base.
         session.execute(text("DELETE FROM snapshot_day WHERE snapshot_date >= :lo AND snapshot_date < :hi"),
@@ -100,8 +104,8 @@ def _move_to_archive(session: Session, partition: partitions.Partition) -> None:
                         {"lo": partition.month, "hi": add_months(partition.month, 1)})
 
 
-def dump(db: Database, name: str, directory: Path) -> Path:
-    """pg_dump of archive.`name` (custom format); raises unless it wrote a non-empty file."""
+def dump(db: Database, name: str, directory: Path, *, schema: str = ARCHIVE_SCHEMA) -> Path:
+    """pg_dump of `schema`.`name` (custom format); raises unless it wrote a non-empty file."""
     pg_dump = shutil.which("pg_dump")
     if pg_dump is None:
         raise WarehouseError("retention_mode=drop needs pg_dump on PATH; nothing was dropped")
@@ -110,10 +114,10 @@ def dump(db: Database, name: str, directory: Path) -> Path:
     url = db.url
     env = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
     dsn = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    done = subprocess.run([pg_dump, "--format=custom", f"--table={ARCHIVE_SCHEMA}.{name}", f"--file={target}", dsn],
+    done = subprocess.run([pg_dump, "--format=custom", f"--table={schema}.{name}", f"--file={target}", dsn],
                           env=env, capture_output=True, text=True)
     if done.returncode != 0 or not target.exists() or target.stat().st_size == 0:
-        raise WarehouseError(f"pg_dump of {ARCHIVE_SCHEMA}.{name} failed ({done.returncode}): {done.stderr.strip()[:500]}")
+        raise WarehouseError(f"pg_dump of {schema}.{name} failed ({done.returncode}): {done.stderr.strip()[:500]}")
     return target
 
 
@@ -128,19 +132,24 @@ def retire(db: Database, partition: partitions.Partition, *, mode: str, lock_tim
 
 def _finish(db: Database, partition: partitions.Partition, *, mode: str, concurrently: bool,
             dump_directory: Path) -> Retired | None:
+    """Archive, or dump and drop, a detached partition: one transaction after the detach, so a
+    run killed at any point leaves the table detached in `public` (a leftover) and the next run
+    starts this step again. Drop mode dumps from `public` under the rollover lock, then drops
+    the table and records the month in the same transaction; it never parks the table in the
+    archive, where a killed run would leave it looking like archive mode's."""
     with db.session() as session:
         partitions.rollover_lock(session)
         if partition.name not in {p.name for p in leftovers(session)}:
             return None  # a concurrent rollover finished it
-        _move_to_archive(session, partition)
-        if partition.table == "stock_movement":
-            record_state(session, partition.month, "archived", "archived", f"older than the retention; in schema {ARCHIVE_SCHEMA}")
-    if mode != "drop":
-        return Retired(partition.table, partition.name, partition.month, "archived", concurrently)
-    target = dump(db, partition.name, dump_directory)
-    with db.session() as session:
-        partitions.execute_ddl(session, sql.SQL("DROP TABLE {}.{}").format(
-            sql.Identifier(ARCHIVE_SCHEMA), sql.Identifier(partition.name)))
+        if mode != "drop":
+            _move_to_archive(session, partition)
+            if partition.table == "stock_movement":
+                record_state(session, partition.month, "archived", "archived",
+                             f"older than the retention; in schema {ARCHIVE_SCHEMA}")
+            return Retired(partition.table, partition.name, partition.month, "archived", concurrently)
+        target = dump(db, partition.name, dump_directory, schema="public")
+        _forget_snapshot_days(session, partition)
+        partitions.execute_ddl(session, sql.SQL("DROP TABLE {}").format(sql.Identifier(partition.name)))
         if partition.table == "stock_movement":
             record_state(session, partition.month, "dropped", "dropped", f"dumped to {target}")
     return Retired(partition.table, partition.name, partition.month, "dropped", concurrently, str(target))

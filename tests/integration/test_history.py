@@ -289,25 +289,46 @@ def test_a_ddl_step_gives_up_on_a_busy_table_instead_of_waiting_and_succeeds_onc
         get_settings.cache_clear()
 
 
-def test_drop_mode_dumps_a_retired_month_before_dropping_it(rolled, monkeypatch, tmp_path):
-    """Last in this module: it moves the retention floor."""
+def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_the_next_run(rolled, monkeypatch, tmp_path):
+    """Last in this module: it moves the retention floor. Each retention step of drop mode is
+    resumable: a run killed after the detach, then one killed in the dump, then one that ends."""
     from tasks.rollover import retire_old_partitions
+    from warehouse import retention
+    from warehouse.errors import WarehouseError
 
     monkeypatch.setenv("CANGFLOW_RETENTION_MODE", "drop")
     monkeypatch.setenv("CANGFLOW_RETENTION_MONTHS", "23")
     monkeypatch.setenv("CANGFLOW_HOME", str(tmp_path))
     get_settings.cache_clear()
+    ledger = partition_name("stock_movement", month(-24))
+    db = rolled["db"]
     try:
+        retention.detach(db, partitions.Partition("stock_movement", ledger, month(-24)), lock_timeout_ms=2000)
+        with db.session() as s:  # killed here: the month is detached, nothing else happened
+            assert ledger in {p.name for p in retention.leftovers(s)}
+        real_dump = retention.dump
+
+        def dump_killed(*args, **kwargs):
+            raise WarehouseError("pg_dump killed")
+
+        monkeypatch.setattr(retention, "dump", dump_killed)
+        with pytest.raises(WarehouseError, match="killed"):
+            retire_old_partitions.fn(TODAY)
+        with db.session() as s:  # killed in the dump: still a leftover, not recorded as dropped
+            assert ledger in {p.name for p in retention.leftovers(s)}
+            assert s.execute(text("SELECT state FROM history_month WHERE month = :m"), {"m": month(-24)}).scalar() != "dropped"
+        monkeypatch.setattr(retention, "dump", real_dump)
         retired = retire_old_partitions.fn(TODAY)
     finally:
         get_settings.cache_clear()
-    ledger = partition_name("stock_movement", month(-24))
     done = {r["partition"]: r for r in retired}
     assert done[ledger]["how"] == "dropped"
     dump = tmp_path / "archive" / f"{ledger}.dump"
     assert done[ledger]["dump"] == str(dump) and dump.stat().st_size > 0
     listing = __import__("subprocess").run(["pg_restore", "--list", str(dump)], capture_output=True, text=True)
-    assert f"TABLE archive {ledger}" in listing.stdout
-    with rolled["db"].session() as s:
+    assert f"TABLE public {ledger}" in listing.stdout
+    with db.session() as s:
+        assert s.execute(text("SELECT to_regclass(:name)"), {"name": ledger}).scalar() is None
         assert s.execute(text("SELECT to_regclass(:name)"), {"name": f"archive.{ledger}"}).scalar() is None
         assert s.execute(text("SELECT state FROM history_month WHERE month = :m"), {"m": month(-24)}).scalar() == "dropped"
+        assert retention.leftovers(s) == []
