@@ -17,6 +17,11 @@ from .days import day_end
 SHOWN = 20
 
 
+# What each side of a check is, as the messages name them: (the "expected" side, the "actual").
+CHAIN_SIDES = ("recomputed from its base and the ledger", "stored snapshot")
+LATEST_SIDES = ("snapshot plus later movements", "live balance")
+
+
 @dataclass(frozen=True)
 class Mismatch:
     warehouse: str | None
@@ -28,12 +33,14 @@ class Mismatch:
     actual_on_hand: int
     expected_reserved: int
     actual_reserved: int
+    sides: tuple[str, str] = CHAIN_SIDES
 
     def __str__(self) -> str:
         lot = f" lot {self.lot}" if self.lot else ""
+        computed, stored = self.sides
         return (f"{self.warehouse}/{self.location}/{self.sku}{lot} (balance {self.balance_id}): "
-                f"expected on_hand {self.expected_on_hand}, reserved {self.expected_reserved}; "
-                f"found {self.actual_on_hand}, {self.actual_reserved}")
+                f"{stored} on_hand {self.actual_on_hand}, reserved {self.actual_reserved}; "
+                f"{computed} on_hand {self.expected_on_hand}, reserved {self.expected_reserved}")
 
 
 @dataclass(frozen=True)
@@ -55,11 +62,11 @@ class CheckResult:
         return f"{self.what} {self.day}: {self.total} key(s) differ: {shown}{more}"
 
 
-def _result(what: str, day: date | None, rows) -> CheckResult:
+def _result(what: str, day: date | None, rows, sides: tuple[str, str] = CHAIN_SIDES) -> CheckResult:
     rows = list(rows)
     mismatches = tuple(
         Mismatch(r.warehouse, r.location, r.sku, r.lot, r.balance_id, r.expected_on_hand, r.actual_on_hand,
-                 r.expected_reserved, r.actual_reserved)
+                 r.expected_reserved, r.actual_reserved, sides)
         for r in rows
     )
     return CheckResult(what, day, mismatches, rows[0].total if rows else 0)
@@ -93,4 +100,5 @@ def verify_latest(session: Session) -> CheckResult | None:
     latest = session.execute(statements.THIS_DAY, {"day": latest.snapshot_date}).first()
     day = latest.snapshot_date
     params = {"day": day, "day_end": day_end(day), "watermark": latest.watermark, "limit": SHOWN}
-    return _result("latest snapshot against balances", day, session.execute(statements.AGAINST_BALANCES, params))
+    return _result("latest snapshot against balances", day, session.execute(statements.AGAINST_BALANCES, params),
+                   LATEST_SIDES)
