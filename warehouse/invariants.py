@@ -27,13 +27,24 @@ _CHECKS: dict[str, str] = {
         JOIN sku s ON s.id = b.sku_id LEFT JOIN lot ON lot.id = b.lot_id
         WHERE b.on_hand < 0 OR b.reserved < 0 OR b.reserved > b.on_hand
     """,
-    # 2a. Every balance equals the sum of its movements (both on_hand and reserved).
+    # 2a. Every balance equals its opening balance plus its retained movements (both on_hand and
+    # reserved). Retention detaches whole closed months; the opening balance is the snapshot of
+    # the newest retired month's last day, which the rollover keeps for exactly this (and which
+    # holds every movement of the months before it: a month closes only once its last day's
+    # verified snapshot does). With nothing retired the opening balance is zero.
     "balance_equals_ledger": """
-        WITH ledger AS (
-            SELECT balance_id, sum(qty) AS on_hand, sum(reserved_qty) AS reserved
-            FROM stock_movement GROUP BY balance_id
+        WITH anchor AS (
+            SELECT CAST(max(month) + interval '1 month' - interval '1 day' AS date) AS day
+            FROM history_month WHERE state IN ('archived', 'dropped')
+        ),
+        ledger AS (
+            SELECT balance_id, sum(on_hand) AS on_hand, sum(reserved) AS reserved FROM (
+                SELECT s.balance_id, s.on_hand, s.reserved FROM stock_snapshot s JOIN anchor ON s.snapshot_date = anchor.day
+                UNION ALL
+                SELECT balance_id, qty, reserved_qty FROM stock_movement
+            ) retained GROUP BY balance_id
         )
-        SELECT format('balance %s: on_hand=%s reserved=%s but ledger sums to on_hand=%s reserved=%s',
+        SELECT format('balance %s: on_hand=%s reserved=%s but opening balance plus ledger sum to on_hand=%s reserved=%s',
                       coalesce(b.id, ledger.balance_id), coalesce(b.on_hand, 0), coalesce(b.reserved, 0),
                       coalesce(ledger.on_hand, 0), coalesce(ledger.reserved, 0))
         FROM stock_balance b FULL OUTER JOIN ledger ON ledger.balance_id = b.id

@@ -209,6 +209,18 @@ def test_a_receipt_dated_in_a_retired_month_is_refused_by_the_database_when_the_
     assert refused.value.month == month_label(month(-25)) and refused.value.floor is not None
 
 
+def test_after_months_are_retired_the_books_still_add_up_from_the_opening_balance(rolled):
+    """Month 25: the retired months' movements are gone from the hot ledger; the snapshot of the
+    newest retired month's last day carries them as the opening balance."""
+    from warehouse import invariants
+
+    with rolled["db"].session() as s:
+        assert invariants.check(s) == []
+        with_opening_only = s.execute(text(
+            "SELECT count(*) FROM stock_snapshot WHERE snapshot_date = :day"), {"day": history.last_day(month(-25))}).scalar()
+    assert with_opening_only > 0  # the opening balance exists and is used
+
+
 def test_rollover_again_changes_nothing(rolled):
     again = rollover()
     assert [m for m in again["made"] if m["created"]] == []
