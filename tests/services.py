@@ -128,11 +128,24 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def chromium(*arguments: str) -> subprocess.CompletedProcess:
+def chromium(*arguments: str, budget_ms: int = 20000) -> subprocess.CompletedProcess:
     """Headless Chromium as a one-shot command (--screenshot=..., --dump-dom); `.ci/run` installs
     Debian's package. Background networking off: this machine has no internet."""
     assert CHROMIUM, "Chromium is not installed (Debian package: chromium; .ci/run installs it)"
     return subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           "--no-first-run", "--window-size=1440,1000", "--virtual-time-budget=20000", *arguments],
-                          capture_output=True, text=True, timeout=180)
+                           "--no-first-run", "--window-size=1440,1000", f"--virtual-time-budget={budget_ms}",
+                           *arguments], capture_output=True, text=True, timeout=180)
+
+
+def page_text(url: str, expected: list[str], attempts: int = 4) -> str:
+    """The DOM of `url` once it shows every text of `expected` (or the last try's). A single-page
+    app fills in after its API calls, which a loaded machine may not answer within Chromium's
+    virtual-time budget: each try waits longer."""
+    dom = ""
+    for attempt in range(attempts):
+        dom = chromium("--dump-dom", url, budget_ms=20000 * (attempt + 1)).stdout
+        if all(text in dom for text in expected):
+            break
+        time.sleep(2)
+    return dom

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import chromium, free_port
+from tests.services import chromium, free_port, page_text
 
 pytestmark = pytest.mark.integration
 
@@ -125,11 +125,11 @@ def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh,
 
     # What ops see: the runs page lists every run the demo made, and a run's own page opens.
     SHOTS.mkdir(parents=True, exist_ok=True)
-    listing = chromium("--dump-dom", f"http://127.0.0.1:{port}/runs").stdout
+    listing = page_text(f"http://127.0.0.1:{port}/runs", [name for _, name, *_ in runs])
     for flow, name, *_ in runs:
         assert name in listing, f"the runs page does not show the {flow} run {name}"
     flow, name, _, url, _ = runs[-1]
-    assert name in chromium("--dump-dom", url).stdout
+    assert name in page_text(url, [name])
     for shot, page in (("demo-runs.png", f"http://127.0.0.1:{port}/runs"), ("demo-reconciliation-run.png", url)):
         chromium(f"--screenshot={SHOTS / shot}", page)
         assert (SHOTS / shot).stat().st_size > 10_000, f"no screenshot of {page}"
