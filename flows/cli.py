@@ -436,14 +436,9 @@ def exit_code_of(error: BaseException) -> ExitCode:
         return ExitCode.BAD_ARGUMENTS
     if isinstance(error, SchemaNotCurrent):
         return ExitCode.CANNOT_RUN
-    if isinstance(error, WarehouseError) or type(error).__name__ in REFUSALS:
+    if isinstance(error, WarehouseError):  # a refused feed, a failed check, a refused request
         return ExitCode.CHECK_FAILED
     return ExitCode.CANNOT_RUN
-
-
-# Failures of a flow that mean "a check found a problem" or "the input was refused", by name so
-# that mapping them needs none of the flows' imports.
-REFUSALS = {"FeedRejected", "SnapshotRunFailed"}
 
 
 def main(arguments: list[str] | None = None) -> int:

@@ -22,17 +22,6 @@ class ExitCode(IntEnum):
     CANNOT_RUN = 3
 
 
-EXIT_CODE_MEANINGS = {
-    ExitCode.OK: "success",
-    ExitCode.CHECK_FAILED: "a check failed or an input was refused (invariant violations, a snapshot or quality "
-                           "check, a rejected ERP feed or CSV file, a refused request)",
-    ExitCode.BAD_ARGUMENTS: "the arguments were refused before anything started (unknown option, bad value, "
-                            "missing or unreadable file)",
-    ExitCode.CANNOT_RUN: "the command could not run (database or Prefect server unreachable, schema not migrated, "
-                         "an internal error); --debug shows the traceback",
-}
-
-
 class CommandFailed(Exception):
     """Raised by a command to end with `code` and `message` on stderr (one line)."""
 
@@ -157,8 +146,7 @@ class _WithoutTraceback(logging.Formatter):
 def quiet_console_logs(*, debug: bool) -> None:
     """Prefect logs a failed task or flow with its traceback on the console; without --debug the
     console shows the reason only. Logs sent to the Prefect server keep the traceback."""
-    for name in ("great_expectations",):
-        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("great_expectations").setLevel(logging.DEBUG if debug else logging.WARNING)
     if debug:
         return
     for handler in logging.getLogger().handlers:

@@ -24,9 +24,10 @@ from tasks.snapshot import (
     plan_snapshot,
     verify_latest_snapshot,
 )
+from warehouse.errors import WarehouseError
 
 
-class SnapshotRunFailed(RuntimeError):
+class SnapshotRunFailed(WarehouseError):
     pass
 
 

@@ -12,8 +12,6 @@ from warehouse.settings import get_settings
 
 from .database import database
 
-KEY_PRUNE_BATCH = 10_000
-
 
 def _step(work):
     settings = get_settings()
@@ -87,12 +85,5 @@ def retire_old_partitions(today: date) -> list[dict]:
 @task(name="rollover-expired-keys", retries=2, retry_delay_seconds=10)
 def prune_expired_keys(now: datetime | None = None) -> int:
     """Idempotency keys past their retention, deleted in batches of one transaction each."""
-    settings = get_settings()
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=settings.idempotency_retention_days)
-    pruned = 0
-    while True:
-        with database().session() as session:
-            deleted = idempotency.prune_expired(session, older_than=cutoff, batch=KEY_PRUNE_BATCH)
-        pruned += deleted
-        if deleted < KEY_PRUNE_BATCH:
-            return pruned
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=get_settings().idempotency_retention_days)
+    return idempotency.prune_expired_keys(database(), older_than=cutoff)

@@ -149,3 +149,16 @@ def page_text(url: str, expected: list[str], attempts: int = 4) -> str:
             break
         time.sleep(2)
     return dom
+
+
+def redis_servers_of(path: Path | str) -> int:
+    """How many redis-server processes have `path` (their socket, or a folder above it) on
+    their command line (Redis rewrites its title, so the arguments arrive as one string)."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        count += b"redis-server" in arguments[0] and str(path).encode() in b" ".join(arguments)
+    return count

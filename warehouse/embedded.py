@@ -101,14 +101,18 @@ def redis_url(home: Path) -> str:
 
 
 def stop_redis(home: Path) -> bool:
-    """Stop the embedded Redis of `home` (saving its data); whether one was running."""
+    """Stop the embedded Redis of `home` (saving its data) and wait until it has exited (it
+    removes its pid file last); whether one was running."""
     import redis
 
-    _, socket, _ = _redis_paths(home.resolve())
+    _, socket, pidfile = _redis_paths(home.resolve())
     if not _redis_answers(socket):
         return False
     try:
         redis.Redis(unix_socket_path=str(socket), socket_timeout=5).shutdown(save=True)
     except redis.ConnectionError:
         pass  # the server closes the connection as it exits
+    deadline = time.monotonic() + 30
+    while pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return True

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from .db import Database
 from .errors import IdempotencyConflict
 from .validation import text_value
 
@@ -74,9 +75,25 @@ def forget(session: Session, key: str) -> None:
     session.execute(text("DELETE FROM idempotency_key WHERE key = :key AND result IS NULL"), {"key": key})
 
 
-def prune_expired(session: Session, *, older_than: datetime, batch: int = 10_000) -> int:
-    """Delete up to `batch` keys created before `older_than` (the caller commits per batch, so
-    a long prune never holds many row locks); rows another transaction holds are skipped."""
+PRUNE_BATCH = 10_000
+
+
+def prune_expired_keys(db: Database, *, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Every key created before `older_than`, deleted `batch` at a time, each batch its own
+    transaction (like the retention steps), so a long prune never holds many row locks and a
+    killed one has kept what it did. Returns how many were deleted."""
+    pruned = 0
+    while True:
+        with db.session() as session:
+            deleted = prune_expired(session, older_than=older_than, batch=batch)
+        pruned += deleted
+        if deleted < batch:
+            return pruned
+
+
+def prune_expired(session: Session, *, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete up to `batch` keys created before `older_than`; rows another transaction holds
+    are skipped."""
     return session.execute(
         text(
             "DELETE FROM idempotency_key WHERE key IN (SELECT key FROM idempotency_key WHERE created_at < :cutoff "

@@ -21,11 +21,12 @@ T = TypeVar("T")
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
+def _sqlstate(error: BaseException) -> str | None:
+    return getattr(getattr(error, "orig", None), "sqlstate", None) if isinstance(error, DBAPIError) else None
+
+
 def is_retryable(error: BaseException) -> bool:
-    if isinstance(error, ConcurrentConflict):
-        return True
-    original = getattr(error, "orig", None)
-    return isinstance(error, DBAPIError) and getattr(original, "sqlstate", None) in RETRYABLE_SQLSTATES
+    return isinstance(error, ConcurrentConflict) or _sqlstate(error) in RETRYABLE_SQLSTATES
 
 
 def conflicts_are_retryable(operation: Callable[..., T]) -> Callable[..., T]:
@@ -37,11 +38,10 @@ def conflicts_are_retryable(operation: Callable[..., T]) -> Callable[..., T]:
         try:
             return operation(*args, **kwargs)
         except DBAPIError as error:
-            sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
-            if sqlstate not in RETRYABLE_SQLSTATES:
+            if not is_retryable(error):
                 raise
             detail = str(getattr(error, "orig", error)).splitlines()[0]
-            raise ConcurrentConflict(operation.__name__, sqlstate, detail) from error
+            raise ConcurrentConflict(operation.__name__, _sqlstate(error), detail) from error
 
     return wrapper
 
@@ -79,7 +79,7 @@ def ddl_step(db: Database, work: Callable[[Session], T], *, attempts: int = 5, b
             with db.session() as session:
                 return work(session)
         except DBAPIError as error:
-            sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+            sqlstate = _sqlstate(error)
             if sqlstate not in LOCK_WAIT_SQLSTATES or attempt == attempts:
                 raise
             time.sleep(random.uniform(base_delay / 2, base_delay * 2 ** (attempt - 1)))

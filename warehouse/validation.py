@@ -6,6 +6,7 @@ from datetime import date, datetime, timedelta, timezone
 from numbers import Integral
 
 from .errors import HistoryClosed, InvalidArgument, InvalidQuantity
+from .partitions import add_months, month_start
 
 BIGINT_MAX = 2**63 - 1
 # One call moves at most this many units, and a bin holds at most MAX_BALANCE of a SKU and lot:
@@ -82,12 +83,7 @@ def business_time(value: object, *, field: str = "occurred_at", change: bool = T
     if value < datetime(floor.year, floor.month, 1, tzinfo=timezone.utc):
         raise HistoryClosed(f"{value.year:04d}-{value.month:02d}", floor=f"{floor:%Y-%m}")
     skew = settings.max_future_skew_s
-    try:
-        latest = datetime.now(timezone.utc) + timedelta(seconds=skew)
-        too_late = value > latest
-    except OverflowError:  # an offset that pushes year 9999 past the calendar
-        too_late = True
-    if too_late:
+    if value > datetime.now(timezone.utc) + timedelta(seconds=skew):
         raise InvalidArgument(f"{field}={value.isoformat()} is more than {skew:,.0f} s in the future "
                               "(CANGFLOW_MAX_FUTURE_SKEW_S); business time may be backdated, not postdated")
     return value
@@ -96,8 +92,7 @@ def business_time(value: object, *, field: str = "occurred_at", change: bool = T
 def history_floor(today: date, retention_months: int) -> date:
     """The first day of the oldest month the ledger keeps: the rollover retires every month
     before it (`retention.cutoffs`), so a change dated there could never be kept."""
-    index = today.year * 12 + today.month - 1 - retention_months
-    return date(index // 12, index % 12 + 1, 1)
+    return add_months(month_start(today), -retention_months)
 
 
 def reference(value: object, *, field: str = "reference") -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import chromium, free_port, page_text
+from tests.services import chromium, free_port, page_text, redis_servers_of
 
 pytestmark = pytest.mark.integration
 
@@ -47,18 +47,6 @@ def figure(output: str, label: str) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def servers_of(path: Path) -> int:
-    """How many processes run with `path` on their command line (a redis-server's socket)."""
-    count = 0
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            arguments = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        count += b"redis-server" in arguments[0] and str(path).encode() in b" ".join(arguments)
-    return count
-
-
 def assert_demo_passed(done: subprocess.CompletedProcess) -> None:
     shown = done.stdout[-4000:] + done.stderr[-4000:]
     assert done.returncode == 0, shown
@@ -75,7 +63,7 @@ def fresh(tmp_path_factory):
     uv_run(env, "cangflow", "server", "stop")
     stopped = uv_run(env, "cangflow", "db", "stop")
     assert "embedded Redis stopped" in stopped.stdout, stopped.stdout + stopped.stderr
-    assert servers_of(base / "cangflow-home" / "redis" / "redis.sock") == 0
+    assert redis_servers_of(base / "cangflow-home" / "redis" / "redis.sock") == 0
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +87,7 @@ def test_readme_demo_passes_twice_on_the_embedded_defaults(fresh, two_demos):
     assert re.search(r"^reconciliation: 5 difference\(s\)", first, re.MULTILINE), first
     assert re.search(r"^reconciliation: feed reconciled before", second, re.MULTILINE), second
     # One embedded Redis for the home, reused by every command, not one left behind per command.
-    assert servers_of(base / "cangflow-home" / "redis" / "redis.sock") == 1
+    assert redis_servers_of(base / "cangflow-home" / "redis" / "redis.sock") == 1
 
 
 def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh, two_demos):
@@ -111,6 +99,8 @@ def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh,
     assert started.returncode == 0, started.stdout + started.stderr
     assert f"Prefect server started: http://127.0.0.1:{port}" in started.stdout
     assert uv_run(env, "cangflow", "server", "status").returncode == 0
+    again = uv_run(env, "cangflow", "server", "start", "--port", str(port))  # the same input twice
+    assert again.returncode == 0 and f"Prefect server already running: http://127.0.0.1:{port}" in again.stdout
 
     demo = uv_run(env, "cangflow", "demo")
     assert_demo_passed(demo)

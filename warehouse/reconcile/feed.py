@@ -20,6 +20,8 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ..errors import WarehouseError
+
 HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
 CHUNK = 1 << 20
 MAX_HEADER_BYTES = 4096
@@ -45,7 +47,7 @@ class Problem:
         return f"{', '.join(where) or 'file'}: {self.why}"
 
 
-class FeedRejected(Exception):
+class FeedRejected(WarehouseError):
     """The feed was refused whole; nothing was applied."""
 
     def __init__(self, feed: str, problems: list[Problem], total: int | None = None):
