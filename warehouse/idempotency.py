@@ -48,24 +48,28 @@ def validate_key(key: object) -> str | None:
     return text_value(key, field="key", max_length=KEY_MAX_LENGTH)
 
 
+_INSERT = text("INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:key, :operation, :digest) "
+               "ON CONFLICT (key) DO NOTHING RETURNING key")
+_FIRST = text("SELECT operation, request_hash, operation_id, result FROM idempotency_key WHERE key = :key")
+# Waits for a concurrent taker of the same row; if that one applied, the row has a result now.
+_TAKE_OVER = text("UPDATE idempotency_key SET operation = :operation, request_hash = :digest, operation_id = NULL, "
+                  "created_at = now() WHERE key = :key AND result IS NULL RETURNING key")
+
+
 def claim(session: Session, key: str, operation: str, arguments: dict[str, Any]) -> FirstResult | None:
-    """Claim `key` for this request. None: go ahead and apply. Otherwise the first result."""
-    digest = request_hash(operation, arguments)
-    inserted = session.execute(
-        text(
-            "INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:key, :operation, :digest) "
-            "ON CONFLICT (key) DO UPDATE SET operation = EXCLUDED.operation, request_hash = EXCLUDED.request_hash, "
-            "operation_id = NULL, created_at = now() WHERE idempotency_key.result IS NULL RETURNING key"
-        ),
-        {"key": key, "operation": operation, "digest": digest},
-    ).first()
-    if inserted is not None:
+    """Claim `key` for this request. None: go ahead and apply. Otherwise the first result.
+
+    A replay reads the row without locking it; only a row without a result (a refused claim
+    that was committed) is taken over, with an UPDATE that locks it."""
+    bound = {"key": key, "operation": operation, "digest": request_hash(operation, arguments)}
+    if session.execute(_INSERT, bound).first() is not None:
         return None
-    first = session.execute(
-        text("SELECT operation, request_hash, operation_id, result FROM idempotency_key WHERE key = :key"),
-        {"key": key},
-    ).one()
-    if first.operation != operation or first.request_hash != digest:
+    first = session.execute(_FIRST, bound).one()
+    if first.result is None:
+        if session.execute(_TAKE_OVER, bound).first() is not None:
+            return None
+        first = session.execute(_FIRST, bound).one()  # a concurrent request took it and applied
+    if first.operation != operation or first.request_hash != bound["digest"]:
         raise IdempotencyConflict(key, first_operation=first.operation, operation=operation)
     return FirstResult(first.operation_id, first.result)
 

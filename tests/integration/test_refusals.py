@@ -173,3 +173,31 @@ def test_a_receipt_that_would_take_a_bin_past_the_maximum_is_refused_and_nothing
     with world.db.session() as s:  # another bin is another balance
         stock.receive(s, warehouse=world.warehouse, sku=sku, qty=MAX_QUANTITY, location=world.locations[1], key=key)
     assert world.on_hand(sku) == MAX_BALANCE + MAX_QUANTITY
+
+
+def test_eight_requests_taking_over_one_resultless_key_at_once_apply_once(world, database_url):
+    """The takeover locks the key row: one request applies, the others wait and replay it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import warehouse
+
+    sku, key = world.stocked_sku(20), unique("key")
+    with world.db.session() as s:
+        s.execute(text("INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:k, 'deduct', 'x')"),
+                  {"k": key})
+    pool = warehouse.connect(database_url, pool_size=8)
+    start = threading.Barrier(8)
+
+    def request(_):
+        start.wait()
+        with pool.session() as s:
+            return stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=3, key=key).replayed
+
+    try:
+        with ThreadPoolExecutor(8) as threads:
+            replayed = list(threads.map(request, range(8)))
+    finally:
+        pool.dispose()
+    assert sorted(replayed) == [False] + [True] * 7
+    assert world.on_hand(sku) == 17
