@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 import warehouse
 from bench.common import add_database_arguments, bench_database
 from warehouse import partitions, schema, snapshots, stock
-from warehouse.snapshots.days import day_end, day_start
+from warehouse.calendar import day_end, day_start
 
 FULL_MOVEMENTS, FULL_SKUS, WAREHOUSES = 10_000_000, 10_000, 10
 OPENING_QTY = 1_000_000  # >> the ~100 movements of at most 50 units a key gets: never negative

@@ -25,13 +25,13 @@ from tasks.rollover import (
     rescue_default_rows,
     retire_old_partitions,
 )
-from warehouse.snapshots.days import today_utc
+from warehouse import calendar
 
 
 def _rollover_flow(today: date | None = None) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
-    today = today or today_utc()
+    today = today or calendar.today()
     made = premake_partitions(today)
     moved = rescue_default_rows()
     reopened = reopened_months()

@@ -17,6 +17,8 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from . import calendar
+
 # Each partitioned table and the column (and its type) it is partitioned on.
 PARTITIONED_TABLES = {"stock_movement": "occurred_at", "stock_snapshot": "snapshot_date"}
 _MONTHLY = re.compile(r"_p(\d{4})_(\d{2})$")
@@ -158,7 +160,7 @@ def ensure_month(session: Session, table: str, month: date, *, lock_timeout_ms: 
 
 def premake(session: Session, *, months_back: int = 1, months_ahead: int = 3, today: date | None = None) -> list[str]:
     """Make sure monthly partitions exist from `months_back` before to `months_ahead` after today."""
-    current = month_start(today or datetime.now(timezone.utc).date())
+    current = month_start(today or calendar.today())
     return ensure_range(session, add_months(current, -months_back), add_months(current, months_ahead))
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # Without the pg_read_all_stats role the snapshot builder cannot see other sessions'
     # transaction start times, so it assumes none has been open longer than this.
     snapshot_visibility_margin_s: int = Field(default=3600, ge=0)
+    # The warehouse's time zone (IANA name): snapshot days, and the months of partitions,
+    # closing and retention, begin at its midnight. Fixed once the database has history.
+    business_timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    # Pins "now" for the jobs (an aware ISO instant): simulations and replays of a given night.
+    clock: AwareDatetime | None = None
 
     # Prefix of every Redis key cangflow writes (cache, statistics, outbox streams).
     redis_namespace: str = Field(default="cangflow", min_length=1, max_length=64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from numbers import Integral
 
 from .errors import HistoryClosed, InvalidArgument, InvalidQuantity
@@ -68,8 +68,10 @@ def optional_code(value: object, *, field: str) -> str | None:
 def business_time(value: object, *, field: str = "occurred_at", change: bool = True) -> datetime:
     """A business timestamp; None means now. Naive datetimes are refused: their zone is a guess.
     A change (not a read) must lie between the history floor and the allowed skew ahead."""
+    from . import calendar
+
     if value is None:
-        return datetime.now(timezone.utc)
+        return calendar.now()
     if not isinstance(value, datetime):
         raise InvalidArgument(f"{field}={value!r} must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -79,11 +81,11 @@ def business_time(value: object, *, field: str = "occurred_at", change: bool = T
     from .settings import get_settings
 
     settings = get_settings()
-    floor = history_floor(datetime.now(timezone.utc).date(), settings.retention_months)
-    if value < datetime(floor.year, floor.month, 1, tzinfo=timezone.utc):
-        raise HistoryClosed(f"{value.year:04d}-{value.month:02d}", floor=f"{floor:%Y-%m}")
+    floor = history_floor(calendar.today(), settings.retention_months)
+    if value < calendar.day_start(floor):
+        raise HistoryClosed(f"{calendar.day_of(value):%Y-%m}", floor=f"{floor:%Y-%m}")
     skew = settings.max_future_skew_s
-    if value > datetime.now(timezone.utc) + timedelta(seconds=skew):
+    if value > calendar.now() + timedelta(seconds=skew):
         raise InvalidArgument(f"{field}={value.isoformat()} is more than {skew:,.0f} s in the future "
                               "(CANGFLOW_MAX_FUTURE_SKEW_S); business time may be backdated, not postdated")
     return value

@@ -19,7 +19,7 @@ from warehouse import stock
 from warehouse.errors import HistoryClosed
 from warehouse.partitions import add_months, month_start
 from warehouse.settings import get_settings
-from warehouse.snapshots.days import today_utc
+from warehouse.calendar import today
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ MONTHS_OF_HISTORY = 5
 
 
 def month(offset: int):
-    return add_months(month_start(today_utc()), offset)
+    return add_months(month_start(today()), offset)
 
 
 def tenth(offset: int) -> datetime:

@@ -16,11 +16,11 @@ from flows.partition_rollover import rollover_flow
 from flows.snapshot import SnapshotRunFailed, snapshot_flow
 from tests.builders import World
 from warehouse import stock
-from warehouse.snapshots.days import today_utc
+from warehouse.calendar import today
 
 pytestmark = pytest.mark.integration
 
-TODAY = today_utc()
+TODAY = today()
 DAYS = 15
 
 

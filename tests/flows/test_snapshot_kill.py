@@ -15,11 +15,11 @@ from sqlalchemy import text
 
 from tests.builders import World
 from warehouse import snapshots, stock
-from warehouse.snapshots.days import today_utc
+from warehouse.calendar import today
 
 pytestmark = pytest.mark.integration
 
-TODAY = today_utc()
+TODAY = today()
 DAYS = 240
 
 # Every built day's rows against a direct sum of the ledger up to the end of that day.

@@ -19,11 +19,11 @@ from warehouse import history, partitions, snapshots, stock
 from warehouse.errors import HistoryClosed, InvalidArgument
 from warehouse.partitions import add_months, month_label, month_start, partition_name
 from warehouse.settings import get_settings
-from warehouse.snapshots.days import today_utc
+from warehouse.calendar import today
 
 pytestmark = pytest.mark.integration
 
-TODAY = today_utc()
+TODAY = today()
 THIS_MONTH = month_start(TODAY)
 MONTHS = 26
 PER_MONTH = 5

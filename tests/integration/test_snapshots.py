@@ -16,11 +16,11 @@ from sqlalchemy import text
 from tests.builders import World
 from warehouse import snapshots, stock
 from warehouse.errors import InsufficientStock
-from warehouse.snapshots.days import day_end, today_utc
+from warehouse.calendar import day_end, today
 
 pytestmark = pytest.mark.integration
 
-TODAY = today_utc()
+TODAY = today()
 FIRST_DAY = TODAY - timedelta(days=60)
 
 _LEDGER_AS_OF = text("""

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from ..errors import InvalidArgument
 from ..settings import get_settings
 from . import locks, statements
-from .days import day_end, today_utc
+from .. import calendar
+from ..calendar import day_end
 from .history_floor import first_retained_day
 from .watermark import safe_watermark
 
@@ -29,9 +30,9 @@ class DayBuilt:
 
 
 def require_ended(day: date, today: date | None = None) -> None:
-    today = today or today_utc()
+    today = today or calendar.today()
     if day >= today:
-        raise InvalidArgument(f"snapshot date {day} has not ended yet (today is {today} UTC); the latest is yesterday")
+        raise InvalidArgument(f"snapshot date {day} has not ended yet (today is {today} in {calendar.zone_name()}); the latest is yesterday")
 
 
 def build_day(session: Session, day: date, *, force: bool = True, today: date | None = None) -> DayBuilt:

@@ -14,7 +14,8 @@ from .. import partitions
 from ..errors import InvalidArgument
 from .backdated import mark_backdated
 from .build import require_ended
-from .days import day_of, days_between, today_utc
+from .. import calendar
+from ..calendar import day_of, days_between
 
 MAX_RANGE_DAYS = 3660
 
@@ -47,7 +48,7 @@ def plan_run(session: Session, *, day: date | None = None, start: date | None = 
              today: date | None = None) -> SnapshotPlan:
     """The days to build. With a date or a range, exactly those (a backfill); without, the scan
     for backdated movements runs first and marks what it finds (the caller commits that)."""
-    today = today or today_utc()
+    today = today or calendar.today()
     requested = requested_days(day=day, start=start, end=end, today=today)
     if requested:
         return SnapshotPlan(days=requested, requested=requested)
@@ -63,7 +64,7 @@ def plan_run(session: Session, *, day: date | None = None, start: date | None = 
 def requested_days(*, day: date | None = None, start: date | None = None, end: date | None = None,
                    today: date | None = None) -> tuple[date, ...]:
     """The days a person asked for (a date or a range), checked; () when none was asked for."""
-    today = today or today_utc()
+    today = today or calendar.today()
     if day is not None and (start is not None or end is not None):
         raise InvalidArgument("give either a date or a range (--from/--to), not both")
     if day is not None:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from .. import raw_sql
 from ..errors import InvalidArgument
-from .days import day_of
+from ..calendar import day_of
 from .history_floor import first_retained_day
 
 _AS_OF = "CAST(CAST(:as_of AS text) AS timestamptz)"

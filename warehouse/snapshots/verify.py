@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from . import locks, statements
 from .build import increment_params
-from .days import day_end
+from ..calendar import day_end
 
 SHOWN = 20
 
