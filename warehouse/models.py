@@ -16,6 +16,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     Numeric,
@@ -225,6 +226,8 @@ class SnapshotDay(Base):
     seconds: Mapped[float] = mapped_column(Double)
     built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # An order-independent hash of the rows as verified: a row altered later no longer matches.
+    content_digest: Mapped[Decimal | None] = mapped_column(Numeric)
 
 
 class SnapshotDirty(Base):
@@ -245,6 +248,17 @@ class HistoryMonth(Base):
     month: Mapped[date] = mapped_column(Date, primary_key=True)
     state: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+
+
+class FullCheck(Base):
+    """One full check of the books (every retained snapshot and the whole ledger)."""
+
+    __tablename__ = "full_check"
+    __table_args__ = (Index("ix_full_check_checked_at", "checked_at"),)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[str] = mapped_column(Text)
 
 
 class HistoryAudit(Base):
