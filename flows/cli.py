@@ -201,9 +201,10 @@ def _run_flow(flow, **parameters):
 
 @run_app.command("snapshot")
 def run_snapshot(
-    day: str = typer.Option(None, "--date", help="Build exactly this day (YYYY-MM-DD, UTC)"),
-    start: str = typer.Option(None, "--from", help="Backfill from this day"),
-    end: str = typer.Option(None, "--to", help="Backfill up to this day"),
+    day: str = typer.Option(None, "--date", help="Build exactly this day (YYYY-MM-DD, a business day: "
+                            "midnight to midnight in CANGFLOW_BUSINESS_TIMEZONE)"),
+    start: str = typer.Option(None, "--from", help="Backfill from this business day"),
+    end: str = typer.Option(None, "--to", help="Backfill up to this business day"),
 ) -> None:
     """Daily stock snapshots: dirty days, then up to yesterday; or a date or range you name."""
     from flows.snapshot import snapshot_flow

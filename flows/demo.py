@@ -148,19 +148,19 @@ def run_flows(echo: Callable[[str], object]) -> list:
 
 
 def reconcile_sample(echo: Callable[[str], object], run) -> None:
-    """An ERP feed of the demo warehouses as of today's midnight (UTC) with a few SKUs booked
+    """An ERP feed of the demo warehouses as of today's business midnight with a few SKUs booked
     off, reconciled with the WMS as the truth: adjustment orders for the ERP. The feed is the
     same on a second run, which then finds it reconciled already."""
-    from datetime import datetime, time as clock, timezone
-
     from flows.reconcile import reconcile_flow
     from tasks.database import database
+    from warehouse import calendar
     from warehouse.settings import get_settings
 
-    as_of = datetime.combine(datetime.now(timezone.utc).date(), clock(0), tzinfo=timezone.utc)
+    today = calendar.today()
+    as_of = calendar.day_start(today).astimezone(calendar.zone())
     folder = get_settings().home / "feeds"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"demo-erp-{as_of:%Y%m%d}.csv"
+    path = folder / f"demo-erp-{today:%Y%m%d}.csv"
     with database().session() as session:
         rows = sample_data.erp_feed(session, path, as_of=as_of, differences=5)
     echo(f"ERP reconciliation of {path} ({rows:,} rows, 5 SKUs booked off) ...")

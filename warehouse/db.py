@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -10,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import slow_queries
+from . import calendar, slow_queries
 from .settings import Settings, get_settings
 from .id_cache import IdCache
 
@@ -50,13 +51,35 @@ class Database:
         self._stock_hooks: list[Callable[[set[tuple[str, str]]], None]] = []
         event.listen(self._sessions, "after_commit", self._after_stock_commit)
         event.listen(self._sessions, "after_rollback", _drop_touched_stock)
+        # The CANGFLOW_BUSINESS_TIMEZONE last found to agree with the database's zone.
+        self._zone_checked: str | None = None
+        self._zone_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: commit when the block ends, roll back when it raises."""
+        """One transaction: commit when the block ends, roll back when it raises. The first
+        one (and the first after the setting changed) checks the business time zone first."""
+        if self._zone_checked != calendar.zone_name():
+            self.check_business_zone()
         with self._sessions() as session:
             with session.begin():
                 yield session
+
+    def check_business_zone(self, *, force: bool = False) -> str | None:
+        """Adopt CANGFLOW_BUSINESS_TIMEZONE on a database without history, or raise
+        BusinessZoneChanged when it differs from the zone of the history there is (see
+        `warehouse.business_zone`), in a transaction of its own; the zone in force, None on a
+        database not migrated to revision 0009 yet (`schema.upgrade` checks again after it)."""
+        from . import business_zone
+
+        with self._zone_lock:
+            configured = calendar.zone_name()
+            if not force and self._zone_checked == configured:
+                return configured
+            with self._sessions() as session, session.begin():
+                stored = business_zone.ensure(session)
+            self._zone_checked = configured
+            return stored
 
     def on_stock_committed(self, hook: Callable[[set[tuple[str, str]]], None]) -> Callable[[], None]:
         """Call `hook` with the (warehouse, sku) pairs a committed transaction changed (the

@@ -82,3 +82,19 @@ class ConcurrentConflict(WarehouseError):
         self.sqlstate = sqlstate
         super().__init__(f"{operation} lost a race with a concurrent transaction (SQLSTATE {sqlstate}: {detail}); "
                          "nothing was applied: roll back and run the transaction again")
+
+
+class BusinessZoneChanged(WarehouseError):
+    """CANGFLOW_BUSINESS_TIMEZONE differs from the zone the database's history is kept in."""
+
+    def __init__(self, *, stored: str, configured: str):
+        self.stored = stored
+        self.configured = configured
+        super().__init__(
+            f"CANGFLOW_BUSINESS_TIMEZONE is {configured!r} but this database's history is in {stored!r}: its "
+            f"snapshots are closing stock at {stored} midnight and its ledger partitions, closed and retired "
+            f"months are {stored} months, so days in {configured} would not match them. Changing the business "
+            f"time zone of a database with history is refused, and cangflow has no migration of history to "
+            f"another zone. Set CANGFLOW_BUSINESS_TIMEZONE={stored} again (for every process, and the "
+            f"deployments' schedule time zone), or use {configured} with a new, empty database (it adopts the setting)."
+        )

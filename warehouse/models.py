@@ -380,3 +380,15 @@ class AdjustmentOrderLine(Base):
     movement_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     decided_by: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class BusinessCalendar(Base):
+    """One row: the business time zone the database's days and months are in (migration 0009).
+    The application adopts its setting on a database without history and refuses a different
+    one afterwards (`warehouse.business_zone`)."""
+
+    __tablename__ = "business_calendar"
+    __table_args__ = (CheckConstraint("one_row", name="ck_business_calendar_one_row"),)
+    one_row: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    zone: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))

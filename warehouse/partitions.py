@@ -1,6 +1,9 @@
 """Monthly partitions of the ledger and of the snapshots: create, list, and rescue rows that
-landed in the default partition. Months are UTC months. Identifiers and bounds go through
-psycopg's SQL composition; nothing here commits.
+landed in the default partition. Months are those of the business time zone
+(`warehouse.calendar`): a ledger partition holds the instants from local midnight of its month's
+first day up to local midnight of the next month's, so closing and retention, which work by
+partition, close and retire local months. Identifiers and bounds go through psycopg's SQL
+composition; nothing here commits.
 
 Each function is one DDL step meant to run in its own short transaction (the rollover commits
 after each): `CREATE TABLE ... PARTITION OF` takes an ACCESS EXCLUSIVE lock on the parent, so a
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
 from psycopg import sql
 from sqlalchemy import text
@@ -51,12 +54,12 @@ def _check_table(table: str) -> None:
 
 
 def bounds(table: str, month: date) -> tuple[date | datetime, date | datetime]:
-    """The partition bounds of `month`: UTC instants for the ledger, dates for snapshots."""
+    """The partition bounds of `month`: for the ledger, the instants (aware, UTC) at which the
+    month and the next one begin in the business time zone; for snapshots, dates."""
     _check_table(table)
     lower, upper = month_start(month), add_months(month_start(month), 1)
     if table == "stock_movement":
-        return (datetime(lower.year, lower.month, 1, tzinfo=timezone.utc),
-                datetime(upper.year, upper.month, 1, tzinfo=timezone.utc))
+        return calendar.day_start(lower), calendar.day_start(upper)
     return lower, upper
 
 
@@ -107,13 +110,14 @@ def existing(session: Session, table: str) -> set[str]:
 
 
 def rows_in_default(session: Session, table: str) -> dict[date, int]:
-    """Rows sitting in the default partition, counted per month they belong to."""
+    """Rows sitting in the default partition, counted per month they belong to (for the ledger,
+    the month of the business time zone its instant falls in)."""
     _check_table(table)
     column = PARTITIONED_TABLES[table]
-    month_of = "CAST(date_trunc('month', {col} AT TIME ZONE 'UTC') AS date)" if table == "stock_movement" \
+    month_of = "CAST(date_trunc('month', {col} AT TIME ZONE {zone}) AS date)" if table == "stock_movement" \
         else "CAST(date_trunc('month', {col}) AS date)"
     statement = sql.SQL("SELECT " + month_of + ", count(*) FROM {default} GROUP BY 1 ORDER BY 1").format(
-        col=sql.Identifier(column), default=sql.Identifier(default_name(table)))
+        col=sql.Identifier(column), zone=sql.Literal(calendar.zone_name()), default=sql.Identifier(default_name(table)))
     raw = session.connection().connection.dbapi_connection
     rows = session.connection().exec_driver_sql(statement.as_string(raw)).all()
     return {month: count for month, count in rows}

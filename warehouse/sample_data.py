@@ -17,14 +17,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from . import partitions
+from . import calendar, partitions
 from .errors import InvalidArgument
 
 WAREHOUSES = ("DEMO-EAST", "DEMO-WEST")
@@ -35,7 +35,7 @@ VARIANTS = ("classic", "premium", "value pack", "family size", "mini", "eco", "t
 ZIPF_EXPONENT = 1.07
 PICKS_PER_SKU_DAY = 0.33  # per warehouse: 5,000 SKUs make ~1,650 picks a day in each
 _LOAD_LOCK = 0x64656D6F  # "demo": one loader at a time
-_HOUR = 3_600_000_000  # times are microseconds since the first day's midnight (UTC)
+_HOUR = 3_600_000_000  # times are microseconds since the first day's business midnight
 _DAY = 24 * _HOUR
 _MOVEMENT_TYPES = np.array(["receipt", "deduction", "reservation"])
 SKU_CODE = "SKU-{:06d}"  # numbered from 1
@@ -79,7 +79,7 @@ def load_sample(session: Session, *, skus: int = 5000, bins_per_warehouse: int =
                   "WHERE w.code = ANY (CAST(:codes AS text[])))")
     if session.execute(loaded, {"codes": list(WAREHOUSES)}).scalar():
         return _summary(session, time.perf_counter() - started, already_loaded=True)
-    today = today or datetime.now(timezone.utc).date()
+    today = today or calendar.today()
     rng, weights = np.random.default_rng(seed), popularity(skus, seed)
     raw = session.connection().connection.dbapi_connection
     warehouse_ids, bin_ids = _warehouses_and_bins(session, raw, bins_per_warehouse)
@@ -214,7 +214,7 @@ def _write_ledger(session, raw, ledger: pd.DataFrame, rows: pd.DataFrame, start:
     batches, index, sizes = np.unique(batch, return_inverse=True, return_counts=True)
     operations = np.array(session.execute(text("SELECT nextval('stock_operation_id_seq') FROM generate_series(1, :n)"),
                                           {"n": len(batches)}).scalars().all(), dtype=np.int64)
-    epoch = np.datetime64(datetime(start.year, start.month, start.day), "us")
+    epoch = np.datetime64(calendar.day_start(start).replace(tzinfo=None), "us")  # as UTC
     frame = pd.DataFrame({
         "occurred_at": np.datetime_as_string(epoch + ledger["t"].to_numpy().astype("timedelta64[us]"), timezone="UTC"),
         "movement_type": _MOVEMENT_TYPES[ledger["type"].to_numpy()],

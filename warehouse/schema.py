@@ -42,7 +42,9 @@ def require_current(db: Database) -> None:
 
 
 def upgrade(db: Database, revision: str = "head", *, premake_months: int = 3) -> str | None:
-    """Run the migrations up to `revision` and make sure this month's partitions exist."""
+    """Run the migrations up to `revision`, settle the business time zone (adopted by a database
+    without history, refused when it differs from that of the history there is), and make sure
+    this month's partitions exist."""
     config = alembic_config()
     with db.engine.connect() as connection:
         connection.exec_driver_sql(f"SELECT pg_advisory_lock({_UPGRADE_LOCK})")
@@ -53,6 +55,7 @@ def upgrade(db: Database, revision: str = "head", *, premake_months: int = 3) ->
         finally:
             connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_UPGRADE_LOCK})")
             connection.commit()
+    db.check_business_zone(force=True)  # before partitions are made with its month bounds
     if revision == "head":
         with db.session() as session:
             partitions.premake(session, months_back=1, months_ahead=premake_months)

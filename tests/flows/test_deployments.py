@@ -31,9 +31,24 @@ def test_every_entrypoint_is_a_flow_and_every_schedule_a_valid_cron():
         assert isinstance(flow, Flow), deployment["name"]
         for schedule in deployment["schedules"]:
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises when either is invalid
-            assert schedule["timezone"] == "UTC"
         assert set(deployment.get("parameters", {})) <= set(flow.parameters.properties), deployment["name"]
     assert {d["name"] for d in _deployments()} == {"nightly", "snapshot", "rollover", "reconcile", "warmup", "relay"}
+
+
+def test_every_schedule_runs_in_the_business_time_zone():
+    """The schedules' time zone is the one definition, and it is CANGFLOW_BUSINESS_TIMEZONE's
+    default: the snapshot at 00:15 runs after the business day ended. The file says so where a
+    site changes it (a site outside UTC changes both)."""
+    from warehouse.settings import Settings
+
+    config = yaml.safe_load(PREFECT_FILE.read_text())
+    business = Settings.model_fields["business_timezone"].default
+    assert config["definitions"]["time_zone"] == business == "UTC"
+    zones = {schedule["timezone"] for d in _deployments() for schedule in d["schedules"]}
+    assert zones == {config["definitions"]["time_zone"]}
+    anchor = next(line for line in PREFECT_FILE.read_text().splitlines() if "&time_zone" in line)
+    assert "CANGFLOW_BUSINESS_TIMEZONE" in anchor
+    assert "CANGFLOW_BUSINESS_TIMEZONE" in (ROOT / "deployments" / "README.md").read_text()
 
 
 @pytest.mark.integration

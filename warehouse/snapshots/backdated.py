@@ -6,6 +6,7 @@ from datetime import date
 
 from sqlalchemy.orm import Session
 
+from ..calendar import zone_name
 from ..settings import get_settings
 from . import locks, statements
 from .watermark import safe_watermark
@@ -19,7 +20,8 @@ def mark_backdated(session: Session) -> list[date]:
     if start is None:
         return []
     upto = safe_watermark(session, margin_s=get_settings().snapshot_visibility_margin_s)
-    return list(session.execute(statements.MARK_BACKDATED, {"from": start, "upto": upto}).scalars())
+    # A movement's day is its business day (the zone is a parameter, as in the snapshot's bounds).
+    return list(session.execute(statements.MARK_BACKDATED, {"from": start, "upto": upto, "zone": zone_name()}).scalars())
 
 
 def mark_dirty(session: Session, day: date, reason: str) -> None:

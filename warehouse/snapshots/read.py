@@ -13,6 +13,10 @@ rebuild in between cannot be counted twice), and its plan is prepared once and r
   cost several times the execution). The generic plan evaluates the casts at executor start
   and drops the other partitions before setting up their scans; bounds that come from
   snapshot_day itself prune only at run time, after every partition's scan was set up.
+- Days are business days (`warehouse.calendar`). The day of `as_of` and the first instant of
+  `since` are computed here and bound as text like the other bounds; the end of the base day,
+  which only the statement knows, is `cangflow_day_start(day + 1, zone)` (migration 0009: the
+  same instant as `calendar.day_start`, also where DST makes local midnight skipped or twice).
 - `since` is the first day of the month the base snapshot is expected in (that of the day
   before `as_of`). It bounds the snapshot and the movements read by key; the statement returns
   the base day it found, and a base older than `since` (snapshots behind by more than that) is
@@ -35,13 +39,13 @@ from sqlalchemy.orm import Session
 
 from .. import raw_sql
 from ..errors import InvalidArgument
-from ..calendar import day_of
+from ..calendar import day_of, day_start, zone_name
 from .history_floor import first_retained_day
 
 _AS_OF = "CAST(CAST(:as_of AS text) AS timestamptz)"
-_DAY = f"CAST({_AS_OF} AT TIME ZONE 'UTC' AS date)"
+_DAY = "CAST(CAST(:day AS text) AS date)"  # the business day of as_of
 _SINCE = "CAST(CAST(:since AS text) AS date)"
-_SINCE_START = f"(CAST({_SINCE} AS timestamp) AT TIME ZONE 'UTC')"
+_SINCE_START = "CAST(CAST(:since_start AS text) AS timestamptz)"  # the first instant of since
 
 
 def _narrow(t: str) -> str:
@@ -59,7 +63,7 @@ WITH item AS MATERIALIZED (
     WHERE w.code = :warehouse
 ),
 base AS MATERIALIZED (
-    SELECT d.snapshot_date, d.watermark, CAST(d.snapshot_date + 1 AS timestamp) AT TIME ZONE 'UTC' AS base_end
+    SELECT d.snapshot_date, d.watermark, cangflow_day_start(d.snapshot_date + 1, CAST(:zone AS text)) AS base_end
     FROM snapshot_day d
     WHERE d.snapshot_date < {_DAY}
     ORDER BY d.snapshot_date DESC LIMIT 1
@@ -96,16 +100,24 @@ def _month_start(day: date) -> date:
     return day.replace(day=1)
 
 
+def _first_instant(day: date) -> str:
+    try:
+        return day_start(day).isoformat()
+    except OverflowError:  # a local midnight of year 1 east of UTC is before datetime.min
+        return "-infinity"
+
+
 def on_hand_as_of(session: Session, *, warehouse: str, sku: str, location: str | None = None,
                   lot: str | None = None, as_of: datetime) -> int | None:
     """on_hand of the item named by codes at `as_of` (an aware datetime); None when a code
     names nothing (the caller resolves the codes to say which)."""
-    params = {"warehouse": warehouse, "sku": sku, "location": location, "lot": lot,
-              "as_of": as_of.astimezone(timezone.utc).isoformat()}
     day = day_of(as_of)
+    params = {"warehouse": warehouse, "sku": sku, "location": location, "lot": lot,
+              "as_of": as_of.astimezone(timezone.utc).isoformat(), "day": day.isoformat(), "zone": zone_name()}
     since = _month_start(day - timedelta(days=1) if day > date.min else day)
     while True:
-        row = _execute(session, {**params, "since": since.isoformat()})
+        row = _execute(session, {**params, "since": since.isoformat(),
+                                 "since_start": _first_instant(since)})
         if row is None or (location and row.location_id is None) or (lot and row.lot_id is None):
             return None
         if row.base_day is None:

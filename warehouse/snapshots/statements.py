@@ -133,7 +133,7 @@ MARK_VERIFIED = text("UPDATE snapshot_day SET verified_at = now() WHERE snapshot
 # include it: dated on or before the day, recorded at or after what the day was checked up to.
 MARK_BACKDATED = text("""
 WITH late AS (
-    SELECT CAST(occurred_at AT TIME ZONE 'UTC' AS date) AS day, max(recorded_at) AS last_recorded
+    SELECT CAST(occurred_at AT TIME ZONE CAST(:zone AS text) AS date) AS day, max(recorded_at) AS last_recorded
     FROM stock_movement
     WHERE recorded_at >= CAST(:from AS timestamptz) AND recorded_at < CAST(:upto AS timestamptz)
     GROUP BY 1
