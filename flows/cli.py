@@ -103,17 +103,22 @@ def db_stop() -> None:
 
 
 @app.command()
-def check(limit: int = typer.Option(100, help="Violations shown per invariant")) -> None:
-    """Check the stock invariants; exit 1 when any is violated."""
-    from warehouse import invariants
+def check(
+    limit: int = typer.Option(100, help="Violations shown per invariant"),
+    incremental: bool = typer.Option(False, "--incremental", help="Only what changed since the last passing check "
+                                     "(the nightly's gate); the default is the full check"),
+) -> None:
+    """Check the books in full (every snapshot day, the whole ledger); exit 1 when anything is wrong.
+    Wrong snapshot days are marked for a rebuild by the next snapshot run."""
+    from warehouse import books
 
     db = _database()
     with db.session() as session:
-        violations = invariants.check(session, limit_per_check=limit)
-    for violation in violations:
-        typer.echo(str(violation))
-    typer.echo(f"invariants: {len(violations)} violation(s)")
-    if violations:
+        result = books.check_books(session, full=not incremental, limit_per_check=limit)
+    for line in result.lines():
+        typer.echo(line)
+    typer.echo(result.summary())
+    if not result.ok:
         raise typer.Exit(ExitCode.CHECK_FAILED)
 
 

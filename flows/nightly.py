@@ -1,4 +1,5 @@
-"""The nightly parent flow: snapshot (with its chain check) -> quality gate -> partition
+"""The nightly parent flow: snapshot (with its chain check) -> books check (incremental, or
+full when one is due: `warehouse.books`) -> partition
 rollover -> reconciliation (when a feed is waiting) -> cache warmup, as subflows. A failed
 check or gate stops every later step that would apply data and fails the run, visibly.
 
@@ -17,7 +18,7 @@ from flows.partition_rollover import rollover_flow
 from flows.reconcile import reconcile_flow
 from flows.runners import task_runner
 from flows.snapshot import snapshot_flow
-from tasks.quality import check_invariants
+from tasks.quality import check_books
 
 
 def newest_feed(feed_dir: str | None) -> str | None:
@@ -34,7 +35,7 @@ def nightly_flow(feed_dir: str | None = None, truth: str = "wms", auto_approve_l
     with run_metrics("nightly"):
         logger = get_run_logger()
         summary = {"snapshot": snapshot_flow()}
-        check_invariants()  # the gate: nothing below runs on books that do not add up
+        summary["books"] = check_books()  # the gate: nothing below runs on books that do not add up
         summary["rollover"] = rollover_flow()
         feed = newest_feed(feed_dir)
         if feed:

@@ -18,6 +18,7 @@ from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
 from tasks.quality import QualityGateFailed, run_suite
 from tasks.snapshot import (
+    audit_snapshot_chain,
     build_snapshot_day,
     ensure_snapshot_partitions,
     mark_snapshot_dirty,
@@ -39,7 +40,7 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
     if plan.days:
         run_suite("stock_balance")  # the data snapshots are built from must pass its suite first
         ensure_snapshot_partitions(plan.days)
-    built, failure = [], None
+    built, failure, next_step = [], None, None
     explicit = bool(plan.requested)
     for number, current in enumerate(plan.days, 1):
         result = build_snapshot_day(current, force=explicit or current in plan.dirty)
@@ -49,8 +50,10 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
                     f"{result['rows']:,}", result["seconds"], result["check"])
         if not result["ok"]:
             failure = result["check"]
-            # This day and every later one are stale: the next run starts over from here.
-            mark_snapshot_dirty(current, f"chain check failed: {failure}"[:1000])
+            # This day (or its base, when the base was altered) and every later one are stale:
+            # the next run starts over from there.
+            mark_snapshot_dirty(result["wrong_from"], f"chain check failed: {failure}"[:1000])
+            next_step = f"days from {result['wrong_from']} are marked dirty for the next run"
             break
     latest = verify_latest_snapshot() if failure is None else {"ok": False, "day": None, "message": "not run"}
     if failure is None and built:
@@ -64,8 +67,18 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
             raise
     if failure is None and not latest["ok"]:
         failure = latest["message"]
-        first = min((r["day"] for r in built if r["mode"] != "skipped"), default=latest["day"])
-        mark_snapshot_dirty(first, f"latest snapshot check failed: {failure}"[:1000])
+        # Rebuilding the newest days cannot fix a wrong older day they were built on: the audit
+        # proves every retained day and marks from the oldest wrong one, or finds the chain right
+        # (then the live balances are what differs, and no rebuild helps).
+        audit = audit_snapshot_chain()
+        logger.warning("latest snapshot check failed; %s", audit["message"])
+        if audit["marked_from"] is not None:
+            next_step = f"{audit['message']}: days from {audit['marked_from']} are marked dirty for the next run"
+        elif audit["unrepairable"]:
+            next_step = audit["message"]
+        else:
+            next_step = ("every snapshot day agrees with the ledger, so the live balances differ from it; "
+                         "no rebuild changes that: run `cangflow check` to see which")
     summary = {
         "days_built": sum(1 for r in built if r["mode"] in ("full", "incremental")),
         "days_skipped": sum(1 for r in built if r["mode"] == "skipped"),
@@ -85,7 +98,7 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
     )
     logger.info("summary: %s", summary_text(summary))
     if failure is not None:
-        raise SnapshotRunFailed(f"snapshot check failed; the days are marked dirty for the next run: {failure}")
+        raise SnapshotRunFailed(f"snapshot check failed: {failure}; {next_step}")
     return summary
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 
-from warehouse import invariants
+from warehouse import books
 from warehouse.errors import WarehouseError
 
 from .database import database
@@ -14,15 +14,17 @@ class QualityGateFailed(WarehouseError):
     pass
 
 
-@task(name="quality-gate-invariants", retries=1, retry_delay_seconds=10)
-def check_invariants() -> int:
-    """Raises (failing the run) when any invariant is violated, naming the first violations."""
+@task(name="quality-gate-books", retries=1, retry_delay_seconds=10)
+def check_books(full: bool | None = None) -> dict:
+    """The books check that is due (incremental, or full on its schedule), recorded; raises
+    (failing the run) when anything is wrong, naming the first findings."""
     with database().session() as session:
-        violations = invariants.check(session, limit_per_check=20)
-    if violations:
-        shown = "; ".join(str(v) for v in violations[:10])
-        raise QualityGateFailed(f"{len(violations)} invariant violation(s); nothing further is applied: {shown}")
-    return 0
+        result = books.check_books(session, full=full, limit_per_check=20)
+    get_run_logger().info("%s", result.summary())
+    if not result.ok:
+        shown = "; ".join(result.lines()[:10])
+        raise QualityGateFailed(f"{result.summary()}; nothing further is applied: {shown}")
+    return {"kind": result.kind, "ok": True, "summary": result.summary()}
 
 
 @task(name="quality-suite", task_run_name="quality-{suite}", retries=1, retry_delay_seconds=10)

@@ -39,9 +39,10 @@ def build_snapshot_day(day: date, force: bool) -> dict:
         with database().session() as session:
             built, check = snapshots.build_checked_day(session, day, force=force)
     except snapshots.SnapshotCheckFailed as failed:
-        return {"day": day, "mode": "failed", "rows": 0, "seconds": None, "check": str(failed.result), "ok": False}
+        return {"day": day, "mode": "failed", "rows": 0, "seconds": None, "check": str(failed.result), "ok": False,
+                "wrong_from": failed.result.wrong_from}
     return {"day": day, "mode": built.mode, "rows": built.rows, "seconds": round(built.seconds, 3),
-            "check": "ok" if check else "already built", "ok": True}
+            "check": "ok" if check else "already built", "ok": True, "wrong_from": None}
 
 
 @task(name="snapshot-latest-check", retries=2, retry_delay_seconds=5)
@@ -50,7 +51,17 @@ def verify_latest_snapshot() -> dict:
         result = snapshots.verify_latest(session)
     if result is None:
         return {"ok": True, "day": None, "message": "no snapshot yet"}
-    return {"ok": result.ok, "day": result.day, "message": str(result)}
+    return {"ok": result.ok, "day": result.day, "message": str(result), "altered": result.altered}
+
+
+@task(name="snapshot-chain-audit", retries=1, retry_delay_seconds=10)
+def audit_snapshot_chain() -> dict:
+    """Prove every retained day and mark dirty from the oldest wrong one (committed), so the
+    next run rebuilds from a day that is right."""
+    with database().session() as session:
+        audit = snapshots.audit_chain(session)
+        marked = snapshots.repair(session, audit) if audit.unrepairable is None else None
+    return {"ok": audit.ok, "message": str(audit), "marked_from": marked, "unrepairable": audit.unrepairable}
 
 
 @task(name="snapshot-mark-dirty", retries=2, retry_delay_seconds=5)

@@ -250,13 +250,20 @@ class HistoryMonth(Base):
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
 
 
-class FullCheck(Base):
-    """One full check of the books (every retained snapshot and the whole ledger)."""
+class BooksCheck(Base):
+    """One check of the books: full (every retained snapshot, the whole ledger) or incremental
+    (what was recorded since the last passing check, up to `covered_upto`)."""
 
-    __tablename__ = "full_check"
-    __table_args__ = (Index("ix_full_check_checked_at", "checked_at"),)
+    __tablename__ = "books_check"
+    __table_args__ = (
+        CheckConstraint("kind IN ('full', 'incremental')", name="ck_books_check_kind"),
+        Index("ix_books_check_kind_ok", "kind", "ok", "id"),
+    )
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
     checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    business_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the jobs' clock then
+    covered_upto: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ok: Mapped[bool] = mapped_column(Boolean)
     summary: Mapped[str] = mapped_column(Text)
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # Without the pg_read_all_stats role the snapshot builder cannot see other sessions'
     # transaction start times, so it assumes none has been open longer than this.
     snapshot_visibility_margin_s: int = Field(default=3600, ge=0)
+    # The nightly's gate checks what changed since the last passing check; every this many days
+    # (by the jobs' clock) it checks the books in full instead: every retained snapshot against
+    # the ledger, the whole ledger against the balances.
+    full_check_days: float = Field(default=7.0, gt=0, le=366)
     # The warehouse's time zone (IANA name): snapshot days, and the months of partitions,
     # closing and retention, begin at its midnight. Fixed once the database has history.
     business_timezone: str = Field(default="UTC", min_length=1, max_length=64)

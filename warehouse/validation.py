@@ -83,7 +83,11 @@ def business_time(value: object, *, field: str = "occurred_at", change: bool = T
     settings = get_settings()
     floor = history_floor(calendar.today(), settings.retention_months)
     if value < calendar.day_start(floor):
-        raise HistoryClosed(f"{calendar.day_of(value):%Y-%m}", floor=f"{floor:%Y-%m}")
+        try:
+            local = calendar.day_of(value)
+        except OverflowError:  # year 1 west of the zone: its month is as far back anyway
+            local = value.date()
+        raise HistoryClosed(f"{local.year:04d}-{local.month:02d}", floor=f"{floor:%Y-%m}")
     skew = settings.max_future_skew_s
     if value > calendar.now() + timedelta(seconds=skew):
         raise InvalidArgument(f"{field}={value.isoformat()} is more than {skew:,.0f} s in the future "

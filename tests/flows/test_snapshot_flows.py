@@ -149,3 +149,64 @@ def test_a_day_whose_suite_failed_stays_flagged_and_fails_every_run_until_a_rebu
     repaired = snapshot_flow()
     assert repaired["ok"] and repaired["dirty_rebuilt"] == [str(yesterday)]
     assert snapshot_flow()["dirty_rebuilt"] == []
+
+
+# Every built day's rows against a direct sum of the ledger up to that day's end: 0 when right.
+_DAYS_AGAINST_LEDGER = text("""
+WITH direct AS (
+    SELECT d.snapshot_date, m.balance_id, sum(m.qty) AS on_hand, sum(m.reserved_qty) AS reserved
+    FROM snapshot_day d JOIN stock_movement m ON m.occurred_at < (d.snapshot_date + 1)::timestamp AT TIME ZONE 'UTC'
+    GROUP BY 1, 2 HAVING sum(m.qty) <> 0 OR sum(m.reserved_qty) <> 0
+)
+SELECT count(*) FROM direct FULL JOIN stock_snapshot s USING (snapshot_date, balance_id)
+WHERE direct.on_hand IS DISTINCT FROM s.on_hand OR direct.reserved IS DISTINCT FROM s.reserved
+""")
+
+
+def _alter_and_backdate(world, tasks_db, altered, *, forget_digest: bool) -> None:
+    """Alter one row of an older day by hand, then record a movement dated the day after it, so
+    every later day is rebuilt on the altered one."""
+    with tasks_db.session() as s:
+        s.execute(text("UPDATE stock_snapshot SET on_hand = on_hand + 5 WHERE snapshot_date = :d AND sku_id = "
+                       "(SELECT id FROM sku WHERE code = :sku)"), {"d": altered, "sku": world.skus[0]})
+        if forget_digest:  # as for a day verified before digests were kept: only the audit can tell
+            s.execute(text("UPDATE snapshot_day SET content_digest = NULL WHERE snapshot_date = :d"), {"d": altered})
+    with tasks_db.session() as s:
+        stock.receive(s, warehouse=world.warehouse, sku=world.skus[0], qty=1, location=world.locations[0],
+                      occurred_at=datetime.combine(altered + timedelta(days=1), time(12), tzinfo=timezone.utc))
+
+
+@pytest.mark.parametrize("forget_digest", [False, True], ids=["digest", "no digest"])
+def test_a_hand_altered_older_snapshot_is_found_and_the_next_run_repairs_the_chain(world, tasks_db, forget_digest):
+    """Before: each day's check compared the build with the same formula over the same altered
+    base and passed; the latest check failed and every run rebuilt only the newest days, forever."""
+    snapshot_flow()
+    altered = TODAY - timedelta(days=8)
+    _alter_and_backdate(world, tasks_db, altered, forget_digest=forget_digest)
+    with pytest.raises(SnapshotRunFailed) as failed:
+        snapshot_flow()
+    assert f"the snapshot of {altered} was altered" in str(failed.value) or f"chain check {altered}" in str(failed.value)
+    assert f"days from {altered} are marked dirty" in str(failed.value), str(failed.value)
+    assert "live balance" in str(failed.value) or "altered" in str(failed.value)
+    repaired = snapshot_flow()
+    assert repaired["ok"] and repaired["dirty_rebuilt"][0] == str(altered), repaired
+    with tasks_db.session() as s:
+        assert s.execute(_DAYS_AGAINST_LEDGER).scalar() == 0
+    assert snapshot_flow()["dirty_rebuilt"] == []
+
+
+def test_balances_that_differ_from_a_right_chain_fail_the_run_without_endless_rebuilds(world, tasks_db):
+    snapshot_flow()
+    balance_of = "(SELECT id FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku) ORDER BY id LIMIT 1)"
+    with tasks_db.session() as s:  # a write that bypasses the ledger
+        s.execute(text(f"UPDATE stock_balance SET on_hand = on_hand + 1 WHERE id = {balance_of}"), {"sku": world.skus[0]})
+    try:
+        for _ in range(2):
+            with pytest.raises(SnapshotRunFailed, match="agrees with the ledger, so the live balances differ"):
+                snapshot_flow()
+            with tasks_db.session() as s:
+                assert s.execute(text("SELECT count(*) FROM snapshot_dirty")).scalar() == 0  # nothing to rebuild
+    finally:
+        with tasks_db.session() as s:
+            s.execute(text(f"UPDATE stock_balance SET on_hand = on_hand - 1 WHERE id = {balance_of}"), {"sku": world.skus[0]})
+    assert snapshot_flow()["ok"]

@@ -1,5 +1,6 @@
 """Daily stock snapshots: build, verify, find what backdated movements made stale, read."""
 
+from .audit import ChainAudit, audit_chain, repair
 from .backdated import mark_backdated, mark_dirty
 from .build import DayBuilt, build_day
 from .checked import SnapshotCheckFailed, build_checked_day
@@ -8,17 +9,20 @@ from .read import on_hand_as_of
 from .verify import CheckResult, Mismatch, verify_day, verify_latest
 
 __all__ = [
+    "ChainAudit",
     "CheckResult",
     "DayBuilt",
     "Mismatch",
     "SnapshotCheckFailed",
     "SnapshotPlan",
+    "audit_chain",
     "build_checked_day",
     "build_day",
     "mark_backdated",
     "mark_dirty",
     "on_hand_as_of",
     "plan_run",
+    "repair",
     "verify_day",
     "verify_latest",
 ]

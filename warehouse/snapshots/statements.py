@@ -57,11 +57,11 @@ INSERT_FULL = text(_insert(_FROM_LEDGER))
 DELETE_DAY = text("DELETE FROM stock_snapshot WHERE snapshot_date = CAST(:day AS date)")
 
 BASE_DAY = text("""
-SELECT snapshot_date, watermark FROM snapshot_day
+SELECT snapshot_date, watermark, content_digest FROM snapshot_day
 WHERE snapshot_date < CAST(:day AS date) ORDER BY snapshot_date DESC LIMIT 1
 """)
 THIS_DAY = text("""
-SELECT d.snapshot_date, d.watermark, d.verified_at,
+SELECT d.snapshot_date, d.watermark, d.verified_at, d.content_digest,
        EXISTS (SELECT 1 FROM snapshot_dirty x WHERE x.snapshot_date = d.snapshot_date) AS dirty
 FROM snapshot_day d WHERE d.snapshot_date = CAST(:day AS date)
 """)
@@ -70,7 +70,8 @@ INSERT INTO snapshot_day (snapshot_date, watermark, checked_upto, build_mode, ro
 VALUES (CAST(:day AS date), :watermark, :watermark, :mode, :rows, :seconds, now(), NULL)
 ON CONFLICT (snapshot_date) DO UPDATE
 SET watermark = excluded.watermark, checked_upto = excluded.checked_upto, build_mode = excluded.build_mode,
-    row_count = excluded.row_count, seconds = excluded.seconds, built_at = excluded.built_at, verified_at = NULL
+    row_count = excluded.row_count, seconds = excluded.seconds, built_at = excluded.built_at, verified_at = NULL,
+    content_digest = NULL
 """)
 CLEAR_DIRTY = text("DELETE FROM snapshot_dirty WHERE snapshot_date = CAST(:day AS date)")
 
@@ -127,7 +128,28 @@ AGAINST_BALANCES = text(_mismatches(
     """,
     "SELECT id AS balance_id, on_hand, reserved FROM stock_balance",
 ))
-MARK_VERIFIED = text("UPDATE snapshot_day SET verified_at = now() WHERE snapshot_date = CAST(:day AS date)")
+# A day's rows as one order-independent number: the sum of a 64-bit hash per row. The chain
+# check records it when a day passes; a row altered, added or removed later changes it.
+_ROW_HASH = "hashtextextended(balance_id || ':' || on_hand || ':' || reserved, 0)"
+DAY_DIGEST = text(f"""
+SELECT coalesce(sum({_ROW_HASH}), 0) FROM stock_snapshot WHERE snapshot_date = CAST(:day AS date)
+""")
+MARK_VERIFIED = text(f"""
+UPDATE snapshot_day
+SET verified_at = now(),
+    content_digest = (SELECT coalesce(sum({_ROW_HASH}), 0) FROM stock_snapshot WHERE snapshot_date = CAST(:day AS date))
+WHERE snapshot_date = CAST(:day AS date)
+""")
+# Verified days whose rows no longer match the digest taken when they passed, oldest first.
+ALTERED_DAYS = text(f"""
+SELECT d.snapshot_date
+FROM snapshot_day d
+LEFT JOIN (SELECT snapshot_date, sum({_ROW_HASH}) AS digest FROM stock_snapshot GROUP BY snapshot_date) s
+       ON s.snapshot_date = d.snapshot_date
+WHERE d.content_digest IS NOT NULL AND d.content_digest <> coalesce(s.digest, 0)
+ORDER BY d.snapshot_date
+""")
+EVERY_DAY = text("SELECT snapshot_date, watermark, content_digest FROM snapshot_day ORDER BY snapshot_date")
 
 # Built, clean days that a movement recorded in [:from, :upto) belongs to but that did not
 # include it: dated on or before the day, recorded at or after what the day was checked up to.

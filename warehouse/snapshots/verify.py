@@ -1,6 +1,12 @@
 """The chain check: each built day equals its base plus the movements between (recomputed from
 the ledger now, against the rows stored), and the latest day plus everything after it equals
-the live balances. A failed check names the keys."""
+the live balances. A failed check names the keys.
+
+The same formula over the same base cannot see a base that is itself wrong: a base row altered
+after its day passed would be carried into every day built on it. So each check also compares
+the base's rows with the digest taken when the base passed (`content_digest`); a base that no
+longer matches makes the check fail with `wrong_from` at the base, the oldest day to rebuild.
+"""
 
 from __future__ import annotations
 
@@ -49,31 +55,55 @@ class CheckResult:
     day: date | None
     mismatches: tuple[Mismatch, ...]
     total: int
+    # A day whose stored rows no longer match what was verified (the base, or the day itself).
+    altered: date | None = None
 
     @property
     def ok(self) -> bool:
-        return self.total == 0
+        return self.total == 0 and self.altered is None
+
+    @property
+    def wrong_from(self) -> date | None:
+        """The oldest day that can be wrong: an altered day, else the day checked."""
+        if self.ok:
+            return None
+        return self.altered if self.altered is not None else self.day
 
     def __str__(self) -> str:
         if self.ok:
             return f"{self.what} {self.day}: ok"
-        shown = "; ".join(str(m) for m in self.mismatches)
-        more = f" (and {self.total - len(self.mismatches)} more)" if self.total > len(self.mismatches) else ""
-        return f"{self.what} {self.day}: {self.total} key(s) differ: {shown}{more}"
+        parts = []
+        if self.altered is not None:
+            parts.append(f"the snapshot of {self.altered} was altered after it was verified "
+                         "(its rows no longer match their digest)")
+        if self.total:
+            shown = "; ".join(str(m) for m in self.mismatches)
+            more = f" (and {self.total - len(self.mismatches)} more)" if self.total > len(self.mismatches) else ""
+            parts.append(f"{self.total} key(s) differ: {shown}{more}")
+        return f"{self.what} {self.day}: " + "; ".join(parts)
 
 
-def _result(what: str, day: date | None, rows, sides: tuple[str, str] = CHAIN_SIDES) -> CheckResult:
+def _result(what: str, day: date | None, rows, sides: tuple[str, str] = CHAIN_SIDES,
+            altered: date | None = None) -> CheckResult:
     rows = list(rows)
     mismatches = tuple(
         Mismatch(r.warehouse, r.location, r.sku, r.lot, r.balance_id, r.expected_on_hand, r.actual_on_hand,
                  r.expected_reserved, r.actual_reserved, sides)
         for r in rows
     )
-    return CheckResult(what, day, mismatches, rows[0].total if rows else 0)
+    return CheckResult(what, day, mismatches, rows[0].total if rows else 0, altered)
 
 
-def verify_day(session: Session, day: date) -> CheckResult:
-    """snapshot(day) == snapshot(base) + movements between, key by key; marks the day verified."""
+def is_altered(session: Session, day: date, recorded_digest) -> bool:
+    """The day's rows differ from those its chain check passed (unknown for a day never verified)."""
+    if recorded_digest is None:
+        return False
+    return session.execute(statements.DAY_DIGEST, {"day": day}).scalar_one() != recorded_digest
+
+
+def verify_day(session: Session, day: date, *, mark_verified: bool = True) -> CheckResult:
+    """snapshot(day) == snapshot(base) + movements between, key by key, over a base whose rows
+    are those it was verified with; marks the day verified (and records its digest)."""
     session.execute(text("SELECT set_config('plan_cache_mode', 'auto', true)"))  # see build_day
     locks.one_day(session, day)
     this = session.execute(statements.THIS_DAY, {"day": day}).first()
@@ -85,8 +115,9 @@ def verify_day(session: Session, day: date) -> CheckResult:
         rows = session.execute(statements.CHAIN_FULL, {**params, "limit": SHOWN})
     else:
         rows = session.execute(statements.CHAIN_INCREMENTAL, {**increment_params(day, this.watermark, base), "limit": SHOWN})
-    result = _result("chain check", day, rows)
-    if result.ok:
+    altered = base.snapshot_date if base is not None and is_altered(session, base.snapshot_date, base.content_digest) else None
+    result = _result("chain check", day, rows, altered=altered)
+    if result.ok and mark_verified:
         session.execute(statements.MARK_VERIFIED, {"day": day})
     return result
 
@@ -100,5 +131,6 @@ def verify_latest(session: Session) -> CheckResult | None:
     latest = session.execute(statements.THIS_DAY, {"day": latest.snapshot_date}).first()
     day = latest.snapshot_date
     params = {"day": day, "day_end": day_end(day), "watermark": latest.watermark, "limit": SHOWN}
+    altered = day if is_altered(session, day, latest.content_digest) else None
     return _result("latest snapshot against balances", day, session.execute(statements.AGAINST_BALANCES, params),
-                   LATEST_SIDES)
+                   LATEST_SIDES, altered)
