@@ -37,7 +37,8 @@ def _runs(db) -> int:
 def test_nightly_runs_snapshot_rollover_reconcile_and_warmup(world, tasks_db, tmp_path):
     _feed(tmp_path, world, [4, 6])
     summary = nightly_flow(feed_dir=str(tmp_path))
-    assert set(summary) == {"snapshot", "rollover", "reconcile", "warmup"}
+    assert set(summary) == {"snapshot", "books", "rollover", "reconcile", "warmup"}
+    assert summary["books"]["ok"] and summary["books"]["kind"] in ("full", "incremental")
     assert summary["snapshot"]["ok"] and summary["reconcile"]["differences"] == 1
 
 
