@@ -15,6 +15,7 @@ from sqlalchemy import text
 from flows.partition_rollover import rollover_flow
 from flows.snapshot import SnapshotRunFailed, snapshot_flow
 from tests.builders import World
+from tests.integration.helpers import SNAPSHOTS_AGAINST_LEDGER
 from warehouse import stock
 from warehouse.calendar import today
 
@@ -151,18 +152,6 @@ def test_a_day_whose_suite_failed_stays_flagged_and_fails_every_run_until_a_rebu
     assert snapshot_flow()["dirty_rebuilt"] == []
 
 
-# Every built day's rows against a direct sum of the ledger up to that day's end: 0 when right.
-_DAYS_AGAINST_LEDGER = text("""
-WITH direct AS (
-    SELECT d.snapshot_date, m.balance_id, sum(m.qty) AS on_hand, sum(m.reserved_qty) AS reserved
-    FROM snapshot_day d JOIN stock_movement m ON m.occurred_at < (d.snapshot_date + 1)::timestamp AT TIME ZONE 'UTC'
-    GROUP BY 1, 2 HAVING sum(m.qty) <> 0 OR sum(m.reserved_qty) <> 0
-)
-SELECT count(*) FROM direct FULL JOIN stock_snapshot s USING (snapshot_date, balance_id)
-WHERE direct.on_hand IS DISTINCT FROM s.on_hand OR direct.reserved IS DISTINCT FROM s.reserved
-""")
-
-
 def _alter_and_backdate(world, tasks_db, altered, *, forget_digest: bool) -> None:
     """Alter one row of an older day by hand, then record a movement dated the day after it, so
     every later day is rebuilt on the altered one."""
@@ -191,7 +180,7 @@ def test_a_hand_altered_older_snapshot_is_found_and_the_next_run_repairs_the_cha
     repaired = snapshot_flow()
     assert repaired["ok"] and repaired["dirty_rebuilt"][0] == str(altered), repaired
     with tasks_db.session() as s:
-        assert s.execute(_DAYS_AGAINST_LEDGER).scalar() == 0
+        assert s.execute(SNAPSHOTS_AGAINST_LEDGER).scalar() == 0
     assert snapshot_flow()["dirty_rebuilt"] == []
 
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.builders import World
+from tests.integration.helpers import SNAPSHOTS_AGAINST_LEDGER
 from warehouse import snapshots, stock
 from warehouse.errors import InsufficientStock
 from warehouse.calendar import day_end, today
@@ -27,16 +28,6 @@ _LEDGER_AS_OF = text("""
 SELECT coalesce(sum(m.qty), 0) FROM stock_movement m
 JOIN warehouse w ON w.id = m.warehouse_id JOIN sku s ON s.id = m.sku_id
 WHERE w.code = :warehouse AND s.code = :sku AND m.occurred_at <= :as_of
-""")
-# Every built day's rows against a direct sum of the ledger up to the end of that day.
-_SNAPSHOTS_AGAINST_LEDGER = text("""
-WITH direct AS (
-    SELECT d.snapshot_date, m.balance_id, sum(m.qty) AS on_hand, sum(m.reserved_qty) AS reserved
-    FROM snapshot_day d JOIN stock_movement m ON m.occurred_at < (d.snapshot_date + 1)::timestamp AT TIME ZONE 'UTC'
-    GROUP BY 1, 2 HAVING sum(m.qty) <> 0 OR sum(m.reserved_qty) <> 0
-)
-SELECT count(*) FROM direct FULL JOIN stock_snapshot s USING (snapshot_date, balance_id)
-WHERE direct.on_hand IS DISTINCT FROM s.on_hand OR direct.reserved IS DISTINCT FROM s.reserved
 """)
 
 
@@ -145,7 +136,7 @@ def test_rerun_rebuilds_only_dirty_days_and_the_chain_then_matches_the_ledger(ow
     assert list(plan.dirty) == [d for d in sorted(built_before) if d >= first_dirty]
     with own_db.session() as s:
         built_after = dict(s.execute(text("SELECT snapshot_date, built_at FROM snapshot_day")).all())
-        assert s.execute(_SNAPSHOTS_AGAINST_LEDGER).scalar() == 0
+        assert s.execute(SNAPSHOTS_AGAINST_LEDGER).scalar() == 0
         assert s.execute(text("SELECT count(*) FROM snapshot_dirty")).scalar() == 0
     assert all(built_after[d] == built_before[d] for d in built_before if d < first_dirty)
     assert all(built_after[d] > built_before[d] for d in plan.dirty)
@@ -237,7 +228,7 @@ def test_two_concurrent_builds_of_one_date_leave_one_set_of_rows(own_db, history
         thread.join()
     assert errors == []
     with own_db.session() as s:
-        assert s.execute(_SNAPSHOTS_AGAINST_LEDGER).scalar() == 0
+        assert s.execute(SNAPSHOTS_AGAINST_LEDGER).scalar() == 0
         keys = s.execute(text("SELECT count(*), count(DISTINCT balance_id) FROM stock_snapshot WHERE snapshot_date = :d"),
                          {"d": day}).one()
     assert keys[0] == keys[1] > 0
