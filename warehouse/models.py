@@ -193,7 +193,7 @@ class OutboxMessage(Base):
 
 
 class StockSnapshot(Base):
-    """Closing stock per balance row at the end of a UTC day, range-partitioned by month.
+    """Closing stock per balance row at the end of a business day (CANGFLOW_BUSINESS_TIMEZONE), range-partitioned by month.
 
     `balance_id` stands for (location, lot) in the key: unique per key, and never NULL.
     Rows at zero are left out, so a missing row means nothing held.
