@@ -54,9 +54,15 @@ class IdempotencyConflict(WarehouseError):
 
 
 class HistoryClosed(WarehouseError):
-    def __init__(self, month: str, *, floor: str | None = None):
+    def __init__(self, month: str, *, floor: str | None = None, closed_after: str | None = None):
         self.month = month
         self.floor = floor
+        if closed_after is not None:
+            super().__init__(
+                f"stock history for {month} is closed: it is older than {closed_after}, a closed month, and "
+                "history closes in order; a change dated there is refused"
+            )
+            return
         if floor is not None:
             super().__init__(
                 f"stock history for {month} is before the history floor {floor} (the oldest month the "

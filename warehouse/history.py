@@ -113,8 +113,9 @@ def why_not_closable(session: Session, month: date) -> str | None:
     day = last_day(month)
     state = session.execute(_LAST_DAY_STATE, {"day": day}).first()
     if state is None:
-        # A month before the first movement has no snapshot of its own; empty, it can close
-        # once snapshots exist after it (the lock taken by closing keeps it empty).
+        # A month before the first snapshot day holds no movement (the snapshots begin on the
+        # day of the oldest one); it can close once snapshots exist after it (the lock taken by
+        # closing keeps it empty).
         if session.execute(_VERIFIED_AFTER, {"day": day}).scalar() and _late_movements(session, month, None) == 0:
             return None
         return f"no snapshot of its last day {day} yet"

@@ -13,6 +13,9 @@ _LAST_RETIRED = text("SELECT max(month) FROM history_month WHERE state IN ('arch
 def first_retained_day(session: Session) -> date | None:
     """The first day of the oldest month still in the ledger, or None when none was retired."""
     last = session.execute(_LAST_RETIRED).scalar()
-    if last is None:
-        return None
-    return date(last.year + (last.month == 12), last.month % 12 + 1, 1)
+    return None if last is None else first_day_after(last)
+
+
+def first_day_after(retired_month: date) -> date:
+    """The first day of the month after a retired one: where the retained ledger begins."""
+    return date(retired_month.year + (retired_month.month == 12), retired_month.month % 12 + 1, 1)

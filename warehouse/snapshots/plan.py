@@ -21,6 +21,7 @@ MAX_RANGE_DAYS = 3660
 
 _DIRTY = text("SELECT snapshot_date FROM snapshot_dirty WHERE snapshot_date < :today ORDER BY 1")
 _LATEST = text("SELECT max(snapshot_date) FROM snapshot_day")
+_FIRST = text("SELECT min(snapshot_date) FROM snapshot_day")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,25 @@ def plan_run(session: Session, *, day: date | None = None, start: date | None = 
     first = latest + timedelta(days=1) if latest is not None else first_movement_day(session)
     yesterday = today - timedelta(days=1)
     catch_up = tuple(d for d in days_between(first, yesterday) if d not in dirty) if first is not None else ()
-    return SnapshotPlan(days=dirty + catch_up, dirty=dirty, newly_marked=newly, catch_up=catch_up)
+    earlier = _days_before_the_first(session, dirty)
+    return SnapshotPlan(days=earlier + dirty + catch_up, dirty=dirty, newly_marked=newly, catch_up=earlier + catch_up)
+
+
+def _days_before_the_first(session: Session, dirty: tuple[date, ...]) -> tuple[date, ...]:
+    """The snapshots begin on the day of the oldest movement. A movement dated before that day
+    (booked late, and still inside the history floor) marks the first day dirty; the days from
+    its own day up to the first are built too, so that every month with movements has the
+    snapshot of its last day that closing and retention need (without it, a retired month's
+    movements would be in no opening balance)."""
+    if not dirty:
+        return ()
+    first_built = session.execute(_FIRST).scalar()
+    if first_built != dirty[0]:
+        return ()
+    oldest = first_movement_day(session)
+    if oldest is None or oldest >= first_built:
+        return ()
+    return tuple(days_between(oldest, first_built - timedelta(days=1)))
 
 
 def requested_days(*, day: date | None = None, start: date | None = None, end: date | None = None,

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from .. import raw_sql
 from ..errors import InvalidArgument
 from ..calendar import day_of, day_start, zone_name
-from .history_floor import first_retained_day
+from .history_floor import first_day_after
 
 _AS_OF = "CAST(CAST(:as_of AS text) AS timestamptz)"
 _DAY = "CAST(CAST(:day AS text) AS date)"  # the business day of as_of
@@ -80,7 +80,8 @@ SELECT i.warehouse_id, i.sku_id, i.location_id, i.lot_id, b.snapshot_date AS bas
      WHERE m.warehouse_id + 0 = i.warehouse_id AND m.sku_id + 0 = i.sku_id AND {_narrow("m")}
        AND m.occurred_at < {_SINCE_START}
        AND m.recorded_at >= b.watermark AND m.recorded_at <= 'infinity')
-    AS on_hand
+    AS on_hand,
+    (SELECT max(h.month) FROM history_month h WHERE h.state IN ('archived', 'dropped')) AS last_retired
 FROM item i LEFT JOIN base b ON true
 """)
 
@@ -120,6 +121,7 @@ def on_hand_as_of(session: Session, *, warehouse: str, sku: str, location: str |
                                  "since_start": _first_instant(since)})
         if row is None or (location and row.location_id is None) or (lot and row.lot_id is None):
             return None
+        _refuse_retired(row.last_retired, as_of)
         if row.base_day is None:
             return _from_ledger(session, row, as_of)
         if row.base_day >= since:
@@ -129,7 +131,18 @@ def on_hand_as_of(session: Session, *, warehouse: str, sku: str, location: str |
         since = _month_start(row.base_day)
 
 
-_Row = namedtuple("_Row", "warehouse_id sku_id location_id lot_id base_day on_hand")
+_Row = namedtuple("_Row", "warehouse_id sku_id location_id lot_id base_day on_hand last_retired")
+
+
+def _refuse_retired(last_retired: date | None, as_of: datetime) -> None:
+    """A moment before the retained ledger has no exact answer: the snapshot before it is kept a
+    month longer than the ledger, but the movements between that snapshot and the moment are gone."""
+    if last_retired is None:
+        return
+    floor = first_day_after(last_retired)
+    if as_of < day_start(floor):
+        raise InvalidArgument(f"as_of={as_of.isoformat()} is before the retained history (the ledger starts {floor}); "
+                              "the closing stock of each kept day before it is in stock_snapshot")
 
 
 def _execute(session: Session, params: dict) -> _Row | None:
@@ -139,9 +152,9 @@ def _execute(session: Session, params: dict) -> _Row | None:
 
 def _from_ledger(session: Session, ids, as_of: datetime) -> int:
     """No snapshot before the day: the whole ledger, unless its start was archived."""
-    floor = first_retained_day(session)
-    if floor is not None:
-        raise InvalidArgument(f"as_of={as_of.isoformat()} is before the retained history (the ledger starts {floor})")
+    if ids.last_retired is not None:
+        floor = first_day_after(ids.last_retired)
+        raise InvalidArgument(f"as_of={as_of.isoformat()} is before the retained snapshots (the ledger starts {floor})")
     params = {"warehouse_id": ids.warehouse_id, "sku_id": ids.sku_id, "location_id": ids.location_id,
               "lot_id": ids.lot_id, "as_of": as_of}
     return int(session.execute(_FROM_LEDGER, params).scalar_one())

@@ -88,6 +88,8 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
 HISTORY_CLOSED_SQLSTATE = "CGH01"
 # The SQLSTATE of `cangflow_refuse_retired_history()` (migration 0007).
 HISTORY_RETIRED_SQLSTATE = "CGH02"
+# The same trigger, for a month without a partition older than a closed month (migration 0010).
+HISTORY_BEFORE_CLOSED_SQLSTATE = "CGH03"
 
 _Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
 
@@ -101,6 +103,10 @@ def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
         if sqlstate == HISTORY_CLOSED_SQLSTATE:
             # Raised by the row trigger on a closed month's ledger partition.
             raise HistoryClosed(error.orig.diag.message_detail or "that month") from error
+        if sqlstate == HISTORY_BEFORE_CLOSED_SQLSTATE:
+            # Raised by the default partition for a month (with no partition) older than a closed one.
+            raise HistoryClosed(error.orig.diag.message_detail or "that month",
+                                closed_after=error.orig.diag.message_hint or "?") from error
         if sqlstate == HISTORY_RETIRED_SQLSTATE:
             # Raised by the default partition for a month at or before the newest retired one.
             raise HistoryClosed(error.orig.diag.message_detail or "that month",
