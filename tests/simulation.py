@@ -34,6 +34,7 @@ import sys
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from time import perf_counter as time_now
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Callable
 
@@ -192,6 +193,7 @@ class Plan:
     retention_months: int = 2
     grace_days: int = 7
     reopen_in_month: int = 14  # which month of the run reopens the month before it
+    use_engine: bool = True  # False: every night as plain calls (no Prefect API needed, no kill)
     # Nights run through the Prefect engine: the first of every quarter (a retirement night).
     engine_nights: Callable[[date], bool] = lambda day: day.day == 1 and day.month % 3 == 1
 
@@ -216,6 +218,8 @@ class Simulation:
     kill_night: date | None = None
     kill_step: tuple[int, str] | None = None
     nights_done: int = 0
+    seconds: Counter = field(default_factory=Counter)  # trade, nightly, checks
+    nightly_seconds: list[float] = field(default_factory=list)
 
     def __post_init__(self):
         self.rng = random.Random(self.plan.seed)
@@ -384,15 +388,20 @@ class Simulation:
         night = day + timedelta(days=1)
         if kill:
             self.killed_nightly(night)
-        engine = kill or self.plan.engine_nights(night) or self.reopened is not None
+        engine = self.plan.use_engine and (kill or self.plan.engine_nights(night) or self.reopened is not None)
+        started = time_now()
         result = self.run_nightly(night, engine=engine)
+        self.nightly_seconds.append(time_now() - started)
+        self.seconds["nightly"] += self.nightly_seconds[-1]
         if not (result["snapshot"]["ok"] and result["books"]["ok"]):
             raise NightFailed(f"night of {night}: {result}")
         if self.reopened is not None:
             self.events["closed_again"] += 1
             self.reopened = None
         self.nights_done += 1
+        started = time_now()
         self.check(night)
+        self.seconds["checks"] += time_now() - started
 
     # -- the checks ------------------------------------------------------------------------------
 
@@ -491,13 +500,15 @@ class Simulation:
             progress: Callable[[str], None] | None = None) -> Counter:
         days = self.days()
         kill_at = None
-        if kill_between:
+        if kill_between and self.plan.use_engine:
             low, high = (int(len(days) * f) for f in kill_between)
             kill_at = days[self.rng.randrange(low, high)]
         reopen_day = add_months(self.plan.start, self.plan.reopen_in_month) + timedelta(days=14)
         last_nightly = self.plan.start
         for number, day in enumerate(days, 1):
+            started = time_now()
             self.trade(day)
+            self.seconds["trade"] += time_now() - started
             if day == reopen_day:
                 self.reopen_and_correct(day)
             if number % self.plan.late_every == 0:
