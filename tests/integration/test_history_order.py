@@ -24,7 +24,7 @@ from tests.conftest import _migrated
 from tests.integration.test_history import rollover
 from tests.integration.test_snapshots import run_snapshots
 from tests.simulation import set_clock
-from warehouse import history, invariants, stock
+from warehouse import invariants, stock
 from warehouse.errors import HistoryClosed, InvalidArgument
 from warehouse.settings import get_settings
 
