@@ -395,6 +395,7 @@ class Simulation:
         self.seconds["nightly"] += self.nightly_seconds[-1]
         if not (result["snapshot"]["ok"] and result["books"]["ok"]):
             raise NightFailed(f"night of {night}: {result}")
+        self.events["warmed_keys"] += result["warmup"]["keys"]
         if self.reopened is not None:
             self.events["closed_again"] += 1
             self.reopened = None

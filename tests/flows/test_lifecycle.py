@@ -67,7 +67,8 @@ def test_twenty_six_months_of_nights_stay_green(simulated_db, prefect_api):
     assert events["reopened"] == 1 and events["closed_again"] == 1
     assert events["engine_nights"] >= 8  # a quarter's first night, the reopening one, the rerun after the kill
     for happened in ("late_kept", "late_refused_closed", "late_refused_retired", "refused_closed",
-                     "refused_retired", "as_of_refused_before_floor", "picks", "transfers", "adjustments"):
+                     "refused_retired", "refused_unpartitioned", "as_of_refused_before_floor", "picks", "transfers",
+                     "adjustments", "warmed_keys"):
         assert events[happened] > 0, (happened, dict(events))
 
     # And the engineer's command agrees, on the last morning.

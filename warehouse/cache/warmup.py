@@ -8,9 +8,11 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import text
 
+from .. import calendar
 from .load import load_many
 from .remote import STALE, WRITTEN, now_ms, pack
 from .stock_cache import StockCache
@@ -21,7 +23,7 @@ LOAD_SLICE = 10_000
 _MOST_MOVED = text("""
 SELECT w.code AS warehouse, s.code AS sku
 FROM (SELECT warehouse_id, sku_id, count(*) AS moves FROM stock_movement
-      WHERE occurred_at >= now() - interval '1 day' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT :top) AS hot
+      WHERE occurred_at >= :since GROUP BY 1, 2 ORDER BY 3 DESC LIMIT :top) AS hot
 JOIN warehouse w ON w.id = hot.warehouse_id JOIN sku s ON s.id = hot.sku_id
 ORDER BY hot.moves DESC
 """)
@@ -41,7 +43,9 @@ def hot_set(cache: StockCache, top: int) -> tuple[list[tuple[str, str]], str]:
     if pairs:
         return pairs, "reads"
     with cache.db.session() as session:
-        return [(r.warehouse, r.sku) for r in session.execute(_MOST_MOVED, {"top": top})], "ledger"
+        # The last day by the jobs' clock (CANGFLOW_CLOCK in a replay), not the server's.
+        since = calendar.now() - timedelta(days=1)
+        return [(r.warehouse, r.sku) for r in session.execute(_MOST_MOVED, {"top": top, "since": since})], "ledger"
 
 
 def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "given") -> Warmed:
