@@ -298,22 +298,46 @@ def run_reconcile(
 
 
 @adjustments_app.command("list")
-def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every line, not only those waiting")) -> None:
-    """Adjustment order lines waiting for approval (or all of them)."""
+def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every line, not only the open ones")) -> None:
+    """Open adjustment order lines (waiting for approval, or sent to the ERP and not yet
+    acknowledged), or all of them, with the run, feed and as_of each came from."""
     from sqlalchemy import text
 
     db = _database()
     with db.session() as session:
         rows = session.execute(text("""
-            SELECT l.id, o.run_id, w.code AS warehouse, s.code AS sku, lot.code AS lot, l.wms_qty, l.erp_qty, l.delta,
-                   l.status, l.reason FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+            SELECT l.id, o.run_id, r.feed_name, r.as_of, now() - r.as_of AS age, w.code AS warehouse, s.code AS sku,
+                   lot.code AS lot, l.wms_qty, l.erp_qty, l.delta, l.status, l.superseded_by_run
+            FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+            JOIN reconciliation_run r ON r.id = o.run_id
             JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
-            WHERE :all OR l.status = 'pending_approval' ORDER BY l.id LIMIT 1000"""), {"all": all_lines}).all()
-    typer.echo(f"{'id':>8} {'run':>6} {'warehouse':<12} {'sku':<16} {'lot':<12} {'wms':>10} {'erp':>10} {'delta':>10}  status")
+            WHERE :all OR l.status IN ('pending_approval', 'for_erp') ORDER BY l.id LIMIT 1000"""), {"all": all_lines}).all()
+    typer.echo(f"{'id':>8} {'run':>6} {'feed':<20} {'as_of':<20} {'age':>6} {'warehouse':<12} {'sku':<16} {'lot':<10} "
+               f"{'wms':>9} {'erp':>9} {'delta':>9}  status")
     for r in rows:
-        typer.echo(f"{r.id:>8} {r.run_id:>6} {r.warehouse:<12} {r.sku:<16} {r.lot or '':<12} {r.wms_qty:>10} "
-                   f"{'' if r.erp_qty is None else r.erp_qty:>10} {r.delta:>10}  {r.status}")
+        age = f"{r.age.days}d" if r.age is not None and r.age.days else (f"{int(r.age.total_seconds() // 3600)}h" if r.age else "")
+        status = r.status + (f" by run {r.superseded_by_run}" if r.superseded_by_run else "")
+        typer.echo(f"{r.id:>8} {r.run_id:>6} {r.feed_name[:20]:<20} {r.as_of:%Y-%m-%d %H:%M:%S} {age:>6} {r.warehouse:<12} "
+                   f"{r.sku:<16} {r.lot or '':<10} {r.wms_qty:>9} {'' if r.erp_qty is None else r.erp_qty:>9} {r.delta:>9}  {status}")
     typer.echo(f"{len(rows)} line(s)")
+
+
+@adjustments_app.command("ack")
+def adjustments_ack(line_ids: list[int] = typer.Argument(..., help="Lines the ERP confirmed")) -> None:
+    """Close lines sent to the ERP (WMS truth) that it confirmed; a difference found again
+    later is then sent again."""
+    import getpass
+
+    from warehouse.errors import WarehouseError
+    from warehouse.reconcile import orders
+
+    db = _database()
+    try:
+        with db.session() as session:
+            for line_id in line_ids:
+                typer.echo(f"line {line_id}: {orders.acknowledge(session, line_id, by=getpass.getuser())}")
+    except WarehouseError as error:
+        fail(str(error), ExitCode.CHECK_FAILED)
 
 
 def _decide(line_id: int, approve: bool, reason: str | None) -> None:

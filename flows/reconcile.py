@@ -75,7 +75,9 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
         logger.error("%s; quarantined as %s", rejected, quarantined)
         raise
     made = make_orders(run.id, settings, as_of)
-    logger.info("adjustment orders: %d new order(s), %d line(s), %d published for the ERP", made.orders, made.lines, made.published)
+    logger.info("adjustment orders: %d new order(s), %d line(s), %d published for the ERP; %d open line(s) of earlier "
+                "runs superseded, %d difference(s) already sent to the ERP and not acknowledged (not sent again)",
+                made.orders, made.lines, made.published, made.superseded, made.already_asked)
     if settings.truth == "erp":
         run_suite("adjustment_orders", run_id=run.id)  # nothing is applied from lines that fail it
         # One task per warehouse's order, mapped: threads here, or workers on other hosts.

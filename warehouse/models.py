@@ -365,12 +365,15 @@ class AdjustmentOrderLine(Base):
     __tablename__ = "adjustment_order_line"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('for_erp', 'pending_approval', 'approved', 'applied', 'rejected', 'failed')",
+            "status IN ('for_erp', 'acknowledged', 'pending_approval', 'approved', 'applied', 'rejected', 'failed', "
+            "'superseded')",
             name="ck_adjustment_order_line_status",
         ),
         Index("uq_adjustment_order_line_key", "order_id", "sku_id", "lot_id", unique=True,
               postgresql_nulls_not_distinct=True),
         Index("ix_adjustment_order_line_status", "status"),
+        Index("ix_adjustment_order_line_open", "warehouse_id", "sku_id", "lot_id",
+              postgresql_where=text("status IN ('pending_approval', 'for_erp')")),
         ForeignKeyConstraint(["lot_id", "sku_id"], ["lot.id", "lot.sku_id"], name="fk_adjustment_order_line_lot_of_sku"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -387,6 +390,10 @@ class AdjustmentOrderLine(Base):
     movement_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     decided_by: Mapped[str | None] = mapped_column(Text)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A newer run found the same difference (warehouse, sku, lot) while this line was open.
+    superseded_by_run: Mapped[int | None] = mapped_column(ForeignKey("reconciliation_run.id"))
+    # The ERP confirmed a line sent to it (WMS truth).
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class BusinessCalendar(Base):

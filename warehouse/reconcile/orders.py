@@ -24,9 +24,40 @@ from ..errors import InvalidArgument, WarehouseError
 ERP_TOPIC = "erp.adjustment"
 
 _MAKE = text("""
-WITH due AS (
+WITH open_lines AS (
+    -- Lines of earlier runs still waiting: for a person (ERP truth) or for the ERP (WMS truth).
+    SELECT l.id, l.warehouse_id, l.sku_id, l.lot_id, l.wms_qty, l.erp_qty, l.status
+    FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+    WHERE l.status IN ('pending_approval', 'for_erp') AND o.run_id <> :run
+),
+candidates AS (
     SELECT d.* FROM reconciliation_difference d
     WHERE d.run_id = :run AND NOT d.within_tolerance AND (d.kind <> 'not_in_feed' OR :full_feed)
+),
+already_asked AS (
+    -- WMS truth: the ERP was sent this very difference and has not acknowledged it; not again.
+    SELECT c.warehouse_id, c.sku_id, c.lot_id FROM candidates c JOIN open_lines l
+      ON l.warehouse_id = c.warehouse_id AND l.sku_id = c.sku_id AND l.lot_id IS NOT DISTINCT FROM c.lot_id
+     AND l.status = 'for_erp' AND l.wms_qty = c.wms_qty AND l.erp_qty IS NOT DISTINCT FROM c.erp_qty
+    WHERE :truth = 'wms'
+),
+due AS (
+    SELECT c.* FROM candidates c
+    WHERE NOT EXISTS (SELECT 1 FROM already_asked a WHERE a.warehouse_id = c.warehouse_id AND a.sku_id = c.sku_id
+                                                      AND a.lot_id IS NOT DISTINCT FROM c.lot_id)
+),
+superseded AS (
+    -- This run found the same difference (warehouse, sku, lot) again, beyond tolerance or not:
+    -- the older open line is replaced, so no difference is approved or sent twice.
+    UPDATE adjustment_order_line l SET status = 'superseded', superseded_by_run = :run,
+           reason = l.reason || '; superseded by run ' || CAST(:run AS text)
+    FROM open_lines o
+    WHERE l.id = o.id
+      AND EXISTS (SELECT 1 FROM reconciliation_difference d WHERE d.run_id = :run AND d.warehouse_id = o.warehouse_id
+                  AND d.sku_id = o.sku_id AND d.lot_id IS NOT DISTINCT FROM o.lot_id)
+      AND NOT EXISTS (SELECT 1 FROM already_asked a WHERE a.warehouse_id = o.warehouse_id AND a.sku_id = o.sku_id
+                      AND a.lot_id IS NOT DISTINCT FROM o.lot_id)
+    RETURNING l.id
 ),
 orders AS (
     INSERT INTO adjustment_order (run_id, warehouse_id, truth)
@@ -53,7 +84,7 @@ published AS (
                'as_of', CAST(:as_of AS timestamptz),
                'lines', (SELECT jsonb_agg(jsonb_build_object(
                                  'sku', s.code, 'lot', lot.code, 'wms_qty', l.wms_qty, 'erp_qty', l.erp_qty,
-                                 'erp_adjustment', -l.delta) ORDER BY s.code, lot.code)
+                                 'target_qty', l.wms_qty, 'erp_adjustment', -l.delta) ORDER BY s.code, lot.code)
                          FROM lines l JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
                          WHERE l.order_id = o.id))
     FROM orders o JOIN warehouse w ON w.id = o.warehouse_id
@@ -61,7 +92,8 @@ published AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM orders) AS orders, (SELECT count(*) FROM lines) AS lines,
-       (SELECT count(*) FROM published) AS published
+       (SELECT count(*) FROM published) AS published, (SELECT count(*) FROM superseded) AS superseded,
+       (SELECT count(*) FROM already_asked) AS already_asked
 """)
 
 
@@ -70,12 +102,14 @@ class Made:
     orders: int
     lines: int
     published: int
+    superseded: int = 0  # open lines of earlier runs this run replaced
+    already_asked: int = 0  # differences the ERP was sent before and has not acknowledged
 
 
 def make_orders(session: Session, run_id: int, *, truth: str, auto_approve_limit: int, full_feed: bool, as_of) -> Made:
     row = session.execute(_MAKE, {"run": run_id, "truth": truth, "auto_limit": auto_approve_limit,
                                   "full_feed": full_feed, "topic": ERP_TOPIC, "as_of": as_of}).one()
-    return Made(row.orders, row.lines, row.published)
+    return Made(row.orders, row.lines, row.published, row.superseded, row.already_asked)
 
 
 _LINE = text("""
@@ -175,17 +209,48 @@ UPDATE adjustment_order_line SET status = :status, decided_by = :by, decided_at 
 WHERE id = :line AND status = 'pending_approval'
 RETURNING id
 """)
-_STATUS = text("SELECT status FROM adjustment_order_line WHERE id = :line")
+_STATUS = text("""
+SELECT l.status, l.superseded_by_run,
+       (SELECT n.id FROM adjustment_order_line n JOIN adjustment_order o ON o.id = n.order_id
+        WHERE o.run_id = l.superseded_by_run AND n.warehouse_id = l.warehouse_id AND n.sku_id = l.sku_id
+          AND n.lot_id IS NOT DISTINCT FROM l.lot_id) AS newer_line
+FROM adjustment_order_line l WHERE l.id = :line
+""")
 
 
 def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str | None = None) -> str:
     """A person's decision on a pending line; approving applies it in the same transaction
-    (by the caller's `apply_line`). Deciding a line twice changes nothing the second time."""
+    (by the caller's `apply_line`). Deciding a line twice changes nothing the second time; a
+    line a newer run superseded cannot be decided (its difference is the newer line's)."""
     changed = session.execute(_DECIDE, {"line": line_id, "status": "approved" if approve else "rejected",
                                         "by": by, "note": note}).first()
     if changed is None:
-        status = session.execute(_STATUS, {"line": line_id}).scalar()
-        if status is None:
+        line = session.execute(_STATUS, {"line": line_id}).first()
+        if line is None:
             raise InvalidArgument(f"no adjustment order line {line_id}")
-        return status
+        if line.status == "superseded":
+            newer = f", line {line.newer_line}" if line.newer_line else " (which found it within tolerance)"
+            raise InvalidArgument(f"line {line_id} was superseded by run {line.superseded_by_run}{newer}: "
+                                  "decide on the newest line of that difference (`cangflow adjustments list`)")
+        return line.status
     return "approved" if approve else "rejected"
+
+
+_ACK = text("""
+UPDATE adjustment_order_line SET status = 'acknowledged', acknowledged_at = now(), decided_by = :by
+WHERE id = :line AND status = 'for_erp'
+RETURNING id
+""")
+
+
+def acknowledge(session: Session, line_id: int, *, by: str) -> str:
+    """The ERP confirmed a line sent to it (WMS truth): it is closed, and a later run that
+    finds the difference again sends it again."""
+    if session.execute(_ACK, {"line": line_id, "by": by}).first() is not None:
+        return "acknowledged"
+    line = session.execute(_STATUS, {"line": line_id}).first()
+    if line is None:
+        raise InvalidArgument(f"no adjustment order line {line_id}")
+    if line.status != "acknowledged":
+        raise InvalidArgument(f"line {line_id} is {line.status}: only a line sent to the ERP (for_erp) is acknowledged")
+    return line.status

@@ -1,0 +1,94 @@
+"""Reconciliation night after night: a difference that stands for two nights is one open line
+in the queue, not two; with the ERP as the truth, approving from the queue leaves stock at the
+ERP's number; with the WMS as the truth, the ERP is asked once until it acknowledges."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from flows.cli import main as cangflow
+from flows.reconcile import reconcile_flow
+from tests.builders import World
+from tests.flows.test_reconcile import write_feed
+
+pytestmark = pytest.mark.integration
+
+
+def night(tmp_path: Path, world: World, sku: str, erp_qty: int, truth: str, number: int) -> dict:
+    feed = write_feed(tmp_path, [(world.warehouse, sku, "", erp_qty)], as_of=datetime.now(timezone.utc),
+                      name=f"{truth}-night-{number}.csv")
+    return reconcile_flow(erp_file=feed, truth=truth, auto_approve_limit=0)
+
+
+def open_lines(db, world: World) -> list[dict]:
+    with db.session() as s:
+        return [dict(r) for r in s.execute(text("""
+            SELECT l.id, o.run_id, l.delta, l.wms_qty, l.erp_qty, l.status FROM adjustment_order_line l
+            JOIN adjustment_order o ON o.id = l.order_id JOIN warehouse w ON w.id = l.warehouse_id
+            WHERE w.code = :w AND l.status IN ('pending_approval', 'for_erp') ORDER BY l.id"""),
+            {"w": world.warehouse}).mappings()]
+
+
+def erp_messages(db, world: World) -> list[dict]:
+    with db.session() as s:
+        return list(s.execute(text("SELECT payload FROM outbox_message WHERE topic = 'erp.adjustment' "
+                                   "AND message_key = :w ORDER BY id"), {"w": world.warehouse}).scalars())
+
+
+def test_a_standing_difference_approved_from_the_queue_leaves_the_erps_number(tasks_db, prefect_api, tmp_path, capsys):
+    world = World.create(tasks_db, bins=1)
+    sku = world.stocked_sku(50)
+    first = night(tmp_path, world, sku, 40, "erp", 1)
+    second = night(tmp_path, world, sku, 40, "erp", 2)
+    [line] = open_lines(tasks_db, world)  # one open line, the newest run's, not two of -10
+    assert (line["run_id"], line["delta"], line["status"]) == (second["run_id"], -10, "pending_approval")
+    with tasks_db.session() as s:
+        older = s.execute(text("""SELECT l.id, l.status, l.superseded_by_run FROM adjustment_order_line l
+            JOIN adjustment_order o ON o.id = l.order_id WHERE o.run_id = :run"""), {"run": first["run_id"]}).one()
+    assert (older.status, older.superseded_by_run) == ("superseded", second["run_id"])
+
+    capsys.readouterr()
+    assert cangflow(["adjustments", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{line['id']:>8} {second['run_id']:>6} erp-night-2.csv" in listed and f"{older.id:>8} " not in listed
+    # The operator clears the queue, the superseded line included: it is refused, naming the newer one.
+    assert cangflow(["adjustments", "approve", str(older.id)]) == 1
+    assert f"superseded by run {second['run_id']}, line {line['id']}" in capsys.readouterr().err
+    assert cangflow(["adjustments", "approve", str(line["id"])]) == 0
+    assert cangflow(["adjustments", "approve", str(line["id"])]) == 0  # twice: applied once
+    assert world.on_hand(sku) == 40
+    third = night(tmp_path, world, sku, 40, "erp", 3)
+    assert third["differences"] == 0 and open_lines(tasks_db, world) == []
+
+
+def test_with_the_wms_as_the_truth_the_erp_is_asked_once_until_it_acknowledges(tasks_db, prefect_api, tmp_path, capsys):
+    world = World.create(tasks_db, bins=1)
+    sku = world.stocked_sku(20)
+    night(tmp_path, world, sku, 25, "wms", 1)
+    night(tmp_path, world, sku, 25, "wms", 2)
+    [asked] = open_lines(tasks_db, world)
+    [message] = erp_messages(tasks_db, world)
+    assert message["lines"][0] | {"sku": sku} == {"sku": sku, "lot": None, "wms_qty": 20, "erp_qty": 25,
+                                                  "target_qty": 20, "erp_adjustment": -5}
+
+    # The difference changes (a pick): the open line is superseded and the ERP gets the new target.
+    with tasks_db.session() as s:
+        from warehouse import stock
+
+        stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=2)
+    third = night(tmp_path, world, sku, 25, "wms", 3)
+    [newer] = open_lines(tasks_db, world)
+    assert newer["run_id"] == third["run_id"] and newer["id"] != asked["id"]
+    assert [m["lines"][0]["target_qty"] for m in erp_messages(tasks_db, world)] == [20, 18]
+
+    # Acknowledged, the line is closed; the same difference found again is sent again.
+    assert cangflow(["adjustments", "ack", str(newer["id"])]) == 0
+    assert f"line {newer['id']}: acknowledged" in capsys.readouterr().out
+    assert open_lines(tasks_db, world) == []
+    night(tmp_path, world, sku, 25, "wms", 4)
+    assert len(erp_messages(tasks_db, world)) == 3
+    assert cangflow(["adjustments", "ack", str(asked["id"])]) == 1  # superseded, not sent any more
