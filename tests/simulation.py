@@ -9,8 +9,8 @@ Retention is short, so months close and retire all through the run.
 
 Every movement the API accepts is also written down here, in a tally of our own (`Tally`). After
 each night the database is held against it: the invariants, every retained snapshot day,
-`on_hand(as_of=)` at sampled moments, the month states, and (weekly) that closed and retired
-history refuses writes through the API and through a raw INSERT.
+`on_hand(as_of=)` at sampled moments, the month states, and that closed and retired history
+refuses writes through the API and through a raw INSERT.
 
 The nights run the nightly flow's own code. Most go through it as plain calls
 (`prefect_engine_bypassed`): the Prefect engine costs about a second a night in API round trips
@@ -414,8 +414,7 @@ class Simulation:
             self.check_months(s, night)
             self.check_snapshots(s, night)
             self.check_as_of(s, night)
-        if night.weekday() == 0:
-            self.check_refusals(night)
+        self.check_refusals(night)
 
     def check_months(self, s, night: date) -> None:
         found = {m: state for m, state in s.execute(_MONTH_STATES).all() if state != "reopened"}
