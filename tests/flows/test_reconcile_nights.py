@@ -92,3 +92,20 @@ def test_with_the_wms_as_the_truth_the_erp_is_asked_once_until_it_acknowledges(t
     night(tmp_path, world, sku, 25, "wms", 4)
     assert len(erp_messages(tasks_db, world)) == 3
     assert cangflow(["adjustments", "ack", str(asked["id"])]) == 1  # superseded, not sent any more
+
+
+def test_a_line_whose_difference_is_gone_by_the_next_night_cannot_be_approved(tasks_db, prefect_api, tmp_path, capsys):
+    world = World.create(tasks_db, bins=1)
+    sku = world.stocked_sku(50)
+    night(tmp_path, world, sku, 40, "erp", 1)
+    [line] = open_lines(tasks_db, world)
+    with tasks_db.session() as s:  # the floor counted 40 and booked it, before anyone approved
+        from warehouse import stock
+
+        stock.adjust(s, warehouse=world.warehouse, sku=sku, qty=-10, location=world.locations[0], reason="count")
+    second = night(tmp_path, world, sku, 40, "erp", 2)
+    assert second["differences"] == 0 and open_lines(tasks_db, world) == []
+    capsys.readouterr()
+    assert cangflow(["adjustments", "approve", str(line["id"])]) == 1
+    assert f"superseded by run {second['run_id']} (which found nothing left to order)" in capsys.readouterr().err
+    assert world.on_hand(sku) == 40  # not 30

@@ -77,6 +77,22 @@ _WMS_BY_SKU = """
 _HAS_LOTS = "SELECT EXISTS (SELECT 1 FROM {table} WHERE coalesce(lot, '') <> '')"
 _WAREHOUSES = "SELECT array_agg(w.id) FROM (SELECT DISTINCT warehouse FROM {table}) f JOIN warehouse w ON w.code = f.warehouse"
 
+# Open lines of earlier runs whose difference this run's feed covered and found gone (ERP and
+# WMS agree now): obsolete, so nobody approves or sends them. A difference found again is
+# superseded by the new run's line instead (`orders.make_orders`). Few lines are open, so the
+# feed is probed per line, not scanned.
+_AGREED_NOW = """
+UPDATE adjustment_order_line l SET status = 'superseded', superseded_by_run = %(run)s,
+       reason = l.reason || '; run ' || %(run)s || ' found the ERP and the WMS agree'
+FROM adjustment_order o, warehouse w, sku s
+WHERE o.id = l.order_id AND w.id = l.warehouse_id AND s.id = l.sku_id
+  AND l.status IN ('pending_approval', 'for_erp') AND o.run_id <> %(run)s AND l.warehouse_id = ANY (%(warehouses)s)
+  AND NOT EXISTS (SELECT 1 FROM reconciliation_difference d WHERE d.run_id = %(run)s AND d.warehouse_id = l.warehouse_id
+                  AND d.sku_id = l.sku_id AND d.lot_id IS NOT DISTINCT FROM l.lot_id)
+  AND EXISTS (SELECT 1 FROM {table} f WHERE f.warehouse = w.code AND f.sku = s.code
+              AND coalesce(f.lot, '') = coalesce((SELECT code FROM lot WHERE lot.id = l.lot_id), ''))
+"""
+
 _COUNTS = text("""
 SELECT count(*) AS differences,
        count(*) FILTER (WHERE within_tolerance) AS within_tolerance,
@@ -117,6 +133,7 @@ def compare(session: Session, run_id: int, *, as_of: datetime, tolerance_abs: in
         )
         cursor.execute(statement, {"run": run_id, "as_of": as_of, "warehouses": warehouses,
                                                    "tolerance_abs": tolerance_abs, "tolerance_pct": tolerance_pct})
+        cursor.execute(_AGREED_NOW.format(table=table), {"run": run_id, "warehouses": warehouses})
     finally:
         cursor.close()
     counts = session.execute(_COUNTS, {"run": run_id}).one()

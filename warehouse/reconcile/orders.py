@@ -229,7 +229,7 @@ def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str 
         if line is None:
             raise InvalidArgument(f"no adjustment order line {line_id}")
         if line.status == "superseded":
-            newer = f", line {line.newer_line}" if line.newer_line else " (which found it within tolerance)"
+            newer = f", line {line.newer_line}" if line.newer_line else " (which found nothing left to order)"
             raise InvalidArgument(f"line {line_id} was superseded by run {line.superseded_by_run}{newer}: "
                                   "decide on the newest line of that difference (`cangflow adjustments list`)")
         return line.status
