@@ -340,8 +340,12 @@ def adjustments_ack(line_ids: list[int] = typer.Argument(..., help="Lines the ER
         fail(str(error), ExitCode.CHECK_FAILED)
 
 
-def _decide(line_id: int, approve: bool, reason: str | None) -> None:
+def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | None) -> None:
+    """Each line in its own transaction: one refused line does not hold back the others, and a
+    line decided twice is applied once. Exits 1 when any line was refused or failed."""
     import getpass
+
+    from sqlalchemy import text
 
     from warehouse.errors import WarehouseError
     from warehouse.reconcile import orders
@@ -349,27 +353,70 @@ def _decide(line_id: int, approve: bool, reason: str | None) -> None:
 
     db = _database()
     who = getpass.getuser()
-    try:
+    ids = list(line_ids or [])
+    if run is not None:
         with db.session() as session:
-            status = orders.decide(session, line_id, approve=approve, by=who, note=reason)
-            if approve and status == "approved":
-                applied = orders.apply_line(session, line_id, reconcile_location=get_settings().reconcile_location, by=who)
-                status = applied.status + (f": {applied.reason}" if applied.reason else "")
-    except WarehouseError as error:
-        fail(str(error), ExitCode.CHECK_FAILED)
-    typer.echo(f"line {line_id}: {status}")
+            ids += list(session.execute(text(
+                "SELECT l.id FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id "
+                "WHERE o.run_id = :run AND l.status = 'pending_approval' ORDER BY l.id"), {"run": run}).scalars())
+    if not ids:
+        fail("no line to decide: give line ids, or --run N with lines waiting for approval", ExitCode.BAD_ARGUMENTS)
+    problems = 0
+    for line_id in ids:
+        try:
+            with db.session() as session:
+                status = orders.decide(session, line_id, approve=approve, by=who, note=reason)
+                if approve and status == "approved":
+                    applied = orders.apply_line(session, line_id, reconcile_location=get_settings().reconcile_location, by=who)
+                    status = applied.status + (f": {applied.reason}" if applied.reason else "")
+        except WarehouseError as error:
+            status, problems = f"refused: {error}", problems + 1
+        if status.startswith("failed"):
+            problems += 1
+        typer.echo(f"line {line_id}: {status}")
+    if problems:
+        fail(f"{problems} of {len(ids)} line(s) not decided as asked (see above)", ExitCode.CHECK_FAILED)
 
 
 @adjustments_app.command("approve")
-def adjustments_approve(line_id: int = typer.Argument(..., help="Adjustment order line id")) -> None:
-    """Approve a pending line: it is applied to WMS stock at once (once, however often approved)."""
-    _decide(line_id, True, None)
+def adjustments_approve(
+    line_ids: list[int] = typer.Argument(None, help="Adjustment order line ids"),
+    run: int = typer.Option(None, "--run", help="Every line of this run waiting for approval"),
+) -> None:
+    """Approve pending lines: each is applied to WMS stock at once (once, however often approved)."""
+    _decide(line_ids, run, True, None)
 
 
 @adjustments_app.command("reject")
-def adjustments_reject(line_id: int = typer.Argument(...), reason: str = typer.Option(..., "--reason")) -> None:
-    """Reject a pending line: WMS stock stays as it is."""
-    _decide(line_id, False, reason)
+def adjustments_reject(
+    line_ids: list[int] = typer.Argument(None, help="Adjustment order line ids"),
+    reason: str = typer.Option(..., "--reason"),
+    run: int = typer.Option(None, "--run", help="Every line of this run waiting for approval"),
+) -> None:
+    """Reject pending lines: WMS stock stays as it is."""
+    _decide(line_ids, run, False, reason)
+
+
+@adjustments_app.command("show")
+def adjustments_show(line_id: int = typer.Argument(...)) -> None:
+    """One line: where it came from, what it asks, what was decided and applied."""
+    from sqlalchemy import text
+
+    db = _database()
+    with db.session() as session:
+        row = session.execute(text("""
+            SELECT l.id, o.run_id, r.feed_name, r.as_of, r.truth, w.code AS warehouse, s.code AS sku, lot.code AS lot,
+                   l.wms_qty, l.erp_qty, l.delta, l.status, l.reason, l.decided_by, l.decided_at, l.movement_ids,
+                   l.superseded_by_run, l.acknowledged_at
+            FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+            JOIN reconciliation_run r ON r.id = o.run_id
+            JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
+            WHERE l.id = :line"""), {"line": line_id}).mappings().first()
+    if row is None:
+        fail(f"no adjustment order line {line_id}", ExitCode.CHECK_FAILED)
+    for key, value in row.items():
+        if value is not None:
+            typer.echo(f"{key:>18}: {value}")
 
 
 @history_app.command("reopen")

@@ -55,12 +55,19 @@ def test_a_standing_difference_approved_from_the_queue_leaves_the_erps_number(ta
     assert cangflow(["adjustments", "list"]) == 0
     listed = capsys.readouterr().out
     assert f"{line['id']:>8} {second['run_id']:>6} erp-night-2.csv" in listed and f"{older.id:>8} " not in listed
-    # The operator clears the queue, the superseded line included: it is refused, naming the newer one.
-    assert cangflow(["adjustments", "approve", str(older.id)]) == 1
-    assert f"superseded by run {second['run_id']}, line {line['id']}" in capsys.readouterr().err
-    assert cangflow(["adjustments", "approve", str(line["id"])]) == 0
-    assert cangflow(["adjustments", "approve", str(line["id"])]) == 0  # twice: applied once
+    # The operator clears the queue, the superseded line included: it is refused, naming the
+    # newer one, and the newer one is applied; approving the whole run again applies nothing more.
+    assert cangflow(["adjustments", "approve", str(older.id), str(line["id"])]) == 1
+    said = capsys.readouterr()
+    assert f"line {older.id}: refused: line {older.id} was superseded by run {second['run_id']}, line {line['id']}" in said.out
+    assert f"line {line['id']}: applied" in said.out and "1 of 2 line(s) not decided as asked" in said.err
+    assert cangflow(["adjustments", "approve", "--run", str(second["run_id"])]) == 2  # nothing waits any more
+    assert cangflow(["adjustments", "approve", str(line["id"])]) == 0  # again: applied once
     assert world.on_hand(sku) == 40
+    capsys.readouterr()
+    assert cangflow(["adjustments", "show", str(line["id"])]) == 0
+    shown = capsys.readouterr().out
+    assert "status: applied" in shown and "erp-night-2.csv" in shown and "movement_ids" in shown
     third = night(tmp_path, world, sku, 40, "erp", 3)
     assert third["differences"] == 0 and open_lines(tasks_db, world) == []
 
@@ -107,5 +114,5 @@ def test_a_line_whose_difference_is_gone_by_the_next_night_cannot_be_approved(ta
     assert second["differences"] == 0 and open_lines(tasks_db, world) == []
     capsys.readouterr()
     assert cangflow(["adjustments", "approve", str(line["id"])]) == 1
-    assert f"superseded by run {second['run_id']} (which found nothing left to order)" in capsys.readouterr().err
+    assert f"superseded by run {second['run_id']} (which found nothing left to order)" in capsys.readouterr().out
     assert world.on_hand(sku) == 40  # not 30
