@@ -11,5 +11,6 @@ def expectations(*, full_feed: bool = False, **_context) -> list[tuple[str, dict
         ("ExpectColumnValuesToNotBeInSet", {"column": "delta", "value_set": [0]}),
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "erp_qty", "column_B": "erp_by_delta"}),
         ("ExpectColumnValuesToBeInSet", {"column": "status", "value_set": [
-            "for_erp", "pending_approval", "approved", "applied", "rejected", "failed"]}),
+            "for_erp", "acknowledged", "pending_approval", "held", "approved", "applied", "rejected", "failed",
+            "superseded"]}),
     ]

@@ -269,6 +269,10 @@ def run_reconcile(
     tolerances: str = typer.Option(None, "--tolerances", help="CSV sku,category,abs,pct"),
     erp_url: str = typer.Option(None, "--erp-url", help="Read the feed from this ERP database (or CANGFLOW_ERP_URL)"),
     erp_query: str = typer.Option(None, "--erp-query", help="SQL returning warehouse,sku,lot,quantity,as_of"),
+    max_differing_pct: float = typer.Option(None, "--max-differing-pct",
+                                            help="Brake: hold the run if more than this % of feed rows differ"),
+    max_delta_pct: float = typer.Option(None, "--max-delta-pct",
+                                        help="Brake: hold the run if the deltas exceed this % of the stock"),
 ) -> None:
     """Compare the ERP's book stock with the WMS and raise adjustment orders."""
     if erp_file is None and erp_query is None:
@@ -280,8 +284,10 @@ def run_reconcile(
     for option, value in (("--tolerance-abs", tolerance_abs), ("--auto-approve-limit", auto_approve_limit)):
         if value < 0:
             bad_argument(option, value, "must be 0 or more")
-    if not 0 <= tolerance_pct <= 100:
-        bad_argument("--tolerance-pct", tolerance_pct, "must be a percentage from 0 to 100")
+    for option, value in (("--tolerance-pct", tolerance_pct), ("--max-differing-pct", max_differing_pct),
+                          ("--max-delta-pct", max_delta_pct)):
+        if value is not None and not 0 <= value <= 100:
+            bad_argument(option, value, "must be a percentage from 0 to 100")
     _readable_file("--erp-file", Path(erp_file) if erp_file else None)
     _readable_file("--tolerances", Path(tolerances) if tolerances else None)
     from flows.reconcile import reconcile_flow
@@ -294,7 +300,8 @@ def run_reconcile(
     typer.echo("ERP reconciliation:")
     _run_flow(reconcile_flow, erp_file=erp_file, truth=truth, tolerance_abs=tolerance_abs,
               tolerance_pct=tolerance_pct, auto_approve_limit=auto_approve_limit, full_feed=full_feed,
-              tolerances_file=tolerances, erp_query=erp_query)
+              tolerances_file=tolerances, erp_query=erp_query, max_differing_pct=max_differing_pct,
+              max_delta_pct=max_delta_pct)
 
 
 @adjustments_app.command("list")
@@ -311,7 +318,7 @@ def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every 
             FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
             JOIN reconciliation_run r ON r.id = o.run_id
             JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
-            WHERE :all OR l.status IN ('pending_approval', 'for_erp') ORDER BY l.id LIMIT 1000"""), {"all": all_lines}).all()
+            WHERE :all OR l.status IN ('pending_approval', 'held', 'for_erp') ORDER BY l.id LIMIT 1000"""), {"all": all_lines}).all()
     typer.echo(f"{'id':>8} {'run':>6} {'feed':<20} {'as_of':<20} {'age':>6} {'warehouse':<12} {'sku':<16} {'lot':<10} "
                f"{'wms':>9} {'erp':>9} {'delta':>9}  status")
     for r in rows:
@@ -358,7 +365,7 @@ def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | N
         with db.session() as session:
             ids += list(session.execute(text(
                 "SELECT l.id FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id "
-                "WHERE o.run_id = :run AND l.status = 'pending_approval' ORDER BY l.id"), {"run": run}).scalars())
+                "WHERE o.run_id = :run AND l.status IN ('pending_approval', 'held') ORDER BY l.id"), {"run": run}).scalars())
     if not ids:
         fail("no line to decide: give line ids, or --run N with lines waiting for approval", ExitCode.BAD_ARGUMENTS)
     problems = 0

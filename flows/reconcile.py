@@ -44,10 +44,12 @@ DISCREPANCY_EVENT = "cangflow.reconciliation.discrepancy"
 
 def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
                    auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
-                   erp_query: str | None = None) -> dict:
+                   erp_query: str | None = None, max_differing_pct: float | None = None,
+                   max_delta_pct: float | None = None) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = run_settings(truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed)
+    settings = run_settings(truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed, max_differing_pct,
+                            max_delta_pct)
     if erp_query:
         erp_file = export_erp_query(erp_query)
     if not erp_file:
@@ -74,7 +76,10 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
         quarantined = record_rejection(run_id, erp_file, rejected)
         logger.error("%s; quarantined as %s", rejected, quarantined)
         raise
-    made = make_orders(run.id, settings, as_of)
+    made, brake = make_orders(run.id, settings, as_of)
+    if brake:
+        logger.warning("the run is over the blast-radius brake, so nothing is applied automatically and every line "
+                       "waits for a person (cangflow adjustments approve --run %d): %s", run.id, brake)
     logger.info("adjustment orders: %d new order(s), %d line(s), %d published for the ERP; %d open line(s) of earlier "
                 "runs superseded, %d difference(s) already sent to the ERP and not acknowledged (not sent again)",
                 made.orders, made.lines, made.published, made.superseded, made.already_asked)
@@ -94,20 +99,27 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
 @flow(name="erp-reconciliation", task_runner=task_runner())
 def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
                    auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
-                   erp_query: str | None = None) -> dict:
+                   erp_query: str | None = None, max_differing_pct: float | None = None,
+                   max_delta_pct: float | None = None) -> dict:
     """erp-reconciliation: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("reconcile"):
         return _reconcile_flow(erp_file, truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed,
-                          tolerances_file, erp_query)
+                               tolerances_file, erp_query, max_differing_pct, max_delta_pct)
 
 
 
-def run_settings(truth: str, tolerance_abs: int, tolerance_pct: float, auto_approve_limit: int, full_feed: bool) -> RunSettings:
+def run_settings(truth: str, tolerance_abs: int, tolerance_pct: float, auto_approve_limit: int, full_feed: bool,
+                 max_differing_pct: float | None = None, max_delta_pct: float | None = None) -> RunSettings:
     if truth not in ("wms", "erp"):
         raise InvalidArgument(f"--truth {truth!r}: say wms (the WMS is right) or erp (the ERP is right)")
     if tolerance_abs < 0 or tolerance_pct < 0 or tolerance_pct > 100 or auto_approve_limit < 0:
         raise InvalidArgument("tolerances and the auto-approve limit must be >= 0 (a percentage at most 100)")
-    return RunSettings(truth, tolerance_abs, float(tolerance_pct), auto_approve_limit, full_feed)
+    for name, limit in (("--max-differing-pct", max_differing_pct), ("--max-delta-pct", max_delta_pct)):
+        if limit is not None and not 0 <= limit <= 100:
+            raise InvalidArgument(f"{name} {limit!r}: must be a percentage from 0 to 100")
+    return RunSettings(truth, tolerance_abs, float(tolerance_pct), auto_approve_limit, full_feed,
+                       None if max_differing_pct is None else float(max_differing_pct),
+                       None if max_delta_pct is None else float(max_delta_pct))
 
 
 def notice_markdown(figures: dict, largest: list[dict]) -> str:
@@ -130,6 +142,10 @@ def notice_markdown(figures: dict, largest: list[dict]) -> str:
         cells = [row["warehouse"], row["sku"], row["lot"] or "", row["wms_qty"], row["erp_qty"] if row["erp_qty"] is not None else "",
                  row["delta"], row["kind"], "yes" if row["within_tolerance"] else "no"]
         lines.append("| " + " | ".join(str(safe_cell(str(c))) for c in cells) + " |")
+    if figures.get("brake"):
+        lines += ["", f"**Brake: nothing was applied automatically.** The run is over the blast-radius brake: "
+                      f"{safe_cell(figures['brake'])}. Its {figures.get('held', 0)} line(s) are held: check the feed, then "
+                      f"`cangflow adjustments approve --run {figures['run_id']}` or `reject --run {figures['run_id']} --reason ...`."]
     if figures["pending_approval"]:
         lines += ["", f"{figures['pending_approval']} line(s) wait for approval: `cangflow adjustments list` shows them, "
                       "`cangflow adjustments approve ID` or `reject ID --reason ...` decides."]
@@ -153,7 +169,7 @@ def tell_admin(figures: dict, largest: list[dict]) -> None:
         resource={"prefect.resource.id": f"cangflow.reconciliation.run.{figures['run_id']}",
                   "prefect.resource.name": f"reconciliation run {figures['run_id']}"},
         payload={key: figures[key] for key in ("run_id", "truth", "as_of", "differences", "within_tolerance",
-                                               "orders", "applied", "pending_approval", "failed")},
+                                               "orders", "applied", "pending_approval", "failed", "held", "brake")},
     )
     block = get_settings().notify_block
     if block:

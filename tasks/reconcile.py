@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from warehouse import metrics
-from warehouse.reconcile import checks, compare, feed, orders, runs, tolerances
+from warehouse.reconcile import brake, checks, compare, feed, orders, runs, tolerances
 from warehouse.settings import get_settings
 
 from .database import database
@@ -69,10 +69,14 @@ def compare_run(run_id: int, as_of: datetime, settings: runs.RunSettings, feed_r
 
 
 @task(name="reconcile-orders", retries=2, retry_delay_seconds=5)
-def make_orders(run_id: int, settings: runs.RunSettings, as_of: datetime) -> orders.Made:
+def make_orders(run_id: int, settings: runs.RunSettings, as_of: datetime) -> tuple[orders.Made, str]:
+    """The run's lines, held for a person when the run is over the blast-radius brake (the
+    brake's reasons are returned, '' when it is not)."""
     with database().session() as session:
-        return orders.make_orders(session, run_id, truth=settings.truth, auto_approve_limit=settings.auto_approve_limit,
-                                  full_feed=settings.full_feed, as_of=as_of)
+        stop = brake.check(session, run_id, settings)
+        made = orders.make_orders(session, run_id, truth=settings.truth, auto_approve_limit=settings.auto_approve_limit,
+                                  full_feed=settings.full_feed, as_of=as_of, held=stop.engaged)
+    return made, str(stop)
 
 
 @task(name="reconcile-warehouses")

@@ -313,6 +313,8 @@ class ReconciliationRun(Base):
     adjusted: Mapped[int | None] = mapped_column(BigInteger)
     pending: Mapped[int | None] = mapped_column(BigInteger)
     error: Mapped[str | None] = mapped_column(Text)
+    # Which limit of the blast-radius brake the run went over, and by how much (its lines held).
+    brake: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -365,15 +367,15 @@ class AdjustmentOrderLine(Base):
     __tablename__ = "adjustment_order_line"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('for_erp', 'acknowledged', 'pending_approval', 'approved', 'applied', 'rejected', 'failed', "
-            "'superseded')",
+            "status IN ('for_erp', 'acknowledged', 'pending_approval', 'held', 'approved', 'applied', 'rejected', "
+            "'failed', 'superseded')",
             name="ck_adjustment_order_line_status",
         ),
         Index("uq_adjustment_order_line_key", "order_id", "sku_id", "lot_id", unique=True,
               postgresql_nulls_not_distinct=True),
         Index("ix_adjustment_order_line_status", "status"),
         Index("ix_adjustment_order_line_open", "warehouse_id", "sku_id", "lot_id",
-              postgresql_where=text("status IN ('pending_approval', 'for_erp')")),
+              postgresql_where=text("status IN ('pending_approval', 'held', 'for_erp')")),
         ForeignKeyConstraint(["lot_id", "sku_id"], ["lot.id", "lot.sku_id"], name="fk_adjustment_order_line_lot_of_sku"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

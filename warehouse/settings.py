@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     feed_max_bytes: int = Field(default=2 * 1024**3, ge=1)
     quarantine_dir: Path | None = None  # default: <home>/quarantine
     reconcile_location: str = Field(default="RECONCILE", min_length=1, max_length=64)
+    # The blast-radius brake of a reconciliation run (overridable per run): over any limit, no
+    # line is applied automatically and the whole run waits for a person.
+    reconcile_max_differing_pct: float = Field(default=5.0, ge=0, le=100)  # of the feed's rows
+    reconcile_max_delta_pct: float = Field(default=2.0, ge=0, le=100)  # of the stock in scope
+    reconcile_zeroing_min_qty: int = Field(default=10, ge=1)  # a SKU going to zero from this many
     notify_block: str | None = None
     # Where per-warehouse tasks run: threads in the flow's process (this many), or a Dask
     # cluster (prefect-dask) when its scheduler address is set, e.g. tcp://10.0.0.5:8786.

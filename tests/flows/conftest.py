@@ -73,3 +73,22 @@ def prefect_api():
                 SubprocessASGIServer._instances[None] = prior
             else:
                 SubprocessASGIServer._instances.pop(None, None)
+
+
+@pytest.fixture(autouse=True)
+def reconciliation_brake_off_unless_tested(request, monkeypatch):
+    """The blast-radius brake's defaults (5% of rows, 2% of stock, no SKU zeroed) hold almost any
+    run of a test's handful of SKUs; the tests of other behaviour lift it, the brake's own tests
+    (marked `brake`) keep the defaults."""
+    from warehouse.settings import get_settings
+
+    if request.node.get_closest_marker("brake"):
+        yield
+        return
+
+    monkeypatch.setenv("CANGFLOW_RECONCILE_MAX_DIFFERING_PCT", "100")
+    monkeypatch.setenv("CANGFLOW_RECONCILE_MAX_DELTA_PCT", "100")
+    monkeypatch.setenv("CANGFLOW_RECONCILE_ZEROING_MIN_QTY", str(10**12))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

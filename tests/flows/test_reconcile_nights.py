@@ -116,3 +116,45 @@ def test_a_line_whose_difference_is_gone_by_the_next_night_cannot_be_approved(ta
     assert cangflow(["adjustments", "approve", str(line["id"])]) == 1
     assert f"superseded by run {second['run_id']} (which found nothing left to order)" in capsys.readouterr().out
     assert world.on_hand(sku) == 40  # not 30
+
+
+@pytest.mark.brake
+@pytest.mark.parametrize("feed", ["zeros", "truncated"])
+def test_a_feed_of_zeros_or_a_truncated_one_applies_nothing_whatever_the_auto_approve_limit(
+        feed, tasks_db, prefect_api, tmp_path, capsys):
+    world = World.create(tasks_db, bins=1)
+    skus = [world.stocked_sku(20 + n) for n in range(5)]
+    if feed == "zeros":  # a broken ERP export
+        rows = [(world.warehouse, sku, "", 0) for sku in skus]
+    else:  # one row of five, declared complete
+        rows = [(world.warehouse, skus[0], "", 20)]
+    path = write_feed(tmp_path, rows, as_of=datetime.now(timezone.utc), name=f"{feed}.csv")
+    summary = reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=10**6, full_feed=feed == "truncated")
+    assert summary["applied"] == 0 and summary["held"] == (5 if feed == "zeros" else 4)
+    assert "feed rows differ beyond tolerance" in summary["brake"] or "add up to" in summary["brake"]
+    assert "SKU(s) would go to zero from 10 or more units" in summary["brake"]
+    assert [world.on_hand(sku) for sku in skus] == [20 + n for n in range(5)]
+    with tasks_db.session() as s:
+        notice = s.execute(text("SELECT brake FROM reconciliation_run WHERE id = :run"), {"run": summary["run_id"]}).scalar()
+    assert notice == summary["brake"]
+    # A person who checked the feed can still apply it, on purpose, in one command.
+    capsys.readouterr()
+    assert cangflow(["adjustments", "approve", "--run", str(summary["run_id"])]) == 0
+    assert sum(world.on_hand(sku) for sku in skus) == (0 if feed == "zeros" else 20)
+
+
+def test_a_normal_night_is_not_braked(tasks_db, prefect_api, tmp_path, monkeypatch):
+    """The control: with the brake's limits above this run's share, the same kind of difference is applied."""
+    from warehouse.settings import get_settings
+
+    world = World.create(tasks_db, bins=1)
+    skus = [world.stocked_sku(100) for _ in range(3)]
+    monkeypatch.setenv("CANGFLOW_RECONCILE_MAX_DIFFERING_PCT", "50")
+    monkeypatch.setenv("CANGFLOW_RECONCILE_MAX_DELTA_PCT", "2")
+    monkeypatch.setenv("CANGFLOW_RECONCILE_ZEROING_MIN_QTY", "10")
+    get_settings.cache_clear()
+    rows = [(world.warehouse, skus[0], "", 99), (world.warehouse, skus[1], "", 100), (world.warehouse, skus[2], "", 100)]
+    path = write_feed(tmp_path, rows, as_of=datetime.now(timezone.utc), name="normal.csv")
+    summary = reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)
+    assert (summary["brake"], summary["applied"], summary["held"]) == ("", 1, 0)
+    assert world.on_hand(skus[0]) == 99

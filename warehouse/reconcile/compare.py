@@ -86,7 +86,7 @@ UPDATE adjustment_order_line l SET status = 'superseded', superseded_by_run = %(
        reason = l.reason || '; run ' || %(run)s || ' found the ERP and the WMS agree'
 FROM adjustment_order o, warehouse w, sku s
 WHERE o.id = l.order_id AND w.id = l.warehouse_id AND s.id = l.sku_id
-  AND l.status IN ('pending_approval', 'for_erp') AND o.run_id <> %(run)s AND l.warehouse_id = ANY (%(warehouses)s)
+  AND l.status IN ('pending_approval', 'held', 'for_erp') AND o.run_id <> %(run)s AND l.warehouse_id = ANY (%(warehouses)s)
   AND NOT EXISTS (SELECT 1 FROM reconciliation_difference d WHERE d.run_id = %(run)s AND d.warehouse_id = l.warehouse_id
                   AND d.sku_id = l.sku_id AND d.lot_id IS NOT DISTINCT FROM l.lot_id)
   AND EXISTS (SELECT 1 FROM {table} f WHERE f.warehouse = w.code AND f.sku = s.code

@@ -28,7 +28,7 @@ WITH open_lines AS (
     -- Lines of earlier runs still waiting: for a person (ERP truth) or for the ERP (WMS truth).
     SELECT l.id, l.warehouse_id, l.sku_id, l.lot_id, l.wms_qty, l.erp_qty, l.status
     FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
-    WHERE l.status IN ('pending_approval', 'for_erp') AND o.run_id <> :run
+    WHERE l.status IN ('pending_approval', 'held', 'for_erp') AND o.run_id <> :run
 ),
 candidates AS (
     SELECT d.* FROM reconciliation_difference d
@@ -69,6 +69,7 @@ lines AS (
     INSERT INTO adjustment_order_line (order_id, warehouse_id, sku_id, lot_id, wms_qty, erp_qty, delta, status, reason)
     SELECT o.id, d.warehouse_id, d.sku_id, d.lot_id, d.wms_qty, d.erp_qty, d.delta,
            CASE WHEN :truth = 'wms' THEN 'for_erp'
+                WHEN :held THEN 'held'
                 WHEN abs(d.delta) <= :auto_limit THEN 'approved'
                 ELSE 'pending_approval' END,
            CASE d.kind WHEN 'not_in_feed' THEN 'not in the ERP feed (feed declared complete)'
@@ -106,8 +107,10 @@ class Made:
     already_asked: int = 0  # differences the ERP was sent before and has not acknowledged
 
 
-def make_orders(session: Session, run_id: int, *, truth: str, auto_approve_limit: int, full_feed: bool, as_of) -> Made:
-    row = session.execute(_MAKE, {"run": run_id, "truth": truth, "auto_limit": auto_approve_limit,
+def make_orders(session: Session, run_id: int, *, truth: str, auto_approve_limit: int, full_feed: bool, as_of,
+                held: bool = False) -> Made:
+    """`held`: the run is over the brake (`brake.check`): its ERP-truth lines wait for a person."""
+    row = session.execute(_MAKE, {"run": run_id, "truth": truth, "auto_limit": auto_approve_limit, "held": held,
                                   "full_feed": full_feed, "topic": ERP_TOPIC, "as_of": as_of}).one()
     return Made(row.orders, row.lines, row.published, row.superseded, row.already_asked)
 
@@ -206,7 +209,7 @@ def order_warehouses(session: Session, run_id: int) -> list[int]:
 _DECIDE = text("""
 UPDATE adjustment_order_line SET status = :status, decided_by = :by, decided_at = now(),
        reason = CASE WHEN CAST(:note AS text) IS NULL THEN reason ELSE reason || '; ' || :note END
-WHERE id = :line AND status = 'pending_approval'
+WHERE id = :line AND status IN ('pending_approval', 'held')
 RETURNING id
 """)
 _STATUS = text("""

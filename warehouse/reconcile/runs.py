@@ -41,10 +41,14 @@ class RunSettings:
     tolerance_pct: float = 0.0
     auto_approve_limit: int = 0
     full_feed: bool = False
+    # The blast-radius brake (`warehouse.reconcile.brake`); None: the CANGFLOW_RECONCILE_* settings.
+    max_differing_pct: float | None = None
+    max_delta_pct: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"truth": self.truth, "tolerance_abs": self.tolerance_abs, "tolerance_pct": self.tolerance_pct,
-                "auto_approve_limit": self.auto_approve_limit, "full_feed": self.full_feed}
+                "auto_approve_limit": self.auto_approve_limit, "full_feed": self.full_feed,
+                "max_differing_pct": self.max_differing_pct, "max_delta_pct": self.max_delta_pct}
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ SELECT r.*,
        (SELECT count(*) FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
         WHERE o.run_id = r.id AND l.status = 'failed') AS failed,
        (SELECT count(*) FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+        WHERE o.run_id = r.id AND l.status = 'held') AS held,
+       (SELECT count(*) FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
         WHERE o.run_id = r.id AND l.status = 'for_erp') AS for_erp,
        (SELECT count(*) FROM reconciliation_difference d WHERE d.run_id = r.id AND d.kind = 'not_in_feed'
         AND NOT d.within_tolerance) AS not_in_feed
@@ -136,6 +142,7 @@ def summary(session: Session, run_id: int) -> dict[str, Any]:
         "differences": row["differences"], "within_tolerance": row["within_tolerance"],
         "not_in_feed_reported": row["not_in_feed"], "orders": row["orders"], "lines_for_erp": row["for_erp"],
         "applied": row["applied"], "pending_approval": row["pending_now"], "failed": row["failed"],
+        "held": row["held"], "brake": row["brake"] or "",
     }
 
 
