@@ -437,7 +437,29 @@ class Simulation:
         closing = self.tally.closing(days)
         for day in days:
             if found[day] != closing[day]:
-                raise NightFailed(f"night of {night}: the snapshot of {day} is {found[day]}, the tally says {closing[day]}")
+                raise NightFailed(f"night of {night}: the snapshot of {day} is {found[day]}, the tally says "
+                                  f"{closing[day]}; {self._explain(s, day, found[day], closing[day])}")
+
+    def _explain(self, s, day: date, found: dict, tallied: dict) -> str:
+        """What the database knows about the keys that differ: the day's build and scan marks,
+        the dirty days, the activity in this database, and the keys' movements dated up to the day."""
+        keys = [k for k in set(found) | set(tallied) if found.get(k) != tallied.get(k)]
+        built = s.execute(text("SELECT watermark, checked_upto, built_at, verified_at FROM snapshot_day "
+                               "WHERE snapshot_date = :d"), {"d": day}).one()
+        dirty = list(s.execute(text("SELECT snapshot_date, reason FROM snapshot_dirty ORDER BY 1")).all())
+        activity = list(s.execute(text(
+            "SELECT application_name, state, xact_start, left(query, 80) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")).all())
+        moves = []
+        for sku, location in keys:
+            moves += s.execute(text("""
+                SELECT m.id, s.code, l.code, m.movement_type, m.qty, m.occurred_at, m.recorded_at FROM stock_movement m
+                JOIN sku s ON s.id = m.sku_id JOIN location l ON l.id = m.location_id
+                WHERE s.code = :sku AND l.code = :location AND m.occurred_at < :end AND m.recorded_at >= :since
+                ORDER BY m.recorded_at"""), {"sku": sku, "location": location, "end": calendar.day_start(day + timedelta(days=1)),
+                                              "since": built.watermark - timedelta(days=2)}).all()
+        return (f"day {day} built {built}; dirty {dirty}; open transactions {activity}; "
+                f"movements dated up to it, recorded from 2 days before its watermark: {[tuple(m) for m in moves]}")
 
     def check_as_of(self, s, night: date) -> None:
         now = calendar.now()
