@@ -124,11 +124,16 @@ def test_an_unknown_pair_is_refused_and_cached_briefly(cache, world, recorded_me
 
 def test_stampede_on_an_expired_hot_key_loads_at_most_twice(db, world, namespace, recorded_metrics, monkeypatch):
     from warehouse.cache import stock_cache
+    from warehouse.settings import get_settings
 
     # Waiters give the loader 1 s before loading themselves ("peer too slow"); on a loaded
     # 2-core machine 200 threads can starve the loader that long. The rule under test is the
     # single flight, not that timing: give the peer time enough.
     monkeypatch.setattr(stock_cache, "WAIT_FOR_PEER_S", 10.0)
+    # Likewise Redis's 0.25 s timeout: a call that waits longer behind 200 threads counts as
+    # Redis down, the breaker opens, and each cache loads on its own (4 loads, seen in CI).
+    monkeypatch.setenv("CANGFLOW_REDIS_TIMEOUT_S", "2")
+    get_settings.cache_clear()
     sku = world.stocked_sku(50)
     # Four "processes" (caches with their own memory), 50 threads each: 200 readers at once.
     caches = [StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S) for _ in range(4)]
@@ -144,6 +149,7 @@ def test_stampede_on_an_expired_hot_key_loads_at_most_twice(db, world, namespace
     finally:
         for made in caches:
             made.close()
+        get_settings.cache_clear()  # the next test reads the restored timeout
     assert answers == [50] * 200
     loads = sum(recorded_metrics.value("cangflow_cache_loads_total", reason=r) for r in ("miss", "peer too slow"))
     assert 1 <= loads <= 2
