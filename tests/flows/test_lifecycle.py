@@ -1,7 +1,7 @@
 """Two years in the life (tests/simulation.py): the nightly flow for every day of 26 months in a
-warehouse east of nowhere special (New York: two DST changes a year, a leap day), with retention
-of two months, late movements, a reopened month and a night killed halfway. After every night
-the database agrees with a tally kept independently of it."""
+warehouse in New York's zone (two DST changes a year, a leap day), with retention of two months,
+late movements, a reopened month and a night killed at a random step. After every night the
+database agrees with a tally kept independently of it."""
 
 from __future__ import annotations
 
