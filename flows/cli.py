@@ -324,7 +324,8 @@ def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every 
     for r in rows:
         age = f"{r.age.days}d" if r.age is not None and r.age.days else (f"{int(r.age.total_seconds() // 3600)}h" if r.age else "")
         status = r.status + (f" by run {r.superseded_by_run}" if r.superseded_by_run else "")
-        typer.echo(f"{r.id:>8} {r.run_id:>6} {r.feed_name[:20]:<20} {r.as_of:%Y-%m-%d %H:%M:%S} {age:>6} {r.warehouse:<12} "
+        as_of = f"{r.as_of:%Y-%m-%d %H:%M:%S}" if r.as_of else ""
+        typer.echo(f"{r.id:>8} {r.run_id:>6} {r.feed_name[:20]:<20} {as_of:<19} {age:>6} {r.warehouse:<12} "
                    f"{r.sku:<16} {r.lot or '':<10} {r.wms_qty:>9} {'' if r.erp_qty is None else r.erp_qty:>9} {r.delta:>9}  {status}")
     typer.echo(f"{len(rows)} line(s)")
 
@@ -352,8 +353,6 @@ def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | N
     line decided twice is applied once. Exits 1 when any line was refused or failed."""
     import getpass
 
-    from sqlalchemy import text
-
     from warehouse.errors import WarehouseError
     from warehouse.reconcile import orders
     from warehouse.settings import get_settings
@@ -363,9 +362,7 @@ def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | N
     ids = list(line_ids or [])
     if run is not None:
         with db.session() as session:
-            ids += list(session.execute(text(
-                "SELECT l.id FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id "
-                "WHERE o.run_id = :run AND l.status IN ('pending_approval', 'held') ORDER BY l.id"), {"run": run}).scalars())
+            ids += orders.waiting_lines(session, run)
     if not ids:
         fail("no line to decide: give line ids, or --run N with lines waiting for approval", ExitCode.BAD_ARGUMENTS)
     problems = 0

@@ -158,3 +158,21 @@ def test_a_normal_night_is_not_braked(tasks_db, prefect_api, tmp_path, monkeypat
     summary = reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)
     assert (summary["brake"], summary["applied"], summary["held"]) == ("", 1, 0)
     assert world.on_hand(skus[0]) == 99
+
+
+def test_a_correction_applied_after_the_next_feed_was_cut_is_not_applied_twice(tasks_db, prefect_api, tmp_path, capsys):
+    world = World.create(tasks_db, bins=1)
+    sku = world.stocked_sku(50)
+    night(tmp_path, world, sku, 40, "erp", 1)
+    [first] = open_lines(tasks_db, world)
+    # The ERP cuts the next feed, then the operator approves yesterday's line, then the feed is reconciled.
+    cut = write_feed(tmp_path, [(world.warehouse, sku, "", 40)], as_of=datetime.now(timezone.utc), name="cut.csv")
+    assert cangflow(["adjustments", "approve", str(first["id"])]) == 0
+    assert world.on_hand(sku) == 40
+    reconcile_flow(erp_file=cut, truth="erp", auto_approve_limit=0)
+    [second] = open_lines(tasks_db, world)  # as of the cut, the WMS still held 50
+    capsys.readouterr()
+    assert cangflow(["adjustments", "approve", str(second["id"])]) == 1
+    said = capsys.readouterr().out
+    assert f"failed: line {first['id']} of run" in said and "would repeat the correction" in said
+    assert world.on_hand(sku) == 40  # not 30

@@ -53,6 +53,8 @@ superseded AS (
            reason = l.reason || '; superseded by run ' || CAST(:run AS text)
     FROM open_lines o
     WHERE l.id = o.id
+      -- Re-checked on the row as locked: a line approved and applied meanwhile stays applied.
+      AND l.status IN ('pending_approval', 'held', 'for_erp')
       AND EXISTS (SELECT 1 FROM reconciliation_difference d WHERE d.run_id = :run AND d.warehouse_id = o.warehouse_id
                   AND d.sku_id = o.sku_id AND d.lot_id IS NOT DISTINCT FROM o.lot_id)
       AND NOT EXISTS (SELECT 1 FROM already_asked a WHERE a.warehouse_id = o.warehouse_id AND a.sku_id = o.sku_id
@@ -121,6 +123,17 @@ FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
 JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
 WHERE l.id = :line FOR UPDATE OF l
 """)
+# An earlier line of the same difference applied after this line's feed was cut: its adjustment
+# is not in the WMS side of this line's diff (dated after as_of), so this line would repeat it.
+_APPLIED_SINCE_CUT = text("""
+SELECT p.id, po.run_id FROM adjustment_order_line l
+JOIN adjustment_order o ON o.id = l.order_id JOIN reconciliation_run r ON r.id = o.run_id
+JOIN adjustment_order_line p ON p.warehouse_id = l.warehouse_id AND p.sku_id = l.sku_id
+                            AND p.lot_id IS NOT DISTINCT FROM l.lot_id AND p.id <> l.id
+JOIN adjustment_order po ON po.id = p.order_id
+WHERE l.id = :line AND p.status = 'applied' AND p.decided_at > r.as_of
+ORDER BY p.id LIMIT 1
+""")
 # Bins holding the line's stock, most available first (a lot-less line spans every lot).
 _BINS = text("""
 SELECT loc.code AS location, lot.code AS lot, b.on_hand - b.reserved AS available
@@ -155,6 +168,12 @@ def apply_line(session: Session, line_id: int, *, reconcile_location: str, by: s
         raise InvalidArgument(f"no adjustment order line {line_id}")
     if line.status != "approved":
         return Applied(line_id, line.status)
+    earlier = session.execute(_APPLIED_SINCE_CUT, {"line": line_id}).first()
+    if earlier is not None:
+        reason = (f"line {earlier.id} of run {earlier.run_id} corrected this difference after this feed was cut; "
+                  "applying it again would repeat the correction: reconcile a newer feed")
+        session.execute(_DONE, {"line": line_id, "status": "failed", "movements": None, "reason": reason, "by": by})
+        return Applied(line_id, "failed", (), reason)
     bins = session.execute(_BINS, {"warehouse": line.warehouse, "sku": line.sku, "lot": line.lot}).all()
     plan: list[tuple[str, str | None, int]] = []
     if line.delta > 0:
@@ -196,6 +215,17 @@ WHERE o.run_id = :run AND l.status = 'approved'
 ORDER BY l.id
 """)
 _ORDER_WAREHOUSES = text("SELECT warehouse_id FROM adjustment_order WHERE run_id = :run ORDER BY warehouse_id")
+
+
+_WAITING = text("""
+SELECT l.id FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+WHERE o.run_id = :run AND l.status IN ('pending_approval', 'held') ORDER BY l.id
+""")
+
+
+def waiting_lines(session: Session, run_id: int) -> list[int]:
+    """The run's lines waiting for a person (pending approval, or held by the brake)."""
+    return list(session.execute(_WAITING, {"run": run_id}).scalars())
 
 
 def approved_lines(session: Session, run_id: int, warehouse_id: int | None = None) -> list[int]:
