@@ -261,6 +261,7 @@ def run_warmup(top: int = typer.Option(1000, "--top", min=1, max=1_000_000, help
 @run_app.command("reconcile")
 def run_reconcile(
     erp_file: str = typer.Option(None, "--erp-file", help="The ERP feed: CSV warehouse,sku,lot,quantity,as_of"),
+    feed_dir: str = typer.Option(None, "--feed-dir", help="Reconcile the newest *.csv in this folder (stale when none is new)"),
     truth: str = typer.Option("wms", "--truth", help="wms: adjustment orders for the ERP; erp: adjust WMS stock"),
     tolerance_abs: int = typer.Option(0, "--tolerance-abs", help="Differences up to this many units are recorded only"),
     tolerance_pct: float = typer.Option(0.0, "--tolerance-pct", help="... or up to this % of the WMS stock"),
@@ -273,12 +274,22 @@ def run_reconcile(
                                             help="Brake: hold the run if more than this % of feed rows differ"),
     max_delta_pct: float = typer.Option(None, "--max-delta-pct",
                                         help="Brake: hold the run if the deltas exceed this % of the stock"),
+    max_feed_age_hours: float = typer.Option(None, "--max-feed-age-hours",
+                                             help="A feed older than this is stale (default CANGFLOW_RECONCILE_MAX_FEED_AGE_HOURS, 26)"),
+    confirm_feed_shape: bool = typer.Option(False, "--confirm-feed-shape",
+                                            help="Accept a feed far smaller, or with far more zeros or other quantities, "
+                                                 "than the previous one of its warehouses"),
 ) -> None:
-    """Compare the ERP's book stock with the WMS and raise adjustment orders."""
-    if erp_file is None and erp_query is None:
-        fail("give --erp-file PATH (or --erp-query with --erp-url)", ExitCode.BAD_ARGUMENTS)
-    if erp_file is not None and erp_query is not None:
-        fail("give either --erp-file or --erp-query, not both", ExitCode.BAD_ARGUMENTS)
+    """Compare the ERP's book stock with the WMS and raise adjustment orders. Exit code 4: no
+    new feed (stale)."""
+    given = [option for option, value in (("--erp-file", erp_file), ("--feed-dir", feed_dir), ("--erp-query", erp_query))
+             if value is not None]
+    if not given:
+        fail("give --erp-file PATH, --feed-dir DIR, or --erp-query with --erp-url", ExitCode.BAD_ARGUMENTS)
+    if len(given) > 1:
+        fail(f"give one of {', '.join(given)}, not several", ExitCode.BAD_ARGUMENTS)
+    if max_feed_age_hours is not None and max_feed_age_hours <= 0:
+        bad_argument("--max-feed-age-hours", max_feed_age_hours, "must be more than 0")
     if truth not in ("wms", "erp"):
         bad_argument("--truth", truth, "say wms (the WMS is right) or erp (the ERP is right)")
     for option, value in (("--tolerance-abs", tolerance_abs), ("--auto-approve-limit", auto_approve_limit)):
@@ -289,6 +300,8 @@ def run_reconcile(
         if value is not None and not 0 <= value <= 100:
             bad_argument(option, value, "must be a percentage from 0 to 100")
     _readable_file("--erp-file", Path(erp_file) if erp_file else None)
+    if feed_dir is not None and not Path(feed_dir).is_dir():
+        bad_argument("--feed-dir", feed_dir, "is not a folder")
     _readable_file("--tolerances", Path(tolerances) if tolerances else None)
     from flows.reconcile import reconcile_flow
 
@@ -298,10 +311,13 @@ def run_reconcile(
 
         get_settings.cache_clear()
     typer.echo("ERP reconciliation:")
-    _run_flow(reconcile_flow, erp_file=erp_file, truth=truth, tolerance_abs=tolerance_abs,
-              tolerance_pct=tolerance_pct, auto_approve_limit=auto_approve_limit, full_feed=full_feed,
-              tolerances_file=tolerances, erp_query=erp_query, max_differing_pct=max_differing_pct,
-              max_delta_pct=max_delta_pct)
+    summary = _run_flow(reconcile_flow, erp_file=erp_file, truth=truth, tolerance_abs=tolerance_abs,
+                        tolerance_pct=tolerance_pct, auto_approve_limit=auto_approve_limit, full_feed=full_feed,
+                        tolerances_file=tolerances, erp_query=erp_query, max_differing_pct=max_differing_pct,
+                        max_delta_pct=max_delta_pct, feed_dir=feed_dir, max_feed_age_hours=max_feed_age_hours,
+                        confirm_feed_shape=confirm_feed_shape)
+    if summary.get("status") == "stale":
+        fail(f"stale: {summary['stale']}", ExitCode.STALE)
 
 
 @adjustments_app.command("list")
@@ -373,6 +389,8 @@ def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | N
                 if approve and status == "approved":
                     applied = orders.apply_line(session, line_id, reconcile_location=get_settings().reconcile_location, by=who)
                     status = applied.status + (f": {applied.reason}" if applied.reason else "")
+                elif status == "for_erp":
+                    status = "sent to the ERP (for_erp)"
         except WarehouseError as error:
             status, problems = f"refused: {error}", problems + 1
         if status.startswith("failed"):
@@ -387,7 +405,8 @@ def adjustments_approve(
     line_ids: list[int] = typer.Argument(None, help="Adjustment order line ids"),
     run: int = typer.Option(None, "--run", help="Every line of this run waiting for approval"),
 ) -> None:
-    """Approve pending lines: each is applied to WMS stock at once (once, however often approved)."""
+    """Approve waiting lines: an ERP-truth line is applied to WMS stock at once, a WMS-truth line
+    (held by the brake) is sent to the ERP; once, however often approved."""
     _decide(line_ids, run, True, None)
 
 
@@ -516,6 +535,10 @@ def exit_code_of(error: BaseException) -> ExitCode:
     if isinstance(error, InvalidArgument):
         return ExitCode.BAD_ARGUMENTS
     if isinstance(error, SchemaNotCurrent):
+        return ExitCode.CANNOT_RUN
+    from warehouse.reconcile.exclusive import AlreadyRunning
+
+    if isinstance(error, AlreadyRunning):  # not the input's fault: run it again later
         return ExitCode.CANNOT_RUN
     if isinstance(error, WarehouseError):  # a refused feed, a failed check, a refused request
         return ExitCode.CHECK_FAILED

@@ -18,8 +18,11 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 1
     # The command line was refused before anything started: unknown option, bad value, missing file.
     BAD_ARGUMENTS = 2
-    # The command could not do its work: a server unreachable, the schema not migrated, a bug.
+    # The command could not do its work: a server unreachable, the schema not migrated, another
+    # run holding what it needs, a bug.
     CANNOT_RUN = 3
+    # The reconciliation found no new ERP feed (too old, reconciled before, none in the folder).
+    STALE = 4
 
 
 class CommandFailed(Exception):

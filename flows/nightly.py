@@ -1,14 +1,14 @@
 """The nightly parent flow: snapshot (with its chain check) -> books check (incremental, or
 full when one is due: `warehouse.books`) -> partition
-rollover -> reconciliation (when a feed is waiting) -> cache warmup, as subflows. A failed
-check or gate stops every later step that would apply data and fails the run, visibly.
+rollover -> reconciliation (of the feed folder's newest feed, when a folder is given) -> cache
+warmup, as subflows. A failed check or gate stops every later step that would apply data and
+fails the run, visibly. A folder without a new feed makes the reconcile step Stale (an event, a
+metric, an alert) and the nightly goes on.
 
     prefect deployment run nightly/nightly     (or: python -m flows.nightly)
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from prefect import flow, get_run_logger
 
@@ -21,15 +21,6 @@ from flows.snapshot import snapshot_flow
 from tasks.quality import check_books
 
 
-def newest_feed(feed_dir: str | None) -> str | None:
-    """The most recent *.csv in the feed folder (a feed reconciled before is recognised and skipped)."""
-    if not feed_dir:
-        return None
-    folder = Path(feed_dir)
-    feeds = sorted(folder.glob("*.csv"), key=lambda path: path.stat().st_mtime) if folder.is_dir() else []
-    return str(feeds[-1]) if feeds else None
-
-
 @flow(name="nightly")
 def nightly_flow(feed_dir: str | None = None, truth: str = "wms", auto_approve_limit: int = 0, warm_top: int = 1000) -> dict:
     with run_metrics("nightly"):
@@ -37,12 +28,14 @@ def nightly_flow(feed_dir: str | None = None, truth: str = "wms", auto_approve_l
         summary = {"snapshot": snapshot_flow()}
         summary["books"] = check_books()  # the gate: nothing below runs on books that do not add up
         summary["rollover"] = rollover_flow()
-        feed = newest_feed(feed_dir)
-        if feed:
+        if feed_dir:
+            # The same flow, and so the same locks, as the reconcile deployment and runs by hand.
             summary["reconcile"] = reconcile_flow.with_options(task_runner=task_runner())(
-                erp_file=feed, truth=truth, auto_approve_limit=auto_approve_limit)
+                feed_dir=feed_dir, truth=truth, auto_approve_limit=auto_approve_limit)
+            if summary["reconcile"].get("status") == "stale":
+                logger.warning("reconciliation stale: %s", summary["reconcile"]["stale"])
         else:
-            logger.info("no ERP feed in %s: reconciliation skipped", feed_dir or "(no feed folder given)")
+            logger.info("no ERP feed folder given: reconciliation skipped")
         summary["warmup"] = warmup_flow.with_options(task_runner=task_runner())(top=warm_top)
         return {step: {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
                 for step, result in summary.items()}

@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import task
 
 from warehouse import metrics
-from warehouse.reconcile import brake, checks, compare, feed, orders, runs, tolerances
+from warehouse.reconcile import brake, checks, compare, feed, freshness, orders, profile, runs, tolerances
 from warehouse.settings import get_settings
 
 from .database import database
@@ -32,16 +32,52 @@ def start_run(fed: feed.FeedFile, settings: runs.RunSettings) -> runs.Run:
         return runs.start(session, feed_name=fed.path.name, feed_sha256=fed.sha256, settings=settings)
 
 
-@task(name="reconcile-load-and-check")
-def load_and_check(run_id: int, fed: feed.FeedFile) -> tuple[int, datetime]:
-    """COPY the feed and check every row; raises FeedRejected with the problems."""
+@task(name="reconcile-read-run")
+def read_run(run_id: int) -> runs.Run:
     with database().session() as session:
-        rows = feed.load(session, run_id, fed)
-        problems, total, as_of = checks.check_rows(session, run_id, rows)
+        return runs.read(session, run_id)
+
+
+@task(name="reconcile-load-and-check")
+def load_and_check(run_id: int, fed: feed.FeedFile, staging: str, max_age_hours: float) -> runs.Loaded:
+    """COPY the feed into this attempt's staging table and check every row (raises
+    FeedRejected with the problems); measure its shape; a feed too old ends the run as stale."""
+    with database().session() as session:
+        rows = feed.load(session, staging, fed)
+        problems, total, as_of = checks.check_rows(session, run_id, staging, rows)
         if problems:
             raise feed.FeedRejected(fed.path.name, problems, total)
-        runs.mark(session, run_id, "loading", feed_rows=rows, as_of=as_of)
-    return rows, as_of
+        shape = profile.measure(session, staging)
+        older = checks.older_than_reconciled(session, run_id, as_of, list(shape.warehouse_ids))
+        if older is not None:
+            raise feed.FeedRejected(fed.path.name, [older])
+        profile.record(session, run_id, shape)
+        stale = freshness.too_old(as_of, max_age_hours)
+        if stale:
+            runs.mark(session, run_id, "stale", feed_rows=rows, as_of=as_of, error=stale)
+        else:
+            runs.mark(session, run_id, "loading", feed_rows=rows, as_of=as_of, error=None)
+    return runs.Loaded(staging, rows, as_of, shape.warehouse_ids, stale)
+
+
+@task(name="reconcile-feed-quality")
+def check_feed_quality(run_id: int, feed_name: str, loaded: runs.Loaded, full_feed: bool, confirmed: bool) -> dict:
+    """The `erp_feed` suite over the staged feed, against the bounds the previous feed of its
+    scope sets (none when the operator confirmed the shape); a failure rejects the feed, naming
+    why. Not retried: the same rows give the same answer."""
+    from .quality import validated
+
+    with database().session() as session:
+        limits = profile.bounds(session, run_id, loaded.warehouse_ids, full_feed=full_feed, confirmed=confirmed)
+    context = {"staging": loaded.staging, **(limits.as_context() if limits else {})}
+    result = validated("erp_feed", **context)
+    if not result.success:
+        reasons = [feed.Problem(None, None, None, failure.get("why") or f"{failure['expectation']} failed "
+                                f"(observed {failure['unexpected']})") for failure in result.failures]
+        if limits is not None:
+            reasons.append(feed.Problem(None, None, None, "if the feed changed on purpose, rerun with --confirm-feed-shape"))
+        raise feed.FeedRejected(feed_name, reasons)
+    return {"suite": "erp_feed", "expectations": len(result.rows), "compared_with_run": limits.previous_run if limits else None}
 
 
 @task(name="reconcile-reject")
@@ -50,33 +86,38 @@ def record_rejection(run_id: int | None, path: str, rejected: feed.FeedRejected)
     target = runs.quarantine(Path(path), rejected, get_settings().quarantine_path)
     if run_id is not None:
         with database().session() as session:
-            runs.forget_staging(session, run_id)
             runs.mark(session, run_id, "rejected", error=str(rejected)[:2000])
     return str(target)
 
 
-@task(name="reconcile-compare", retries=2, retry_delay_seconds=5)
-def compare_run(run_id: int, as_of: datetime, settings: runs.RunSettings, feed_rows: int) -> compare.Compared:
+@task(name="reconcile-clean-up", retries=2, retry_delay_seconds=5)
+def clean_up(run_id: int) -> list[str]:
+    """Drop the run's staging tables (this attempt's, and any a killed attempt left)."""
     with database().session() as session:
-        done = compare.compare(session, run_id, as_of=as_of, tolerance_abs=settings.tolerance_abs,
-                               tolerance_pct=settings.tolerance_pct, feed_rows=feed_rows)
+        return runs.forget_staging(session, run_id)
+
+
+@task(name="reconcile-compare", retries=2, retry_delay_seconds=5)
+def compare_run(run_id: int, loaded: runs.Loaded, settings: runs.RunSettings) -> compare.Compared:
+    with database().session() as session:
+        done = compare.compare(session, run_id, loaded.staging, as_of=loaded.as_of, tolerance_abs=settings.tolerance_abs,
+                               tolerance_pct=settings.tolerance_pct, feed_rows=loaded.rows,
+                               warehouse_ids=list(loaded.warehouse_ids))
         runs.mark(session, run_id, "compared", compared=done.rows_compared, differences=done.differences,
                   within_tolerance=done.within_tolerance)
-        runs.forget_staging(session, run_id)
     metrics.current().inc("cangflow_reconciliation_rows_compared_total", done.rows_compared)
     metrics.current().inc("cangflow_reconciliation_differences_total", done.differences)
     return done
 
 
 @task(name="reconcile-orders", retries=2, retry_delay_seconds=5)
-def make_orders(run_id: int, settings: runs.RunSettings, as_of: datetime) -> tuple[orders.Made, str]:
-    """The run's lines, held for a person when the run is over the blast-radius brake (the
-    brake's reasons are returned, '' when it is not)."""
+def make_orders(run_id: int, settings: runs.RunSettings, as_of: datetime) -> tuple[orders.Made, brake.Brake]:
+    """The run's lines, held for a person when the run is over the blast-radius brake."""
     with database().session() as session:
         stop = brake.check(session, run_id, settings)
         made = orders.make_orders(session, run_id, truth=settings.truth, auto_approve_limit=settings.auto_approve_limit,
                                   full_feed=settings.full_feed, as_of=as_of, held=stop.engaged)
-    return made, str(stop)
+    return made, stop
 
 
 @task(name="reconcile-warehouses")

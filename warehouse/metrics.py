@@ -36,6 +36,12 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cangflow_reconciliation_adjusted_total": ("counter", "Adjustment lines applied to WMS stock", ()),
     "cangflow_reconciliation_pending_total": ("counter", "Adjustment lines left waiting for approval", ()),
     "cangflow_reconciliation_feeds_rejected_total": ("counter", "ERP feeds rejected whole", ()),
+    # Labelled by the feed's source (its folder, or file/query), so a run that pushes no value
+    # for a source leaves that source's last value in place.
+    "cangflow_reconciliation_feed_stale": ("gauge", "1 when the last reconciliation of this source found no new feed "
+                                           "(too old, reconciled before, none), 0 when it reconciled one", ("source",)),
+    "cangflow_reconciliation_feed_as_of_timestamp_seconds": ("gauge", "as_of of the last feed reconciled from this "
+                                                             "source (Unix time)", ("source",)),
     "cangflow_db_slow_queries_total": ("counter", "Database statements slower than CANGFLOW_SLOW_QUERY_S", ("operation",)),
     "cangflow_flow_runs_total": ("counter", "Flow runs ended, by outcome", ("flow", "state")),
     "cangflow_flow_last_success_timestamp_seconds": ("gauge", "When the flow last ended successfully (Unix time)", ("flow",)),

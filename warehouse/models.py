@@ -296,7 +296,10 @@ class ReconciliationRun(Base):
     __tablename__ = "reconciliation_run"
     __table_args__ = (
         CheckConstraint("truth IN ('wms', 'erp')", name="ck_reconciliation_run_truth"),
-        CheckConstraint("status IN ('loading', 'compared', 'done', 'rejected')", name="ck_reconciliation_run_status"),
+        CheckConstraint("status IN ('loading', 'compared', 'done', 'rejected', 'stale')",
+                        name="ck_reconciliation_run_status"),
+        Index("ix_reconciliation_run_scope", "warehouse_ids", postgresql_using="gin",
+              postgresql_where=text("status = 'done'")),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_key: Mapped[str] = mapped_column(String(64), unique=True)
@@ -315,6 +318,10 @@ class ReconciliationRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Which limit of the blast-radius brake the run went over, and by how much (its lines held).
     brake: Mapped[str | None] = mapped_column(Text)
+    # The warehouses the feed covers, and its shape (rows, zero share, mean): the next feed of an
+    # overlapping scope is measured against them (`warehouse.reconcile.profile`).
+    warehouse_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    profile: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -39,7 +39,7 @@ class QualityResult:
     def __str__(self) -> str:
         if self.success:
             return f"{self.suite}: {len(self.rows)} expectation(s) met"
-        shown = "; ".join(f"{f['expectation']} {f['arguments']}: unexpected {f['unexpected']} e.g. {f['sample']}"
+        shown = "; ".join(f"{f.get('why') or f['expectation']} {f['arguments']}: unexpected {f['unexpected']} e.g. {f['sample']}"
                           for f in self.failures)
         return f"{self.suite}: {len(self.failures)} of {len(self.rows)} expectation(s) failed: {shown}"
 
@@ -76,6 +76,8 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
             "success": bool(result.success),
             "unexpected": details.get("unexpected_count", details.get("observed_value", "")),
             "sample": details.get("partial_unexpected_list", [])[:SAMPLE_ROWS],
+            # What the expectation guards against, in words an operator acts on (its `meta`).
+            "why": (result.expectation_config.meta or {}).get("why", ""),
         })
     return QualityResult(module.NAME, bool(outcome.success), rows)
 

@@ -78,6 +78,19 @@ class Settings(BaseSettings):
     reconcile_max_differing_pct: float = Field(default=5.0, ge=0, le=100)  # of the feed's rows
     reconcile_max_delta_pct: float = Field(default=2.0, ge=0, le=100)  # of the stock in scope
     reconcile_zeroing_min_qty: int = Field(default=10, ge=1)  # a SKU going to zero from this many
+    # A feed whose as_of is older than this ends as `stale` (overridable per run).
+    reconcile_max_feed_age_hours: float = Field(default=26.0, gt=0, le=24 * 366)
+    # A second run of the same feed (or of the same warehouses) waits this long for the first,
+    # then exits "already running (run N)".
+    reconcile_wait_seconds: float = Field(default=900.0, ge=0, le=86_400)
+    # The feed's shape against the previous full feed of the same scope (the `erp_feed` suite),
+    # once that feed had at least `reconcile_profile_min_rows` rows: at least this % of its rows,
+    # a share of zero quantities at most this many points higher, a mean quantity within this
+    # factor either way. `--confirm-feed-shape` accepts a feed that changed on purpose.
+    reconcile_profile_min_rows: int = Field(default=100, ge=1)
+    reconcile_min_rows_pct: float = Field(default=50.0, ge=0, le=100)
+    reconcile_max_zero_rise_pct: float = Field(default=10.0, ge=0, le=100)
+    reconcile_max_mean_factor: float = Field(default=2.0, ge=1)
     notify_block: str | None = None
     # Where per-warehouse tasks run: threads in the flow's process (this many), or a Dask
     # cluster (prefect-dask) when its scheduler address is set, e.g. tcp://10.0.0.5:8786.

@@ -1,5 +1,5 @@
-"""The documented automations (deployments/automations.yaml) turn a failed cangflow flow run and
-the reconciliation's discrepancy event into notifications, delivered to a local webhook."""
+"""The documented automations (deployments/automations.yaml) turn a failed cangflow flow run, the
+reconciliation's discrepancy event and a stale feed into notifications, delivered to a local webhook."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _wait_for(received, text: str, seconds: float = 90) -> str:
     raise AssertionError(f"no notification containing {text!r}; got {received.bodies}")
 
 
-def test_a_failed_run_and_a_discrepancy_reach_the_webhook(tasks_db, prefect_api, webhook):
+def test_a_failed_run_a_discrepancy_and_a_stale_feed_reach_the_webhook(tasks_db, prefect_api, webhook, tmp_path):
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.client.orchestration import get_client
     from prefect.events import emit_event
@@ -58,6 +58,10 @@ def test_a_failed_run_and_a_discrepancy_reach_the_webhook(tasks_db, prefect_api,
         with pytest.raises(Exception):
             snapshot_flow(day=date(2999, 1, 1))  # a day that has not ended: the run fails
         assert "Failed" in _wait_for(received, "of snapshot ended")
+        from flows.reconcile import reconcile_flow
+
+        assert reconcile_flow(feed_dir=str(tmp_path))["status"] == "stale"  # the ERP sent nothing
+        assert "holds no *.csv feed" in _wait_for(received, "found no new ERP feed")
     finally:
         with get_client(sync_client=True) as client:
             for automation in made:

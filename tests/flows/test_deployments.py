@@ -88,5 +88,7 @@ def test_the_documented_automations_are_valid_prefect_automations():
     text = (ROOT / "deployments" / "automations.yaml").read_text().replace("BLOCK_DOCUMENT_ID", str(uuid4()))
     automations = yaml.safe_load(text)["automations"]
     parsed = [AutomationCore.model_validate(automation) for automation in automations]
-    assert {a.name for a in parsed} == {"cangflow flow run failed", "cangflow stock discrepancy"}
+    assert {a.name for a in parsed} == {"cangflow flow run failed", "cangflow stock discrepancy",
+                                        "cangflow stale ERP feed"}
     assert "cangflow.reconciliation.discrepancy" in parsed[1].trigger.expect
+    assert "cangflow.reconciliation.stale" in parsed[2].trigger.expect

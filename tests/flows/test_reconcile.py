@@ -73,6 +73,12 @@ def lines_of(db, run_id: int) -> list[dict]:
             WHERE o.run_id = :run ORDER BY s.code"""), {"run": run_id}).mappings()]
 
 
+def staging_tables(db) -> list[str]:
+    with db.session() as s:
+        return list(s.execute(text("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'erp\\_feed\\_%' "
+                                   "ORDER BY 1")).scalars())
+
+
 def test_wms_truth_writes_exactly_the_expected_lines_for_the_erp_and_leaves_stock(world, tasks_db, tmp_path):
     rows = wms_rows(tasks_db, world)
     a, b, absent = world.skus[0], world.skus[1], world.skus[2]
@@ -100,7 +106,8 @@ def test_the_same_feed_again_creates_nothing_and_says_so(world, tasks_db, tmp_pa
     first = reconcile_flow(erp_file=path)
     before = counts(tasks_db)
     again = reconcile_flow(erp_file=path)
-    assert again["already_reconciled"] and again["run_id"] == first["run_id"]
+    assert again["status"] == "stale" and again["run_id"] == first["run_id"]
+    assert "reconciled before" in again["stale"]
     assert counts(tasks_db) == before
 
 
@@ -160,6 +167,7 @@ def test_a_movement_after_the_feeds_as_of_is_not_flagged(world, tasks_db, tmp_pa
 def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(world, tasks_db, tmp_path):
     from tasks import reconcile as steps
     from warehouse.reconcile import RunSettings
+    from warehouse.reconcile.feed import new_attempt, staging_table
 
     rows = wms_rows(tasks_db, world)
     feed = [(w, s, lot, q + 1) for w, s, lot, q in rows]
@@ -168,20 +176,21 @@ def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(
         path = write_feed(tmp_path, feed, name=f"cut-{stop_after}.csv")
         fed = steps.inspect_feed.fn(path)
         run = steps.start_run.fn(fed, settings)
-        if stop_after != "start":
-            feed_rows, as_of = steps.load_and_check.fn(run.id, fed)
+        if stop_after != "start":  # the killed attempt leaves its staging table behind
+            loaded = steps.load_and_check.fn(run.id, fed, staging_table(run.id, new_attempt()), 26.0)
         if stop_after in ("compare", "orders"):
-            steps.compare_run.fn(run.id, as_of, settings, feed_rows)
+            steps.compare_run.fn(run.id, loaded, settings)
         if stop_after == "orders":
-            steps.make_orders.fn(run.id, settings, as_of)
+            steps.make_orders.fn(run.id, settings, loaded.as_of)
         before = counts(tasks_db)
         summary = reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)
-        assert summary["run_id"] == run.id and not summary["already_reconciled"]
+        assert summary["run_id"] == run.id and summary["status"] == "done"
+        assert staging_tables(tasks_db) == [], stop_after  # the rerun dropped what the killed attempt left
         assert summary["applied"] == len(world.skus), stop_after
         after = counts(tasks_db)
         assert after["orders"] - before["orders"] <= 1 and after["movements"] - before["movements"] == len(world.skus)
         again = reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)
-        assert again["already_reconciled"] and counts(tasks_db) == after
+        assert again["status"] == "stale" and counts(tasks_db) == after
         feed = [(w, s, lot, q + 1) for w, s, lot, q in feed]  # the next round differs again
 
 
@@ -231,7 +240,7 @@ def test_a_bad_feed_is_rejected_whole_quarantined_and_changes_nothing(world, tas
         reconcile_flow(erp_file=str(path))
     message = str(rejected.value)
     assert "rejected, nothing applied" in message
-    assert counts(tasks_db) == before
+    assert counts(tasks_db) == before and staging_tables(tasks_db) == []
     new = set(world.quarantine.glob("*")) - quarantined
     assert any(p.name.endswith(path.name) for p in new) or kind == "empty file"
     reports = [p for p in new if p.name.endswith(".report.txt")]

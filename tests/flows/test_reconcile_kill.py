@@ -72,5 +72,7 @@ def test_killed_while_applying_then_rerun_applies_every_line_once(world, tasks_d
     after = _state(tasks_db, world.warehouse)
     assert after == {"orders": 1, "applied": SKUS, "adjustments": SKUS, "on_hand": 12 * SKUS}
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and re.search(r"^  already reconciled +yes$", again.stdout, re.MULTILINE), again.stdout
+    # The same feed a third time: nothing new, so the run ends stale (exit code 4), changing nothing.
+    assert again.returncode == 4 and re.search(r"^  status +stale$", again.stdout, re.MULTILINE), again.stdout
+    assert "reconciled before" in again.stderr
     assert _state(tasks_db, world.warehouse) == after

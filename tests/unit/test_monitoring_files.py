@@ -45,9 +45,23 @@ def test_the_seeds_metrics_each_have_an_alert():
         assert needed in rules
 
 
-def test_promtool_accepts_the_rules():
+def _promtool() -> str:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package: prometheus)")
-    done = subprocess.run([promtool, "check", "rules", str(MONITORING / "alerts.yml")], capture_output=True, text=True)
+    return promtool
+
+
+def test_the_rule_tests_fire_on_bad_series_and_stay_quiet_on_good_ones():
+    """Each file in monitoring/tests feeds a rule series as cangflow pushes them and expects it
+    to fire, and not to fire, at given times (`promtool test rules`)."""
+    cases = sorted((MONITORING / "tests").glob("*.yml"))
+    assert cases
+    for case in cases:
+        done = subprocess.run([_promtool(), "test", "rules", case.name], capture_output=True, text=True, cwd=case.parent)
+        assert done.returncode == 0, f"{case.name}: {done.stdout}{done.stderr}"
+
+
+def test_promtool_accepts_the_rules():
+    done = subprocess.run([_promtool(), "check", "rules", str(MONITORING / "alerts.yml")], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,12 +6,14 @@ Three limits, from the settings unless the run overrides them:
 - the total absolute delta as a share of the WMS stock of the warehouses concerned
   (CANGFLOW_RECONCILE_MAX_DELTA_PCT, 2%);
 - any SKU that would go to zero from a meaningful quantity (CANGFLOW_RECONCILE_ZEROING_MIN_QTY, 10).
-Over any of them, the run's ERP-truth lines are `held` for a person (`cangflow adjustments
-approve --run N`), and the run records which limit and by how much.
+Over any of them, the run's lines are `held` for a person (`cangflow adjustments approve --run
+N`): with the ERP as the truth nothing is applied to WMS stock, with the WMS as the truth nothing
+is sent to the ERP, until then. The run records which limit and by how much.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -38,6 +40,7 @@ _RECORD = text("UPDATE reconciliation_run SET brake = :brake WHERE id = :run")
 @dataclass(frozen=True)
 class Brake:
     reasons: tuple[str, ...]
+    max_lines: int | None = None  # the most lines a run within the limits can have
 
     @property
     def engaged(self) -> bool:
@@ -48,10 +51,7 @@ class Brake:
 
 
 def check(session: Session, run_id: int, settings: RunSettings) -> Brake:
-    """The run's differences against the limits; records the outcome on the run. Only a run
-    with the ERP as the truth changes stock, so only such a run is braked."""
-    if settings.truth != "erp":
-        return Brake(())
+    """The run's differences against the limits; records the outcome on the run."""
     configured = get_settings()
     max_differing = settings.max_differing_pct if settings.max_differing_pct is not None else configured.reconcile_max_differing_pct
     max_delta = settings.max_delta_pct if settings.max_delta_pct is not None else configured.reconcile_max_delta_pct
@@ -66,8 +66,10 @@ def check(session: Session, run_id: int, settings: RunSettings) -> Brake:
     if delta > max_delta:
         reasons.append(f"the differences add up to {f.total_delta:,} units, {delta:.1f}% of the {f.stock:,} in stock "
                        f"there (limit {max_delta:g}%)")
-    if f.zeroed:
+    if f.zeroed and settings.truth == "erp":
         reasons.append(f"{f.zeroed:,} SKU(s) would go to zero from {meaningful} or more units")
-    brake = Brake(tuple(reasons))
+    elif f.zeroed:
+        reasons.append(f"{f.zeroed:,} SKU(s) the ERP books at zero hold {meaningful} or more units in the WMS")
+    brake = Brake(tuple(reasons), math.floor(f.feed_rows * max_differing / 100))
     session.execute(_RECORD, {"run": run_id, "brake": str(brake) or None})
     return brake

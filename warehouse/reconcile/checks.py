@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .feed import Problem, quoted, staging_table
+from .feed import Problem, quoted
 
 SHOWN = 50
 CODE_MAX = 64
@@ -121,8 +121,11 @@ LIMIT %(shown)s
 """
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}(:?\d{2})?)$")
+# The newest feed reconciled for any of this feed's warehouses (runs from before scopes were
+# recorded count for every warehouse).
 _LAST_RECONCILED = text("""
-SELECT max(as_of) FROM reconciliation_run WHERE status = 'done' AND id <> :run
+SELECT max(as_of) FROM reconciliation_run
+WHERE status = 'done' AND id <> :run AND (warehouse_ids && CAST(:warehouses AS bigint[]) OR warehouse_ids IS NULL)
 """)
 
 
@@ -132,11 +135,11 @@ def _query(session: Session, template: str, table: str, params: dict | None = No
     return cursor
 
 
-def check_rows(session: Session, run_id: int, feed_rows: int) -> tuple[list[Problem], int, datetime | None]:
+def check_rows(session: Session, run_id: int, staging: str, feed_rows: int) -> tuple[list[Problem], int, datetime | None]:
     """(problems shown, problems in all, the feed's as_of when it is valid)."""
     if feed_rows == 0:
         return [Problem(None, None, None, "the feed has a header but no rows (a feed never zeroes stock by omission)")], 1, None
-    table = quoted(session, staging_table(run_id))
+    table = quoted(session, staging)
     # Big sorts and hashes in memory for this transaction only; a JIT compile would cost more
     # than it saves on these one-pass queries.
     session.execute(text("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true)"))
@@ -161,7 +164,14 @@ def check_rows(session: Session, run_id: int, feed_rows: int) -> tuple[list[Prob
         return [Problem(1, "as_of", raw, f"is not a valid timestamp ({error})")], 1, None
     if as_of > datetime.now(timezone.utc) + FUTURE_SLACK:
         return [Problem(1, "as_of", raw, "is in the future")], 1, None
-    last = session.execute(_LAST_RECONCILED, {"run": run_id}).scalar()
-    if last is not None and as_of < last:
-        return [Problem(1, "as_of", raw, f"is older than the last reconciled feed ({last.isoformat()})")], 1, None
     return [], 0, as_of
+
+
+def older_than_reconciled(session: Session, run_id: int, as_of: datetime, warehouse_ids: list[int]) -> Problem | None:
+    """A feed older than one already reconciled for any of its warehouses would undo newer
+    corrections: refused."""
+    last = session.execute(_LAST_RECONCILED, {"run": run_id, "warehouses": warehouse_ids}).scalar()
+    if last is not None and as_of < last:
+        return Problem(1, "as_of", as_of.isoformat(), f"is older than the last reconciled feed of these warehouses "
+                                                      f"({last.isoformat()})")
+    return None

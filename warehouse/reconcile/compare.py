@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .feed import quoted, staging_table
+from .feed import quoted
 
 _DIFF = """
 WITH feed AS {materialized} (
@@ -109,8 +109,8 @@ class Compared:
     not_in_feed: int
 
 
-def compare(session: Session, run_id: int, *, as_of: datetime, tolerance_abs: int, tolerance_pct: float,
-            feed_rows: int) -> Compared:
+def compare(session: Session, run_id: int, staging: str, *, as_of: datetime, tolerance_abs: int,
+            tolerance_pct: float, feed_rows: int, warehouse_ids: list[int] | None = None) -> Compared:
     """Write the run's differences (a redo replaces them)."""
     session.execute(text("DELETE FROM reconciliation_difference WHERE run_id = :run"), {"run": run_id})
     # Hash tables of a million rows in memory for this transaction only; no JIT compile (it
@@ -118,10 +118,12 @@ def compare(session: Session, run_id: int, *, as_of: datetime, tolerance_abs: in
     # A hash full join, not a merge join over two sorted million-row inputs.
     session.execute(text("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true), "
                          "set_config('enable_mergejoin', 'off', true)"))
-    table = quoted(session, staging_table(run_id))
+    table = quoted(session, staging)
     cursor = session.connection().connection.dbapi_connection.cursor()
     try:
-        warehouses = cursor.execute(_WAREHOUSES.format(table=table)).fetchone()[0] or []
+        warehouses = warehouse_ids
+        if warehouses is None:  # the feed's scope, when the caller has not measured it
+            warehouses = cursor.execute(_WAREHOUSES.format(table=table)).fetchone()[0] or []
         has_lots = cursor.execute(_HAS_LOTS.format(table=table)).fetchone()[0]
         statement = _DIFF.format(
             table=table,

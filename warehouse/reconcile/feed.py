@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,21 +122,41 @@ def _check_header(name: str, start: bytes) -> None:
     raise FeedRejected(name, [Problem(None, "header", header, "; ".join(parts))])
 
 
-def staging_table(run_id: int) -> str:
-    """The run's own staging table: UNLOGGED and without indexes, so COPY runs at full speed;
-    `seq` numbers the rows in file order (one COPY inserts them in order)."""
-    return f"erp_feed_{int(run_id)}"
+STAGING_PREFIX = "erp_feed_"
+_STAGING_NAME = re.compile(r"^erp_feed_(\d+)(?:_[0-9a-f]{8})?$")
+
+
+def new_attempt() -> str:
+    """A fresh attempt's tag: two attempts of one run never share a staging table."""
+    return secrets.token_hex(4)
+
+
+def staging_table(run_id: int, attempt: str) -> str:
+    """One attempt's own staging table: UNLOGGED and without indexes, so COPY runs at full
+    speed; `seq` numbers the rows in file order (one COPY inserts them in order)."""
+    if not re.fullmatch(r"[0-9a-f]{8}", attempt):
+        raise ValueError(f"attempt tag {attempt!r}: 8 hex digits")
+    return f"{STAGING_PREFIX}{int(run_id)}_{attempt}"
+
+
+def staging_run(name: str) -> int | None:
+    """The run a staging table belongs to; None for a table that is not one."""
+    found = _STAGING_NAME.match(name)
+    return int(found.group(1)) if found else None
 
 
 def quoted(session: Session, name: str) -> str:
-    raw = session.connection().connection.dbapi_connection
-    return sql.Identifier(name).as_string(raw)
+    return quoted_name(session.connection().connection.dbapi_connection, name)
 
 
-def load(session: Session, run_id: int, feed: FeedFile) -> int:
-    """COPY the file into the run's staging table (made anew); the number of data rows. COPY's
-    own errors (encoding, quotes, missing or extra fields) become a rejection naming the line."""
-    table = quoted(session, staging_table(run_id))
+def quoted_name(connection: psycopg.Connection, name: str) -> str:
+    return sql.Identifier(name).as_string(connection)
+
+
+def load(session: Session, staging: str, feed: FeedFile) -> int:
+    """COPY the file into the attempt's staging table (made anew); the number of data rows.
+    COPY's own errors (encoding, quotes, missing or extra fields) become a rejection naming the line."""
+    table = quoted(session, staging)
     session.execute(text(f"DROP TABLE IF EXISTS {table}"))
     session.execute(text(f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, "
                          "warehouse text, sku text, lot text, quantity text, as_of text)"))

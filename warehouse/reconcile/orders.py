@@ -5,6 +5,9 @@ difference beyond tolerance. Rerunning any step creates nothing twice (unique ke
   outbox (topic `erp.adjustment`) in the transaction that creates it. WMS stock is unchanged.
 - ERP truth: a line within `auto_approve_limit` is approved and applied to WMS stock through
   `stock.adjust`; a larger one waits as `pending_approval` for a person.
+- A run over the blast-radius brake holds every line (`held`) for a person, whatever the truth:
+  approving an ERP-truth line applies it, approving a WMS-truth line sends it to the ERP (one
+  outbox message per line, in the approving transaction).
 
 A difference of a SKU the feed did not mention is reported, not adjusted, unless the run was
 told the feed is complete (`full_feed`): a truncated feed must never zero stock by omission.
@@ -70,8 +73,8 @@ orders AS (
 lines AS (
     INSERT INTO adjustment_order_line (order_id, warehouse_id, sku_id, lot_id, wms_qty, erp_qty, delta, status, reason)
     SELECT o.id, d.warehouse_id, d.sku_id, d.lot_id, d.wms_qty, d.erp_qty, d.delta,
-           CASE WHEN :truth = 'wms' THEN 'for_erp'
-                WHEN :held THEN 'held'
+           CASE WHEN :held THEN 'held'
+                WHEN :truth = 'wms' THEN 'for_erp'
                 WHEN abs(d.delta) <= :auto_limit THEN 'approved'
                 ELSE 'pending_approval' END,
            CASE d.kind WHEN 'not_in_feed' THEN 'not in the ERP feed (feed declared complete)'
@@ -91,7 +94,7 @@ published AS (
                          FROM lines l JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
                          WHERE l.order_id = o.id))
     FROM orders o JOIN warehouse w ON w.id = o.warehouse_id
-    WHERE :truth = 'wms'
+    WHERE :truth = 'wms' AND NOT :held
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM orders) AS orders, (SELECT count(*) FROM lines) AS lines,
@@ -111,7 +114,8 @@ class Made:
 
 def make_orders(session: Session, run_id: int, *, truth: str, auto_approve_limit: int, full_feed: bool, as_of,
                 held: bool = False) -> Made:
-    """`held`: the run is over the brake (`brake.check`): its ERP-truth lines wait for a person."""
+    """`held`: the run is over the brake (`brake.check`): its lines wait for a person, nothing is
+    applied (ERP truth) or published for the ERP (WMS truth)."""
     row = session.execute(_MAKE, {"run": run_id, "truth": truth, "auto_limit": auto_approve_limit, "held": held,
                                   "full_feed": full_feed, "topic": ERP_TOPIC, "as_of": as_of}).one()
     return Made(row.orders, row.lines, row.published, row.superseded, row.already_asked)
@@ -237,10 +241,26 @@ def order_warehouses(session: Session, run_id: int) -> list[int]:
 
 
 _DECIDE = text("""
-UPDATE adjustment_order_line SET status = :status, decided_by = :by, decided_at = now(),
-       reason = CASE WHEN CAST(:note AS text) IS NULL THEN reason ELSE reason || '; ' || :note END
-WHERE id = :line AND status IN ('pending_approval', 'held')
-RETURNING id
+UPDATE adjustment_order_line l
+SET status = CASE WHEN NOT :approve THEN 'rejected' WHEN o.truth = 'wms' THEN 'for_erp' ELSE 'approved' END,
+    decided_by = :by, decided_at = now(),
+    reason = CASE WHEN CAST(:note AS text) IS NULL THEN l.reason ELSE l.reason || '; ' || :note END
+FROM adjustment_order o
+WHERE o.id = l.order_id AND l.id = :line AND l.status IN ('pending_approval', 'held')
+RETURNING l.status
+""")
+# A held WMS-truth line a person released: sent to the ERP like the lines of a run within the brake.
+_RELEASE = text("""
+INSERT INTO outbox_message (topic, message_key, payload)
+SELECT :topic, w.code, jsonb_build_object(
+           'order_id', o.id, 'run_id', o.run_id, 'warehouse', w.code, 'as_of', r.as_of, 'line_id', l.id,
+           'lines', jsonb_build_array(jsonb_build_object(
+               'sku', s.code, 'lot', lot.code, 'wms_qty', l.wms_qty, 'erp_qty', l.erp_qty,
+               'target_qty', l.wms_qty, 'erp_adjustment', -l.delta)))
+FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+JOIN reconciliation_run r ON r.id = o.run_id JOIN warehouse w ON w.id = l.warehouse_id
+JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
+WHERE l.id = :line
 """)
 _STATUS = text("""
 SELECT l.status, l.superseded_by_run,
@@ -252,11 +272,14 @@ FROM adjustment_order_line l WHERE l.id = :line
 
 
 def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str | None = None) -> str:
-    """A person's decision on a pending line; approving applies it in the same transaction
-    (by the caller's `apply_line`). Deciding a line twice changes nothing the second time; a
-    line a newer run superseded cannot be decided (its difference is the newer line's)."""
-    changed = session.execute(_DECIDE, {"line": line_id, "status": "approved" if approve else "rejected",
-                                        "by": by, "note": note}).first()
+    """A person's decision on a waiting line (pending approval, or held by the brake). Approving
+    an ERP-truth line makes it `approved`, applied in the same transaction by the caller's
+    `apply_line`; approving a WMS-truth line sends it to the ERP (`for_erp`). Deciding a line
+    twice changes nothing the second time; a line a newer run superseded cannot be decided
+    (its difference is the newer line's)."""
+    changed = session.execute(_DECIDE, {"line": line_id, "approve": approve, "by": by, "note": note}).first()
+    if changed is not None and changed.status == "for_erp":
+        session.execute(_RELEASE, {"line": line_id, "topic": ERP_TOPIC})
     if changed is None:
         line = session.execute(_STATUS, {"line": line_id}).first()
         if line is None:
@@ -266,7 +289,7 @@ def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str 
             raise InvalidArgument(f"line {line_id} was superseded by run {line.superseded_by_run}{newer}: "
                                   "decide on the newest line of that difference (`cangflow adjustments list`)")
         return line.status
-    return "approved" if approve else "rejected"
+    return changed.status
 
 
 _ACK = text("""

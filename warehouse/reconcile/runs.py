@@ -30,8 +30,15 @@ _START = text("""
 INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status)
 VALUES (:key, :name, :sha, :truth, CAST(:settings AS jsonb), 'loading')
 ON CONFLICT (run_key) DO UPDATE SET run_key = excluded.run_key
-RETURNING id, status, error, as_of, feed_rows, (xmax = 0) AS created
+RETURNING id, run_key, status, error, as_of, feed_rows, warehouse_ids, (xmax = 0) AS created
 """)
+_READ = text("SELECT id, run_key, status, error, as_of, feed_rows, warehouse_ids, false AS created FROM reconciliation_run "
+             "WHERE id = :run")
+_STAGING_TABLES = text("""
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname LIKE 'erp\\_feed\\_%'
+""")
+FINISHED = ("done", "rejected", "stale")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class Run:
     error: str | None
     as_of: datetime | None = None
     feed_rows: int | None = None
+    warehouse_ids: tuple[int, ...] = ()  # the feed's scope, once it was loaded
 
 
 def run_key(session: Session, feed_sha256: str, settings: RunSettings) -> str:
@@ -73,21 +81,56 @@ def start(session: Session, *, feed_name: str, feed_sha256: str, settings: RunSe
     key = run_key(session, feed_sha256, settings)
     row = session.execute(_START, {"key": key, "name": feed_name, "sha": feed_sha256, "truth": settings.truth,
                                    "settings": json.dumps(settings.as_json())}).one()
-    return Run(row.id, key, row.status, bool(row.created), row.error, row.as_of, row.feed_rows)
+    return _run(row)
+
+
+def read(session: Session, run_id: int) -> Run:
+    """The run as it is now (another run of the same feed may have finished it meanwhile)."""
+    return _run(session.execute(_READ, {"run": run_id}).one())
+
+
+def _run(row) -> Run:
+    return Run(row.id, row.run_key, row.status, bool(row.created), row.error, row.as_of, row.feed_rows,
+               tuple(row.warehouse_ids or ()))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A feed staged and checked row by row: its rows, as_of and shape, and why it is stale
+    (None: it is fresh)."""
+
+    staging: str
+    rows: int
+    as_of: datetime
+    warehouse_ids: tuple[int, ...]
+    stale: str | None = None
 
 
 def mark(session: Session, run_id: int, status: str, **figures: Any) -> None:
     columns = ", ".join(f"{name} = :{name}" for name in figures)
     extra = f", {columns}" if columns else ""
-    finished = ", finished_at = now()" if status in ("done", "rejected") else ""
+    finished = ", finished_at = now()" if status in FINISHED else ""
     session.execute(text(f"UPDATE reconciliation_run SET status = :status{extra}{finished} WHERE id = :run"),
                     {"status": status, "run": run_id, **figures})
 
 
-def forget_staging(session: Session, run_id: int) -> None:
-    from .feed import quoted, staging_table
+def forget_staging(session: Session, run_id: int) -> list[str]:
+    """Drop every staging table of this run: this attempt's, and any an attempt that was
+    killed left. The caller holds the run's lock (`exclusive`): no attempt of it is alive."""
+    from .feed import staging_run
 
-    session.execute(text(f"DROP TABLE IF EXISTS {quoted(session, staging_table(run_id))}"))
+    dropped = sorted(name for name in session.execute(_STAGING_TABLES).scalars() if staging_run(name) == run_id)
+    for name in dropped:
+        drop_staging(session, name)
+    return dropped
+
+
+def drop_staging(session: Session, staging: str) -> None:
+    from .feed import quoted, staging_run
+
+    if staging_run(staging) is None:
+        raise ValueError(f"{staging!r} is not a staging table")
+    session.execute(text(f"DROP TABLE IF EXISTS {quoted(session, staging)}"))
 
 
 def quarantine(path: Path, rejected: FeedRejected, folder: Path) -> Path:
