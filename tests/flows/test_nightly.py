@@ -40,6 +40,10 @@ def test_nightly_runs_snapshot_rollover_reconcile_and_warmup(world, tasks_db, tm
     assert set(summary) == {"snapshot", "books", "rollover", "reconcile", "warmup"}
     assert summary["books"]["ok"] and summary["books"]["kind"] in ("full", "incremental")
     assert summary["snapshot"]["ok"] and summary["reconcile"]["differences"] == 1
+    # The next night the ERP sent nothing new: the reconcile step is stale, and the nightly goes on.
+    again = nightly_flow(feed_dir=str(tmp_path))
+    assert again["reconcile"]["status"] == "stale" and "reconciled before" in again["reconcile"]["stale"]
+    assert again["warmup"] and again["snapshot"]["ok"]
 
 
 def test_a_failed_quality_gate_stops_the_reconciliation_and_fails_the_run(world, tasks_db, tmp_path):

@@ -176,3 +176,23 @@ def test_a_correction_applied_after_the_next_feed_was_cut_is_not_applied_twice(t
     said = capsys.readouterr().out
     assert f"failed: line {first['id']} of run" in said and "would repeat the correction" in said
     assert world.on_hand(sku) == 40  # not 30
+
+
+@pytest.mark.brake
+def test_with_the_wms_as_the_truth_a_braked_run_sends_nothing_until_a_person_approves(
+        tasks_db, prefect_api, tmp_path, capsys):
+    world = World.create(tasks_db, bins=1)
+    skus = [world.stocked_sku(20 + n) for n in range(5)]
+    path = write_feed(tmp_path, [(world.warehouse, sku, "", 0) for sku in skus], as_of=datetime.now(timezone.utc),
+                      name="wms-zeros.csv")  # a broken ERP export
+    summary = reconcile_flow(erp_file=path, truth="wms")
+    assert summary["held"] == 5 and summary["lines_for_erp"] == 0 and erp_messages(tasks_db, world) == []
+    assert "SKU(s) the ERP books at zero hold 10 or more units in the WMS" in summary["brake"]
+    capsys.readouterr()
+    assert cangflow(["adjustments", "approve", "--run", str(summary["run_id"])]) == 0
+    assert capsys.readouterr().out.count("sent to the ERP") == 5
+    sent = erp_messages(tasks_db, world)
+    assert sorted(m["lines"][0]["erp_adjustment"] for m in sent) == [20, 21, 22, 23, 24]
+    assert cangflow(["adjustments", "approve", "--run", str(summary["run_id"])]) == 2  # nothing waits any more
+    assert len(erp_messages(tasks_db, world)) == 5  # sent once
+    assert [world.on_hand(sku) for sku in skus] == [20 + n for n in range(5)]  # WMS truth: stock unchanged
