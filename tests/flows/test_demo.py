@@ -129,4 +129,5 @@ def test_demo_reconciles_a_sample_erp_feed_with_a_few_differences(two_runs):
     first, second = (run["output"] for run in two_runs)
     found = re.search(r"^reconciliation: (\d+) difference\(s\), (\d+) order\(s\), (\d+) line\(s\) for the ERP", first, re.MULTILINE)
     assert found and int(found.group(1)) == 5 and int(found.group(3)) == 5, first
-    assert re.search(r"^reconciliation: feed reconciled before \(run \d+\), nothing new$", second, re.MULTILINE), second
+    assert re.search(r"^reconciliation: stale, feed \S+ was reconciled before with these settings \(run \d+\)",
+                     second, re.MULTILINE), second

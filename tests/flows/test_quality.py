@@ -53,3 +53,99 @@ def test_the_suite_task_fails_the_run_and_leaves_its_table(world, tasks_db, monk
     monkeypatch.setattr(quality, "validate", lambda db, suite, **context: bad)
     with pytest.raises(QualityGateFailed, match="1 of 1 expectation"):
         run_suite("stock_balance")
+
+
+# -- each suite fails on the bad data it exists for ----------------------------------------------
+
+def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(world, tasks_db, own_database_url):
+    """The table's constraints refuse such rows, so the suite runs here against a copy of the
+    table without them (a schema of its own, first on the search path)."""
+    import warehouse
+
+    with tasks_db.session() as s:
+        s.execute(text("CREATE SCHEMA bad_books"))
+        s.execute(text("CREATE TABLE bad_books.stock_balance AS SELECT * FROM public.stock_balance"))
+        s.execute(text("""INSERT INTO bad_books.stock_balance SELECT * FROM public.stock_balance LIMIT 1"""))  # a key twice
+        s.execute(text("UPDATE bad_books.stock_balance SET on_hand = -2, reserved = 1 WHERE id = (SELECT min(id) FROM bad_books.stock_balance)"))
+    bad = warehouse.connect(own_database_url + "?options=-csearch_path%3Dbad_books")
+    try:
+        result = quality.validate(bad, "stock_balance")
+    finally:
+        bad.dispose()
+        with tasks_db.session() as s:
+            s.execute(text("DROP SCHEMA bad_books CASCADE"))
+    failed = {(row["expectation"], str(row["arguments"].get("column", row["arguments"].get("column_A")))) for row in result.failures}
+    assert not result.success
+    assert ("expect_column_values_to_be_between", "on_hand") in failed
+    assert ("expect_column_pair_values_a_to_be_greater_than_b", "on_hand") in failed
+    assert ("expect_compound_columns_to_be_unique", "None") in failed
+
+
+def _staged(db, name: str, rows: list[tuple[str, str]]) -> str:
+    """A staging table as the reconciliation loads it, holding (quantity, as_of) rows."""
+    with db.session() as s:
+        s.execute(text(f'CREATE UNLOGGED TABLE "{name}" (seq bigint GENERATED ALWAYS AS IDENTITY, warehouse text, '
+                       "sku text, lot text, quantity text, as_of text)"))
+        for quantity, as_of in rows:
+            s.execute(text(f'INSERT INTO "{name}" (warehouse, sku, quantity, as_of) VALUES (\'W\', \'S\', :q, :a)'),
+                      {"q": quantity, "a": as_of})
+    return name
+
+
+BOUNDS = {"previous_run": 7, "previous_rows": 10, "min_rows": 5, "max_zero_pct": 20.0, "mean_low": 25.0, "mean_high": 100.0}
+FEEDS = {
+    # name: (rows of (quantity, as_of), the failing expectation's words; None: the control passes)
+    "usual": ([("50", "2026-12-01T00:00:00Z")] * 9 + [("0", "2026-12-01T00:00:00Z")], None),
+    "two as_of": ([("50", "2026-12-01T00:00:00Z")] * 9 + [("50", "2026-12-02T00:00:00Z")], "every row has the same as_of"),
+    "cut short": ([("50", "2026-12-01T00:00:00Z")] * 4, "fewer than 5 rows"),
+    "zeros": ([("0", "2026-12-01T00:00:00Z")] * 5 + [("90", "2026-12-01T00:00:00Z")] * 5, "of the quantities are zero"),
+    "jumped": ([("500", "2026-12-01T00:00:00Z")] * 10, "the mean quantity left"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FEEDS))
+def test_the_feed_suite_fails_on_each_broken_shape_and_passes_the_usual_one(kind, world, tasks_db):
+    rows, why = FEEDS[kind]
+    staging = _staged(tasks_db, f"erp_feed_999999_{abs(hash(kind)) % 16**8:08x}", rows)
+    try:
+        result = quality.validate(tasks_db, "erp_feed", staging=staging, **BOUNDS)
+    finally:
+        with tasks_db.session() as s:
+            s.execute(text(f'DROP TABLE "{staging}"'))
+    if why is None:
+        assert result.success, str(result)
+    else:
+        assert not result.success and [why in row["why"] for row in result.failures] == [True], str(result)
+
+
+def _run_with_lines(db, world, truth: str, statuses: list[str]) -> int:
+    skus = [world.add_sku() for _ in statuses]  # one line per SKU, as the order has them
+    with db.session() as s:
+        run = s.execute(text("""INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status)
+            VALUES (md5(random()::text) || md5(random()::text), 'suite.csv', repeat('0', 64), :truth, '{}', 'compared')
+            RETURNING id"""), {"truth": truth}).scalar()
+        order = s.execute(text("""INSERT INTO adjustment_order (run_id, warehouse_id, truth)
+            SELECT :run, id, :truth FROM warehouse WHERE code = :w RETURNING id"""),
+                          {"run": run, "truth": truth, "w": world.warehouse}).scalar()
+        for sku, status in zip(skus, statuses):
+            s.execute(text("""INSERT INTO adjustment_order_line (order_id, warehouse_id, sku_id, wms_qty, erp_qty, delta, status, reason)
+                SELECT :order, o.warehouse_id, (SELECT id FROM sku WHERE code = :sku), 5, 3, -2, :status, 'test'
+                FROM adjustment_order o WHERE o.id = :order"""), {"order": order, "sku": sku, "status": status})
+    return run
+
+
+@pytest.mark.parametrize("truth, braked, max_lines, statuses, why", [
+    ("erp", True, 10, ["held", "held"], None),  # the control: a braked run whose lines wait
+    ("erp", True, 10, ["held", "applied"], "no line may be applied or sent"),
+    ("wms", True, 10, ["held", "for_erp"], "no line may be applied or sent"),
+    ("erp", False, 10, ["applied", "held"], "yet lines are held"),
+    ("wms", False, 1, ["for_erp", "for_erp"], "more than 1 lines, over the brake's share"),
+    ("wms", False, 2, ["for_erp", "for_erp"], None),  # the control: within the limits
+])
+def test_the_adjustments_suite_checks_the_run_against_its_brake(truth, braked, max_lines, statuses, why, world, tasks_db):
+    run = _run_with_lines(tasks_db, world, truth, statuses)
+    result = quality.validate(tasks_db, "adjustment_orders", run_id=run, truth=truth, braked=braked, max_lines=max_lines)
+    if why is None:
+        assert result.success, str(result)
+    else:
+        assert not result.success and [why in row["why"] for row in result.failures] == [True], str(result)
