@@ -13,8 +13,8 @@ One run, --repeats times interleaved (medians), each repetition a new reconcilia
 1. floor load: COPY of the file (feed.CHUNK chunks) into an empty plain table of the 5 text
    columns, + COMMIT. floor_copy_rows_per_s.
 2. flow load: what the flow's load steps do, in one transaction: feed.inspect (size, header,
-   NUL scan, SHA-256), runs.start, feed.load (COPY into the run's table erp_feed_<run>), checks.check_rows,
-   runs.mark + COMMIT. load_rows_per_s = rows / all of it; the parts are reported apart.
+   NUL scan, SHA-256), runs.start, feed.load (COPY into the attempt's table erp_feed_<run>_<tag>),
+   checks.check_rows, profile.measure (the feed's shape and warehouses), runs.mark + COMMIT. load_rows_per_s = rows / all of it; the parts are reported apart.
    Then one untimed seq scan of each loaded table: the first reader after a bulk load sets the
    hint bits, and that should land on none of the diffs.
 3. floor diff: one hand-written INSERT INTO a scratch table SELECT ... FROM (the feed rows
@@ -23,13 +23,15 @@ One run, --repeats times interleaved (medians), each repetition a new reconcilia
    reads the floor load's table, ANALYZEd after its COPY (untimed; floor_analyze_s); the same
    join over the run's staging rows, which nothing ANALYZEs in the flow, is floor_diff_staging_*.
 4. flow diff: compare.compare(...) as the compare step calls it, + COMMIT (diff_s); the step's
-   cleanup (runs.forget_staging, a DELETE of the staging rows) timed apart.
+   cleanup (runs.forget_staging, a DROP of the staging table) timed apart.
    ratio_diff_to_sql_join = floor seconds / flow seconds (>= 0.8 is the target).
 Between repetitions (untimed) the run's rows are deleted and the tables vacuumed.
 5. --explain: one more flow load, then EXPLAIN (ANALYZE, BUFFERS) of checks._ROW_PROBLEMS and
    compare._DIFF (rolled back) to stderr.
 6. end to end: flows.reconcile.reconcile_flow once on a copy of the file (tolerance_abs 0, a
-   new run) under prefect_test_harness; end_to_end_s is the flow call (server start excluded),
+   new run, with a done run of the same warehouses and shape before it, so the erp_feed suite
+   checks the feed's shape as on a real night) under prefect_test_harness; end_to_end_s is the
+   flow call (server start excluded),
    its summary must show exactly the changed rows as differences (exit 1 otherwise), and each
    task run's time is reported (Prefect's task run records).
 
@@ -49,13 +51,12 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 import warehouse
 from bench.common import add_database_arguments, bench_database, database_url
 from warehouse import schema
-from warehouse.reconcile import RunSettings, checks, compare, feed, runs
+from warehouse.reconcile import RunSettings, checks, compare, feed, profile, runs
 
 FULL_ROWS, WAREHOUSES, STRIDE = 1_000_000, 10, 1000  # one balance in STRIDE differs
 MAX_BYTES = 2 * 1024**3
@@ -93,7 +94,7 @@ FROM (SELECT w.id AS warehouse_id, s.id AS sku_id, CAST(r.quantity AS bigint) AS
 FULL JOIN stock_balance b ON b.warehouse_id = f.warehouse_id AND b.sku_id = f.sku_id
 WHERE coalesce(f.qty, 0) <> coalesce(b.on_hand, 0)
 """
-FLOOR_FEED = {"floor": "bench_copy r", "staging": "erp_feed_{run} r"}
+FLOOR_FEED = {"floor": "bench_copy r", "staging": '"{staging}" r'}
 
 
 def log(message: str) -> None:
@@ -142,23 +143,28 @@ def flow_load(db: warehouse.Database, path: Path, settings: RunSettings) -> dict
     with db.session() as s:
         run = runs.start(s, feed_name=path.name, feed_sha256=fed.sha256, settings=settings)
         t2 = time.perf_counter()
-        rows = feed.load(s, run.id, fed)
+        staging = feed.staging_table(run.id, feed.new_attempt())
+        rows = feed.load(s, staging, fed)
         t3 = time.perf_counter()
-        problems, total, as_of = checks.check_rows(s, run.id, rows)
+        problems, total, as_of = checks.check_rows(s, run.id, staging, rows)
         t4 = time.perf_counter()
         if problems:
             raise SystemExit(f"the bench feed was rejected: {total} problem(s), e.g. {problems[0]}")
+        shape = profile.measure(s, staging)
+        profile.record(s, run.id, shape)
+        t5 = time.perf_counter()
         runs.mark(s, run.id, "loading", feed_rows=rows, as_of=as_of)
-    t5 = time.perf_counter()
-    return {"run": run.id, "rows": rows, "as_of": as_of, "total": t5 - t0, "inspect": t1 - t0, "start": t2 - t1,
-            "copy": t3 - t2, "checks": t4 - t3, "mark_commit": t5 - t4}
+    t6 = time.perf_counter()
+    return {"run": run.id, "staging": staging, "warehouses": list(shape.warehouse_ids), "rows": rows, "as_of": as_of,
+            "total": t6 - t0, "inspect": t1 - t0, "start": t2 - t1, "copy": t3 - t2, "checks": t4 - t3,
+            "profile": t5 - t4, "mark_commit": t6 - t5}
 
 
-def floor_diff(conn: psycopg.Connection, run_id: int, feed_rows: str) -> tuple[float, int]:
+def floor_diff(conn: psycopg.Connection, staging: str, feed_rows: str) -> tuple[float, int]:
     conn.execute("TRUNCATE bench_diff")
     started = time.perf_counter()
     with conn.transaction():
-        rows = conn.execute(FLOOR_DIFF.format(feed=FLOOR_FEED[feed_rows].format(run=int(run_id)))).rowcount
+        rows = conn.execute(FLOOR_DIFF.format(feed=FLOOR_FEED[feed_rows].format(staging=staging))).rowcount
     return time.perf_counter() - started, rows
 
 
@@ -166,18 +172,19 @@ def flow_diff(db: warehouse.Database, loaded: dict, settings: RunSettings) -> tu
     """compare.compare as the compare step calls it (+ commit); then the step's staging DELETE."""
     started = time.perf_counter()
     with db.session() as s:
-        done = compare.compare(s, loaded["run"], as_of=loaded["as_of"], tolerance_abs=settings.tolerance_abs,
-                               tolerance_pct=settings.tolerance_pct, feed_rows=loaded["rows"])
+        done = compare.compare(s, loaded["run"], loaded["staging"], as_of=loaded["as_of"],
+                               tolerance_abs=settings.tolerance_abs, tolerance_pct=settings.tolerance_pct,
+                               feed_rows=loaded["rows"], warehouse_ids=loaded["warehouses"])
     compared = time.perf_counter()
     with db.session() as s:
         runs.forget_staging(s, loaded["run"])
     return compared - started, time.perf_counter() - compared, done
 
 
-def forget_run(conn: psycopg.Connection, run_id: int) -> None:
+def forget_run(conn: psycopg.Connection, run_id: int, staging: str) -> None:
     """Untimed: the next repetition starts from empty staging and difference tables."""
     with conn.transaction():
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(f"erp_feed_{run_id}")))
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(staging)))
         conn.execute("DELETE FROM reconciliation_difference WHERE run_id = %s", (run_id,))
         conn.execute("DELETE FROM reconciliation_run WHERE id = %s", (run_id,))
     conn.execute("VACUUM reconciliation_difference, reconciliation_run")
@@ -197,35 +204,38 @@ def repetitions(conn, db, path: Path, rows: int, changed: int, repeats: int) -> 
         conn.execute("ANALYZE bench_copy")
         analyze_s = time.perf_counter() - started
         loaded = flow_load(db, path, settings)
-        for table in ("bench_copy", f"erp_feed_{loaded['run']}"):  # hint bits, see the docstring
+        for table in ("bench_copy", loaded["staging"]):  # hint bits, see the docstring
             conn.execute(sql.SQL("SELECT count(quantity) FROM {}").format(sql.Identifier(table)))
-        floor_s, floor_rows = floor_diff(conn, loaded["run"], "floor")
-        staging_s, staging_rows = floor_diff(conn, loaded["run"], "staging")
+        floor_s, floor_rows = floor_diff(conn, loaded["staging"], "floor")
+        staging_s, staging_rows = floor_diff(conn, loaded["staging"], "staging")
         diff_s, forget_s, done = flow_diff(db, loaded, settings)
         if not copied == loaded["rows"] == rows or not floor_rows == staging_rows == done.differences == changed:
             raise SystemExit(f"rows: COPY {copied}, flow {loaded['rows']}, expected {rows}; differences: floor "
                              f"{floor_rows}, over staging {staging_rows}, flow {done.differences}, expected {changed}")
         keep(floor_copy=copy_s, load=loaded["total"], inspect=loaded["inspect"], start=loaded["start"],
-             copy=loaded["copy"], checks=loaded["checks"], mark_commit=loaded["mark_commit"], floor_analyze=analyze_s,
+             copy=loaded["copy"], checks=loaded["checks"], profile=loaded["profile"], mark_commit=loaded["mark_commit"],
+             floor_analyze=analyze_s,
              floor_diff=floor_s, floor_diff_staging=staging_s, diff=diff_s, forget_staging=forget_s)
         log(f"rep {rep + 1}/{repeats}: floor COPY {copy_s:.2f} s; flow load {loaded['total']:.2f} s (inspect "
-            f"{loaded['inspect']:.2f}, COPY {loaded['copy']:.2f}, checks {loaded['checks']:.2f}, start+mark+commit "
+            f"{loaded['inspect']:.2f}, COPY {loaded['copy']:.2f}, checks {loaded['checks']:.2f}, profile "
+            f"{loaded['profile']:.2f}, start+mark+commit "
             f"{loaded['start'] + loaded['mark_commit']:.2f}); floor diff {floor_s:.2f} s (over the unanalyzed "
-            f"staging rows {staging_s:.2f} s); flow diff {diff_s:.2f} s (+ staging DELETE {forget_s:.2f} s); "
+            f"staging rows {staging_s:.2f} s); flow diff {diff_s:.2f} s (+ staging DROP {forget_s:.2f} s); "
             f"{done.differences} differences")
-        forget_run(conn, loaded["run"])
+        forget_run(conn, loaded["run"], loaded["staging"])
     m = {name: median(values) for name, values in took.items()}
     figures = {
         "floor_copy_s": m["floor_copy"], "floor_copy_rows_per_s": rows / m["floor_copy"],
         "load_s": m["load"], "load_rows_per_s": rows / m["load"],
         "ratio_load_to_copy": m["floor_copy"] / m["load"],
         "load_inspect_s": m["inspect"], "load_copy_s": m["copy"], "load_checks_s": m["checks"],
+        "load_profile_s": m["profile"],
         "load_start_mark_commit_s": m["start"] + m["mark_commit"], "load_copy_rows_per_s": rows / m["copy"],
         "floor_diff_s": m["floor_diff"], "floor_diff_rows_per_s": 2 * rows / m["floor_diff"],
         "floor_analyze_s": m["floor_analyze"], "floor_diff_staging_s": m["floor_diff_staging"],
         "floor_diff_staging_rows_per_s": 2 * rows / m["floor_diff_staging"],
         "diff_s": m["diff"], "diff_rows_per_s": 2 * rows / m["diff"],
-        "ratio_diff_to_sql_join": m["floor_diff"] / m["diff"], "staging_delete_s": m["forget_staging"],
+        "ratio_diff_to_sql_join": m["floor_diff"] / m["diff"], "staging_drop_s": m["forget_staging"],
     }
     figures = {name: round(value) if name.endswith("_per_s") else round(value, 4) for name, value in figures.items()}
     figures.update({f"{name}_runs_s": [round(v, 3) for v in values] for name, values in took.items()
@@ -234,20 +244,35 @@ def repetitions(conn, db, path: Path, rows: int, changed: int, repeats: int) -> 
 
 
 def explain(conn, db, path: Path) -> None:
-    """EXPLAIN ANALYZE of the checks and of the diff over one freshly loaded run, to stderr."""
+    """EXPLAIN ANALYZE of the checks and of the diff over one freshly loaded run, to stderr (the
+    diff rolled back)."""
     settings = RunSettings(tolerance_abs=99)
     loaded = flow_load(db, path, settings)
-    with db.engine.connect() as c:
-        for name, statement, params in (
-                ("checks._ROW_PROBLEMS", checks._ROW_PROBLEMS,
-                 {"run": loaded["run"], "quantity_max": checks.QUANTITY_MAX, "code_max": checks.CODE_MAX,
-                  "as_of_max": checks.AS_OF_MAX, "shown": checks.SHOWN}),
-                ("compare._DIFF", compare._DIFF,
-                 {"run": loaded["run"], "as_of": loaded["as_of"], "tolerance_abs": 99, "tolerance_pct": 0.0})):
-            plan = c.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + statement.text), params).scalars().all()
-            log(f"EXPLAIN ANALYZE {name}:\n" + "\n".join(plan))
-        c.rollback()
-    forget_run(conn, loaded["run"])
+    table = sql.Identifier(loaded["staging"]).as_string(conn)
+    diff = compare._DIFF.format(table=table, lot_id="CAST(NULL AS bigint)", lot_join="", wms=compare._WMS_BY_SKU,
+                                materialized="NOT MATERIALIZED")
+    for name, statement, params in (
+            ("checks._ROW_PROBLEMS", checks._ROW_PROBLEMS.format(table=table),
+             {"quantity_max": checks.QUANTITY_MAX, "code_max": checks.CODE_MAX, "as_of_max": checks.AS_OF_MAX,
+              "shown": checks.SHOWN}),
+            ("compare._DIFF", diff, {"run": loaded["run"], "as_of": loaded["as_of"], "warehouses": loaded["warehouses"],
+                                     "tolerance_abs": 99, "tolerance_pct": 0.0})):
+        with conn.transaction(force_rollback=True):
+            plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params).fetchall()]
+        log(f"EXPLAIN ANALYZE {name}:\n" + "\n".join(plan))
+    forget_run(conn, loaded["run"], loaded["staging"])
+
+
+def seed_yardstick(conn: psycopg.Connection, rows: int) -> None:
+    """A done run of the same warehouses and shape as the feed, as last night's would be: the
+    end to end then runs the erp_feed suite's shape checks too."""
+    conn.execute("""
+        INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status, as_of, feed_rows,
+                                        warehouse_ids, profile)
+        SELECT 'bench-yardstick', 'yesterday.csv', repeat('0', 64), 'wms', '{"full_feed": false}', 'done',
+               now() - interval '1 day', %(rows)s, (SELECT array_agg(id ORDER BY id) FROM warehouse),
+               jsonb_build_object('rows', %(rows)s, 'zero_pct', 0, 'mean_qty', (SELECT avg(on_hand) FROM stock_balance))
+        ON CONFLICT (run_key) DO NOTHING""", {"rows": rows})
 
 
 def end_to_end(path: Path, rows: int, changed: int) -> dict:
@@ -301,6 +326,7 @@ def run(args, url: str, skus: int) -> dict:
                 f"{figures['floor_diff_rows_per_s']:,} (ratio {figures['ratio_diff_to_sql_join']})")
             if args.explain:
                 explain(conn, db, path)
+            seed_yardstick(conn, rows)
             figures.update(end_to_end(path, rows, changed))
         figures["targets_met"] = {"ratio_load_to_copy_ge_0.7": figures["ratio_load_to_copy"] >= 0.7,
                                   "ratio_diff_to_sql_join_ge_0.8": figures["ratio_diff_to_sql_join"] >= 0.8}

@@ -44,7 +44,7 @@ from tasks.reconcile import (
     record_rejection,
     start_run,
 )
-from warehouse import metrics
+from warehouse import metrics, quality
 from warehouse.errors import InvalidArgument
 from warehouse.reconcile import FeedRejected, RunSettings
 from warehouse.reconcile.exclusive import reconciling
@@ -81,6 +81,7 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
         erp_file = export_erp_query(erp_query)
     if tolerances_file:
         logger.info("tolerance overrides loaded: %d", load_tolerance_overrides(tolerances_file))
+    quality.preload()  # its import overlaps the load and the checks, which wait on PostgreSQL
     configured = get_settings()
     max_age = max_feed_age_hours if max_feed_age_hours is not None else configured.reconcile_max_feed_age_hours
     run_id = None  # set once this run holds its feed's lock: its staging tables are then its own

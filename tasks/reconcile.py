@@ -48,6 +48,7 @@ def load_and_check(run_id: int, fed: feed.FeedFile, staging: str, max_age_hours:
         if problems:
             raise feed.FeedRejected(fed.path.name, problems, total)
         shape = profile.measure(session, staging)
+        # Checked again under the warehouses' locks (`check_feed_quality`); here it refuses early.
         older = checks.older_than_reconciled(session, run_id, as_of, list(shape.warehouse_ids))
         if older is not None:
             raise feed.FeedRejected(fed.path.name, [older])
@@ -62,12 +63,17 @@ def load_and_check(run_id: int, fed: feed.FeedFile, staging: str, max_age_hours:
 
 @task(name="reconcile-feed-quality")
 def check_feed_quality(run_id: int, feed_name: str, loaded: runs.Loaded, full_feed: bool, confirmed: bool) -> dict:
-    """The `erp_feed` suite over the staged feed, against the bounds the previous feed of its
-    scope sets (none when the operator confirmed the shape); a failure rejects the feed, naming
-    why. Not retried: the same rows give the same answer."""
+    """Run under the warehouses' locks: the feed is still not older than any feed reconciled for
+    its warehouses (one may have finished while this run waited), and the `erp_feed` suite over
+    the staged feed holds, against the bounds the previous feed of its scope sets (none when the
+    operator confirmed the shape); either failure rejects the feed, naming why. Not retried:
+    the same rows give the same answer."""
     from .quality import validated
 
     with database().session() as session:
+        older = checks.older_than_reconciled(session, run_id, loaded.as_of, list(loaded.warehouse_ids))
+        if older is not None:
+            raise feed.FeedRejected(feed_name, [older])
         limits = profile.bounds(session, run_id, loaded.warehouse_ids, full_feed=full_feed, confirmed=confirmed)
     context = {"staging": loaded.staging, **(limits.as_context() if limits else {})}
     result = validated("erp_feed", **context)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -42,6 +43,21 @@ class QualityResult:
         shown = "; ".join(f"{f.get('why') or f['expectation']} {f['arguments']}: unexpected {f['unexpected']} e.g. {f['sample']}"
                           for f in self.failures)
         return f"{self.suite}: {len(self.failures)} of {len(self.rows)} expectation(s) failed: {shown}"
+
+
+def preload() -> threading.Thread:
+    """Import Great Expectations in the background. Its import takes seconds of CPU; a flow that
+    first loads and checks data in PostgreSQL (waiting on the server, not on Python) starts
+    this first, so the suite that follows does not wait for it."""
+    def load() -> None:
+        try:
+            import great_expectations  # noqa: F401
+        except Exception:  # noqa: BLE001 - the suite's own import reports the failure
+            logger.debug("preloading great_expectations failed", exc_info=True)
+
+    thread = threading.Thread(target=load, name="cangflow-gx-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def validate(db: Database, suite: str, **context: Any) -> QualityResult:

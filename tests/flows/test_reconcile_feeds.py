@@ -83,6 +83,26 @@ def test_the_command_exits_4_when_the_feed_folder_has_no_feed_or_only_an_old_one
     assert cangflow(["run", "reconcile", "--feed-dir", str(folder), "--max-feed-age-hours", "0"]) == 2
 
 
+def test_the_stale_gauge_an_alert_watches_is_pushed_set_then_cleared_by_a_new_feed(tasks_db, prefect_api, tmp_path,
+                                                                                     monkeypatch):
+    from tests.services import http_receiver
+
+    world = World.create(tasks_db, bins=1)
+    sku = world.stocked_sku(10)
+    folder = tmp_path / "gauge-feeds"
+    folder.mkdir()
+    with http_receiver() as gateway:
+        configure(monkeypatch, pushgateway_url=gateway.url)
+        assert reconcile_flow(feed_dir=str(folder))["status"] == "stale"
+        write_feed(folder, [(world.warehouse, sku, "", 10)], name="erp.csv")
+        assert reconcile_flow(feed_dir=str(folder))["status"] == "done"
+    (_, stale_path, stale), (_, _, fresh) = gateway.requests
+    assert "/job/cangflow_reconcile/" in stale_path
+    assert f'cangflow_reconciliation_feed_stale{{source="{folder}"}} 1.0' in stale
+    assert f'cangflow_reconciliation_feed_stale{{source="{folder}"}} 0.0' in fresh
+    assert f'cangflow_reconciliation_feed_as_of_timestamp_seconds{{source="{folder}"}}' in fresh
+
+
 # -- one run at a time ---------------------------------------------------------------------------
 
 def _twice_at_once(path: str, monkeypatch, *, meet_in_compare: bool) -> tuple[list, list]:
@@ -191,6 +211,51 @@ def test_a_run_that_cannot_get_its_lock_in_time_exits_naming_the_run_that_holds_
     assert world.on_hand(sku) == 10 and staging_of(tasks_db, run.id) == []
     assert reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)["applied"] == 1  # the lock is gone
     assert world.on_hand(sku) == 9
+
+
+def test_a_feed_that_waited_for_its_warehouse_while_a_newer_feed_was_reconciled_is_refused(
+        tasks_db, prefect_api, tmp_path, monkeypatch, own_database_url):
+    """Every other operation at the same moment: an older feed loaded and checked, then waiting
+    for its warehouse, must not be applied over the newer feed reconciled meanwhile."""
+    import time
+
+    from warehouse.reconcile.exclusive import WAREHOUSE_LOCK
+
+    configure(monkeypatch, reconcile_wait_seconds=60)
+    world = World.create(tasks_db, bins=1)
+    sku = world.stocked_sku(10)
+    older = write_feed(tmp_path, [(world.warehouse, sku, "", 8)], as_of=now(), name="older.csv")
+    with tasks_db.session() as s:
+        warehouse_id = s.execute(text("SELECT id FROM warehouse WHERE code = :w"), {"w": world.warehouse}).scalar()
+    outcome: list = []
+    dsn = own_database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True, application_name="cangflow-reconcile-run-0") as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", (WAREHOUSE_LOCK, warehouse_id))  # a newer feed's run
+        waiting = threading.Thread(target=lambda: outcome.append(_outcome(older)))
+        waiting.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # loaded and checked: it now waits for the warehouse
+            with tasks_db.session() as s:
+                if s.execute(text("SELECT count(*) FROM reconciliation_run WHERE feed_name = 'older.csv' "
+                                  "AND feed_rows IS NOT NULL")).scalar():
+                    break
+            time.sleep(0.1)
+        with tasks_db.session() as s:  # the newer feed's run ends, reconciled
+            s.execute(text("""INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status,
+                                  as_of, warehouse_ids) VALUES ('newer-feed', 'newer.csv', repeat('1', 64), 'erp', '{}',
+                                  'done', now(), ARRAY[CAST(:w AS bigint)])"""), {"w": warehouse_id})
+        other.execute("SELECT pg_advisory_unlock_all()")
+        waiting.join(timeout=120)
+    [refused] = outcome
+    assert isinstance(refused, FeedRejected) and "older than the last reconciled feed" in str(refused), refused
+    assert world.on_hand(sku) == 10
+
+
+def _outcome(path: str):
+    try:
+        return reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)
+    except Exception as error:  # noqa: BLE001 - the outcome is what the test looks at
+        return error
 
 
 def test_staging_tables_a_killed_run_left_are_dropped_unless_that_run_is_being_retried(tasks_db, prefect_api, tmp_path,
