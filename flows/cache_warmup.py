@@ -40,5 +40,7 @@ def _warmup_flow(top: int = 1000) -> dict:
 @flow(name="cache-warmup", task_runner=task_runner())
 def warmup_flow(top: int = 1000) -> dict:
     """cache-warmup: see the module docstring. The run records and pushes its own metrics."""
-    with run_metrics("warmup"):
-        return _warmup_flow(top)
+    with run_metrics("warmup") as run:
+        summary = _warmup_flow(top)
+        run.items = summary["keys"]  # keys written to Redis
+        return summary

@@ -32,6 +32,8 @@ adjustments_app = typer.Typer(help="Adjustment orders from ERP reconciliation: l
 app.add_typer(adjustments_app, name="adjustments")
 server_app = typer.Typer(help="A local Prefect server (and worker) that keeps the run history.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+metrics_app = typer.Typer(help="Prometheus metrics of the processes that do the work.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
 
 DEBUG = {"on": os.environ.get("CANGFLOW_DEBUG", "") not in ("", "0", "false")}
 
@@ -524,6 +526,33 @@ def server_status() -> None:
         raise typer.Exit(ExitCode.CHECK_FAILED)
     typer.echo(f"Prefect server running: {state.ui_url} (pid {state.server_pid})")
     typer.echo(f"  worker  {f'pid {state.worker_pid}' if state.worker_pid else 'none'}")
+
+
+@metrics_app.command("serve")
+def metrics_serve(
+    port: int = typer.Option(9464, "--port", min=1, max=65535, help="Serve /metrics on this port"),
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on"),
+) -> None:
+    """Serve the library metrics (deductions, cache reads, slow statements, outbox) of this
+    process or, with PROMETHEUS_MULTIPROC_DIR set, of every process writing there: for WMS
+    processes that have no /metrics endpoint of their own. Runs until stopped (Ctrl-C)."""
+    import time
+
+    from prometheus_client import start_http_server
+
+    from warehouse import metrics
+
+    try:
+        start_http_server(port, addr=host, registry=metrics.serve_registry())
+    except OSError as error:
+        fail(f"cannot listen on {host}:{port}: {error.strerror or error}", ExitCode.CANNOT_RUN)
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    typer.echo(f"serving http://{host}:{port}/metrics" + (f" for the processes writing to {folder}" if folder else ""))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("stopped")
 
 
 def exit_code_of(error: BaseException) -> ExitCode:

@@ -74,5 +74,8 @@ def _rollover_flow(today: date | None = None) -> dict:
 @flow(name="partition-rollover")
 def rollover_flow(today: date | None = None) -> dict:
     """partition-rollover: see the module docstring. The run records and pushes its own metrics."""
-    with run_metrics("rollover"):
-        return _rollover_flow(today)
+    with run_metrics("rollover") as run:
+        summary = _rollover_flow(today)
+        run.items = (len(summary["partitions_created"]) + len(summary["months_closed"])  # partitions and months handled
+                     + len(summary["partitions_retired"]))
+        return summary

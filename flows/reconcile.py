@@ -33,6 +33,7 @@ from tasks.reconcile import (
     check_feed_quality,
     clean_up,
     compare_run,
+    count_waiting_lines,
     export_erp_query,
     finish_run,
     inspect_feed,
@@ -121,6 +122,7 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
         figures, largest = _order_and_apply(run.id, settings, as_of)
     figures["seconds"] = round(time.perf_counter() - started, 3)
     record_fresh(figures, source)
+    count_waiting_lines()
     tell_admin(figures, largest)
     logger.info("summary: %s", summary_text(figures))
     return figures
@@ -153,10 +155,12 @@ def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_ab
                    max_delta_pct: float | None = None, feed_dir: str | None = None,
                    max_feed_age_hours: float | None = None, confirm_feed_shape: bool = False):
     """erp-reconciliation: see the module docstring. The run records and pushes its own metrics."""
-    with run_metrics("reconcile"):
-        return _reconcile_flow(erp_file, truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed,
+    with run_metrics("reconcile") as run:
+        outcome = _reconcile_flow(erp_file, truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed,
                                tolerances_file, erp_query, max_differing_pct, max_delta_pct, feed_dir,
                                max_feed_age_hours, confirm_feed_shape)
+        run.items = outcome.get("feed_rows", 0) if isinstance(outcome, dict) else 0  # a stale run compared none
+        return outcome
 
 
 def report_stale(stale: Stale, source: str):
@@ -170,6 +174,7 @@ def report_stale(stale: Stale, source: str):
     figures = {"status": "stale", "stale": stale.reason, "run_id": stale.run_id, "feed": stale.feed,
                "as_of": stale.as_of.isoformat() if stale.as_of else None}
     metrics.current().set("cangflow_reconciliation_feed_stale", 1, source=source)
+    count_waiting_lines()  # lines keep waiting on a night without a feed: the alert on their age still sees them
     emit_event(event=STALE_EVENT,
                resource={"prefect.resource.id": f"cangflow.reconciliation.feed.{stale.feed or 'none'}",
                          "prefect.resource.name": f"ERP feed {stale.feed or '(none)'}"},

@@ -14,6 +14,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.console import summary_text
+from warehouse import metrics
 from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
 from tasks.cache import invalidate_cache, prune_outbox, publish_pending
@@ -36,12 +37,11 @@ def _relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int
         logger.info("summary: %s", summary_text(summary))
         return summary
     if metrics_port:
-        # A long-running process is scraped rather than pushed: /metrics of this run's registry.
+        # A long-running process is scraped rather than pushed: /metrics of the process's
+        # library metrics (published, consumed, backlog age, the loop's heartbeat).
         from prometheus_client import start_http_server
 
-        from warehouse import metrics
-
-        start_http_server(metrics_port, registry=metrics.current().registry)
+        start_http_server(metrics_port, registry=metrics.serve_registry())
         logger.info("serving /metrics on port %d", metrics_port)
     totals = {"published": 0, "handled": 0, "redelivered": 0}
     last_summary = last_prune = time.monotonic()
@@ -58,6 +58,7 @@ def _relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int
         if now - last_summary >= SUMMARY_EVERY_S:
             logger.info("relay following: %s so far", totals)
             last_summary = now
+        metrics.current().set("cangflow_relay_last_loop_timestamp_seconds", time.time())
         if published["claimed"] == 0 and invalidated["handled"] == 0:
             time.sleep(IDLE_POLL_S)
 
@@ -65,5 +66,7 @@ def _relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int
 @flow(name="outbox-relay")
 def relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None) -> dict:
     """outbox-relay: see the module docstring. The run records and pushes its own metrics."""
-    with run_metrics("relay"):
-        return _relay_flow(follow, max_batches, metrics_port)
+    with run_metrics("relay") as run:
+        summary = _relay_flow(follow, max_batches, metrics_port)
+        run.items = summary["published"]
+        return summary

@@ -105,5 +105,7 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
 @flow(name="snapshot")
 def snapshot_flow(day: date | None = None, start: date | None = None, end: date | None = None) -> dict:
     """snapshot: see the module docstring. The run records and pushes its own metrics."""
-    with run_metrics("snapshot"):
-        return _snapshot_flow(day, start, end)
+    with run_metrics("snapshot") as run:
+        summary = _snapshot_flow(day, start, end)
+        run.items = summary["rows"]  # snapshot rows written
+        return summary

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from prefect import task
 
-from warehouse import outbox
+from warehouse import metrics, outbox
 from warehouse.cache import StockCache
 from warehouse.cache.invalidator import CacheInvalidator
 from warehouse.cache.warmup import hot_set, warm
@@ -44,6 +44,8 @@ def publish_pending(max_batches: int = 1000) -> dict:
             break  # back off: the messages carry their next attempt time
         if batch.claimed < settings.relay_batch:
             break
+    with database().session() as session:
+        metrics.current().set("cangflow_outbox_oldest_pending_age_seconds", outbox.oldest_pending_age(session))
     return total
 
 
@@ -91,5 +93,7 @@ def hit_rates() -> dict:
     now = datetime.now(timezone.utc)
     before, before_reads = cache.stats.hit_rate(now - timedelta(hours=1))
     current, current_reads = cache.stats.hit_rate(now)
+    if before is not None:  # every process's reads, as the processes counted them in Redis
+        metrics.current().set("cangflow_cache_hit_ratio_last_hour", before)
     return {"previous_hour": before, "previous_hour_reads": before_reads,
             "this_hour": current, "this_hour_reads": current_reads}

@@ -3,6 +3,7 @@ warehouse.reconcile function. A rejected feed is a result the flow reports, not 
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def check_feed_quality(run_id: int, feed_name: str, loaded: runs.Loaded, full_fe
 
 @task(name="reconcile-reject")
 def record_rejection(run_id: int | None, path: str, rejected: feed.FeedRejected) -> str:
-    metrics.current().inc("cangflow_reconciliation_feeds_rejected_total")
+    metrics.current().set("cangflow_reconciliation_last_rejected_timestamp_seconds", time.time())
     target = runs.quarantine(Path(path), rejected, get_settings().quarantine_path)
     if run_id is not None:
         with database().session() as session:
@@ -111,8 +112,8 @@ def compare_run(run_id: int, loaded: runs.Loaded, settings: runs.RunSettings) ->
                                warehouse_ids=list(loaded.warehouse_ids))
         runs.mark(session, run_id, "compared", compared=done.rows_compared, differences=done.differences,
                   within_tolerance=done.within_tolerance)
-    metrics.current().inc("cangflow_reconciliation_rows_compared_total", done.rows_compared)
-    metrics.current().inc("cangflow_reconciliation_differences_total", done.differences)
+    metrics.current().set("cangflow_reconciliation_last_rows_compared", done.rows_compared)
+    metrics.current().set("cangflow_reconciliation_last_differences", done.differences)
     return done
 
 
@@ -144,7 +145,6 @@ def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
         with database().session() as session:
             applied = orders.apply_line(session, line_id, reconcile_location=location, by="reconciliation (auto-approved)")
         outcome[applied.status] = outcome.get(applied.status, 0) + 1
-    metrics.current().inc("cangflow_reconciliation_adjusted_total", outcome["applied"])
     return outcome
 
 
@@ -154,8 +154,18 @@ def finish_run(run_id: int) -> tuple[dict, list[dict]]:
         figures = runs.summary(session, run_id)
         runs.mark(session, run_id, "done", adjusted=figures["applied"], pending=figures["pending_approval"])
         figures["status"] = "done"
-        metrics.current().inc("cangflow_reconciliation_pending_total", figures["pending_approval"])
+        metrics.current().set("cangflow_reconciliation_last_applied", figures["applied"])
         return figures, runs.largest(session, run_id)
+
+
+@task(name="reconcile-waiting-lines")
+def count_waiting_lines() -> orders.Waiting:
+    """The adjustment lines waiting for a person, for the gauges an alert watches."""
+    with database().session() as session:
+        waiting = orders.waiting(session)
+    metrics.current().set("cangflow_adjustments_waiting_lines", waiting.lines)
+    metrics.current().set("cangflow_adjustments_waiting_oldest_age_seconds", waiting.oldest_age_seconds)
+    return waiting
 
 
 @task(name="reconcile-summary")

@@ -33,9 +33,19 @@ def _unpublished(db) -> int:
 
 
 def test_relay_flow_publishes_everything_due_and_the_cache_consumer_handles_it(world, tasks_db):
+    from prometheus_client import REGISTRY
+
+    with tasks_db.session() as s:  # the oldest due message has waited a minute: the backlog gauge says so
+        s.execute(text("UPDATE outbox_message SET created_at = now() - interval '60 seconds' "
+                       "WHERE id = (SELECT min(id) FROM outbox_message WHERE published_at IS NULL)"))
+    from tasks.cache import publish_pending
+
+    publish_pending.fn(max_batches=0)  # measures, publishes nothing
+    assert REGISTRY.get_sample_value("cangflow_outbox_oldest_pending_age_seconds") >= 60
     summary = relay_flow()
     assert summary["published"] >= 3 and summary["handled"] == summary["published"]
     assert _unpublished(tasks_db) == 0
+    assert REGISTRY.get_sample_value("cangflow_outbox_oldest_pending_age_seconds") == 0
     assert artifact_rows("outbox-relay")[0]["published"] == summary["published"]
     assert relay_flow()["published"] == 0
 

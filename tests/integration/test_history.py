@@ -74,14 +74,20 @@ def rolled(tasks_db):
     from tasks.rollover import rescue_default_rows
     from tasks.snapshot import ensure_snapshot_partitions
 
-    moved = rescue_default_rows.fn()
+    from warehouse import metrics
+
+    with metrics.use(metrics.RecordingMetrics()) as seen:
+        moved = rescue_default_rows.fn()
+    left = {table: seen.counters.get(("cangflow_partition_default_rows", (("table", table),)))  # None: never set
+            for table in partitions.PARTITIONED_TABLES}
     month_ends = [history.last_day(month(offset)) for offset in range(-MONTHS, 0)]
     ensure_snapshot_partitions.fn(tuple(month_ends))
     for day in month_ends:  # the snapshots closing needs: each month's last day, verified
         with db.session() as s:
             snapshots.build_checked_day(s, day)
     result = rollover()
-    return {"db": db, "world": world, "sku": sku, "in_default": in_default, "moved": moved, "result": result}
+    return {"db": db, "world": world, "sku": sku, "in_default": in_default, "moved": moved, "result": result,
+            "left_gauge": left}
 
 
 def test_rows_in_the_default_partition_are_moved_into_their_months_and_reported(rolled):
@@ -90,6 +96,7 @@ def test_rows_in_the_default_partition_are_moved_into_their_months_and_reported(
     with rolled["db"].session() as s:
         assert partitions.rows_in_default(s, "stock_movement") == {}
         assert s.execute(text("SELECT count(*) FROM stock_movement_default")).scalar() == 0
+    assert rolled["left_gauge"] == {table: 0 for table in partitions.PARTITIONED_TABLES}  # what the alert watches
 
 
 def test_partitions_exist_from_last_month_to_the_premake_horizon_for_both_tables(rolled):

@@ -270,7 +270,7 @@ def test_deduction_metrics_count_attempts_successes_and_shortages(world, recorde
     value = recorded_metrics.value
     assert value("cangflow_deductions_attempted_total", operation="deduct") == 2
     assert value("cangflow_deductions_succeeded_total", operation="deduct") == 1
-    assert value("cangflow_deductions_insufficient_total", operation="deduct") == 1
+    assert value("cangflow_deductions_refused_total", operation="deduct", kind="insufficient_stock") == 1
     assert len(recorded_metrics.observations("cangflow_deduction_seconds", operation="deduct")) == 2
 
 

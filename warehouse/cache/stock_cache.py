@@ -162,6 +162,7 @@ class StockCache:
         return entry
 
     def _load_without_redis(self, pair: tuple[str, str]) -> Entry:
+        metrics.current().inc("cangflow_cache_fallbacks_total")
         with self._stripes[hash(pair) % LOCK_STRIPES]:
             entry = self._local_get(pair)
             return entry if entry is not None else self._load(pair, None, reason="redis unavailable")

@@ -58,6 +58,19 @@ def entry(row) -> dict[str, str]:
     }
 
 
+# The lowest unpublished id is the oldest message (ids follow creation): one probe of the
+# partial index of unpublished messages, however long the table.
+_OLDEST_PENDING = text("""
+SELECT coalesce(extract(epoch FROM now() - (SELECT created_at FROM outbox_message WHERE published_at IS NULL
+                                             ORDER BY id LIMIT 1)), 0)
+""")
+
+
+def oldest_pending_age(session: Session) -> float:
+    """Seconds the oldest unpublished message has waited (0: none waits)."""
+    return float(session.execute(_OLDEST_PENDING).scalar())
+
+
 def publish_batch(session: Session, client: redis.Redis, keys: Keys, *, limit: int, max_length: int) -> Published:
     """Claim, publish and mark one batch; the caller commits. A Redis failure is recorded on
     the messages (attempts, last error, backoff) instead of raised."""

@@ -227,6 +227,25 @@ WHERE o.run_id = :run AND l.status IN ('pending_approval', 'held') ORDER BY l.id
 """)
 
 
+_ALL_WAITING = text("""
+SELECT count(*) AS lines, coalesce(extract(epoch FROM now() - min(o.created_at)), 0) AS oldest
+FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
+WHERE l.status IN ('pending_approval', 'held')
+""")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    lines: int
+    oldest_age_seconds: float
+
+
+def waiting(session: Session) -> Waiting:
+    """Every line waiting for a person, of every run: how many, and how long the oldest has waited."""
+    row = session.execute(_ALL_WAITING).one()
+    return Waiting(row.lines, float(row.oldest))
+
+
 def waiting_lines(session: Session, run_id: int) -> list[int]:
     """The run's lines waiting for a person (pending approval, or held by the brake)."""
     return list(session.execute(_WAITING, {"run": run_id}).scalars())

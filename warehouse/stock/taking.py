@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from .. import metrics, validation
-from ..errors import InsufficientStock, InvalidArgument
+from ..errors import ConcurrentConflict, InvalidArgument, WarehouseError
 from ..idempotency import validate_key
 from ..retry import conflicts_are_retryable
 from . import execute
@@ -85,6 +85,12 @@ def _take(
     return execute.run(session, request, TAKE_STATEMENTS[movement_type], params, resolved)
 
 
+def refusal_kind(refused: Exception) -> str:
+    """InsufficientStock -> insufficient_stock: the label of a refusal in the metrics."""
+    name = type(refused).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
 def _line(sku: object, qty: object, location: object, lot: object, *, prefix: str = "") -> OrderLine:
     return OrderLine(
         sku=validation.code(sku, field=f"{prefix}sku"),
@@ -100,8 +106,10 @@ def _measured_deduction(operation: str, run):
     started = time.perf_counter()
     try:
         change = run()
-    except InsufficientStock:
-        sink.deduction_insufficient(operation)
+    except ConcurrentConflict:  # retries exhausted: a failure to answer, counted by its absence
+        raise
+    except WarehouseError as refused:  # a stock rule answered no: an answer, not a failure
+        sink.deduction_refused(operation, refusal_kind(refused))
         raise
     finally:
         sink.deduction_latency(operation, time.perf_counter() - started)
