@@ -37,7 +37,7 @@ def _warmup_flow(top: int = 1000) -> dict:
     return summary
 
 
-@flow(name="cache-warmup", task_runner=task_runner())
+@flow(name="cache-warmup", task_runner=task_runner(), timeout_seconds=30 * 60)
 def warmup_flow(top: int = 1000) -> dict:
     """cache-warmup: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("warmup") as run:

@@ -21,7 +21,7 @@ from flows.snapshot import snapshot_flow
 from tasks.quality import check_books
 
 
-@flow(name="nightly")
+@flow(name="nightly", timeout_seconds=6 * 3600)
 def nightly_flow(feed_dir: str | None = None, truth: str = "wms", auto_approve_limit: int = 0, warm_top: int = 1000) -> dict:
     with run_metrics("nightly"):
         logger = get_run_logger()

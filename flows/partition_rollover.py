@@ -71,7 +71,7 @@ def _rollover_flow(today: date | None = None) -> dict:
     return summary
 
 
-@flow(name="partition-rollover")
+@flow(name="partition-rollover", timeout_seconds=3 * 3600)
 def rollover_flow(today: date | None = None) -> dict:
     """partition-rollover: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("rollover") as run:

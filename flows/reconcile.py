@@ -148,7 +148,7 @@ def _order_and_apply(run_id: int, settings: RunSettings, as_of) -> tuple[dict, l
     return finish_run(run_id)
 
 
-@flow(name="erp-reconciliation", task_runner=task_runner())
+@flow(name="erp-reconciliation", task_runner=task_runner(), timeout_seconds=2 * 3600)
 def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
                    auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
                    erp_query: str | None = None, max_differing_pct: float | None = None,

@@ -102,7 +102,7 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
     return summary
 
 
-@flow(name="snapshot")
+@flow(name="snapshot", timeout_seconds=3 * 3600)
 def snapshot_flow(day: date | None = None, start: date | None = None, end: date | None = None) -> dict:
     """snapshot: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("snapshot") as run:

@@ -133,7 +133,10 @@ def order_warehouses(run_id: int) -> list[int]:
         return orders.order_warehouses(session, run_id)
 
 
-@task(name="reconcile-apply", task_run_name="reconcile-apply-{warehouse_id}", retries=2, retry_delay_seconds=5)
+# Mapped into the task runner's threads, so its own timeout does not meet the flow's (README,
+# "Timeouts"); an hour for one warehouse's approved lines is far beyond a healthy run.
+@task(name="reconcile-apply", task_run_name="reconcile-apply-{warehouse_id}", retries=2, retry_delay_seconds=5,
+      timeout_seconds=3600)
 def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
     """ERP truth: each approved line of one warehouse's order (or all) applied in its own
     transaction (keyed: a rerun replays)."""

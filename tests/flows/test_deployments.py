@@ -89,6 +89,7 @@ def test_the_documented_automations_are_valid_prefect_automations():
     automations = yaml.safe_load(text)["automations"]
     parsed = [AutomationCore.model_validate(automation) for automation in automations]
     assert {a.name for a in parsed} == {"cangflow flow run failed", "cangflow stock discrepancy",
-                                        "cangflow stale ERP feed"}
+                                        "cangflow stale ERP feed", "cangflow nightly not completed"}
+    assert parsed[3].trigger.posture == "Proactive" and parsed[3].trigger.within.total_seconds() == 26 * 3600
     assert "cangflow.reconciliation.discrepancy" in parsed[1].trigger.expect
     assert "cangflow.reconciliation.stale" in parsed[2].trigger.expect
