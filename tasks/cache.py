@@ -71,7 +71,10 @@ def prune_outbox() -> dict:
         messages, consumed = outbox.prune(session, keep_s=keep_s)
     trimmed = outbox.trim_streams(cache.remote.client, cache.keys, list(CacheInvalidator.topics) + ["erp.adjustment"],
                                   keep_s=keep_s)
-    return {"messages_pruned": messages, "consumer_records_pruned": consumed, "stream_entries_trimmed": trimmed}
+    idle = outbox.prune_idle_members(cache.remote.client, cache.keys, CacheInvalidator(cache.remote),
+                                     idle_ms=int(settings.relay_idle_consumer_days * 86_400_000))
+    return {"messages_pruned": messages, "consumer_records_pruned": consumed, "stream_entries_trimmed": trimmed,
+            "idle_consumers_removed": len(idle)}
 
 
 @task(name="warmup-hot-set", retries=2, retry_delay_seconds=5)

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     relay_batch: int = Field(default=500, ge=1, le=50_000)
     outbox_retention_days: float = Field(default=7.0, gt=0)
     stream_max_length: int = Field(default=1_000_000, ge=1000)
+    # The relay's name in the Redis consumer groups: stable across restarts (a restarted relay
+    # takes its own unacknowledged entries straight back), by default the host's name. Members
+    # of a group idle this long with nothing pending are removed by the relay's prune step.
+    relay_consumer: str | None = Field(default=None, min_length=1, max_length=128)
+    relay_idle_consumer_days: float = Field(default=1.0, gt=0)
     # Reconciliation: the largest feed accepted, where rejected feeds go, the bin an ERP-truth
     # increase lands in when the WMS holds none of the SKU, and a Prefect notification block
     # (webhook, e-mail...) to tell an admin about differences.

@@ -450,3 +450,27 @@ def test_an_early_refresh_across_an_expiry_cannot_write_its_old_number(cache, db
     assert cache.remote.read(*pair).entry is None  # the old 9 was refused
     cache.forget_local({pair})
     assert cache.available(warehouse=world.warehouse, sku=sku) == 7
+
+
+def test_the_relay_is_one_stable_member_and_idle_members_without_pending_entries_are_removed(cache, db, world):
+    """Each relay process used to join the group as host-pid: a run every minute left 1,440
+    members a day. Now it is one member by name, and the prune step removes members idle with
+    nothing pending (one holding entries keeps them until they are taken over)."""
+    import socket
+
+    stream, group = cache.keys.stream(CacheInvalidator.topics[0]), CacheInvalidator.name
+    world.receive(world.stocked_sku(5), 1)
+    relay(db, cache)
+    relay(db, cache)  # a second run: the same member
+    client = cache.remote.client
+    names = {m["name"] for m in client.xinfo_consumers(stream, group)}
+    assert names == {outbox.member()} == {socket.gethostname()}
+    # Members left by the old naming: one idle with nothing pending, one holding an entry.
+    client.xgroup_createconsumer(stream, group, "old-host-111")
+    world.receive(world.skus[-1], 1)
+    with db.session() as s:
+        outbox.publish_batch(s, client, cache.keys, limit=100, max_length=10_000)
+    client.xreadgroup(group, "old-host-222", {stream: ">"}, count=1)  # delivered, never acknowledged
+    removed = outbox.prune_idle_members(client, cache.keys, CacheInvalidator(cache.remote), idle_ms=0)
+    assert removed == ["old-host-111"]
+    assert {m["name"] for m in client.xinfo_consumers(stream, group)} == {outbox.member(), "old-host-222"}

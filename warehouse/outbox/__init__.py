@@ -1,7 +1,7 @@
 """The outbox relay (PostgreSQL outbox -> Redis Streams) and its consumers."""
 
-from .consume import Consumed, Consumer, Message, consume_batch, ensure_groups
+from .consume import Consumed, Consumer, Message, consume_batch, ensure_groups, member, prune_idle_members
 from .publish import Published, oldest_pending_age, prune, publish_batch, trim_streams
 
-__all__ = ["Consumed", "Consumer", "Message", "Published", "consume_batch", "ensure_groups", "oldest_pending_age",
+__all__ = ["Consumed", "Consumer", "Message", "Published", "consume_batch", "ensure_groups", "member", "oldest_pending_age", "prune_idle_members",
            "prune", "publish_batch", "trim_streams"]

