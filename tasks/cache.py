@@ -96,7 +96,9 @@ def hit_rates() -> dict:
     now = datetime.now(timezone.utc)
     before, before_reads = cache.stats.hit_rate(now - timedelta(hours=1))
     current, current_reads = cache.stats.hit_rate(now)
-    if before is not None:  # every process's reads, as the processes counted them in Redis
-        metrics.current().set("cangflow_cache_hit_ratio_last_hour", before)
+    # Every process's reads, as they counted them in Redis: this hour's so far, else the last.
+    ratio = current if current is not None else before
+    if ratio is not None:
+        metrics.current().set("cangflow_cache_hit_ratio_last_hour", ratio)
     return {"previous_hour": before, "previous_hour_reads": before_reads,
             "this_hour": current, "this_hour_reads": current_reads}

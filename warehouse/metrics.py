@@ -92,8 +92,9 @@ BATCH: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                                         "person (0: none)", ()),
     "cangflow_partition_default_rows": ("gauge", "Rows in a default partition after the rollover (should be 0)",
                                         ("table",)),
-    "cangflow_cache_hit_ratio_last_hour": ("gauge", "Stock cache hit ratio of the last hour over every process, "
-                                           "from the access statistics in Redis (the warmup reads it)", ()),
+    "cangflow_cache_hit_ratio_last_hour": ("gauge", "Stock cache hit ratio over every process, this hour so far (the "
+                                           "previous hour while this one has no reads), from the access statistics "
+                                           "in Redis (the warmup reads it)", ()),
 }
 DEFINITIONS = {**LIBRARY, **BATCH}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

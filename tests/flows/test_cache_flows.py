@@ -59,8 +59,12 @@ def test_warmup_flow_warms_the_most_moved_then_the_most_read(world):
     for sku in world.skus:
         cache.available(warehouse=world.warehouse, sku=sku)
     cache.stats.flush()
-    second = warmup_flow(top=10)
+    from warehouse import metrics
+
+    with metrics.use(metrics.RecordingMetrics()) as seen:
+        second = warmup_flow(top=10)
     assert second["source"] == "reads" and second["keys"] == len(world.skus)
+    assert seen.value("cangflow_cache_hit_ratio_last_hour") == second["hit_rate_this_hour"] is not None
     assert artifact_rows("cache-warmup")[0]["keys"] == second["keys"]
 
 
