@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     dask_address: str | None = None
     # Statements slower than this are counted and logged (their shape, never their values).
     slow_query_s: float = Field(default=1.0, gt=0)
+    # The flows' own statements (not a WMS service's) are cancelled by PostgreSQL after this
+    # long: a statement stuck on a lock or running away ends its task, which fails its run,
+    # instead of hanging the nightly (0: no limit). A task's own bound, since Prefect's task
+    # timeouts cannot nest in the flow's (README, "Timeouts").
+    job_statement_timeout_s: float = Field(default=1800.0, ge=0, le=86_400)
     # Batch flows push their run's metrics here when set (a Prometheus Pushgateway).
     pushgateway_url: str | None = None
     # Idempotency keys are kept this long; the rollover prunes older ones (a request repeated

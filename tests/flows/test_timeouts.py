@@ -42,3 +42,28 @@ def test_a_hung_step_ends_the_run_timed_out_instead_of_holding_the_queue(tasks_d
     state = warmup_flow.with_options(timeout_seconds=2)(top=10, return_state=True)
     assert state.is_failed() and state.name == "TimedOut", state
     assert time.monotonic() - started < 15
+
+
+def test_a_statement_stuck_in_a_flow_step_is_cancelled_by_the_job_statement_timeout(tasks_db, monkeypatch):
+    """The flows' engine (tasks.database) bounds every statement; a WMS service's engine is not touched."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from tasks import database
+    from warehouse.settings import get_settings
+
+    monkeypatch.setenv("CANGFLOW_JOB_STATEMENT_TIMEOUT_S", "1")
+    get_settings.cache_clear()
+    database.forget()
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="statement timeout"):
+            with database.database().session() as session:
+                session.execute(text("SELECT pg_sleep(30)"))
+        assert time.monotonic() - started < 10
+        with tasks_db.session() as session:  # not the flows' engine: no such bound
+            assert session.execute(text("SHOW statement_timeout")).scalar() == "0"
+    finally:
+        monkeypatch.delenv("CANGFLOW_JOB_STATEMENT_TIMEOUT_S")
+        get_settings.cache_clear()
+        database.forget()
