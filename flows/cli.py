@@ -61,6 +61,8 @@ def _use_local_prefect_server() -> None:
     state = local_server.running(_home())
     if state:
         os.environ["PREFECT_API_URL"] = state.api_url
+        if local_server.auth_string() and not os.environ.get("PREFECT_API_AUTH_STRING"):
+            os.environ["PREFECT_API_AUTH_STRING"] = local_server.auth_string()
 
 
 def _database(*, migrated: bool = True):
@@ -495,8 +497,12 @@ def server_start(
     port = settings.server_port if port is None else port
     if not 1 <= port <= 65535:
         bad_argument("--port", port, "must be a TCP port from 1 to 65535")
+    host = host or settings.server_host
+    if not local_server.loopback(host) and not local_server.auth_string():
+        bad_argument("--host", host, "exposes the API and UI beyond this machine: set CANGFLOW_SERVER_AUTH "
+                                     "(user:password) and put the server behind your own access control")
     try:
-        state, started = local_server.start(_home(), host=host or settings.server_host, port=port,
+        state, started = local_server.start(_home(), host=host, port=port,
                                             worker=worker, progress=typer.echo)
     except local_server.ServerError as error:
         fail(str(error), ExitCode.CANNOT_RUN)

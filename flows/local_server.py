@@ -9,6 +9,7 @@ the command records its runs there instead (unless PREFECT_API_URL names another
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -51,11 +52,30 @@ def read_state(home: Path) -> ServerState | None:
         return None
 
 
+def auth_string() -> str | None:
+    """CANGFLOW_SERVER_AUTH ("user:password"), Prefect's API auth string for the local server."""
+    from warehouse.settings import get_settings
+
+    secret = get_settings().server_auth
+    return secret.get_secret_value() if secret else None
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def answers(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
     import httpx
 
+    auth = auth_string()
     try:
-        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+        return httpx.get(f"{api_url}/health", timeout=timeout,
+                         auth=tuple(auth.split(":", 1)) if auth else None).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -101,6 +121,8 @@ def _environment(home: Path, api_url: str | None = None) -> dict[str, str]:
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
+    if auth_string():
+        env["PREFECT_API_AUTH_STRING"] = auth_string()  # what the worker and its runs send
     return env
 
 
@@ -121,6 +143,10 @@ def start(home: Path, *, host: str, port: int, worker: bool = True, timeout_s: f
           progress=lambda message: None) -> tuple[ServerState, bool]:
     """Start the server (and the worker) unless this home's server runs; returns its state and
     whether it was started now."""
+    if not loopback(host) and not auth_string():
+        raise ServerError(f"listening on {host} exposes the API and UI beyond this machine: set CANGFLOW_SERVER_AUTH "
+                          "(user:password, Prefect's API auth) and put it behind your own access control, "
+                          "or keep the default 127.0.0.1")
     current = running(home)
     if current:
         return current, False
@@ -133,6 +159,8 @@ def start(home: Path, *, host: str, port: int, worker: bool = True, timeout_s: f
     api_url = f"http://{shown_host}:{port}/api"
     server_env = _environment(home, api_url)
     server_env["PREFECT_SERVER_UI_API_URL"] = api_url  # where the UI in a browser finds the API
+    if auth_string():
+        server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string()  # every API call must carry it
     server = _spawn(["prefect", "server", "start", "--host", host, "--port", str(port)],
                     server_env, folder(home) / "server.log")
     progress(f"Prefect server starting on {api_url.removesuffix('/api')} (log: {folder(home) / 'server.log'}) ...")

@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     # `cangflow server start`: the local Prefect server's address (bound to loopback by default).
     server_host: str = "127.0.0.1"
     server_port: int = Field(default=4200, ge=1, le=65535)
+    # "user:password": Prefect's API basic auth for the local server (its server requires it,
+    # the commands and the worker send it). Required when the server listens beyond loopback.
+    server_auth: SecretStr | None = None
     # An ERP database to read the feed from (`--erp-query`); a secret, never logged.
     erp_url: SecretStr | None = None
 
