@@ -171,12 +171,6 @@ def count_waiting_lines() -> orders.Waiting:
     return waiting
 
 
-@task(name="reconcile-summary")
-def run_summary(run_id: int) -> tuple[dict, list[dict]]:
-    with database().session() as session:
-        return runs.summary(session, run_id), runs.largest(session, run_id)
-
-
 @task(name="reconcile-export-erp", retries=2, retry_delay_seconds=10)
 def export_erp_query(query: str) -> str:
     """Run the ERP query (CANGFLOW_ERP_URL: never a parameter, so it stays out of run records)

@@ -121,12 +121,3 @@ def reconciling(db: Database, *, wait_seconds: float) -> Iterator[Hold]:
     finally:
         connection.close()
 
-
-def running(db: Database) -> list[str]:
-    """The reconciliation runs holding locks now ("run N" each), for status and tests."""
-    with db.engine.connect() as connection:
-        names = connection.exec_driver_sql(
-            "SELECT DISTINCT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = CAST(%s AS oid) AND a.application_name LIKE %s "
-            "ORDER BY 1", (RUN_LOCK, f"{APPLICATION}-run-%")).scalars().all()
-    return [f"run {name.rsplit('-', 1)[1]}" for name in names]
