@@ -155,6 +155,26 @@ def test_stampede_on_an_expired_hot_key_loads_at_most_twice(db, world, namespace
     assert 1 <= loads <= 2
 
 
+def test_a_loader_that_gets_the_lock_after_a_peer_finished_uses_the_peers_value(db, world, namespace, recorded_metrics):
+    """The window the stampede test hit by chance (3 loads on a loaded machine): B misses, A
+    loads, writes and unlocks, then B takes the free lock. B must read again, not load again."""
+    sku = world.stocked_sku(30)
+    first, second = (StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S) for _ in range(2))
+    real_try_lock = second.remote.try_lock
+
+    def peer_finishes_first(*args, **kwargs):
+        assert first.available(warehouse=world.warehouse, sku=sku) == 30  # A's whole load, in B's window
+        return real_try_lock(*args, **kwargs)
+
+    second.remote.try_lock = peer_finishes_first
+    try:
+        assert second.available(warehouse=world.warehouse, sku=sku) == 30
+    finally:
+        first.close()
+        second.close()
+    assert recorded_metrics.value("cangflow_cache_loads_total", reason="miss") == 1
+
+
 def test_a_slow_loader_cannot_put_an_old_number_over_a_newer_one(cache, db, world):
     sku = world.stocked_sku(10)
     pair = (world.warehouse, sku)

@@ -125,6 +125,13 @@ class StockCache:
                         return waited
                     return self._load(pair, None, reason="peer too slow")
                 try:
+                    # Read again under the lock: a peer may have written and unlocked between
+                    # our read and our lock, and loading again would be the stampede's second load.
+                    since = self._local_epoch()
+                    read = self.remote.read(*pair)
+                    if read.entry is not None:
+                        self._local_put(pair, read.entry, since)
+                        return read.entry
                     return self._load(pair, read.generation, reason="miss")
                 finally:
                     self.remote.unlock(*pair, token)
