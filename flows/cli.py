@@ -65,14 +65,15 @@ def _use_local_prefect_server() -> None:
             os.environ["PREFECT_API_AUTH_STRING"] = local_server.auth_string()
 
 
-def _database(*, migrated: bool = True):
-    """The configured database; with `migrated`, refuse one that `db upgrade` has not reached."""
+def _database(role: str | None = "app", *, migrated: bool = True):
+    """The configured database, acting as `role` (each command takes the least role that can do
+    its job: README "Security"); with `migrated`, refuse one that `db upgrade` has not reached."""
     import warehouse
     from warehouse import schema
     from warehouse.errors import SchemaNotCurrent
 
     try:
-        db = warehouse.connect()
+        db = warehouse.connect(role=role)
         if migrated:
             schema.require_current(db)
         return db
@@ -90,9 +91,36 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
     from warehouse import schema
     from warehouse.settings import get_settings
 
-    db = _database(migrated=False)
+    db = _database("owner", migrated=False)
     current = schema.upgrade(db, revision, premake_months=get_settings().premake_months)
     typer.echo(f"database {db.url.render_as_string(hide_password=True)} at revision {current}")
+
+
+@db_app.command("roles")
+def db_roles(
+    admin_url: str = typer.Option(None, "--admin-url", envvar="CANGFLOW_ADMIN_DATABASE_URL", show_default=False,
+                                  help="A superuser (or CREATEROLE owner) of the database; default CANGFLOW_DATABASE_URL"),
+) -> None:
+    """Make the owner, app and reader roles and convert the database to them (idempotent): the
+    owner owns everything, the app may move stock but never change or remove the ledger, the
+    reader may only read. Passwords come from the roles' URLs (settings or Secret blocks)."""
+    from tasks.database import role_passwords
+    from warehouse import roles
+    from warehouse.db import resolve_url
+
+    url = admin_url or resolve_url(role=None)
+    names = roles.RoleNames.from_settings()
+    try:
+        import psycopg
+
+        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as admin:
+            conversion = roles.convert(admin, names, role_passwords(names))
+    except Exception as error:
+        fail(f"cannot convert the database: {error_line(error)}", ExitCode.CANNOT_RUN)
+    for line in conversion.lines():
+        typer.echo(line)
+    typer.echo(f"owner {names.owner} runs `db upgrade` and the rollover; app {names.app} moves stock and runs the "
+               f"flows; reader {names.reader} reads (README, Security)")
 
 
 @db_app.command("stop")
@@ -137,9 +165,10 @@ def demo(
     from flows.console import quiet_console_logs
     from flows.demo import run_demo
 
-    db = _database(migrated=False)  # the demo migrates first
+    db = _database(migrated=False)  # the demo migrates first (as the owner), then works as the app role
+    owner = _database("owner", migrated=False)
     quiet_console_logs(debug=DEBUG["on"])
-    violations = run_demo(db, skus=skus, bins_per_warehouse=bins, days=days, burst_workers=workers, echo=typer.echo)
+    violations = run_demo(db, owner=owner, skus=skus, bins_per_warehouse=bins, days=days, burst_workers=workers, echo=typer.echo)
     if violations:
         fail(f"{violations} invariant violation(s) after the demo")
 
@@ -330,7 +359,7 @@ def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every 
     acknowledged), or all of them, with the run, feed and as_of each came from."""
     from sqlalchemy import text
 
-    db = _database()
+    db = _database("reader")
     with db.session() as session:
         rows = session.execute(text("""
             SELECT l.id, o.run_id, r.feed_name, r.as_of, now() - r.as_of AS age, w.code AS warehouse, s.code AS sku,
@@ -429,7 +458,7 @@ def adjustments_show(line_id: int = typer.Argument(...)) -> None:
     """One line: where it came from, what it asks, what was decided and applied."""
     from sqlalchemy import text
 
-    db = _database()
+    db = _database("reader")
     with db.session() as session:
         row = session.execute(text("""
             SELECT l.id, o.run_id, r.feed_name, r.as_of, r.truth, w.code AS warehouse, s.code AS sku, lot.code AS lot,
@@ -456,7 +485,7 @@ def history_reopen(
     from warehouse.errors import WarehouseError
     from warehouse.settings import get_settings
 
-    db = _database()
+    db = _database("owner")
     try:
         with db.session() as session:
             opened = history.reopen_month(session, history.parse_month(month), reason=reason,
@@ -473,7 +502,7 @@ def history_status() -> None:
 
     from warehouse import history
 
-    db = _database()
+    db = _database("reader")
     with db.session() as session:
         closed = history.closed_months(session)
         audit = session.execute(text("SELECT month, action, reason, actor, at FROM history_audit ORDER BY at DESC LIMIT 20")).all()

@@ -64,19 +64,27 @@ def run_demo(
     seed: int = 7,
     echo: Callable[[str], object] = print,
     flows: bool = True,
+    owner: Database | None = None,
 ) -> int:
-    """Run the whole demo against `db`; returns the number of invariant violations found.
+    """Run the whole demo against `db` (the app role: warehouse.roles), migrating and making
+    partitions with `owner` (default `db`); returns the number of invariant violations found.
 
     With `flows`, the snapshot and partition-rollover flows then run as Prefect flows (on the
     database the settings name, which the CLI's `db` is) and their summaries are shown."""
-    echo(f"cangflow demo on {db!r}")
-    echo(f"migrating: at revision {schema.upgrade(db)}")
+    echo(f"cangflow demo on {db!r}, as role {db.acting_role()}")
+    owner = owner or db
+    echo(f"migrating: at revision {schema.upgrade(owner)}")
     echo(f"loading the sample ({skus:,} SKUs, {bins_per_warehouse:,} bins per warehouse, {days} days) ...")
+    with owner.session() as session:
+        sample_data.prepare(session, days=days)
     with db.session() as session:
         sample = sample_data.load_sample(session, skus=skus, bins_per_warehouse=bins_per_warehouse, days=days,
                                          seed=seed, progress=echo)
     if sample.already_loaded:
         echo("  already loaded: nothing added")
+    else:
+        with owner.session() as session:
+            sample_data.analyze(session)
     echo(f"burst: {burst_orders} deduction requests on {burst_workers} workers ...")
     burst = run_burst(db, burst_plan(skus=skus, seed=seed, orders=burst_orders), workers=burst_workers)
     with db.session() as session:

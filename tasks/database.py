@@ -3,19 +3,48 @@ from the settings (never at import time)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
 
 import warehouse
 from warehouse import Database
+from warehouse.roles import ROLES, Role, RoleNames
 
 
-@lru_cache(maxsize=1)
-def database() -> Database:
-    """From CANGFLOW_DATABASE_URL (or the embedded server), or from the Prefect Secret block
-    named by CANGFLOW_DATABASE_SECRET_BLOCK, so a deployment keeps the URL out of its files."""
-    db = warehouse.connect(secret_url("database_secret_block"))
-    bound_statements(db)
-    return db
+_ENGINES: dict[Role, Database] = {}
+_LOCK = threading.Lock()
+
+
+def database(role: Role = "app") -> Database:
+    """The engine of `role` (warehouse.roles: data steps use the app role, DDL the owner, the
+    quality suites the reader). Its URL comes from the role's Prefect Secret block, else the
+    shared block (CANGFLOW_DATABASE_SECRET_BLOCK), else the settings (`warehouse.connect`):
+    a deployment keeps every URL out of its files."""
+    with _LOCK:
+        if role not in _ENGINES:
+            db = warehouse.connect(role_secret_url(role), role=role)
+            bound_statements(db)
+            _ENGINES[role] = db
+        return _ENGINES[role]
+
+
+def role_secret_url(role: Role) -> str | None:
+    return secret_url(f"{role}_database_secret_block") or secret_url("database_secret_block")
+
+
+def role_passwords(names: RoleNames) -> dict[Role, str | None]:
+    """Each role's password, from the password in its own URL (a Secret block or a setting)
+    when that URL logs in as the role; `cangflow db roles` sets them."""
+    from sqlalchemy.engine import make_url
+
+    from warehouse.settings import get_settings
+
+    settings = get_settings()
+    passwords: dict[Role, str | None] = {}
+    for role in ROLES:
+        url = secret_url(f"{role}_database_secret_block") or getattr(settings, f"{role}_database_url")
+        parsed = make_url(url) if url else None
+        passwords[role] = parsed.password if parsed is not None and parsed.username == names.of(role) else None
+    return passwords
 
 
 def bound_statements(db: Database) -> None:
@@ -47,6 +76,7 @@ def secret_url(setting: str) -> str | None:
 
 def forget() -> None:
     """Drop the cached engine (tests that point the settings at another database)."""
-    if database.cache_info().currsize:
-        database().dispose()
-    database.cache_clear()
+    with _LOCK:
+        for db in _ENGINES.values():
+            db.dispose()
+        _ENGINES.clear()

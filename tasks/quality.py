@@ -43,7 +43,7 @@ def validated(suite: str, **context):
 
     from .reporting import table_artifact
 
-    result = quality.validate(database(), suite, **context)
+    result = quality.validate(database("reader"), suite, **context)
     table_artifact(f"quality-{suite.replace('_', '-')}",
                    [{**row, "arguments": str(row["arguments"]), "sample": str(row["sample"])} for row in result.rows],
                    str(result)[:2000])

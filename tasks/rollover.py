@@ -1,5 +1,6 @@
 """Tasks of the partition rollover. Every DDL step runs in its own short transaction under
-`lock_timeout` (`retry.ddl_step`), so a busy table delays a step instead of queueing writers."""
+`lock_timeout` (`retry.ddl_step`), so a busy table delays a step instead of queueing writers.
+The DDL is the owner role's (warehouse.roles); pruning expired keys is the app's."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .database import database
 
 def _step(work):
     settings = get_settings()
-    return retry.ddl_step(database(), work, attempts=settings.ddl_attempts)
+    return retry.ddl_step(database("owner"), work, attempts=settings.ddl_attempts)
 
 
 @task(name="rollover-premake", retries=2, retry_delay_seconds=10)
@@ -37,14 +38,14 @@ def premake_partitions(today: date) -> list[dict]:
 def rescue_default_rows() -> list[dict]:
     """Rows in a default partition get a partition of their own month (they would block it)."""
     settings = get_settings()
-    with database().session() as session:
+    with database("owner").session() as session:
         stray = {table: partitions.rows_in_default(session, table) for table in partitions.PARTITIONED_TABLES}
     moved = []
     for table, months in stray.items():
         for month in months:
             result = _step(lambda s, t=table, m=month: partitions.ensure_month(s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms))
             moved.append({"table": table, "partition": result.name, "created": result.created, "rows_moved": result.rows_moved})
-    with database().session() as session:  # what is left (a partition that could not be made yet): an alert watches it
+    with database("owner").session() as session:  # what is left (a partition that could not be made yet): an alert watches it
         for table in partitions.PARTITIONED_TABLES:
             left = sum(partitions.rows_in_default(session, table).values())
             metrics.current().set("cangflow_partition_default_rows", left, table=table)
@@ -53,14 +54,14 @@ def rescue_default_rows() -> list[dict]:
 
 @task(name="rollover-reopened-months")
 def reopened_months() -> list[date]:
-    with database().session() as session:
+    with database("owner").session() as session:
         return history.reopened_months(session)
 
 
 @task(name="rollover-close", retries=2, retry_delay_seconds=10)
 def close_due_months(today: date) -> list[dict]:
     settings = get_settings()
-    with database().session() as session:
+    with database("owner").session() as session:
         due = history.due_months(session, today=today, grace_days=settings.history_grace_days)
     outcomes = []
     for month in due:
@@ -76,11 +77,11 @@ def close_due_months(today: date) -> list[dict]:
 def retire_old_partitions(today: date) -> list[dict]:
     settings = get_settings()
     dumps = settings.home / "archive"
-    with database().session() as session:
+    with database("owner").session() as session:
         unfinished = retention.leftovers(session)
         due = retention.due(session, today=today, retention_months=settings.retention_months)
-    done = [retention.finish_leftover(database(), p, mode=settings.retention_mode, dump_directory=dumps) for p in unfinished]
-    done += [retention.retire(database(), p, mode=settings.retention_mode, lock_timeout_ms=settings.ddl_lock_timeout_ms,
+    done = [retention.finish_leftover(database("owner"), p, mode=settings.retention_mode, dump_directory=dumps) for p in unfinished]
+    done += [retention.retire(database("owner"), p, mode=settings.retention_mode, lock_timeout_ms=settings.ddl_lock_timeout_ms,
                               dump_directory=dumps) for p in due]
     return [{"partition": r.name, "month": partitions.month_label(r.month), "how": r.how, "concurrently": r.concurrently,
              "dump": r.dump or "", "summary": retention.describe(r)} for r in done if r is not None]

@@ -24,7 +24,7 @@ def ensure_snapshot_partitions(days: tuple[date, ...]) -> list[str]:
     settings = get_settings()
     created = []
     for month in sorted({partitions.month_start(d) for d in days}):
-        made = retry.ddl_step(database(), lambda s, m=month: partitions.ensure_month(
+        made = retry.ddl_step(database("owner"), lambda s, m=month: partitions.ensure_month(
             s, "stock_snapshot", m, lock_timeout_ms=settings.ddl_lock_timeout_ms), attempts=settings.ddl_attempts)
         if made.created:
             created.append(made.name)

@@ -31,6 +31,13 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=1, which counts as a failure: {reason}"
 
 
+# The whole suite runs under least privilege (warehouse.roles): every test database is converted
+# to three roles of this run's own (roles are global to the server; these are dropped at the end),
+# and `warehouse.connect` acts as the app role there unless told otherwise.
+RUN_TAG = f"ct{os.getpid()}_{uuid.uuid4().hex[:6]}"
+for _role in ("owner", "app", "reader"):
+    os.environ[f"CANGFLOW_{_role.upper()}_ROLE"] = f"{RUN_TAG}_{_role}"
+
 TEST_REDIS_URL = os.environ.get("CANGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_URL = os.environ.get("CANGFLOW_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -52,12 +59,28 @@ def _database(name: str) -> Iterator[None]:
 
 
 def _migrated(url: str):
+    """Convert the new database to the roles (as `cangflow db roles` does), migrate it as the
+    owner; the app role's Database."""
     import warehouse
-    from warehouse import schema
+    from warehouse import roles, schema
 
-    database = warehouse.connect(url, pool_size=4)
-    schema.upgrade(database)
-    return database
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as admin:
+        roles.convert(admin, roles.RoleNames.from_settings())
+    owner = warehouse.connect(url, pool_size=2, role="owner")
+    schema.upgrade(owner)
+    owner.dispose()
+    return warehouse.connect(url, pool_size=4)
+
+
+def _drop_roles() -> None:
+    from warehouse import roles
+
+    with _admin() as admin:
+        for role in roles.ROLES:
+            try:
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"{RUN_TAG}_{role}")))
+            except psycopg.Error as error:  # still owns something in a database a test left behind
+                print(f"role {RUN_TAG}_{role} kept: {error}")
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +94,11 @@ def database_url() -> Iterator[str]:
     user = base.get("user", "postgres")
     host = base.get("host", "127.0.0.1")
     port = base.get("port", "5432")
-    with _database(name):
-        yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    try:
+        with _database(name):
+            yield f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+    finally:
+        _drop_roles()
 
 
 @pytest.fixture(scope="session")
@@ -82,10 +108,44 @@ def db(database_url):
     database.dispose()
 
 
+@pytest.fixture(scope="session")
+def admin_db(db, database_url):
+    """The test database as its superuser, not acting as any role: for tests that corrupt data
+    on purpose (what no cangflow role may do) or look at the catalog."""
+    import warehouse
+
+    database = warehouse.connect(database_url, pool_size=2, role=None)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def admin_dsn(database_url) -> str:
+    """The test database as its superuser (libpq DSN): for controls on scratch tables of their
+    own, which no cangflow role may create."""
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@contextmanager
+def owner_session(db) -> Iterator:
+    """A session of `db`'s database acting as the owner role: the DDL a test needs (partitions
+    of old months, closing history), which the app role may not run."""
+    import warehouse
+
+    owner = warehouse.connect(db.url.render_as_string(hide_password=False), role="owner", pool_size=1)
+    try:
+        with owner.session() as session:
+            yield session
+    finally:
+        owner.dispose()
+
+
 @pytest.fixture
 def raw_dsn(database_url) -> str:
-    """The same database as a plain libpq DSN, for tests that drive psycopg directly."""
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    """The same database as a plain libpq DSN logged in as the app role (the server trusts
+    127.0.0.1), for tests that drive psycopg directly."""
+    user = psycopg.conninfo.conninfo_to_dict(ADMIN_URL).get("user", "postgres")
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(f"//{user}@", f"//{RUN_TAG}_app@", 1)
 
 
 @pytest.fixture
@@ -116,6 +176,16 @@ def own_database_url(database_url) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def own_db(own_database_url):
     database = _migrated(own_database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def own_admin_db(own_database_url, own_db):
+    """`own_db`'s database as its superuser (see `admin_db`)."""
+    import warehouse
+
+    database = warehouse.connect(own_database_url, pool_size=2, role=None)
     yield database
     database.dispose()
 

@@ -30,6 +30,8 @@ _HISTORY = text(
     "OR EXISTS (SELECT 1 FROM history_month)"
 )
 _ADOPT = text("UPDATE business_calendar SET zone = :zone, changed_at = now()")
+# Adopting remakes partitions: the owner's (or a superuser's) DDL, never the app role's.
+_MAY_ADOPT = text("SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = 'stock_movement'::regclass")
 _KNOWN = text("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = :zone)")
 
 
@@ -55,6 +57,14 @@ def ensure(session: Session) -> str | None:
     if not session.execute(_KNOWN, {"zone": configured}).scalar():
         raise InvalidArgument(f"CANGFLOW_BUSINESS_TIMEZONE={configured!r} is not a time zone this PostgreSQL "
                               "server knows (pg_timezone_names); its days could not be computed in SQL")
+    # History, once there, stays: refusing needs no lock (and no privilege beyond reading).
+    if has_history(session):
+        raise BusinessZoneChanged(stored=stored, configured=configured)
+    if not session.execute(_MAY_ADOPT).scalar():
+        raise InvalidArgument(
+            f"CANGFLOW_BUSINESS_TIMEZONE={configured!r} differs from this database's {stored!r}; it has no history "
+            "yet and may adopt the new zone, which remakes its ledger partitions: only its owner role may, so run "
+            "`cangflow db upgrade`")
     # Writers wait until the zone is settled: nothing can be recorded between the look for
     # history and the new partitions.
     partitions.rollover_lock(session)

@@ -11,7 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import calendar, slow_queries
+from . import calendar, roles, slow_queries
+from .roles import Role
 from .settings import Settings, get_settings
 from .id_cache import IdCache
 
@@ -23,7 +24,7 @@ TOUCHED_STOCK = "touched_stock"
 class Database:
     """An engine plus a session factory. Create it with `warehouse.connect()`."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False):
+    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False, role: Role | None = None):
         parsed = make_url(url)
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
@@ -43,6 +44,12 @@ class Database:
             connect_args={"prepare_threshold": 2, "application_name": "cangflow"},
         )
         event.listen(self.engine, "connect", _set_session_defaults)
+        # The role this engine's work needs (warehouse.roles): taken with SET ROLE when the URL
+        # logs in as a user who may act as it, on a database `cangflow db roles` converted.
+        self.role = role
+        if role is not None:
+            names = roles.RoleNames.from_settings()
+            event.listen(self.engine, "connect", lambda connection, _record: _act_as(connection, names, role))
         slow_queries.install(self.engine, get_settings().slow_query_s)
         self.ids = IdCache()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"id_cache": self.ids})
@@ -97,6 +104,11 @@ class Database:
             except Exception:  # best effort by design: the outbox relay is the guaranteed path
                 logger.warning("a stock commit hook failed", exc_info=True)
 
+    def acting_role(self) -> str:
+        """The database role this engine's sessions act as (`current_user`)."""
+        with self.engine.connect() as connection:
+            return connection.exec_driver_sql("SELECT current_user").scalar_one()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -134,17 +146,27 @@ def _set_session_defaults(dbapi_connection, _record) -> None:
     dbapi_connection.commit()
 
 
-def resolve_url(url: str | None = None, settings: Settings | None = None) -> str:
+def _act_as(dbapi_connection, names: roles.RoleNames, role: Role) -> None:
+    roles.become(dbapi_connection, names, role)
+    dbapi_connection.commit()  # a SET inside a transaction rolled back would be undone
+
+
+def resolve_url(url: str | None = None, settings: Settings | None = None, *, role: Role | None = "app") -> str:
+    """`url`, else the role's CANGFLOW_<ROLE>_DATABASE_URL, else CANGFLOW_DATABASE_URL, else the
+    embedded PostgreSQL (logged in as the role)."""
     settings = settings or get_settings()
     if url:
         return url
-    if settings.database_url:
-        return settings.database_url
+    own = getattr(settings, f"{role}_database_url") if role else None
+    if own or settings.database_url:
+        return own or settings.database_url
     from .embedded import postgres_url
 
-    return postgres_url(settings.home)
+    return postgres_url(settings.home, role=role)
 
 
-def connect(url: str | None = None, *, pool_size: int = 5) -> Database:
-    """A Database for `url`, else CANGFLOW_DATABASE_URL, else the embedded PostgreSQL."""
-    return Database(resolve_url(url), pool_size=pool_size)
+def connect(url: str | None = None, *, pool_size: int = 5, role: Role | None = "app") -> Database:
+    """A Database for `url`, else the role's URL, else CANGFLOW_DATABASE_URL, else the embedded
+    PostgreSQL; acting as `role` (`warehouse.roles`: stock work needs the app role; None: as
+    the URL's user, for administration)."""
+    return Database(resolve_url(url, role=role), pool_size=pool_size, role=role)

@@ -23,9 +23,16 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 EMBEDDED_DATABASE = "cangflow"
 
 
-def postgres_url(home: Path) -> str:
-    """Start (or reuse) the embedded server and return a psycopg URL to its `cangflow` database."""
+def postgres_url(home: Path, role: str | None = "app") -> str:
+    """Start (or reuse) the embedded server and return a psycopg URL to its `cangflow` database,
+    logged in as `role`'s database role (`warehouse.roles`; the server trusts its own socket, so
+    no password is involved), or as its superuser for None. The first call converts the
+    database to the three roles, so the embedded default runs under least privilege too."""
+    import psycopg
     import pgserver  # imported lazily: it inspects processes at import
+    from sqlalchemy.engine import make_url
+
+    from . import roles
 
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
@@ -34,7 +41,14 @@ def postgres_url(home: Path) -> str:
     if "(1 row)" not in exists:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     uri = server.get_uri(EMBEDDED_DATABASE)
-    return uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    names = roles.RoleNames.from_settings()
+    with psycopg.connect(uri) as admin:
+        if not roles.converted(admin, names):
+            roles.convert(admin, names)
+    url = make_url(uri.replace("postgresql://", "postgresql+psycopg://", 1))
+    if role is not None:
+        url = url.set(username=names.of(role), password=None)
+    return url.render_as_string(hide_password=False)
 
 
 def stop_postgres(home: Path) -> bool:

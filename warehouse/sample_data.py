@@ -65,6 +65,19 @@ def popular_skus(skus: int, seed: int, count: int) -> list[str]:
     return [SKU_CODE.format(int(i) + 1) for i in np.argsort(-popularity(skus, seed), kind="stable")[:count]]
 
 
+def prepare(owner_session: Session, *, days: int = 90, today: date | None = None) -> list[str]:
+    """As the owner (warehouse.roles), before `load_sample`: the ledger partitions its history
+    needs (the app role makes no table)."""
+    today = today or calendar.today()
+    return partitions.ensure_range(owner_session, today - timedelta(days=days), today - timedelta(days=1))
+
+
+def analyze(owner_session: Session) -> None:
+    """As the owner, after `load_sample`: statistics for the burst's plans (only a table's
+    owner may ANALYZE it); autovacuum would take a while to notice a load of this size."""
+    owner_session.execute(text("ANALYZE stock_balance, stock_movement, location, sku, lot"))
+
+
 def load_sample(session: Session, *, skus: int = 5000, bins_per_warehouse: int = 300, days: int = 90,
                 seed: int = 7, today: date | None = None,
                 progress: Callable[[str], None] | None = None) -> SampleSummary:
@@ -93,7 +106,6 @@ def load_sample(session: Session, *, skus: int = 5000, bins_per_warehouse: int =
     say(f"  history: {len(ledger):,} movements generated ({time.perf_counter() - started:.1f} s)")
     _write_ledger(session, raw, ledger, rows, start)
     session.execute(text(_DERIVE_BALANCES), {"ids": warehouse_ids.tolist()})
-    session.execute(text("ANALYZE stock_balance, stock_movement, location, sku, lot"))
     say(f"  ledger copied, balances derived from it ({time.perf_counter() - started:.1f} s)")
     return _summary(session, time.perf_counter() - started, already_loaded=False)
 

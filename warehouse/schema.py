@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from . import partitions
+from . import partitions, roles
 from .db import Database
 from .errors import SchemaNotCurrent
 
@@ -59,4 +59,15 @@ def upgrade(db: Database, revision: str = "head", *, premake_months: int = 3) ->
     if revision == "head":
         with db.session() as session:
             partitions.premake(session, months_back=1, months_ahead=premake_months)
+    grant_roles(db)
     return current_revision(db)
+
+
+def grant_roles(db: Database) -> bool:
+    """On a database with the three roles, give the app and the reader their privileges on
+    what the migrations just made (`warehouse.roles.grant`); whether it did."""
+    with db.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+        done = roles.grant_if_converted(raw, roles.RoleNames.from_settings())
+        raw.commit()
+    return done

@@ -20,6 +20,18 @@ class Settings(BaseSettings):
     # Or Prefect Secret blocks holding the URLs (the flows' tasks read them at run time).
     database_secret_block: str | None = None
     redis_secret_block: str | None = None
+    # Least privilege (`cangflow db roles`, README "Security"): the three roles' names, and a
+    # URL (or Secret block) per role; a role without one uses the database URL above, and
+    # acts as its role there once `cangflow db roles` converted the database (SET ROLE).
+    owner_role: str = Field(default="cangflow_owner", min_length=1, max_length=63)
+    app_role: str = Field(default="cangflow_app", min_length=1, max_length=63)
+    reader_role: str = Field(default="cangflow_reader", min_length=1, max_length=63)
+    owner_database_url: str | None = None
+    app_database_url: str | None = None
+    reader_database_url: str | None = None
+    owner_database_secret_block: str | None = None
+    app_database_secret_block: str | None = None
+    reader_database_secret_block: str | None = None
     home: Path = Path(".cangflow")
     # Bounded retries of a whole transaction on deadlock / serialization failure.
     transaction_attempts: int = Field(default=5, ge=1, le=50)

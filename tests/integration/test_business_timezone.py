@@ -25,9 +25,9 @@ from sqlalchemy import text
 
 import warehouse
 from tests.builders import World
-from tests.conftest import _database, _migrated
+from tests.conftest import _database, _migrated, owner_session
 from warehouse import business_zone, calendar, partitions, schema, snapshots, stock
-from warehouse.errors import BusinessZoneChanged
+from warehouse.errors import BusinessZoneChanged, InvalidArgument
 from warehouse.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def zone_db(database_url):
                 with in_zone(zone):
                     db = _migrated(url)
                     stack.callback(db.dispose)
-                    with db.session() as s:
+                    with owner_session(db) as s:
                         partitions.ensure_month(s, "stock_movement", JUNE)
                         partitions.ensure_month(s, "stock_movement", JULY)
                 made[zone] = db
@@ -257,7 +257,7 @@ def test_rows_in_the_default_partition_belong_to_their_local_month(zoned, zone_d
         in_default = partitions.rows_in_default(s, "stock_movement")
     assert (in_default.get(april), in_default.get(may)) == (1, 1)
     for month in (april, may):
-        with db.session() as s:
+        with owner_session(db) as s:
             assert partitions.ensure_month(s, "stock_movement", month).rows_moved == 1
     assert partitions_of(db, sku) == ["stock_movement_p2026_04", "stock_movement_p2026_05"]
 
@@ -394,14 +394,18 @@ def test_an_empty_database_adopts_the_zone_and_remakes_its_ledger_partitions(fre
         assert _stored(db) == "UTC"
         assert "'2026-12-01 00:00:00+00'" in _bound_of(db, date(2026, 12, 1))  # the control: UTC months
         with in_zone(EAST):
-            with db.session() as s:  # the first session adopts the setting: there is no history
+            with pytest.raises(InvalidArgument, match="only its owner role may"):
+                with db.session():  # the app role: adopting remakes partitions, which it may not
+                    pass
+            assert _stored(db) == "UTC"
+            with owner_session(db) as s:  # the owner's first session adopts the setting: there is no history
                 assert business_zone.stored_zone(s) == EAST
             assert _stored(db) == EAST
             assert "'2026-11-30 16:00:00+00'" in _bound_of(db, date(2026, 12, 1))
             lower, upper = partitions.bounds("stock_movement", month)
             assert f"'{lower:%Y-%m-%d %H:%M:%S}+00'" in _bound_of(db, month)
         with in_zone(WEST):  # still empty: adopted again, by a new process this time
-            other = warehouse.connect(fresh_url, pool_size=1)
+            other = warehouse.connect(fresh_url, pool_size=1, role="owner")
             try:
                 assert other.check_business_zone() == WEST
             finally:

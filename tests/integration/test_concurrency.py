@@ -148,18 +148,18 @@ def test_opposite_transfers_between_two_bins_do_not_deadlock(world, pool):
     assert violations(world.db) == []
 
 
-def test_negative_control_naive_read_modify_write_loses_updates(raw_dsn):
+def test_negative_control_naive_read_modify_write_loses_updates(admin_dsn):
     """The same load through a naive read-then-write at READ COMMITTED loses updates, which
     shows the tests above would catch a version of `deduct` written that way."""
     table = f"naive_balance_{random.randrange(10**9)}"
-    with psycopg.connect(raw_dsn, autocommit=True) as admin:
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, on_hand bigint NOT NULL)")
         admin.execute(f"INSERT INTO {table} VALUES (1, 1000)")
     try:
 
         def work(_number: int) -> int:
             sold = 0
-            with psycopg.connect(raw_dsn) as connection:
+            with psycopg.connect(admin_dsn) as connection:
                 for _ in range(20):
                     with connection.transaction():
                         (on_hand,) = connection.execute(f"SELECT on_hand FROM {table} WHERE id = 1").fetchone()
@@ -170,12 +170,12 @@ def test_negative_control_naive_read_modify_write_loses_updates(raw_dsn):
             return sold
 
         sold = sum(run_workers(work))
-        with psycopg.connect(raw_dsn) as connection:
+        with psycopg.connect(admin_dsn) as connection:
             (final,) = connection.execute(f"SELECT on_hand FROM {table} WHERE id = 1").fetchone()
         assert sold == WORKERS * 20
         assert 1000 - final < sold, "the naive version should have lost updates"
     finally:
-        with psycopg.connect(raw_dsn, autocommit=True) as admin:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(f"DROP TABLE {table}")
 
 

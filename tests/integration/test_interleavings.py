@@ -200,7 +200,7 @@ LOCKED = "p.v - p.qty"  # arithmetic on the row as locked, which the plan carrie
 
 @pytest.mark.parametrize("arithmetic", [NAIVE, LOCKED], ids=["naive", "locked"])
 def test_control_a_check_fires_on_the_updates_own_stale_row_unless_it_computes_from_the_locked_row(
-        raw_dsn, pool, arithmetic):
+        admin_dsn, pool, arithmetic):
     """The statement shape of the locking heads, on a table with a CHECK: 5 in stock, a receipt
     of 10 commits while the statement waits for the row lock, then it takes 8. PostgreSQL forms
     the new row from the statement's snapshot (5 - 8 = -3) and checks constraints before it
@@ -209,11 +209,11 @@ def test_control_a_check_fires_on_the_updates_own_stale_row_unless_it_computes_f
     import psycopg
 
     table = f"interleave_control_{threading.get_ident()}_{len(arithmetic)}_{arithmetic[0]}"
-    with psycopg.connect(raw_dsn, autocommit=True) as admin:
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
         admin.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v int NOT NULL CHECK (v >= 0))")
         admin.execute(f"INSERT INTO {table} VALUES (1, 5)")
     try:
-        with psycopg.connect(raw_dsn) as holder, psycopg.connect(raw_dsn) as waiter:
+        with psycopg.connect(admin_dsn) as holder, psycopg.connect(admin_dsn) as waiter:
             holder.execute(f"UPDATE {table} SET v = v + 10 WHERE id = 1")
             before = lock_waits(pool)
             with ThreadPoolExecutor(1) as executor:
@@ -234,7 +234,7 @@ def test_control_a_check_fires_on_the_updates_own_stale_row_unless_it_computes_f
                     assert taking.result(timeout=WAIT_S) == (7,)
             waiter.rollback()
     finally:
-        with psycopg.connect(raw_dsn, autocommit=True) as admin:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute(f"DROP TABLE {table}")
 
 

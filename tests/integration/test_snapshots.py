@@ -12,6 +12,7 @@ from datetime import datetime, time, timedelta, timezone
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 
 from tests.builders import World
 from tests.integration.helpers import SNAPSHOTS_AGAINST_LEDGER
@@ -158,13 +159,17 @@ def test_one_backdated_movement_marks_its_day_and_every_later_built_day_dirty(ow
     assert list(plan.dirty) == list(plan.newly_marked)
 
 
-def test_a_tampered_snapshot_fails_its_chain_check_naming_the_key(own_db, history):
+def test_a_tampered_snapshot_fails_its_chain_check_naming_the_key(own_db, own_admin_db, history):
     world, skus, _, _ = history
     run_snapshots(own_db)
     day = TODAY - timedelta(days=3)
-    with own_db.session() as s:
-        s.execute(text("UPDATE stock_snapshot SET on_hand = on_hand + 1 WHERE snapshot_date = :day AND sku_id = "
-                       "(SELECT id FROM sku WHERE code = :sku)"), {"day": day, "sku": skus[1]})
+    tamper = text("UPDATE stock_snapshot SET on_hand = on_hand + 1 WHERE snapshot_date = :day AND sku_id = "
+                  "(SELECT id FROM sku WHERE code = :sku)")
+    with pytest.raises(ProgrammingError, match="permission denied"):  # the app role may not
+        with own_db.session() as s:
+            s.execute(tamper, {"day": day, "sku": skus[1]})
+    with own_admin_db.session() as s:  # someone who may: the chain check is what catches it
+        s.execute(tamper, {"day": day, "sku": skus[1]})
     with own_db.session() as s:
         result = snapshots.verify_day(s, day)
     assert not result.ok and result.total >= 1

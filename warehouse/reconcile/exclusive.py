@@ -38,12 +38,6 @@ LIMIT 1
 """
 
 
-_STAGING_TABLES = """
-SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname LIKE 'erp\\_feed\\_%'
-"""
-
-
 class AlreadyRunning(WarehouseError):
     """Another reconciliation holds this feed or one of these warehouses."""
 
@@ -75,9 +69,9 @@ class Hold:
     def sweep(self) -> list[str]:
         """Drop the staging tables other runs' killed attempts left, each only while holding its
         run's lock (a run being retried right now keeps its table)."""
-        from .feed import quoted_name, staging_run
+        from .feed import STAGING_TABLES, quoted_name, staging_run
 
-        names = [row[0] for row in self._connection.execute(_STAGING_TABLES).fetchall()]
+        names = [row[0] for row in self._connection.execute(STAGING_TABLES).fetchall()]
         owners = {name: staging_run(name) for name in names}
         ids = sorted({run for run in owners.values() if run is not None})
         keys = dict(self._connection.execute("SELECT id, run_key FROM reconciliation_run WHERE id = ANY(%s)", (ids,)).fetchall())

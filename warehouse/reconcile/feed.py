@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..errors import WarehouseError
+from ..roles import STAGING_SCHEMA
 
 HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
 CHUNK = 1 << 20
@@ -150,7 +151,15 @@ def quoted(session: Session, name: str) -> str:
 
 
 def quoted_name(connection: psycopg.Connection, name: str) -> str:
-    return sql.Identifier(name).as_string(connection)
+    """A staging table's qualified name: they live in the schema where the app role may create."""
+    return sql.Identifier(STAGING_SCHEMA, name).as_string(connection)
+
+
+# The staging tables there are (the sweep and a run's own clean-up filter them by run).
+STAGING_TABLES = f"""
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname = '{STAGING_SCHEMA}' AND c.relname LIKE 'erp\\_feed\\_%'
+"""
 
 
 def load(session: Session, staging: str, feed: FeedFile) -> int:

@@ -34,10 +34,6 @@ RETURNING id, run_key, status, error, as_of, feed_rows, warehouse_ids, (xmax = 0
 """)
 _READ = text("SELECT id, run_key, status, error, as_of, feed_rows, warehouse_ids, false AS created FROM reconciliation_run "
              "WHERE id = :run")
-_STAGING_TABLES = text("""
-SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname LIKE 'erp\\_feed\\_%'
-""")
 FINISHED = ("done", "rejected", "stale")
 
 
@@ -117,9 +113,9 @@ def mark(session: Session, run_id: int, status: str, **figures: Any) -> None:
 def forget_staging(session: Session, run_id: int) -> list[str]:
     """Drop every staging table of this run: this attempt's, and any an attempt that was
     killed left. The caller holds the run's lock (`exclusive`): no attempt of it is alive."""
-    from .feed import staging_run
+    from .feed import STAGING_TABLES, staging_run
 
-    dropped = sorted(name for name in session.execute(_STAGING_TABLES).scalars() if staging_run(name) == run_id)
+    dropped = sorted(name for name in session.execute(text(STAGING_TABLES)).scalars() if staging_run(name) == run_id)
     for name in dropped:
         drop_staging(session, name)
     return dropped
