@@ -5,9 +5,11 @@ this suite holds it to the bounds the previous feed of the same scope sets
 jumped (a unit changed), and one as_of for the whole feed. Without a previous feed to go by
 (the first feed of a scope, or the operator confirmed the shape) only the as_of rule applies."""
 
+from warehouse.roles import STAGING_SCHEMA
+
 NAME = "erp_feed"
 # `staging` is a name this code made (erp_feed_<run>_<8 hex digits>), never input.
-QUERY = 'SELECT warehouse, sku, lot, CAST(quantity AS bigint) AS qty, as_of FROM "{staging}"'
+QUERY = f'SELECT warehouse, sku, lot, CAST(quantity AS bigint) AS qty, as_of FROM "{STAGING_SCHEMA}"."{{staging}}"'
 
 
 def expectations(*, previous_run: int | None = None, previous_rows: int | None = None, min_rows: int | None = None,

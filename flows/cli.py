@@ -93,7 +93,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to 
 
     db = _database("owner", migrated=False)
     current = schema.upgrade(db, revision, premake_months=get_settings().premake_months)
-    typer.echo(f"database {db.url.render_as_string(hide_password=True)} at revision {current}")
+    typer.echo(f"database {db.url.render_as_string(hide_password=True)} at revision {current}, as role {db.acting_role()}")
 
 
 @db_app.command("roles")

@@ -16,19 +16,22 @@ _LOCK = threading.Lock()
 
 def database(role: Role = "app") -> Database:
     """The engine of `role` (warehouse.roles: data steps use the app role, DDL the owner, the
-    quality suites the reader). Its URL comes from the role's Prefect Secret block, else the
-    shared block (CANGFLOW_DATABASE_SECRET_BLOCK), else the settings (`warehouse.connect`):
-    a deployment keeps every URL out of its files."""
+    quality suites the reader), from `role_url`: a deployment keeps every URL out of its files."""
     with _LOCK:
         if role not in _ENGINES:
-            db = warehouse.connect(role_secret_url(role), role=role)
+            db = warehouse.connect(role_url(role), role=role)
             bound_statements(db)
             _ENGINES[role] = db
         return _ENGINES[role]
 
 
-def role_secret_url(role: Role) -> str | None:
-    return secret_url(f"{role}_database_secret_block") or secret_url("database_secret_block")
+def role_url(role: Role) -> str | None:
+    """The role's own URL (its Secret block, then its setting), else the shared Secret block;
+    None leaves the rest to `warehouse.connect` (CANGFLOW_DATABASE_URL, else embedded)."""
+    from warehouse.settings import get_settings
+
+    return (secret_url(f"{role}_database_secret_block") or getattr(get_settings(), f"{role}_database_url")
+            or secret_url("database_secret_block"))
 
 
 def role_passwords(names: RoleNames) -> dict[Role, str | None]:

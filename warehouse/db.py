@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import calendar, roles, slow_queries
 from .roles import Role
 from .settings import Settings, get_settings
+from .errors import InvalidArgument
 from .id_cache import IdCache
 
 logger = logging.getLogger(__name__)
@@ -47,9 +48,8 @@ class Database:
         # The role this engine's work needs (warehouse.roles): taken with SET ROLE when the URL
         # logs in as a user who may act as it, on a database `cangflow db roles` converted.
         self.role = role
-        if role is not None:
-            names = roles.RoleNames.from_settings()
-            event.listen(self.engine, "connect", lambda connection, _record: _act_as(connection, names, role))
+        self._role_names = roles.RoleNames.from_settings()
+        event.listen(self.engine, "connect", lambda connection, _record: self.act_as_role(connection))
         slow_queries.install(self.engine, get_settings().slow_query_s)
         self.ids = IdCache()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"id_cache": self.ids})
@@ -104,6 +104,14 @@ class Database:
             except Exception:  # best effort by design: the outbox relay is the guaranteed path
                 logger.warning("a stock commit hook failed", exc_info=True)
 
+    def act_as_role(self, dbapi_connection) -> None:
+        """Make a new DBAPI connection act as this Database's role (`roles.become`); for the
+        engine's own connections and those made outside it (the quality suites' GX engine)."""
+        if self.role is None:
+            return
+        roles.become(dbapi_connection, self._role_names, self.role)
+        dbapi_connection.commit()  # a SET inside a transaction rolled back would be undone
+
     def acting_role(self) -> str:
         """The database role this engine's sessions act as (`current_user`)."""
         with self.engine.connect() as connection:
@@ -146,9 +154,9 @@ def _set_session_defaults(dbapi_connection, _record) -> None:
     dbapi_connection.commit()
 
 
-def _act_as(dbapi_connection, names: roles.RoleNames, role: Role) -> None:
-    roles.become(dbapi_connection, names, role)
-    dbapi_connection.commit()  # a SET inside a transaction rolled back would be undone
+_DATABASE_SETTINGS = ("database_url", "owner_database_url", "app_database_url", "reader_database_url",
+                      "database_secret_block", "owner_database_secret_block", "app_database_secret_block",
+                      "reader_database_secret_block")
 
 
 def resolve_url(url: str | None = None, settings: Settings | None = None, *, role: Role | None = "app") -> str:
@@ -160,6 +168,11 @@ def resolve_url(url: str | None = None, settings: Settings | None = None, *, rol
     own = getattr(settings, f"{role}_database_url") if role else None
     if own or settings.database_url:
         return own or settings.database_url
+    configured = [name for name in _DATABASE_SETTINGS if getattr(settings, name)]
+    if configured:  # a server is configured, only not for this role: never fall back to an embedded one
+        wanted = f"CANGFLOW_{role.upper()}_DATABASE_URL or " if role else ""
+        raise InvalidArgument(f"this step needs {wanted}CANGFLOW_DATABASE_URL (or their Secret blocks); "
+                              f"set: {', '.join('CANGFLOW_' + name.upper() for name in configured)}")
     from .embedded import postgres_url
 
     return postgres_url(settings.home, role=role)

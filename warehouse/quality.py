@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import text
 
 from .db import Database
+from .errors import WarehouseError
 
 logger = logging.getLogger("cangflow.quality")
 SAMPLE_ROWS = 5
@@ -83,6 +84,7 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
         # The datasource's engine pools its connections; left to the garbage collector, a
         # process validating night after night holds dozens open.
         source.get_engine().dispose()
+    _refuse_unrun(module.NAME, outcome.results)
     rows = []
     for result in outcome.results:
         details = result.result or {}
@@ -96,6 +98,22 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
             "why": (result.expectation_config.meta or {}).get("why", ""),
         })
     return QualityResult(module.NAME, bool(outcome.success), rows)
+
+
+class SuiteCouldNotRun(WarehouseError):
+    """An expectation raised (a missing table, a refused privilege): that says nothing about
+    the data, so it must not read as a failed expectation (a good feed quarantined)."""
+
+
+def _refuse_unrun(suite: str, results) -> None:
+    for result in results:
+        info = result.exception_info or {}
+        raised = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+        for one in raised:
+            if one.get("raised_exception"):
+                message = (one.get("exception_message") or "").strip().splitlines()
+                raise SuiteCouldNotRun(f"quality suite {suite} could not run {result.expectation_config.type}: "
+                                       f"{message[0] if message else 'an error'}")
 
 
 def quiet_context():
@@ -115,7 +133,9 @@ def datasource(gx_context, db: Database):
     connect_kwargs = {**connect_kwargs, "application_name": "cangflow-quality"}
 
     def connection():
-        return dialect.connect(*connect_args, **connect_kwargs)
+        made = dialect.connect(*connect_args, **connect_kwargs)
+        db.act_as_role(made)  # the suites read as `db`'s role (the reader), as its own engine does
+        return made
 
     with warnings.catch_warnings():
         # GX suggests its Postgres datasource for a postgresql URL; that one insists on a host.

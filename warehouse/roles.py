@@ -108,14 +108,18 @@ def convert(connection: psycopg.Connection, names: RoleNames, passwords: dict[Ro
     connection.execute("SELECT pg_advisory_xact_lock(%s)", (_CONVERT_LOCK,))  # two first starts at once
     created = [names.of(role) for role in ROLES if _ensure_role(connection, names.of(role), passwords.get(role))]
     superuser = connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
-    if not superuser:  # ALTER ... OWNER TO needs the new owner's membership
-        connection.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(names.owner)))
+    if not superuser:  # ALTER ... OWNER TO and FOR ROLE need the role's membership
+        connection.execute(sql.SQL("GRANT {}, {} TO CURRENT_USER").format(sql.Identifier(names.owner), sql.Identifier(names.app)))
     for schema in ("archive", STAGING_SCHEMA):
         connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     before = _transfer_ownership(connection, names.owner)
+    _hand_staging_to_app(connection, names.app)
     _grant_database(connection, names)
     if superuser:  # the snapshot builder sees other sessions' open transactions (settings.py)
         connection.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(names.app)))
+    # The reader checks staged feeds (the erp_feed suite): the app's scratch tables are readable.
+    connection.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+        sql.Identifier(names.app), sql.Identifier(STAGING_SCHEMA), sql.Identifier(names.reader)))
     with_owner = sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(names.owner))
     connection.execute(with_owner)  # default privileges are the owner's: set them as it
     try:
@@ -244,6 +248,17 @@ def _transfer_ownership(connection: psycopg.Connection, owner: str) -> dict[str,
         before[previous] = before.get(previous, 0) + 1
     connection.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(new_owner))
     return before
+
+
+def _hand_staging_to_app(connection: psycopg.Connection, app: str) -> None:
+    """Staging tables a killed run left before the conversion: the app's runs sweep them, and
+    only their owner (or the schema's) may drop them."""
+    leftovers = connection.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+        "AND c.relkind = 'r' AND pg_get_userbyid(c.relowner) <> %s", (STAGING_SCHEMA, app)).fetchall()
+    for (name,) in leftovers:
+        connection.execute(sql.SQL("ALTER TABLE {}.{} OWNER TO {}").format(
+            sql.Identifier(STAGING_SCHEMA), sql.Identifier(name), sql.Identifier(app)))
 
 
 def _grant_database(connection: psycopg.Connection, names: RoleNames) -> None:

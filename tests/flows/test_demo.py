@@ -54,16 +54,26 @@ def db(tasks_db, prefect_api):
 
 @pytest.fixture(scope="module")
 def two_runs(db):
+    import warehouse
+
+    owner = warehouse.connect(db.url.render_as_string(hide_password=False), role="owner", pool_size=1)
     runs = []
     for _ in range(2):
         lines: list[str] = []
-        violations = run_demo(db, **SMALL, echo=lines.append)
+        violations = run_demo(db, **SMALL, echo=lines.append, owner=owner)
         runs.append({"violations": violations, "output": "\n".join(lines), "movements": _scalar(db, _LEDGER)})
+    owner.dispose()
     return runs
 
 
 def test_demo_holds_every_invariant_on_the_first_and_the_second_run(two_runs):
     assert [run["violations"] for run in two_runs] == [0, 0], [run["output"] for run in two_runs]
+
+
+def test_demo_works_as_the_app_role(two_runs):
+    from warehouse.roles import RoleNames
+
+    assert f", as role {RoleNames.from_settings().app}" in two_runs[0]["output"].splitlines()[0]
 
 
 def test_demo_summary_states_the_violation_count(two_runs):

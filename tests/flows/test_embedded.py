@@ -1,5 +1,6 @@
 """A new user's path: no CANGFLOW_DATABASE_URL, so cangflow starts its own embedded PostgreSQL
-(pgserver) under CANGFLOW_HOME, migrates it, and stops it on request."""
+(pgserver) under CANGFLOW_HOME, converts it to the three roles, migrates it as the owner, checks
+the books as the app role, and stops it on request."""
 
 import os
 import subprocess
@@ -7,7 +8,11 @@ import sys
 
 import pytest
 
+import psycopg
+
 from warehouse import schema
+from warehouse.embedded import postgres_url
+from warehouse.roles import RoleNames
 
 
 def cangflow(home, *arguments):
@@ -26,12 +31,21 @@ def home(tmp_path):
 
 
 def test_commands_run_on_an_embedded_database_when_no_url_is_set(home):
+    names = RoleNames.from_settings()
     upgraded = cangflow(home, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert f"at revision {schema.head_revision()}" in upgraded.stdout
+    assert f"at revision {schema.head_revision()}, as role {names.owner}" in upgraded.stdout
     assert (home / "pg" / "PG_VERSION").exists()
     checked = cangflow(home, "check")  # reuses the running server
     assert checked.returncode == 0, checked.stderr
     assert "books check (full): ok" in checked.stdout
+    # The embedded default made the three roles and logs in as them: the app role is refused
+    # what it may not do, and the reader writes nothing.
+    for role, statement in (("app", "DELETE FROM stock_movement"), ("app", "TRUNCATE stock_snapshot"),
+                            ("app", "CREATE TABLE public.x (id int)"), ("reader", "INSERT INTO sku (code) VALUES ('x')")):
+        with psycopg.connect(postgres_url(home, role=role).replace("postgresql+psycopg://", "postgresql://", 1)) as connection:
+            assert connection.execute("SELECT current_user").fetchone()[0] == names.of(role)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                connection.execute(statement)
     stopped = cangflow(home, "db", "stop")
     assert "stopped" in stopped.stdout

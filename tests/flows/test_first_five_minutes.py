@@ -80,6 +80,7 @@ def test_readme_demo_passes_twice_on_the_embedded_defaults(fresh, two_demos):
     first, second = (done.stdout for done in two_demos)
     assert f"host={str(base / 'cangflow-home' / 'pg').replace('/', '%2F')}" in first  # the embedded server
     assert (base / "cangflow-home" / "pg" / "PG_VERSION").exists()
+    assert re.search(r"^cangflow demo on .*, as role cangflow_app$", first, re.MULTILINE), first  # least privilege
     assert "already loaded" not in first and figure(first, "succeeded") > 0
     assert "already loaded, nothing added" in second
     assert figure(second, "succeeded") == 0

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from tasks.quality import QualityGateFailed, run_suite
 from tests.builders import World
 from warehouse import quality
+from warehouse.roles import STAGING_SCHEMA
 
 pytestmark = pytest.mark.integration
 
@@ -57,22 +58,23 @@ def test_the_suite_task_fails_the_run_and_leaves_its_table(world, tasks_db, monk
 
 # -- each suite fails on the bad data it exists for ----------------------------------------------
 
-def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(world, tasks_db, own_database_url):
+def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(world, own_admin_db, own_database_url):
     """The table's constraints refuse such rows, so the suite runs here against a copy of the
-    table without them (a schema of its own, first on the search path)."""
+    table without them (a schema of its own, first on the search path, made by the superuser:
+    no cangflow role may)."""
     import warehouse
 
-    with tasks_db.session() as s:
+    with own_admin_db.session() as s:
         s.execute(text("CREATE SCHEMA bad_books"))
         s.execute(text("CREATE TABLE bad_books.stock_balance AS SELECT * FROM public.stock_balance"))
         s.execute(text("""INSERT INTO bad_books.stock_balance SELECT * FROM public.stock_balance LIMIT 1"""))  # a key twice
         s.execute(text("UPDATE bad_books.stock_balance SET on_hand = -2, reserved = 1 WHERE id = (SELECT min(id) FROM bad_books.stock_balance)"))
-    bad = warehouse.connect(own_database_url + "?options=-csearch_path%3Dbad_books")
+    bad = warehouse.connect(own_database_url + "?options=-csearch_path%3Dbad_books", role=None)
     try:
         result = quality.validate(bad, "stock_balance")
     finally:
         bad.dispose()
-        with tasks_db.session() as s:
+        with own_admin_db.session() as s:
             s.execute(text("DROP SCHEMA bad_books CASCADE"))
     failed = {(row["expectation"], str(row["arguments"].get("column", row["arguments"].get("column_A")))) for row in result.failures}
     assert not result.success
@@ -82,12 +84,14 @@ def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(world, ta
 
 
 def _staged(db, name: str, rows: list[tuple[str, str]]) -> str:
-    """A staging table as the reconciliation loads it, holding (quantity, as_of) rows."""
+    """A staging table as the reconciliation loads it (by the app role, in its schema), holding
+    (quantity, as_of) rows."""
+    table = f'"{STAGING_SCHEMA}"."{name}"'
     with db.session() as s:
-        s.execute(text(f'CREATE UNLOGGED TABLE "{name}" (seq bigint GENERATED ALWAYS AS IDENTITY, warehouse text, '
+        s.execute(text(f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, warehouse text, "
                        "sku text, lot text, quantity text, as_of text)"))
         for quantity, as_of in rows:
-            s.execute(text(f'INSERT INTO "{name}" (warehouse, sku, quantity, as_of) VALUES (\'W\', \'S\', :q, :a)'),
+            s.execute(text(f"INSERT INTO {table} (warehouse, sku, quantity, as_of) VALUES ('W', 'S', :q, :a)"),
                       {"q": quantity, "a": as_of})
     return name
 
@@ -106,16 +110,27 @@ FEEDS = {
 @pytest.mark.parametrize("kind", list(FEEDS))
 def test_the_feed_suite_fails_on_each_broken_shape_and_passes_the_usual_one(kind, world, tasks_db):
     rows, why = FEEDS[kind]
+    from tasks.database import database
+
     staging = _staged(tasks_db, f"erp_feed_999999_{abs(hash(kind)) % 16**8:08x}", rows)
-    try:
-        result = quality.validate(tasks_db, "erp_feed", staging=staging, **BOUNDS)
+    try:  # as the flow runs it: the reader reads what the app staged
+        result = quality.validate(database("reader"), "erp_feed", staging=staging, **BOUNDS)
     finally:
         with tasks_db.session() as s:
-            s.execute(text(f'DROP TABLE "{staging}"'))
+            s.execute(text(f'DROP TABLE "{STAGING_SCHEMA}"."{staging}"'))
     if why is None:
         assert result.success, str(result)
     else:
         assert not result.success and [why in row["why"] for row in result.failures] == [True], str(result)
+
+
+def test_a_suite_that_cannot_run_is_an_error_not_failed_expectations(tasks_db):
+    """A missing table or a refused privilege says nothing about the data: an error, so that a
+    good feed is never rejected and quarantined for it."""
+    from tasks.database import database
+
+    with pytest.raises(quality.SuiteCouldNotRun, match="could not run .*erp_feed_999999_0badf00d"):
+        quality.validate(database("reader"), "erp_feed", staging="erp_feed_999999_0badf00d", **BOUNDS)
 
 
 def _run_with_lines(db, world, truth: str, statuses: list[str]) -> int:

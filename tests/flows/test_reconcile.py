@@ -138,7 +138,7 @@ def test_erp_truth_applies_small_lines_holds_large_ones_and_approval_applies_onc
     assert {line["sku"]: line["status"] for line in lines_of(tasks_db, summary["run_id"])}[large] == "applied"
 
 
-def test_differences_within_tolerance_are_recorded_not_adjusted(world, tasks_db, tmp_path):
+def test_differences_within_tolerance_are_recorded_not_adjusted(world, tasks_db, own_admin_db, tmp_path):
     rows = wms_rows(tasks_db, world)
     target = world.skus[0]
     feed = [(w, s, lot, q + 1 if s == target else q) for w, s, lot, q in rows]
@@ -150,8 +150,8 @@ def test_differences_within_tolerance_are_recorded_not_adjusted(world, tasks_db,
     try:
         summary = reconcile_flow(erp_file=write_feed(tmp_path, feed, name="feed2.csv"), tolerances_file=str(overrides))
         assert summary["within_tolerance"] == 1 and summary["orders"] == 0
-    finally:
-        with tasks_db.session() as s:
+    finally:  # the test's clean-up: tolerances are never deleted by cangflow, so the app role may not
+        with own_admin_db.session() as s:
             s.execute(text("DELETE FROM reconciliation_tolerance"))
 
 
@@ -249,11 +249,11 @@ def test_a_bad_feed_is_rejected_whole_quarantined_and_changes_nothing(world, tas
         assert "row " in message, message  # names the row
 
 
-def test_the_feed_can_come_from_an_erp_database_query(world, tasks_db, own_database_url, tmp_path, monkeypatch):
+def test_the_feed_can_come_from_an_erp_database_query(world, tasks_db, own_admin_db, own_database_url, tmp_path, monkeypatch):
     from warehouse.settings import get_settings
 
     rows = wms_rows(tasks_db, world)
-    with tasks_db.session() as s:  # an "ERP" table, in this test's own database
+    with own_admin_db.session() as s:  # an "ERP" table, in this test's own database (no cangflow role may make one)
         s.execute(text("CREATE TABLE IF NOT EXISTS erp_book (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"))
         s.execute(text("DELETE FROM erp_book"))
         for warehouse, sku, _, qty in rows:

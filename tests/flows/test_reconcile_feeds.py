@@ -17,6 +17,7 @@ from flows.reconcile import reconcile_flow
 from tests.builders import World
 from tests.flows.test_reconcile import staging_tables, write_feed
 from warehouse.reconcile import FeedRejected
+from warehouse.roles import STAGING_SCHEMA
 
 pytestmark = pytest.mark.integration
 
@@ -267,7 +268,7 @@ def test_staging_tables_a_killed_run_left_are_dropped_unless_that_run_is_being_r
         left = runs.start(s, feed_name="left.csv", feed_sha256="a" * 64, settings=runs.RunSettings())
         busy = runs.start(s, feed_name="busy.csv", feed_sha256="b" * 64, settings=runs.RunSettings())
         for run, tag in ((left, "0badf00d"), (busy, "0badcafe")):
-            s.execute(text(f"CREATE UNLOGGED TABLE erp_feed_{run.id}_{tag} (seq int)"))
+            s.execute(text(f"CREATE UNLOGGED TABLE {STAGING_SCHEMA}.erp_feed_{run.id}_{tag} (seq int)"))
     dsn = own_database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s, %s)", (RUN_LOCK, key_of(busy.key)))  # being retried right now

@@ -1,5 +1,6 @@
-"""Secrets stay secret: with the database URL in a Prefect Secret block and the ERP URL in the
-settings, no password appears in flow parameters, logs, artifacts or pushed metrics. And the
+"""Secrets stay secret: with the database URL in a Prefect Secret block, each role's own URL in
+a block of its own or in the settings, and the ERP URL in the settings, no password appears in
+flow parameters, logs, artifacts or pushed metrics. And the
 reconciliation notice reaches a webhook (a local receiver) through a notification block."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tests.services import http_receiver
 pytestmark = pytest.mark.integration
 
 PASSWORD = "s3cr3t-pw-4711"  # trust auth ignores it, so the URLs still work
+ROLE_PASSWORDS = {"owner": "0wner-pw-1234", "app": "app-pw-5678", "reader": "r3ader-pw-9012"}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +34,15 @@ def secret_world(tasks_db, prefect_api, own_database_url, receiver):
     from tasks.database import forget
     from warehouse.settings import get_settings
 
+    from warehouse.roles import RoleNames
+
     secret_url = own_database_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
     Secret(value=secret_url).save("cangflow-test-database-url", overwrite=True)
+    names = RoleNames.from_settings()
+    role_urls = {role: own_database_url.replace("postgres@", f"{names.of(role)}:{password}@", 1)
+                 for role, password in ROLE_PASSWORDS.items()}
+    for role in ("owner", "app"):  # from Secret blocks; the reader's from the settings
+        Secret(value=role_urls[role]).save(f"cangflow-test-{role}-url", overwrite=True)
     hook, _ = receiver
     CustomWebhookNotificationBlock(
         name="cangflow-test-admin", url=f"{hook.url}/notify", method="POST",
@@ -42,6 +51,9 @@ def secret_world(tasks_db, prefect_api, own_database_url, receiver):
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("CANGFLOW_DATABASE_URL")
         patch.setenv("CANGFLOW_DATABASE_SECRET_BLOCK", "cangflow-test-database-url")
+        patch.setenv("CANGFLOW_OWNER_DATABASE_SECRET_BLOCK", "cangflow-test-owner-url")
+        patch.setenv("CANGFLOW_APP_DATABASE_SECRET_BLOCK", "cangflow-test-app-url")
+        patch.setenv("CANGFLOW_READER_DATABASE_URL", role_urls["reader"])
         patch.setenv("CANGFLOW_ERP_URL", secret_url)
         patch.setenv("CANGFLOW_NOTIFY_BLOCK", "custom-webhook/cangflow-test-admin")
         get_settings.cache_clear()
@@ -68,16 +80,21 @@ def _everything_prefect_kept() -> str:
     return "\n".join(parts)
 
 
-def test_no_password_in_parameters_logs_artifacts_or_metrics(secret_world, tasks_db, receiver):
+def test_no_password_in_parameters_logs_artifacts_or_metrics(secret_world, own_admin_db, receiver):
     from flows.monitoring import run_metrics
+    from flows.partition_rollover import rollover_flow
     from flows.reconcile import reconcile_flow
     from flows.snapshot import snapshot_flow
     from prometheus_client import generate_latest
     from tasks.database import database
+    from warehouse.roles import RoleNames
 
-    assert PASSWORD in database().url.render_as_string(hide_password=False)  # the block was used
-    snapshot_flow()
-    with tasks_db.session() as s:
+    for role, password in ROLE_PASSWORDS.items():  # each role's URL was used, and logs in as the role
+        assert password in database(role).url.render_as_string(hide_password=False)
+        assert database(role).acting_role() == RoleNames.from_settings().of(role)
+    snapshot_flow()  # the app role, and the owner for snapshot partitions
+    rollover_flow()  # the owner
+    with own_admin_db.session() as s:  # the ERP's side of the test: a table no cangflow role may make
         from sqlalchemy import text
 
         s.execute(text("CREATE TABLE IF NOT EXISTS erp_side (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"))
@@ -90,6 +107,8 @@ def test_no_password_in_parameters_logs_artifacts_or_metrics(secret_world, tasks
         pass
     kept = _everything_prefect_kept() + generate_latest(sink.registry).decode()
     assert kept and PASSWORD not in kept
+    for password in ROLE_PASSWORDS.values():
+        assert password not in kept
     hook, _ = receiver
     received = hook.bodies
     assert received and "ERP reconciliation run" in received[-1] and PASSWORD not in received[-1]

@@ -246,18 +246,23 @@ def test_db_roles_converts_a_single_role_database_with_stock_and_a_rerun_changes
         finally:
             single.dispose()
         dsn = login(url, None)
+        leftover = f"{roles.STAGING_SCHEMA}.erp_feed_999_deadbeef"  # a killed run's, from before
+        with psycopg.connect(dsn) as admin:
+            admin.execute(f"CREATE TABLE {leftover} (x int)")
         before = books(dsn)
 
         converted = cangflow(url, "db", "roles")
         assert converted.returncode == 0, converted.stderr
-        assert "roles created: none (they exist)" in converted.stdout  # this run's roles, made by conftest
         assert "ownership moved: 0 objects" not in converted.stdout
         assert books(dsn) == before
         first = fingerprint(dsn)
-        assert {row[2] for row in first if row[0] in ("rel", "function")} == {NAMES.owner}
+        owners = {row[1]: row[2] for row in first if row[0] in ("rel", "function")}
+        assert owners.pop(leftover) == NAMES.app  # its runs sweep it
+        assert set(owners.values()) == {NAMES.owner}
 
         again = cangflow(url, "db", "roles")
         assert again.returncode == 0, again.stderr
+        assert "roles created: none (they exist)" in again.stdout
         assert "ownership moved: 0 objects" in again.stdout
         assert fingerprint(dsn) == first
         assert books(dsn) == before
@@ -274,3 +279,32 @@ def test_db_roles_converts_a_single_role_database_with_stock_and_a_rerun_changes
         upgraded = cangflow(url, "db", "upgrade")  # as the owner, and grants what new migrations made
         assert upgraded.returncode == 0, upgraded.stderr
         assert fingerprint(dsn) == first
+
+
+def test_the_quality_suites_read_as_the_reader_on_a_shared_url(closed_world):
+    """GX makes its own connections (warehouse.quality): they act as the reader too."""
+    from sqlalchemy import text
+
+    from warehouse import quality
+
+    reader = warehouse.connect(closed_world["url"], role="reader", pool_size=1)  # the superuser's URL
+    try:
+        source = quality.datasource(quality.quiet_context(), reader)
+        with source.get_engine().connect() as connection:
+            assert connection.execute(text("SELECT current_user")).scalar_one() == NAMES.reader
+    finally:
+        reader.dispose()
+
+
+def test_a_role_without_a_url_never_falls_back_to_an_embedded_server_when_another_is_configured(tmp_path):
+    from warehouse.db import resolve_url
+    from warehouse.errors import InvalidArgument
+    from warehouse.settings import Settings
+
+    only_app = Settings(_env_file=None, database_url=None, app_database_url="postgresql+psycopg://app@db/wms", home=tmp_path)
+    assert resolve_url(settings=only_app, role="app") == "postgresql+psycopg://app@db/wms"
+    with pytest.raises(InvalidArgument, match="CANGFLOW_OWNER_DATABASE_URL or CANGFLOW_DATABASE_URL.*CANGFLOW_APP_DATABASE_URL"):
+        resolve_url(settings=only_app, role="owner")
+    shared = Settings(_env_file=None, database_url="postgresql+psycopg://admin@db/wms", home=tmp_path)
+    assert resolve_url(settings=shared, role="reader") == "postgresql+psycopg://admin@db/wms"
+    assert not (tmp_path / "pg").exists()  # no embedded server was started
