@@ -126,20 +126,6 @@ def admin_dsn(database_url) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-@contextmanager
-def owner_session(db) -> Iterator:
-    """A session of `db`'s database acting as the owner role: the DDL a test needs (partitions
-    of old months, closing history), which the app role may not run."""
-    import warehouse
-
-    owner = warehouse.connect(db.url.render_as_string(hide_password=False), role="owner", pool_size=1)
-    try:
-        with owner.session() as session:
-            yield session
-    finally:
-        owner.dispose()
-
-
 @pytest.fixture
 def raw_dsn(database_url) -> str:
     """The same database as a plain libpq DSN logged in as the app role (the server trusts

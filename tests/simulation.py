@@ -41,6 +41,7 @@ from typing import Any, Callable
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from tests.roles import owner_session
 from warehouse import Database, catalog, history, invariants, stock
 from warehouse import calendar
 from warehouse.errors import HistoryClosed, InvalidArgument
@@ -348,7 +349,7 @@ class Simulation:
         """Reopen last month (closed by now), book a correction dated in it; the nightly must
         rebuild the snapshots from there and close the month again."""
         month = add_months(month_start(day), -1)
-        with self.db.session() as s:
+        with owner_session(self.db) as s:  # `cangflow history reopen` runs as the owner
             history.reopen_month(s, month, reason="simulation: a count found a missing pallet")
         self.reopened = month
         at = local(last_day(month) - timedelta(days=3), 15)

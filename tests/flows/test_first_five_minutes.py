@@ -167,7 +167,10 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:
         shutil.chown(home, DEMO_USER)
         python = shutil.which("python3.11", path="/usr/bin") or shutil.which("python3", path="/usr/bin")
         assert python, "no system Python for the unprivileged user"
-        synced = subprocess.run([UV, "sync", "--frozen", "--no-dev", "--no-editable", "--python", python],
+        # --reinstall-package: uv keys its cache of a local project's build on pyproject.toml
+        # alone, so without it a wheel built from older sources of this checkout is reused.
+        synced = subprocess.run([UV, "sync", "--frozen", "--no-dev", "--no-editable", "--reinstall-package", "cangflow",
+                                 "--python", python],
                                 cwd=PROJECT, env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(base / "venv")},
                                 capture_output=True, text=True, timeout=600)
         assert synced.returncode == 0, synced.stderr[-3000:]

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from flows.partition_rollover import rollover_flow
 from flows.snapshot import SnapshotRunFailed, snapshot_flow
+from tests.roles import owner_session
 from tests.builders import World
 from tests.integration.helpers import SNAPSHOTS_AGAINST_LEDGER
 from warehouse import stock
@@ -59,10 +60,10 @@ def test_snapshot_flow_builds_every_day_up_to_yesterday_and_leaves_a_table(world
     assert again["days_built"] == 0 and again["ok"]
 
 
-def test_a_failed_check_fails_the_run_naming_the_key_and_the_next_run_rebuilds(world, tasks_db):
+def test_a_failed_check_fails_the_run_naming_the_key_and_the_next_run_rebuilds(world, tasks_db, own_admin_db):
     snapshot_flow()
     yesterday = TODAY - timedelta(days=1)
-    with tasks_db.session() as s:
+    with own_admin_db.session() as s:  # tampering: what no cangflow role may do
         s.execute(text("UPDATE stock_snapshot SET on_hand = on_hand + 1 WHERE snapshot_date = :d"), {"d": yesterday})
     with pytest.raises(SnapshotRunFailed, match=world.skus[0]):
         snapshot_flow()
@@ -153,9 +154,9 @@ def test_a_day_whose_suite_failed_stays_flagged_and_fails_every_run_until_a_rebu
 
 
 def _alter_and_backdate(world, tasks_db, altered, *, forget_digest: bool) -> None:
-    """Alter one row of an older day by hand, then record a movement dated the day after it, so
-    every later day is rebuilt on the altered one."""
-    with tasks_db.session() as s:
+    """Alter one row of an older day by hand (as the owner: the app role may not), then
+    record a movement dated the day after it, so every later day is rebuilt on the altered one."""
+    with owner_session(tasks_db) as s:
         s.execute(text("UPDATE stock_snapshot SET on_hand = on_hand + 5 WHERE snapshot_date = :d AND sku_id = "
                        "(SELECT id FROM sku WHERE code = :sku)"), {"d": altered, "sku": world.skus[0]})
         if forget_digest:  # as for a day verified before digests were kept: only the audit can tell

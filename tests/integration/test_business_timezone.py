@@ -25,7 +25,8 @@ from sqlalchemy import text
 
 import warehouse
 from tests.builders import World
-from tests.conftest import _database, _migrated, owner_session
+from tests.conftest import _database, _migrated
+from tests.roles import owner_session
 from warehouse import business_zone, calendar, partitions, schema, snapshots, stock
 from warehouse.errors import BusinessZoneChanged, InvalidArgument
 from warehouse.settings import get_settings

@@ -111,6 +111,7 @@ def reconciling(db: Database, *, wait_seconds: float) -> Iterator[Hold]:
     args, kwargs = dialect.create_connect_args(db.engine.url)
     connection = dialect.connect(*args, **{**kwargs, "autocommit": True, "application_name": APPLICATION})
     try:
+        db.act_as_role(connection)  # the sweep drops the app role's scratch tables as the app role
         yield Hold(connection, wait_seconds)
     finally:
         connection.close()
