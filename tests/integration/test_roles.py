@@ -209,12 +209,13 @@ def fingerprint(dsn: str) -> list:
             WHERE nspname IN ('public', 'archive', 'cangflow_staging')
             UNION ALL SELECT 'function', proname, pg_get_userbyid(proowner), proacl::text FROM pg_proc
             WHERE pronamespace = 'public'::regnamespace
-            UNION ALL SELECT 'default', defaclobjtype::text, pg_get_userbyid(defaclrole), defaclacl::text FROM pg_default_acl
+            UNION ALL SELECT 'default', defaclnamespace::regnamespace::text || ' ' || defaclobjtype::text,
+                             pg_get_userbyid(defaclrole), defaclacl::text FROM pg_default_acl
             UNION ALL SELECT 'database', datname, pg_get_userbyid(datdba), datacl::text FROM pg_database
             WHERE datname = current_database()
             UNION ALL SELECT 'member', r.rolname, m.rolname, NULL FROM pg_auth_members a
             JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member WHERE m.rolname LIKE %s
-            ORDER BY 1, 2""", (f"{RUN_TAG}%",)).fetchall()
+            ORDER BY 1, 2, 3, 4""", (f"{RUN_TAG}%",)).fetchall()
 
 
 def books(dsn: str) -> tuple:
