@@ -47,11 +47,12 @@ from sqlalchemy.engine import make_url
 
 import warehouse
 from bench.common import add_database_arguments, bench_database
-from warehouse import metrics, schema
+from warehouse.metrics import sinks as metrics
+from warehouse.db import schema
 from warehouse.cache import StockCache, warmup
 from warehouse.cache.keys import Keys
 from warehouse.cache.remote import _WRITE  # the cache's guarded write, for the Lua floor
-from warehouse.redis_client import connect_redis
+from warehouse.redis.client import connect_redis
 
 WAREHOUSE, BATCH, TTL_S, ZIPF_S = "BW01", 1000, 300, 1.1
 FLOOR_REPEATS, ONE_BY_ONE, HMGET_READS, COLD_WARMUP, COLD_READS = 3, 2000, 5000, 20, 1000

@@ -42,7 +42,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 import warehouse
-from warehouse import catalog, catalog_import, invariants, schema, stock
+from warehouse import catalog, invariants, stock
+from warehouse.catalog import csv_import as catalog_import
+from warehouse.db import schema
 from warehouse.stock.statements import TAKE_STATEMENTS
 
 STOCK_PER_ROW = 10**9

@@ -34,8 +34,8 @@ from sqlalchemy import text
 
 import warehouse
 from bench.common import add_database_arguments, bench_database
-from warehouse import schema
-from warehouse.calendar import day_start
+from warehouse.db import schema
+from warehouse.history.calendar import day_start
 from warehouse.settings import get_settings
 
 FLOOR_REPEATS = 20

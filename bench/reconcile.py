@@ -55,7 +55,7 @@ from sqlalchemy.engine import make_url
 
 import warehouse
 from bench.common import add_database_arguments, bench_database, database_url
-from warehouse import schema
+from warehouse.db import schema
 from warehouse.reconcile import RunSettings, checks, compare, feed, profile, runs
 
 FULL_ROWS, WAREHOUSES, STRIDE = 1_000_000, 10, 1000  # one balance in STRIDE differs

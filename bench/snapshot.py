@@ -43,8 +43,10 @@ from sqlalchemy.engine import make_url
 
 import warehouse
 from bench.common import add_database_arguments, bench_database
-from warehouse import partitions, schema, snapshots, stock
-from warehouse.calendar import day_end, day_start
+from warehouse import snapshots, stock
+from warehouse.history import partitions
+from warehouse.db import schema
+from warehouse.history.calendar import day_end, day_start
 
 FULL_MOVEMENTS, FULL_SKUS, WAREHOUSES = 10_000_000, 10_000, 10
 OPENING_QTY = 1_000_000  # >> the ~100 movements of at most 50 units a key gets: never negative

@@ -5,7 +5,7 @@ this suite holds it to the bounds the previous feed of the same scope sets
 jumped (a unit changed), and one as_of for the whole feed. Without a previous feed to go by
 (the first feed of a scope, or the operator confirmed the shape) only the as_of rule applies."""
 
-from warehouse.roles import STAGING_SCHEMA
+from warehouse.db.roles import STAGING_SCHEMA
 
 NAME = "erp_feed"
 # `staging` is a name this code made (erp_feed_<run>_<8 hex digits>), never input.

@@ -69,7 +69,7 @@ def _database(role: str | None = "app", *, migrated: bool = True):
     """The configured database, acting as `role` (each command takes the least role that can do
     its job: README "Security"); with `migrated`, refuse one that `db upgrade` has not reached."""
     import warehouse
-    from warehouse import schema
+    from warehouse.db import schema
     from warehouse.errors import SchemaNotCurrent
 
     try:
@@ -88,7 +88,7 @@ def _database(role: str | None = "app", *, migrated: bool = True):
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to")) -> None:
     """Bring the database to the current schema (and premake ledger partitions)."""
-    from warehouse import schema
+    from warehouse.db import schema
     from warehouse.settings import get_settings
 
     db = _database("owner", migrated=False)
@@ -105,8 +105,8 @@ def db_roles(
     owner owns everything, the app may move stock but never change or remove the ledger, the
     reader may only read. Passwords come from the roles' URLs (settings or Secret blocks)."""
     from tasks.database import role_passwords
-    from warehouse import roles
-    from warehouse.db import resolve_url
+    from warehouse.db import roles
+    from warehouse.db.engine import resolve_url
 
     url = admin_url or resolve_url(role=None)
     names = roles.RoleNames.from_settings()
@@ -126,7 +126,7 @@ def db_roles(
 @db_app.command("stop")
 def db_stop() -> None:
     """Stop the embedded PostgreSQL and Redis under CANGFLOW_HOME (those that run)."""
-    from warehouse.embedded import stop_postgres, stop_redis
+    from warehouse.db.embedded import stop_postgres, stop_redis
 
     stopped = stop_postgres(_home())
     typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL here")
@@ -142,7 +142,7 @@ def check(
 ) -> None:
     """Check the books in full (every snapshot day, the whole ledger); exit 1 when anything is wrong.
     Wrong snapshot days are marked for a rebuild by the next snapshot run."""
-    from warehouse import books
+    from warehouse.stock import books
 
     db = _database()
     with db.session() as session:
@@ -179,7 +179,7 @@ def catalog_import(
     path: str = typer.Argument(..., help="The CSV file"),
 ) -> None:
     """Import master data from a CSV file; the whole file is checked before anything is written."""
-    from warehouse import catalog_import as importer
+    from warehouse.catalog import csv_import as importer
     from warehouse.errors import WarehouseError
 
     if kind not in importer.COLUMNS:
@@ -481,7 +481,7 @@ def history_reopen(
     reason: str = typer.Option(..., "--reason", help="Why, for the audit trail"),
 ) -> None:
     """Reopen one closed month on purpose (audited); the next rollover closes it again."""
-    from warehouse import history
+    from warehouse.history import closing as history
     from warehouse.errors import WarehouseError
     from warehouse.settings import get_settings
 
@@ -500,7 +500,7 @@ def history_status() -> None:
     """Closed months, and the audit trail of openings and closings."""
     from sqlalchemy import text
 
-    from warehouse import history
+    from warehouse.history import closing as history
 
     db = _database("reader")
     with db.session() as session:
@@ -575,7 +575,7 @@ def metrics_serve(
 
     from prometheus_client import start_http_server
 
-    from warehouse import metrics
+    from warehouse.metrics import sinks as metrics
 
     try:
         start_http_server(port, addr=host, registry=metrics.serve_registry())

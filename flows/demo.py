@@ -20,7 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import warehouse
-from warehouse import Database, invariants, retry, sample_data, schema, stock
+from warehouse import Database, invariants, stock
+from warehouse.db import retry
+from warehouse.sample import data as sample_data
+from warehouse.db import schema
 from warehouse.errors import InsufficientStock, WarehouseError
 
 HOT_SKUS = 20  # single-line picks go to the busiest SKUs, where workers contend for rows
@@ -66,7 +69,7 @@ def run_demo(
     flows: bool = True,
     owner: Database | None = None,
 ) -> int:
-    """Run the whole demo against `db` (the app role: warehouse.roles), migrating and making
+    """Run the whole demo against `db` (the app role: warehouse.db.roles), migrating and making
     partitions with `owner` (default `db`); returns the number of invariant violations found.
 
     With `flows`, the snapshot and partition-rollover flows then run as Prefect flows (on the
@@ -162,7 +165,7 @@ def reconcile_sample(echo: Callable[[str], object], run) -> None:
     without a new feed would be."""
     from flows.reconcile import reconcile_flow
     from tasks.database import database
-    from warehouse import calendar
+    from warehouse.history import calendar
     from warehouse.settings import get_settings
 
     today = calendar.today()
@@ -188,7 +191,7 @@ CACHE_READS = 5000
 def read_through_cache() -> tuple[float, int]:
     """Reads as a busy pick screen makes them (popular SKUs far more often), through the cache."""
     from tasks.cache import stock_cache
-    from warehouse import metrics
+    from warehouse.metrics import sinks as metrics
     from warehouse.errors import UnknownItem
 
     cache = stock_cache()

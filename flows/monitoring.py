@@ -10,7 +10,7 @@ last failure time in place, and the reverse: the alert on a failed run still see
 later good run, the alert on a late flow sees the last success after a failure.
 
 Library metrics (deductions, cache, outbox) are never pushed: they count in the process that
-does the work and are scraped there (`warehouse.metrics`)."""
+does the work and are scraped there (`warehouse.metrics.sinks`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from prometheus_client import pushadd_to_gateway
 
-from warehouse import metrics
+from warehouse.metrics import sinks as metrics
 from warehouse.settings import get_settings
 
 logger = logging.getLogger("cangflow.monitoring")

@@ -1,5 +1,5 @@
 """The nightly parent flow: snapshot (with its chain check) -> books check (incremental, or
-full when one is due: `warehouse.books`) -> partition
+full when one is due: `warehouse.stock.books`) -> partition
 rollover -> reconciliation (of the feed folder's newest feed, when a folder is given) -> cache
 warmup, as subflows. A failed check or gate stops every later step that would apply data and
 fails the run, visibly. A folder without a new feed makes the reconcile step Stale (an event, a

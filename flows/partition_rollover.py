@@ -25,7 +25,7 @@ from tasks.rollover import (
     rescue_default_rows,
     retire_old_partitions,
 )
-from warehouse import calendar
+from warehouse.history import calendar
 
 
 def _rollover_flow(today: date | None = None) -> dict:

@@ -45,7 +45,8 @@ from tasks.reconcile import (
     record_rejection,
     start_run,
 )
-from warehouse import metrics, quality
+from warehouse.metrics import sinks as metrics
+from warehouse.quality import suites as quality
 from warehouse.errors import InvalidArgument
 from warehouse.reconcile import FeedRejected, RunSettings
 from warehouse.reconcile.exclusive import reconciling

@@ -14,7 +14,7 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.console import summary_text
-from warehouse import metrics
+from warehouse.metrics import sinks as metrics
 from flows.monitoring import run_metrics
 from tasks.reporting import table_artifact
 from tasks.cache import invalidate_cache, prune_outbox, publish_pending

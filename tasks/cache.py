@@ -7,7 +7,8 @@ from functools import lru_cache
 
 from prefect import task
 
-from warehouse import metrics, outbox
+from warehouse import outbox
+from warehouse.metrics import sinks as metrics
 from warehouse.cache import StockCache
 from warehouse.cache.invalidator import CacheInvalidator
 from warehouse.cache.warmup import hot_set, warm

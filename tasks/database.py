@@ -7,7 +7,7 @@ import threading
 
 import warehouse
 from warehouse import Database
-from warehouse.roles import ROLES, Role, RoleNames
+from warehouse.db.roles import ROLES, Role, RoleNames
 
 
 _ENGINES: dict[Role, Database] = {}
@@ -15,7 +15,7 @@ _LOCK = threading.Lock()
 
 
 def database(role: Role = "app") -> Database:
-    """The engine of `role` (warehouse.roles: data steps use the app role, DDL the owner, the
+    """The engine of `role` (warehouse.db.roles: data steps use the app role, DDL the owner, the
     quality suites the reader), from `role_url`: a deployment keeps every URL out of its files."""
     with _LOCK:
         if role not in _ENGINES:

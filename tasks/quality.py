@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from warehouse import books
+from warehouse.stock import books
 from warehouse.errors import WarehouseError
 
 from .database import database
@@ -39,7 +39,7 @@ def run_suite(suite: str, **context) -> dict:
 
 def validated(suite: str, **context):
     """Run the suite and leave its result as a table artifact (`quality-<suite>`)."""
-    from warehouse import quality
+    from warehouse.quality import suites as quality
 
     from .reporting import table_artifact
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prefect import task
 
-from warehouse import metrics
+from warehouse.metrics import sinks as metrics
 from warehouse.reconcile import brake, checks, compare, feed, freshness, orders, profile, runs, tolerances
 from warehouse.settings import get_settings
 

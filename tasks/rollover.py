@@ -1,6 +1,6 @@
 """Tasks of the partition rollover. Every DDL step runs in its own short transaction under
 `lock_timeout` (`retry.ddl_step`), so a busy table delays a step instead of queueing writers.
-The DDL is the owner role's (warehouse.roles); pruning expired keys is the app's."""
+The DDL is the owner role's (warehouse.db.roles); pruning expired keys is the app's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ from datetime import date, datetime, timedelta, timezone
 
 from prefect import task
 
-from warehouse import history, idempotency, metrics, partitions, retention, retry
+from warehouse.history import closing as history
+from warehouse.stock import idempotency
+from warehouse.metrics import sinks as metrics
+from warehouse.history import partitions
+from warehouse.history import retention
+from warehouse.db import retry
 from warehouse.settings import get_settings
 
 from .database import database

@@ -6,7 +6,9 @@ from datetime import date
 
 from prefect import task
 
-from warehouse import partitions, retry, snapshots
+from warehouse import snapshots
+from warehouse.history import partitions
+from warehouse.db import retry
 from warehouse.settings import get_settings
 
 from .database import database

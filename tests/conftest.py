@@ -31,7 +31,7 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped under CI=1, which counts as a failure: {reason}"
 
 
-# The whole suite runs under least privilege (warehouse.roles): every test database is converted
+# The whole suite runs under least privilege (warehouse.db.roles): every test database is converted
 # to three roles of this run's own (roles are global to the server; these are dropped at the end),
 # and `warehouse.connect` acts as the app role there unless told otherwise.
 RUN_TAG = f"ct{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -62,7 +62,8 @@ def _migrated(url: str):
     """Convert the new database to the roles (as `cangflow db roles` does), migrate it as the
     owner; the app role's Database."""
     import warehouse
-    from warehouse import roles, schema
+    from warehouse.db import roles
+    from warehouse.db import schema
 
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as admin:
         roles.convert(admin, roles.RoleNames.from_settings())
@@ -73,7 +74,7 @@ def _migrated(url: str):
 
 
 def _drop_roles() -> None:
-    from warehouse import roles
+    from warehouse.db import roles
 
     with _admin() as admin:
         for role in roles.ROLES:
@@ -136,7 +137,7 @@ def raw_dsn(database_url) -> str:
 
 @pytest.fixture
 def recorded_metrics():
-    from warehouse import metrics
+    from warehouse.metrics import sinks as metrics
 
     with metrics.use(metrics.RecordingMetrics()) as sink:
         yield sink

@@ -1,4 +1,4 @@
-"""Acting as another cangflow role in a test (warehouse.roles); no pytest state, so the
+"""Acting as another cangflow role in a test (warehouse.db.roles); no pytest state, so the
 lifecycle bench may import what uses it."""
 
 from __future__ import annotations

@@ -42,10 +42,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from tests.roles import owner_session
-from warehouse import Database, catalog, history, invariants, stock
-from warehouse import calendar
+from warehouse import Database, catalog, invariants, stock
+from warehouse.history import closing as history
+from warehouse.history import calendar
 from warehouse.errors import HistoryClosed, InvalidArgument
-from warehouse.partitions import add_months, month_start
+from warehouse.history.partitions import add_months, month_start
 from warehouse.settings import get_settings
 
 logger = logging.getLogger("cangflow.simulation")

@@ -1,5 +1,5 @@
 """cangflow's domain: the stock database and every rule about stock."""
 
-from .db import Database, connect
+from warehouse.db.engine import Database, connect
 
 __all__ = ["Database", "connect"]

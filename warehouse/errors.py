@@ -79,7 +79,7 @@ class ConcurrentConflict(WarehouseError):
     """The transaction lost a race PostgreSQL resolves by aborting one side (a deadlock between
     operations the caller composed in one transaction, or a serialization failure). Nothing of
     the transaction applied and it must be rolled back; running it again is safe (a key makes a
-    retried request apply once). `warehouse.retry.in_transaction` does that, bounded, with jitter."""
+    retried request apply once). `warehouse.db.retry.in_transaction` does that, bounded, with jitter."""
 
     retryable = True
 

@@ -59,7 +59,7 @@ def test_warmup_flow_warms_the_most_moved_then_the_most_read(world):
     for sku in world.skus:
         cache.available(warehouse=world.warehouse, sku=sku)
     cache.stats.flush()
-    from warehouse import metrics
+    from warehouse.metrics import sinks as metrics
 
     with metrics.use(metrics.RecordingMetrics()) as seen:
         second = warmup_flow(top=10)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from flows.demo import burst_plan, run_demo
-from warehouse import sample_data
+from warehouse.sample import data as sample_data
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_demo_holds_every_invariant_on_the_first_and_the_second_run(two_runs):
 
 
 def test_demo_works_as_the_app_role(two_runs):
-    from warehouse.roles import RoleNames
+    from warehouse.db.roles import RoleNames
 
     assert f", as role {RoleNames.from_settings().app}" in two_runs[0]["output"].splitlines()[0]
 

@@ -10,9 +10,9 @@ import pytest
 
 import psycopg
 
-from warehouse import schema
-from warehouse.embedded import postgres_url
-from warehouse.roles import RoleNames
+from warehouse.db import schema
+from warehouse.db.embedded import postgres_url
+from warehouse.db.roles import RoleNames
 
 
 def cangflow(home, *arguments):

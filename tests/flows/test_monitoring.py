@@ -19,7 +19,7 @@ import yaml
 
 from flows.monitoring import run_metrics
 from tests.services import free_port, http_receiver
-from warehouse import metrics
+from warehouse.metrics import sinks as metrics
 
 MONITORING = Path(__file__).resolve().parents[2] / "deployments" / "monitoring"
 

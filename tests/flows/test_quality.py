@@ -8,8 +8,8 @@ from sqlalchemy import text
 
 from tasks.quality import QualityGateFailed, run_suite
 from tests.builders import World
-from warehouse import quality
-from warehouse.roles import STAGING_SCHEMA
+from warehouse.quality import suites as quality
+from warehouse.db.roles import STAGING_SCHEMA
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from flows.reconcile import reconcile_flow
 from tests.builders import World
 from tests.flows.test_reconcile import staging_tables, write_feed
 from warehouse.reconcile import FeedRejected
-from warehouse.roles import STAGING_SCHEMA
+from warehouse.db.roles import STAGING_SCHEMA
 
 pytestmark = pytest.mark.integration
 

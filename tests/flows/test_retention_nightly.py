@@ -17,9 +17,9 @@ from flows.nightly import nightly_flow
 from tests.builders import World
 from warehouse import stock
 from warehouse.errors import HistoryClosed
-from warehouse.partitions import add_months, month_start
+from warehouse.history.partitions import add_months, month_start
 from warehouse.settings import get_settings
-from warehouse.calendar import today
+from warehouse.history.calendar import today
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ def secret_world(tasks_db, prefect_api, own_database_url, receiver):
     from tasks.database import forget
     from warehouse.settings import get_settings
 
-    from warehouse.roles import RoleNames
+    from warehouse.db.roles import RoleNames
 
     secret_url = own_database_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
     Secret(value=secret_url).save("cangflow-test-database-url", overwrite=True)
@@ -87,7 +87,7 @@ def test_no_password_in_parameters_logs_artifacts_or_metrics(secret_world, own_a
     from flows.snapshot import snapshot_flow
     from prometheus_client import generate_latest
     from tasks.database import database
-    from warehouse.roles import RoleNames
+    from warehouse.db.roles import RoleNames
 
     for role, password in ROLE_PASSWORDS.items():  # each role's URL was used, and logs in as the role
         assert password in database(role).url.render_as_string(hide_password=False)

@@ -18,7 +18,7 @@ from tests.roles import owner_session
 from tests.builders import World
 from tests.integration.helpers import SNAPSHOTS_AGAINST_LEDGER
 from warehouse import stock
-from warehouse.calendar import today
+from warehouse.history.calendar import today
 
 pytestmark = pytest.mark.integration
 
@@ -129,7 +129,7 @@ def test_two_runs_of_one_date_at_once_leave_one_set_of_rows_and_no_error(world, 
 def test_a_day_whose_suite_failed_stays_flagged_and_fails_every_run_until_a_rebuild_passes(world, tasks_db, monkeypatch):
     """Without the flag the rerun found nothing to build, ran no suite and exited 0."""
     from tasks.quality import QualityGateFailed
-    from warehouse import quality
+    from warehouse.quality import suites as quality
 
     snapshot_flow()
     yesterday = TODAY - timedelta(days=1)

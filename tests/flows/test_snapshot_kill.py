@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from tests.builders import World
 from warehouse import snapshots, stock
-from warehouse.calendar import today
+from warehouse.history.calendar import today
 
 pytestmark = pytest.mark.integration
 

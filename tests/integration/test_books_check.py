@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import text
 
 from tests.builders import World
-from warehouse import books, snapshots, stock
-from warehouse.calendar import today
+from warehouse import snapshots, stock
+from warehouse.stock import books
+from warehouse.history.calendar import today
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,11 @@ import warehouse
 from tests.builders import World
 from tests.conftest import _database, _migrated
 from tests.roles import owner_session
-from warehouse import business_zone, calendar, partitions, schema, snapshots, stock
+from warehouse import snapshots, stock
+from warehouse.history import zone as business_zone
+from warehouse.history import calendar
+from warehouse.history import partitions
+from warehouse.db import schema
 from warehouse.errors import BusinessZoneChanged, InvalidArgument
 from warehouse.settings import get_settings
 

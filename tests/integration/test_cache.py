@@ -300,7 +300,7 @@ def test_two_relays_at_once_publish_each_message_once(cache, db, world):
 
 def test_a_failed_publish_is_recorded_and_backed_off(db, world, namespace):
     from warehouse.cache.keys import Keys
-    from warehouse.redis_client import connect_redis
+    from warehouse.redis.client import connect_redis
 
     sku = world.stocked_sku(5)
     dead = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
@@ -351,7 +351,7 @@ def own_redis():
 
 
 def test_reads_survive_redis_dying_and_the_breaker_opens_then_closes(db, world, own_redis, recorded_metrics):
-    from warehouse.breaker import CLOSED, OPEN
+    from warehouse.redis.breaker import CLOSED, OPEN
 
     skus = [world.stocked_sku(i + 10) for i in range(20)]
     cache = StockCache(db, own_redis.url, namespace="t", local_ttl_s=0.05)

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from tests.builders import unique
-from warehouse import catalog, catalog_import
+from warehouse import catalog
+from warehouse.catalog import csv_import as catalog_import
 from warehouse.errors import InvalidArgument, UnknownItem
 
 pytestmark = pytest.mark.integration

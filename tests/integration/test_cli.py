@@ -7,7 +7,7 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from warehouse import schema
+from warehouse.db import schema
 
 pytestmark = pytest.mark.integration
 

@@ -182,7 +182,7 @@ def test_negative_control_naive_read_modify_write_loses_updates(admin_dsn):
 def test_retry_wrapper_reruns_a_transaction_that_lost_a_deadlock(world, pool, recorded_metrics):
     """Two transactions locking two rows in opposite order: PostgreSQL kills one with a
     deadlock, `retry.in_transaction` runs it again, and both end up applied."""
-    from warehouse import retry
+    from warehouse.db import retry
 
     first = world.stocked_sku(10)
     second = world.stocked_sku(10)

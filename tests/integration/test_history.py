@@ -16,11 +16,13 @@ from sqlalchemy.exc import DBAPIError
 from tests.builders import World
 from tests.integration.test_snapshots import run_snapshots
 import warehouse
-from warehouse import history, partitions, snapshots, stock
+from warehouse import snapshots, stock
+from warehouse.history import closing as history
+from warehouse.history import partitions
 from warehouse.errors import HistoryClosed, InvalidArgument
-from warehouse.partitions import add_months, month_label, month_start, partition_name
+from warehouse.history.partitions import add_months, month_label, month_start, partition_name
 from warehouse.settings import get_settings
-from warehouse.calendar import today
+from warehouse.history.calendar import today
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +77,7 @@ def rolled(tasks_db):
     from tasks.rollover import rescue_default_rows
     from tasks.snapshot import ensure_snapshot_partitions
 
-    from warehouse import metrics
+    from warehouse.metrics import sinks as metrics
 
     with metrics.use(metrics.RecordingMetrics()) as seen:
         moved = rescue_default_rows.fn()
@@ -328,7 +330,7 @@ def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_th
     """Last in this module: it moves the retention floor. Each retention step of drop mode is
     resumable: a run killed after the detach, then one killed in the dump, then one that ends."""
     from tasks.rollover import retire_old_partitions
-    from warehouse import retention
+    from warehouse.history import retention
     from warehouse.errors import WarehouseError
 
     monkeypatch.setenv("CANGFLOW_RETENTION_MODE", "drop")

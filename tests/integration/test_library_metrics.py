@@ -23,7 +23,8 @@ SCRIPT = textwrap.dedent("""
     import sys
     import warehouse
     from prometheus_client import generate_latest
-    from warehouse import metrics, stock
+    from warehouse import stock
+    from warehouse.metrics import sinks as metrics
     from warehouse.cache import StockCache
     from warehouse.errors import InsufficientStock
 

@@ -331,7 +331,7 @@ def test_complete_count_of_a_bin_naming_no_items_empties_it(world):
 
 def test_pending_orm_changes_are_flushed_before_a_stock_statement(world):
     """A bin added through the ORM and not yet flushed is seen by the operation that uses it."""
-    from warehouse.models import Location, Warehouse
+    from warehouse.db.models import Location, Warehouse
 
     sku = world.add_sku()
     code = world.warehouse + "-ORM"

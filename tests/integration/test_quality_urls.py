@@ -14,7 +14,8 @@ from sqlalchemy.engine import make_url
 
 from tests.conftest import ADMIN_URL
 from tests.services import tcp_forwarder
-from warehouse import Database, quality
+from warehouse import Database
+from warehouse.quality import suites as quality
 
 pytestmark = pytest.mark.integration
 

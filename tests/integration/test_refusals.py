@@ -117,7 +117,7 @@ def test_a_hostile_value_is_refused_before_the_database_naming_its_field(world, 
 
 
 def test_expired_keys_are_pruned_in_batches_and_a_repeat_after_expiry_applies_again(world):
-    from warehouse import idempotency
+    from warehouse.stock import idempotency
 
     sku = world.stocked_sku(10)
     keys = [unique("old-key") for _ in range(5)]
@@ -147,7 +147,7 @@ def test_expired_keys_are_pruned_in_batches_and_a_repeat_after_expiry_applies_ag
 def test_a_date_before_the_history_floor_is_refused_naming_the_month_and_the_floor(world, when):
     from warehouse.errors import HistoryClosed
     from warehouse.settings import get_settings
-    from warehouse.validation import history_floor
+    from warehouse.stock.validation import history_floor
 
     sku, key = world.stocked_sku(5), unique("key")
     floor = history_floor(datetime.now(timezone.utc).date(), get_settings().retention_months)
@@ -162,7 +162,7 @@ def test_a_date_before_the_history_floor_is_refused_naming_the_month_and_the_flo
 
 
 def test_a_receipt_that_would_take_a_bin_past_the_maximum_is_refused_and_nothing_overflows(world):
-    from warehouse.validation import MAX_BALANCE, MAX_QUANTITY
+    from warehouse.stock.validation import MAX_BALANCE, MAX_QUANTITY
 
     sku, key = world.add_sku(), unique("key")
     with world.db.session() as s:  # fill one bin to the maximum, in whole calls

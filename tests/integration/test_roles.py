@@ -1,4 +1,4 @@
-"""Least privilege (warehouse.roles): each role logged in on its own, what it may do and what
+"""Least privilege (warehouse.db.roles): each role logged in on its own, what it may do and what
 PostgreSQL refuses it, against an open month and a closed one; a single-role database with
 stock converted by `cangflow db roles` without losing a row, and a rerun that changes nothing.
 
@@ -19,9 +19,13 @@ import pytest
 import warehouse
 from tests.builders import World
 from tests.conftest import RUN_TAG, _database
-from warehouse import history, partitions, roles, schema, snapshots, stock
-from warehouse.calendar import today
-from warehouse.partitions import add_months, month_start, partition_name
+from warehouse import snapshots, stock
+from warehouse.history import closing as history
+from warehouse.history import partitions
+from warehouse.db import roles
+from warehouse.db import schema
+from warehouse.history.calendar import today
+from warehouse.history.partitions import add_months, month_start, partition_name
 
 pytestmark = pytest.mark.integration
 
@@ -283,10 +287,10 @@ def test_db_roles_converts_a_single_role_database_with_stock_and_a_rerun_changes
 
 
 def test_the_quality_suites_read_as_the_reader_on_a_shared_url(closed_world):
-    """GX makes its own connections (warehouse.quality): they act as the reader too."""
+    """GX makes its own connections (warehouse.quality.suites): they act as the reader too."""
     from sqlalchemy import text
 
-    from warehouse import quality
+    from warehouse.quality import suites as quality
 
     reader = warehouse.connect(closed_world["url"], role="reader", pool_size=1)  # the superuser's URL
     try:
@@ -298,7 +302,7 @@ def test_the_quality_suites_read_as_the_reader_on_a_shared_url(closed_world):
 
 
 def test_a_role_without_a_url_never_falls_back_to_an_embedded_server_when_another_is_configured(tmp_path):
-    from warehouse.db import resolve_url
+    from warehouse.db.engine import resolve_url
     from warehouse.errors import InvalidArgument
     from warehouse.settings import Settings
 

@@ -7,8 +7,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from warehouse import schema
-from warehouse.models import Base
+from warehouse.db import schema
+from warehouse.db.models import Base
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from tests.builders import World
 from tests.integration.helpers import SNAPSHOTS_AGAINST_LEDGER
 from warehouse import snapshots, stock
 from warehouse.errors import InsufficientStock
-from warehouse.calendar import day_end, today
+from warehouse.history.calendar import day_end, today
 
 pytestmark = pytest.mark.integration
 

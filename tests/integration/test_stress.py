@@ -21,7 +21,8 @@ from sqlalchemy import text
 import warehouse
 from tests.builders import World
 from tests.integration.helpers import violations
-from warehouse import retry, stock
+from warehouse import stock
+from warehouse.db import retry
 from warehouse.errors import InsufficientStock
 
 pytestmark = pytest.mark.integration

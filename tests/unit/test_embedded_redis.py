@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from tests.services import redis_servers_of
-from warehouse import embedded
+from warehouse.db import embedded
 
 
 def test_commands_starting_at_once_share_one_embedded_redis_which_stop_stops(tmp_path):

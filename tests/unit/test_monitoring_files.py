@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from warehouse.metrics import DEFINITIONS
+from warehouse.metrics.sinks import DEFINITIONS
 
 MONITORING = Path(__file__).resolve().parents[2] / "deployments" / "monitoring"
 _NAME = re.compile(r"\bcangflow_[a-z0-9_]+")

@@ -1,6 +1,7 @@
 """Slow statements are counted by operation and logged by shape: never with their values."""
 
-from warehouse import metrics, slow_queries
+from warehouse.metrics import sinks as metrics
+from warehouse.db import slow_queries
 
 
 def test_shape_drops_strings_and_numbers_and_keeps_identifiers():

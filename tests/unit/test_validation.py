@@ -5,10 +5,10 @@ from decimal import Decimal
 
 import pytest
 
-from warehouse import validation
-from warehouse.catalog_import import read_rows
+from warehouse.stock import validation
+from warehouse.catalog.csv_import import read_rows
 from warehouse.errors import InvalidArgument, InvalidQuantity
-from warehouse.idempotency import request_hash, validate_key
+from warehouse.stock.idempotency import request_hash, validate_key
 from warehouse.stock.statements import COUNT_STATEMENT, DELTA_STATEMENT, SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
 
 

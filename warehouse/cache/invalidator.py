@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from ..outbox.consume import Message
-from .remote import RemoteCache
-from .stock_cache import StockCache
+from warehouse.outbox.consume import Message
+from warehouse.cache.remote import RemoteCache
+from warehouse.cache.stock_cache import StockCache
 
 STOCK_TOPIC = "stock.changed"
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import redis
 
-from .. import metrics
-from ..breaker import CircuitBreaker
-from .keys import Keys
+from warehouse.metrics import sinks as metrics
+from warehouse.redis.breaker import CircuitBreaker
+from warehouse.cache.keys import Keys
 
 # KEYS[1] value hash; ARGV: generation seen, version, available, load ms, expiry (epoch ms), ttl ms, negative
 _WRITE = """

@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from .keys import Keys
-from .remote import RemoteCache, Unavailable
+from warehouse.cache.keys import Keys
+from warehouse.cache.remote import RemoteCache, Unavailable
 
 KEEP_S = 3 * 3600
 

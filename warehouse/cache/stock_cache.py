@@ -33,16 +33,16 @@ from collections import OrderedDict
 
 from cachetools import TTLCache
 
-from .. import metrics
-from ..breaker import CircuitBreaker
-from ..db import Database
-from ..errors import UnknownItem
-from ..redis_client import connect_redis
-from ..settings import get_settings
-from .keys import Keys
-from .load import Loaded, load_one
-from .remote import WRITTEN, Entry, RemoteCache, Unavailable, now_ms
-from .stats import AccessStats
+from warehouse.metrics import sinks as metrics
+from warehouse.redis.breaker import CircuitBreaker
+from warehouse.db.engine import Database
+from warehouse.errors import UnknownItem
+from warehouse.redis.client import connect_redis
+from warehouse.settings import get_settings
+from warehouse.cache.keys import Keys
+from warehouse.cache.load import Loaded, load_one
+from warehouse.cache.remote import WRITTEN, Entry, RemoteCache, Unavailable, now_ms
+from warehouse.cache.stats import AccessStats
 
 XFETCH_BETA = 1.0
 LOCK_STRIPES = 256

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from .. import calendar
-from .load import load_many
-from .remote import STALE, WRITTEN, now_ms, pack
-from .stock_cache import StockCache
+from warehouse.history import calendar
+from warehouse.cache.load import load_many
+from warehouse.cache.remote import STALE, WRITTEN, now_ms, pack
+from warehouse.cache.stock_cache import StockCache
 
 CHUNK = 1000
 LOAD_SLICE = 10_000

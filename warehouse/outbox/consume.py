@@ -21,9 +21,9 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .. import metrics
-from ..cache.keys import Keys
-from ..db import Database
+from warehouse.metrics import sinks as metrics
+from warehouse.cache.keys import Keys
+from warehouse.db.engine import Database
 
 # Entries delivered to a consumer that died are taken over after this long without an ack.
 CLAIM_IDLE_MS = 30_000
@@ -70,7 +70,7 @@ class Consumed:
 def member() -> str:
     """This relay's name in the consumer groups: CANGFLOW_RELAY_CONSUMER, or the host's name.
     Stable, so a run every minute or a restarted service is one member, not one per process."""
-    from ..settings import get_settings
+    from warehouse.settings import get_settings
 
     return get_settings().relay_consumer or socket.gethostname()
 

@@ -15,8 +15,8 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .. import metrics
-from ..cache.keys import Keys
+from warehouse.metrics import sinks as metrics
+from warehouse.cache.keys import Keys
 
 _CLAIM = text("""
 SELECT id, topic, message_key, operation_id, payload, created_at, attempts

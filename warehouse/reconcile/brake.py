@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ..settings import get_settings
-from .runs import RunSettings
+from warehouse.settings import get_settings
+from warehouse.reconcile.runs import RunSettings
 
 _FIGURES = text("""
 WITH due AS (

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .feed import Problem, quoted
+from warehouse.reconcile.feed import Problem, quoted
 
 SHOWN = 50
 CODE_MAX = 64

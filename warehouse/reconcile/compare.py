@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .feed import quoted
+from warehouse.reconcile.feed import quoted
 
 _DIFF = """
 WITH feed AS {materialized} (

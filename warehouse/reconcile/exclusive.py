@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from ..db import Database
-from ..errors import WarehouseError
+from warehouse.db.engine import Database
+from warehouse.errors import WarehouseError
 
 # The first key of our two-key advisory locks: "CGR" plus a kind, so they never meet the
 # locks of other code in the same database.
@@ -69,7 +69,7 @@ class Hold:
     def sweep(self) -> list[str]:
         """Drop the staging tables other runs' killed attempts left, each only while holding its
         run's lock (a run being retried right now keeps its table)."""
-        from .feed import STAGING_TABLES, quoted_name, staging_run
+        from warehouse.reconcile.feed import STAGING_TABLES, quoted_name, staging_run
 
         names = [row[0] for row in self._connection.execute(STAGING_TABLES).fetchall()]
         owners = {name: staging_run(name) for name in names}

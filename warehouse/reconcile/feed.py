@@ -21,8 +21,8 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ..errors import WarehouseError
-from ..roles import STAGING_SCHEMA
+from warehouse.errors import WarehouseError
+from warehouse.db.roles import STAGING_SCHEMA
 
 HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
 CHUNK = 1 << 20

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .. import calendar
+from warehouse.history import calendar
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .. import stock
-from ..catalog import ensure_location
-from ..errors import InvalidArgument, WarehouseError
+from warehouse import stock
+from warehouse.catalog import ensure_location
+from warehouse.errors import InvalidArgument, WarehouseError
 
 ERP_TOPIC = "erp.adjustment"
 

@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ..settings import get_settings
-from .feed import quoted
+from warehouse.settings import get_settings
+from warehouse.reconcile.feed import quoted
 
 # Runs after the row checks, so every quantity is a whole number of at most 13 digits.
 _MEASURE = """

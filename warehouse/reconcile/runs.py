@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .feed import FeedRejected
+from warehouse.reconcile.feed import FeedRejected
 
 _TOLERANCES = text("""
 SELECT coalesce(string_agg(concat_ws(':', sku_id, category, abs_qty, pct), ',' ORDER BY sku_id, category), '')
@@ -113,7 +113,7 @@ def mark(session: Session, run_id: int, status: str, **figures: Any) -> None:
 def forget_staging(session: Session, run_id: int) -> list[str]:
     """Drop every staging table of this run: this attempt's, and any an attempt that was
     killed left. The caller holds the run's lock (`exclusive`): no attempt of it is alive."""
-    from .feed import STAGING_TABLES, staging_run
+    from warehouse.reconcile.feed import STAGING_TABLES, staging_run
 
     dropped = sorted(name for name in session.execute(text(STAGING_TABLES)).scalars() if staging_run(name) == run_id)
     for name in dropped:
@@ -122,7 +122,7 @@ def forget_staging(session: Session, run_id: int) -> list[str]:
 
 
 def drop_staging(session: Session, staging: str) -> None:
-    from .feed import quoted, staging_run
+    from warehouse.reconcile.feed import quoted, staging_run
 
     if staging_run(staging) is None:
         raise ValueError(f"{staging!r} is not a staging table")

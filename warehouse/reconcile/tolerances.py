@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .feed import FeedRejected, Problem
+from warehouse.reconcile.feed import FeedRejected, Problem
 
 HEADER = ["sku", "category", "abs", "pct"]
 

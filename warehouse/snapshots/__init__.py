@@ -1,12 +1,12 @@
 """Daily stock snapshots: build, verify, find what backdated movements made stale, read."""
 
-from .audit import ChainAudit, audit_chain, repair
-from .backdated import mark_backdated, mark_dirty
-from .build import DayBuilt, build_day
-from .checked import SnapshotCheckFailed, build_checked_day
-from .plan import SnapshotPlan, plan_run
-from .read import on_hand_as_of
-from .verify import CheckResult, Mismatch, verify_day, verify_latest
+from warehouse.snapshots.audit import ChainAudit, audit_chain, repair
+from warehouse.snapshots.backdated import mark_backdated, mark_dirty
+from warehouse.snapshots.build import DayBuilt, build_day
+from warehouse.snapshots.checked import SnapshotCheckFailed, build_checked_day
+from warehouse.snapshots.plan import SnapshotPlan, plan_run
+from warehouse.snapshots.read import on_hand_as_of
+from warehouse.snapshots.verify import CheckResult, Mismatch, verify_day, verify_latest
 
 __all__ = [
     "ChainAudit",

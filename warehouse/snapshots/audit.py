@@ -21,10 +21,10 @@ from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
-from . import locks, statements
-from .backdated import mark_dirty
-from .history_floor import first_retained_day
-from .verify import verify_day
+from warehouse.snapshots import locks, statements
+from warehouse.snapshots.backdated import mark_dirty
+from warehouse.snapshots.history_floor import first_retained_day
+from warehouse.snapshots.verify import verify_day
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from datetime import date
 
 from sqlalchemy.orm import Session
 
-from ..calendar import zone_name
-from ..settings import get_settings
-from . import locks, statements
-from .watermark import safe_watermark
+from warehouse.history.calendar import zone_name
+from warehouse.settings import get_settings
+from warehouse.snapshots import locks, statements
+from warehouse.snapshots.watermark import safe_watermark
 
 
 def mark_backdated(session: Session) -> list[date]:

@@ -10,13 +10,13 @@ from datetime import date, datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ..errors import InvalidArgument
-from ..settings import get_settings
-from . import locks, statements
-from .. import calendar
-from ..calendar import day_end
-from .history_floor import first_retained_day
-from .watermark import safe_watermark
+from warehouse.errors import InvalidArgument
+from warehouse.settings import get_settings
+from warehouse.snapshots import locks, statements
+from warehouse.history import calendar
+from warehouse.history.calendar import day_end
+from warehouse.snapshots.history_floor import first_retained_day
+from warehouse.snapshots.watermark import safe_watermark
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from datetime import date
 
 from sqlalchemy.orm import Session
 
-from ..errors import WarehouseError
-from .build import DayBuilt, build_day
-from .verify import CheckResult, verify_day
+from warehouse.errors import WarehouseError
+from warehouse.snapshots.build import DayBuilt, build_day
+from warehouse.snapshots.verify import CheckResult, verify_day
 
 
 class SnapshotCheckFailed(WarehouseError):

@@ -10,12 +10,12 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .. import partitions
-from ..errors import InvalidArgument
-from .backdated import mark_backdated
-from .build import require_ended
-from .. import calendar
-from ..calendar import day_of, days_between
+from warehouse.history import partitions
+from warehouse.errors import InvalidArgument
+from warehouse.snapshots.backdated import mark_backdated
+from warehouse.snapshots.build import require_ended
+from warehouse.history import calendar
+from warehouse.history.calendar import day_of, days_between
 
 MAX_RANGE_DAYS = 3660
 

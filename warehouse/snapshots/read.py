@@ -13,7 +13,7 @@ rebuild in between cannot be counted twice), and its plan is prepared once and r
   cost several times the execution). The generic plan evaluates the casts at executor start
   and drops the other partitions before setting up their scans; bounds that come from
   snapshot_day itself prune only at run time, after every partition's scan was set up.
-- Days are business days (`warehouse.calendar`). The day of `as_of` and the first instant of
+- Days are business days (`warehouse.history.calendar`). The day of `as_of` and the first instant of
   `since` are computed here and bound as text like the other bounds; the end of the base day,
   which only the statement knows, is `cangflow_day_start(day + 1, zone)` (migration 0009: the
   same instant as `calendar.day_start`, also where DST makes local midnight skipped or twice).
@@ -37,10 +37,10 @@ from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
 
-from .. import raw_sql
-from ..errors import InvalidArgument
-from ..calendar import day_of, day_start, zone_name
-from .history_floor import first_day_after
+from warehouse.db import raw_sql
+from warehouse.errors import InvalidArgument
+from warehouse.history.calendar import day_of, day_start, zone_name
+from warehouse.snapshots.history_floor import first_day_after
 
 _AS_OF = "CAST(CAST(:as_of AS text) AS timestamptz)"
 _DAY = "CAST(CAST(:day AS text) AS date)"  # the business day of as_of

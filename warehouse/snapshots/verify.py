@@ -16,9 +16,9 @@ from datetime import date
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from . import locks, statements
-from .build import increment_params
-from ..calendar import day_end
+from warehouse.snapshots import locks, statements
+from warehouse.snapshots.build import increment_params
+from warehouse.history.calendar import day_end
 
 SHOWN = 20
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ..errors import WarehouseError
+from warehouse.errors import WarehouseError
 
 _SAFE = text("""
 SELECT least(clock_timestamp(),

@@ -11,13 +11,14 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .. import idempotency, raw_sql
-from ..db import touch_stock
-from ..errors import HistoryClosed, InsufficientStock, InvalidQuantity, WarehouseError
-from ..validation import MAX_BALANCE
-from .resolve import Resolved, flush_pending
-from .result import MovementLine, StockChange
-from .statements import RENDERED
+from warehouse.stock import idempotency
+from warehouse.db import raw_sql
+from warehouse.db.engine import touch_stock
+from warehouse.errors import HistoryClosed, InsufficientStock, InvalidQuantity, WarehouseError
+from warehouse.stock.validation import MAX_BALANCE
+from warehouse.stock.resolve import Resolved, flush_pending
+from warehouse.stock.result import MovementLine, StockChange
+from warehouse.stock.statements import RENDERED
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,14 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from .. import validation
-from ..errors import InvalidArgument
-from ..idempotency import validate_key
-from ..retry import conflicts_are_retryable
-from . import execute
-from .resolve import Item, Resolved, resolve
-from .result import StockChange
-from .statements import DELTA_STATEMENT, ENSURE_ROWS
+from warehouse.stock import validation
+from warehouse.errors import InvalidArgument
+from warehouse.stock.idempotency import validate_key
+from warehouse.db.retry import conflicts_are_retryable
+from warehouse.stock import execute
+from warehouse.stock.resolve import Item, Resolved, resolve
+from warehouse.stock.result import StockChange
+from warehouse.stock.statements import DELTA_STATEMENT, ENSURE_ROWS
 
 
 def _required_location(location: object) -> str:

@@ -7,10 +7,10 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from .. import validation
-from ..errors import UnknownItem
-from ..snapshots.read import on_hand_as_of
-from .resolve import Item, flush_pending, resolve
+from warehouse.stock import validation
+from warehouse.errors import UnknownItem
+from warehouse.snapshots.read import on_hand_as_of
+from warehouse.stock.resolve import Item, flush_pending, resolve
 
 _FILTER = """
     {t}.warehouse_id = :warehouse_id AND {t}.sku_id = :sku_id

@@ -1,7 +1,7 @@
 """Codes to ids in one round trip, before any lock is taken; unknown codes are named.
 
 Ids of master data never change and rows are never deleted, so a Database keeps the ids it has
-seen in an `IdCache` (see `warehouse.id_cache`) and skips the round trip next time.
+seen in an `IdCache` (see `warehouse.db.id_cache`) and skips the round trip next time.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ..errors import UnknownItem
-from ..id_cache import IdCache
+from warehouse.errors import UnknownItem
+from warehouse.db.id_cache import IdCache
 
 
 @dataclass(frozen=True)

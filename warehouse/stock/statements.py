@@ -33,7 +33,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_dialect
 
-from ..validation import MAX_BALANCE
+from warehouse.stock.validation import MAX_BALANCE
 
 AVAILABLE = "{t}.on_hand - {t}.reserved"
 RESERVED = "{t}.reserved"

@@ -13,14 +13,15 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from .. import metrics, validation
-from ..errors import ConcurrentConflict, InvalidArgument, WarehouseError
-from ..idempotency import validate_key
-from ..retry import conflicts_are_retryable
-from . import execute
-from .resolve import Item, resolve
-from .result import StockChange
-from .statements import SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
+from warehouse.metrics import sinks as metrics
+from warehouse.stock import validation
+from warehouse.errors import ConcurrentConflict, InvalidArgument, WarehouseError
+from warehouse.stock.idempotency import validate_key
+from warehouse.db.retry import conflicts_are_retryable
+from warehouse.stock import execute
+from warehouse.stock.resolve import Item, resolve
+from warehouse.stock.result import StockChange
+from warehouse.stock.statements import SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
 
 MAX_ORDER_LINES = 10_000
 

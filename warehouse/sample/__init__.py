@@ -1,0 +1,1 @@
+"""The demo's sample: realistic master data and history, loaded by set."""
