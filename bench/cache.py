@@ -50,7 +50,7 @@ from bench.common import add_database_arguments, bench_database
 from warehouse.metrics import sinks as metrics
 from warehouse.db import schema
 from warehouse.cache import StockCache, warmup
-from warehouse.cache.keys import Keys
+from warehouse.redis.keys import Keys
 from warehouse.cache.remote import _WRITE  # the cache's guarded write, for the Lua floor
 from warehouse.redis.client import connect_redis
 

@@ -299,7 +299,7 @@ def test_two_relays_at_once_publish_each_message_once(cache, db, world):
 
 
 def test_a_failed_publish_is_recorded_and_backed_off(db, world, namespace):
-    from warehouse.cache.keys import Keys
+    from warehouse.redis.keys import Keys
     from warehouse.redis.client import connect_redis
 
     sku = world.stocked_sku(5)

@@ -1,6 +1,6 @@
 """The two-level stock cache (in-process + Redis) in front of PostgreSQL."""
 
-from warehouse.cache.keys import Keys
+from warehouse.redis.keys import Keys
 from warehouse.cache.remote import Entry, RemoteCache, Unavailable
 from warehouse.cache.stock_cache import StockCache
 

@@ -24,7 +24,7 @@ import redis
 
 from warehouse.metrics import sinks as metrics
 from warehouse.redis.breaker import CircuitBreaker
-from warehouse.cache.keys import Keys
+from warehouse.redis.keys import Keys
 
 # KEYS[1] value hash; ARGV: generation seen, version, available, load ms, expiry (epoch ms), ttl ms, negative
 _WRITE = """

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from warehouse.cache.keys import Keys
+from warehouse.redis.keys import Keys
 from warehouse.cache.remote import RemoteCache, Unavailable
 
 KEEP_S = 3 * 3600

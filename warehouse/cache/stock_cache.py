@@ -39,7 +39,7 @@ from warehouse.db.engine import Database
 from warehouse.errors import UnknownItem
 from warehouse.redis.client import connect_redis
 from warehouse.settings import get_settings
-from warehouse.cache.keys import Keys
+from warehouse.redis.keys import Keys
 from warehouse.cache.load import Loaded, load_one
 from warehouse.cache.remote import WRITTEN, Entry, RemoteCache, Unavailable, now_ms
 from warehouse.cache.stats import AccessStats

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from warehouse.metrics import sinks as metrics
-from warehouse.cache.keys import Keys
+from warehouse.redis.keys import Keys
 from warehouse.db.engine import Database
 
 # Entries delivered to a consumer that died are taken over after this long without an ack.

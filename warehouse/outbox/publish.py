@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from warehouse.metrics import sinks as metrics
-from warehouse.cache.keys import Keys
+from warehouse.redis.keys import Keys
 
 _CLAIM = text("""
 SELECT id, topic, message_key, operation_id, payload, created_at, attempts
