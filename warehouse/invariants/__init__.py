@@ -1,4 +1,34 @@
-"""Set-based checks of DESIGN.md's invariants 1-3; `check()` returns every violation found."""
+"""The promises cangflow keeps about stock, each with where it is enforced, and `check()`: the
+set-based proof of the first two over the whole database (every violation found, not the first).
+
+1. Stock never goes negative: `0 <= reserved <= on_hand` on every balance row.
+   Constraint: `ck_stock_balance_*` (migration 0001). Statement: the guarded UPDATEs of
+   `warehouse/stock/statements.py` refuse before the constraint would. Suite:
+   `expectations/stock_balance.py`. Check: `balance_range` below. Tests:
+   `tests/integration/test_concurrency.py` (16 workers, with a naive negative control).
+2. The ledger equals the balance: each balance is its opening balance plus its retained
+   movements, written by one statement with its outbox message. Statement: the CTEs of
+   `warehouse/stock/statements.py`. Checks: `balance_equals_ledger` and
+   `movement_has_outbox_message` below, run by the books check
+   (`warehouse/stock/books.py`, the nightly's gate). Tests: `tests/integration/test_stateful.py`,
+   `test_stress.py`.
+3. A key applies once: a repeat returns the first result, other arguments are a conflict.
+   Constraint: the primary key of `idempotency_key`. Statement: `warehouse/stock/idempotency.py`.
+   Check: `key_applied_once` below. Tests: `tests/integration/test_operations.py` (repeated and conflicting keys).
+4. A refused call writes nothing, not even its key. Statement: `warehouse/stock/execute.py`
+   (a refusal rolls back to before the claim). Tests: `tests/integration/test_refusals.py`.
+5. Closed history is read-only, in the database. Trigger: `cangflow_refuse_closed_history`
+   (migrations 0002, 0010; attached by `warehouse/history/closing.py`). Privileges: the app role
+   may not update, delete, truncate or alter the ledger (`warehouse/db/roles.py`). Tests:
+   `tests/integration/test_history.py`, `test_roles.py`.
+6. The books add up across retention: no change dated before the history floor, and the
+   opening balance plus the retained movements is the balance. Trigger:
+   `cangflow_refuse_retired_history` (migration 0007). Check: `balance_equals_ledger`.
+   Tests: `tests/integration/test_history.py` (month 25), `tests/flows/test_lifecycle.py`.
+7. Every job can be killed and rerun without doubling. Statement: unique keys and
+   `ON CONFLICT` in each job's writes. Tests: `tests/flows/test_snapshot_kill.py`,
+   `test_reconcile_kill.py`.
+"""
 
 from __future__ import annotations
 
