@@ -1,5 +1,5 @@
 """The promises cangflow keeps about stock, each with where it is enforced, and `check()`: the
-set-based proof of the first two over the whole database (every violation found, not the first).
+set-based proof of promises 1-3 over the whole database (every violation found, not the first).
 
 1. Stock never goes negative: `0 <= reserved <= on_hand` on every balance row.
    Constraint: `ck_stock_balance_*` (migration 0001). Statement: the guarded UPDATEs of
