@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+from warehouse.db import raw_sql
 
 _ONE = text("""
 SELECT w.id IS NOT NULL AND s.id IS NOT NULL AS known,
@@ -59,7 +60,7 @@ def load_many(session: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str,
     pairs the ORM layer's per-row cost was as large as the query)."""
     if not pairs:
         return {}
-    cursor = session.connection().connection.dbapi_connection.cursor()
+    cursor = raw_sql.driver(session).cursor()
     try:
         if len(pairs) > BIG_BATCH:
             # The planner cannot see how many pairs the arrays hold and plans index probes per

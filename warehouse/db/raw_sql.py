@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import psycopg
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -16,9 +17,22 @@ from warehouse.db import slow_queries
 from warehouse.settings import get_settings
 
 
+def driver(session: Session) -> psycopg.Connection:
+    """The psycopg connection under `session`'s transaction (COPY, prepared statements, quoting):
+    the one way code reaches the driver, so what it relies on is written down once."""
+    return driver_of(session.connection())
+
+
+def driver_of(connection: Connection) -> psycopg.Connection:
+    """The psycopg connection under a SQLAlchemy Connection."""
+    raw = connection.connection.dbapi_connection
+    assert isinstance(raw, psycopg.Connection), f"cangflow runs on psycopg 3, not {type(raw).__name__}"
+    return raw
+
+
 def fetchone(session: Session, rendered: str, params: dict[str, Any]) -> tuple | None:
     """The first row of `rendered` (psycopg %(name)s placeholders), prepared on the server."""
-    cursor = session.connection().connection.dbapi_connection.cursor()
+    cursor = driver(session).cursor()
     started = time.perf_counter()
     try:
         row = cursor.execute(rendered, params, prepare=True).fetchone()

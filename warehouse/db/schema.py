@@ -13,6 +13,7 @@ from warehouse.history import partitions
 from warehouse.db import roles
 from warehouse.db.engine import Database
 from warehouse.errors import SchemaNotCurrent
+from warehouse.db import raw_sql
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Concurrent `db upgrade` runs (two workers starting at once) take turns on this lock.
@@ -68,7 +69,7 @@ def grant_roles(db: Database) -> bool:
     """On a database with the three roles, give the app and the reader their privileges on
     what the migrations just made (`warehouse.db.roles.grant`); whether it did."""
     with db.engine.connect() as connection:
-        raw = connection.connection.dbapi_connection
+        raw = raw_sql.driver_of(connection)
         done = roles.grant_if_converted(raw, roles.RoleNames.from_settings())
         raw.commit()
     return done

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from warehouse.history import partitions
 from warehouse.errors import InvalidArgument, WarehouseError
 from warehouse.history.partitions import add_months, month_label, month_start, partition_name
+from warehouse.db import raw_sql
 
 ROW_TRIGGER = "cangflow_history_closed"
 TRUNCATE_TRIGGER = "cangflow_history_closed_truncate"
@@ -100,7 +101,7 @@ FROM snapshot_day d WHERE d.snapshot_date = :day
 def _late_movements(session: Session, month: date, watermark) -> int:
     """Movements of the month recorded at or after the watermark (not in the snapshot); with
     no watermark, all of the month's movements."""
-    raw = session.connection().connection.dbapi_connection
+    raw = raw_sql.driver(session)
     query = sql.SQL("SELECT count(*) FROM {} WHERE recorded_at >= {}").format(
         sql.Identifier(partition_name("stock_movement", month)), sql.Literal(watermark or "-infinity"))
     return session.connection().exec_driver_sql(query.as_string(raw)).scalar()

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from warehouse.history import calendar
+from warehouse.db import raw_sql
 
 # Each partitioned table and the column (and its type) it is partitioned on.
 PARTITIONED_TABLES = {"stock_movement": "occurred_at", "stock_snapshot": "snapshot_date"}
@@ -64,7 +65,7 @@ def bounds(table: str, month: date) -> tuple[date | datetime, date | datetime]:
 
 
 def execute_ddl(session: Session, statement: sql.Composable) -> None:
-    raw = session.connection().connection.dbapi_connection
+    raw = raw_sql.driver(session)
     session.connection().exec_driver_sql(statement.as_string(raw))
 
 
@@ -118,7 +119,7 @@ def rows_in_default(session: Session, table: str) -> dict[date, int]:
         else "CAST(date_trunc('month', {col}) AS date)"
     statement = sql.SQL("SELECT " + month_of + ", count(*) FROM {default} GROUP BY 1 ORDER BY 1").format(
         col=sql.Identifier(column), zone=sql.Literal(calendar.zone_name()), default=sql.Identifier(default_name(table)))
-    raw = session.connection().connection.dbapi_connection
+    raw = raw_sql.driver(session)
     rows = session.connection().exec_driver_sql(statement.as_string(raw)).all()
     return {month: count for month, count in rows}
 

@@ -30,6 +30,7 @@ from warehouse.errors import WarehouseError
 from warehouse.history.closing import closed_months, record_state
 from warehouse.history.partitions import add_months, month_label
 from warehouse.stock.validation import history_floor
+from warehouse.db import raw_sql
 
 ARCHIVE_SCHEMA = "archive"
 
@@ -83,7 +84,7 @@ def detach(db: Database, partition: partitions.Partition, *, lock_timeout_ms: in
     if concurrently:
         # Cannot run inside a transaction block: its own autocommit connection.
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            raw = connection.connection.dbapi_connection
+            raw = raw_sql.driver_of(connection)
             statement = sql.SQL("ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY").format(**identifiers)
             connection.exec_driver_sql(statement.as_string(raw))
     return concurrently

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from warehouse.reconcile.feed import Problem, quoted
+from warehouse.db import raw_sql
 
 SHOWN = 50
 CODE_MAX = 64
@@ -130,7 +131,7 @@ WHERE status = 'done' AND id <> :run AND (warehouse_ids && CAST(:warehouses AS b
 
 
 def _query(session: Session, template: str, table: str, params: dict | None = None):
-    cursor = session.connection().connection.dbapi_connection.cursor()
+    cursor = raw_sql.driver(session).cursor()
     cursor.execute(template.format(table=table), params or {})
     return cursor
 

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from warehouse.reconcile.feed import quoted
+from warehouse.db import raw_sql
 
 _DIFF = """
 WITH feed AS {materialized} (
@@ -119,7 +120,7 @@ def compare(session: Session, run_id: int, staging: str, *, as_of: datetime, tol
     session.execute(text("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true), "
                          "set_config('enable_mergejoin', 'off', true)"))
     table = quoted(session, staging)
-    cursor = session.connection().connection.dbapi_connection.cursor()
+    cursor = raw_sql.driver(session).cursor()
     try:
         warehouses = warehouse_ids
         if warehouses is None:  # the feed's scope, when the caller has not measured it

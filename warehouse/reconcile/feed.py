@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from warehouse.errors import WarehouseError
 from warehouse.db.roles import STAGING_SCHEMA
+from warehouse.db import raw_sql
 
 HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
 CHUNK = 1 << 20
@@ -147,7 +148,7 @@ def staging_run(name: str) -> int | None:
 
 
 def quoted(session: Session, name: str) -> str:
-    return quoted_name(session.connection().connection.dbapi_connection, name)
+    return quoted_name(raw_sql.driver(session), name)
 
 
 def quoted_name(connection: psycopg.Connection, name: str) -> str:
@@ -169,7 +170,7 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
     session.execute(text(f"DROP TABLE IF EXISTS {table}"))
     session.execute(text(f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, "
                          "warehouse text, sku text, lot text, quantity text, as_of text)"))
-    raw = session.connection().connection.dbapi_connection
+    raw = raw_sql.driver(session)
     statement = (f"COPY {table} (warehouse, sku, lot, quantity, as_of) FROM STDIN "
                  "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')")
     try:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from warehouse.settings import get_settings
 from warehouse.reconcile.feed import quoted
+from warehouse.db import raw_sql
 
 # Runs after the row checks, so every quantity is a whole number of at most 13 digits.
 _MEASURE = """
@@ -74,7 +75,7 @@ class Bounds:
 
 def measure(session: Session, staging: str) -> Profile:
     """One pass over the staged (and row-checked) feed."""
-    cursor = session.connection().connection.dbapi_connection.cursor()
+    cursor = raw_sql.driver(session).cursor()
     try:
         rows, zeros, mean, warehouses = cursor.execute(_MEASURE.format(table=quoted(session, staging))).fetchone()
     finally:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from warehouse.history import calendar
 from warehouse.history import partitions
 from warehouse.errors import InvalidArgument
+from warehouse.db import raw_sql
 
 WAREHOUSES = ("DEMO-EAST", "DEMO-WEST")
 # (category, share of its SKUs tracked by lot): food and medicine expire, cables do not.
@@ -95,7 +96,7 @@ def load_sample(session: Session, *, skus: int = 5000, bins_per_warehouse: int =
         return _summary(session, time.perf_counter() - started, already_loaded=True)
     today = today or calendar.today()
     rng, weights = np.random.default_rng(seed), popularity(skus, seed)
-    raw = session.connection().connection.dbapi_connection
+    raw = raw_sql.driver(session)
     warehouse_ids, bin_ids = _warehouses_and_bins(session, raw, bins_per_warehouse)
     sku_ids, lots = _skus_and_lots(session, raw, rng, skus, today)
     rows = _balance_rows(session, raw, rng, weights, warehouse_ids, bin_ids, sku_ids, lots)

@@ -16,6 +16,7 @@ from warehouse.snapshots.backdated import mark_backdated
 from warehouse.snapshots.build import require_ended
 from warehouse.history import calendar
 from warehouse.history.calendar import day_of, days_between
+from warehouse.db import raw_sql
 
 MAX_RANGE_DAYS = 3660
 
@@ -105,7 +106,7 @@ def first_movement_day(session: Session) -> date | None:
     """The day of the oldest movement: the default partition's oldest, and the oldest of the
     first monthly partition that has rows (no index leads with occurred_at, so a min() over
     the whole ledger would read all of it)."""
-    raw = session.connection().connection.dbapi_connection
+    raw = raw_sql.driver(session)
     every = partitions.attached(session, "stock_movement")
     ordered = [p for p in every if p.month is None] + [p for p in every if p.month is not None]
     found: list[datetime] = []
