@@ -357,17 +357,11 @@ def run_reconcile(
 def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every line, not only the open ones")) -> None:
     """Open adjustment order lines (waiting for approval, or sent to the ERP and not yet
     acknowledged), or all of them, with the run, feed and as_of each came from."""
-    from sqlalchemy import text
+    from warehouse.reconcile import listing
 
     db = _database("reader")
     with db.session() as session:
-        rows = session.execute(text("""
-            SELECT l.id, o.run_id, r.feed_name, r.as_of, now() - r.as_of AS age, w.code AS warehouse, s.code AS sku,
-                   lot.code AS lot, l.wms_qty, l.erp_qty, l.delta, l.status, l.superseded_by_run
-            FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
-            JOIN reconciliation_run r ON r.id = o.run_id
-            JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
-            WHERE :all OR l.status IN ('pending_approval', 'held', 'for_erp') ORDER BY l.id LIMIT 1000"""), {"all": all_lines}).all()
+        rows = listing.lines(session, all_lines=all_lines)
     typer.echo(f"{'id':>8} {'run':>6} {'feed':<20} {'as_of':<20} {'age':>6} {'warehouse':<12} {'sku':<16} {'lot':<10} "
                f"{'wms':>9} {'erp':>9} {'delta':>9}  status")
     for r in rows:
@@ -418,12 +412,11 @@ def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | N
     for line_id in ids:
         try:
             with db.session() as session:
-                status = orders.decide(session, line_id, approve=approve, by=who, note=reason)
-                if approve and status == "approved":
-                    applied = orders.apply_line(session, line_id, reconcile_location=get_settings().reconcile_location, by=who)
-                    status = applied.status + (f": {applied.reason}" if applied.reason else "")
-                elif status == "for_erp":
-                    status = "sent to the ERP (for_erp)"
+                settled = orders.settle(session, line_id, approve=approve, by=who, note=reason,
+                                        reconcile_location=get_settings().reconcile_location)
+            status = settled.status + (f": {settled.reason}" if settled.reason else "")
+            if settled.status == "for_erp":
+                status = "sent to the ERP (for_erp)"
         except WarehouseError as error:
             status, problems = f"refused: {error}", problems + 1
         if status.startswith("failed"):
@@ -456,18 +449,11 @@ def adjustments_reject(
 @adjustments_app.command("show")
 def adjustments_show(line_id: int = typer.Argument(...)) -> None:
     """One line: where it came from, what it asks, what was decided and applied."""
-    from sqlalchemy import text
+    from warehouse.reconcile import listing
 
     db = _database("reader")
     with db.session() as session:
-        row = session.execute(text("""
-            SELECT l.id, o.run_id, r.feed_name, r.as_of, r.truth, w.code AS warehouse, s.code AS sku, lot.code AS lot,
-                   l.wms_qty, l.erp_qty, l.delta, l.status, l.reason, l.decided_by, l.decided_at, l.movement_ids,
-                   l.superseded_by_run, l.acknowledged_at
-            FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id
-            JOIN reconciliation_run r ON r.id = o.run_id
-            JOIN warehouse w ON w.id = l.warehouse_id JOIN sku s ON s.id = l.sku_id LEFT JOIN lot ON lot.id = l.lot_id
-            WHERE l.id = :line"""), {"line": line_id}).mappings().first()
+        row = listing.line(session, line_id)
     if row is None:
         fail(f"no adjustment order line {line_id}", ExitCode.CHECK_FAILED)
     for key, value in row.items():
@@ -498,14 +484,12 @@ def history_reopen(
 @history_app.command("status")
 def history_status() -> None:
     """Closed months, and the audit trail of openings and closings."""
-    from sqlalchemy import text
-
     from warehouse.history import closing as history
 
     db = _database("reader")
     with db.session() as session:
         closed = history.closed_months(session)
-        audit = session.execute(text("SELECT month, action, reason, actor, at FROM history_audit ORDER BY at DESC LIMIT 20")).all()
+        audit = history.audit_trail(session, limit=20)
     typer.echo("closed months: " + (", ".join(f"{m:%Y-%m}" for m in closed) or "none"))
     for row in audit:
         typer.echo(f"  {row.at:%Y-%m-%d %H:%M} {row.month:%Y-%m} {row.action:<9} {row.actor}: {row.reason or ''}")

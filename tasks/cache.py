@@ -12,6 +12,7 @@ from warehouse.metrics import sinks as metrics
 from warehouse.cache import StockCache
 from warehouse.cache.invalidator import CacheInvalidator
 from warehouse.cache.warmup import hot_set, warm
+from warehouse.reconcile import orders
 from warehouse.settings import get_settings
 
 from .database import database, secret_url
@@ -70,7 +71,7 @@ def prune_outbox() -> dict:
     keep_s = settings.outbox_retention_days * 86400
     with database().session() as session:
         messages, consumed = outbox.prune(session, keep_s=keep_s)
-    trimmed = outbox.trim_streams(cache.remote.client, cache.keys, list(CacheInvalidator.topics) + ["erp.adjustment"],
+    trimmed = outbox.trim_streams(cache.remote.client, cache.keys, list(CacheInvalidator.topics) + [orders.ERP_TOPIC],
                                   keep_s=keep_s)
     idle = outbox.prune_idle_members(cache.remote.client, cache.keys, CacheInvalidator(cache.remote),
                                      idle_ms=int(settings.relay_idle_consumer_days * 86_400_000))

@@ -53,17 +53,9 @@ def role_passwords(names: RoleNames) -> dict[Role, str | None]:
 def bound_statements(db: Database) -> None:
     """Every connection of the flows' engine gets CANGFLOW_JOB_STATEMENT_TIMEOUT_S as its
     statement_timeout (a session default; a task may still SET LOCAL a longer one)."""
-    from sqlalchemy import event
-
     from warehouse.settings import get_settings
 
-    timeout_ms = int(get_settings().job_statement_timeout_s * 1000)
-
-    @event.listens_for(db.engine, "connect")
-    def _bound(dbapi_connection, _record) -> None:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET statement_timeout = {timeout_ms}")
-        dbapi_connection.commit()
+    db.bound_statements(get_settings().job_statement_timeout_s)
 
 
 def secret_url(setting: str) -> str | None:

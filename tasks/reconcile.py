@@ -146,7 +146,8 @@ def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
     outcome = {"applied": 0, "failed": 0}
     for line_id in lines:
         with database().session() as session:
-            applied = orders.apply_line(session, line_id, reconcile_location=location, by="reconciliation (auto-approved)")
+            applied = orders.settle(session, line_id, approve=True, by="reconciliation (auto-approved)",
+                                    reconcile_location=location)
         outcome[applied.status] = outcome.get(applied.status, 0) + 1
     return outcome
 

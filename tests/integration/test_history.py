@@ -303,6 +303,17 @@ def test_reopen_is_audited_takes_changes_and_the_next_rollover_closes_it_after_a
             stock.receive(s, warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], occurred_at=mid(closed))
 
 
+def test_history_status_shows_the_closed_months_and_the_audit_trail_as_the_reader(rolled, capsys):
+    """After the reopening above: `cangflow history status` (run as the reader role) names the
+    closed months and the reopening with its reason."""
+    from flows.cli import main as cangflow
+
+    assert cangflow(["history", "status"]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("closed months: ") and month_label(closed_month()) in shown.splitlines()[0]
+    assert "reopened" in shown and "ERP correction ticket 4711" in shown
+
+
 def test_a_ddl_step_gives_up_on_a_busy_table_instead_of_waiting_and_succeeds_once_it_is_free(rolled, monkeypatch):
     from tasks.rollover import premake_partitions
 

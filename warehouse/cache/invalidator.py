@@ -9,8 +9,7 @@ from sqlalchemy.orm import Session
 from warehouse.outbox.consume import Message
 from warehouse.cache.remote import RemoteCache
 from warehouse.cache.stock_cache import StockCache
-
-STOCK_TOPIC = "stock.changed"
+from warehouse.stock.statements import STOCK_TOPIC
 
 
 class CacheInvalidator:

@@ -106,6 +106,18 @@ class Database:
             except Exception:  # best effort by design: the outbox relay is the guaranteed path
                 logger.warning("a stock commit hook failed", exc_info=True)
 
+    def bound_statements(self, timeout_s: float) -> None:
+        """Every new connection of this engine gets `statement_timeout` (0: none): PostgreSQL
+        cancels a statement stuck on a lock or running away (the flows' engine, not a WMS's)."""
+        timeout_ms = int(timeout_s * 1000)
+
+        def bound(dbapi_connection, _record) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(f"SET statement_timeout = {timeout_ms}")
+            dbapi_connection.commit()
+
+        event.listen(self.engine, "connect", bound)
+
     def act_as_role(self, dbapi_connection) -> None:
         """Make a new DBAPI connection act as this Database's role (`roles.become`); for the
         engine's own connections and those made outside it (the quality suites' GX engine)."""

@@ -213,3 +213,11 @@ def reopen_month(session: Session, month: date, *, reason: str, lock_timeout_ms:
 
 def reopened_months(session: Session) -> list[date]:
     return list(session.execute(text("SELECT month FROM history_month WHERE state = 'reopened' ORDER BY month")).scalars())
+
+
+_AUDIT = text("SELECT month, action, reason, actor, at FROM history_audit ORDER BY at DESC LIMIT :limit")
+
+
+def audit_trail(session: Session, *, limit: int = 20) -> list:
+    """The newest openings and closings of months, newest first (month, action, reason, actor, at)."""
+    return list(session.execute(_AUDIT, {"limit": limit}).all())

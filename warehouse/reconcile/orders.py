@@ -311,6 +311,19 @@ def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str 
     return changed.status
 
 
+def settle(session: Session, line_id: int, *, approve: bool, by: str, reconcile_location: str,
+           note: str | None = None) -> Applied:
+    """The approval path, for a person (`cangflow adjustments approve/reject`) and for the
+    reconciliation flow (its auto-approved lines) alike: decide the line (`decide`; an approved
+    line stays approved) and, once it is approved, apply it (`apply_line`), in the caller's
+    transaction. The outcome's status is the line's: applied, failed (with the reason),
+    for_erp, rejected, or what it already was."""
+    status = decide(session, line_id, approve=approve, by=by, note=note)
+    if approve and status == "approved":
+        return apply_line(session, line_id, reconcile_location=reconcile_location, by=by)
+    return Applied(line_id, status)
+
+
 _ACK = text("""
 UPDATE adjustment_order_line SET status = 'acknowledged', acknowledged_at = now(), decided_by = :by
 WHERE id = :line AND status = 'for_erp'

@@ -35,6 +35,8 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg as psycopg_
 
 from warehouse.stock.validation import MAX_BALANCE
 
+# The outbox topic of every stock change (the cache's invalidator and the ERP read it).
+STOCK_TOPIC = "stock.changed"
 AVAILABLE = "{t}.on_hand - {t}.reserved"
 RESERVED = "{t}.reserved"
 
@@ -253,7 +255,7 @@ _TAIL = """
 )
 , box AS (
     INSERT INTO outbox_message (topic, message_key, operation_id, payload)
-    SELECT 'stock.changed', CAST(:warehouse AS text), op.id,
+    SELECT '{topic}', CAST(:warehouse AS text), op.id,
            jsonb_build_object('operation', CAST(:operation AS text), 'operation_id', op.id,
                               'warehouse', CAST(:warehouse AS text), 'key', CAST(:key AS text),
                               'reference', CAST(:reference AS text),
@@ -352,7 +354,7 @@ summary AS (
 ),
 box AS (
     INSERT INTO outbox_message (topic, message_key, operation_id, payload)
-    SELECT 'stock.changed', CAST(:warehouse AS text), op.id,
+    SELECT '{topic}', CAST(:warehouse AS text), op.id,
            jsonb_build_object('operation', CAST(:operation AS text), 'operation_id', op.id,
                               'warehouse', CAST(:warehouse AS text), 'key', CAST(:key AS text),
                               'reference', CAST(:reference AS text),
@@ -378,9 +380,11 @@ def single_row_take_statement(movement_type: str) -> str:
         on_hand_delta=mode["on_hand_delta"],
         reserved_delta=mode["reserved_delta"],
         movement_type=movement_type,
+        topic=STOCK_TOPIC,
     )
 
 
+_TAIL = _TAIL.format(topic=STOCK_TOPIC)
 DELTA_STATEMENT = _DELTA_HEAD.format(max_balance=MAX_BALANCE) + _TAIL
 COUNT_STATEMENT = _COUNT_HEAD + _TAIL
 TAKE_STATEMENTS = {movement_type: take_statement(movement_type) for movement_type in TAKE_MODES}
