@@ -75,42 +75,61 @@ def resolve(session: Session, warehouse: str, items: list[Item], locations: tupl
     code not found."""
     flush_pending(session)
     skus = sorted({item.sku for item in items})
-    locations = sorted({item.location for item in items if item.location is not None} | set(locations))
+    wanted_locations = sorted({item.location for item in items if item.location is not None} | set(locations))
     lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
-    keys = _keys(warehouse, skus, locations, lot_pairs)
+    keys = _keys(warehouse, skus, wanted_locations, lot_pairs)
     cache: IdCache | None = session.info.get("id_cache")
-    found: dict[str, dict] = {"warehouse": {}, "sku": {}, "location": {}, "lot": {}}
-    if cache is not None:
-        cached = {key: cache.get(key) for key in keys}
-        if all(ident is not None for ident in cached.values()):
-            for key, (kind, name) in keys.items():
-                found[kind][name] = cached[key]
-            return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
-    rows = session.execute(
-        _RESOLVE,
-        {
-            "warehouse": warehouse,
-            "skus": skus,
-            "locations": locations,
-            "lot_skus": [sku for sku, _ in lot_pairs],
-            "lot_codes": [lot for _, lot in lot_pairs],
-        },
-    ).all()
+    found = _from_cache(cache, keys) if cache is not None else None
+    if found is None:
+        found = _from_database(session, warehouse, skus, wanted_locations, lot_pairs)
+        _refuse_unknown(found, warehouse, skus, wanted_locations, lot_pairs)
+        if cache is not None:  # promoted to the cache when this transaction commits
+            session.info.setdefault("pending_ids", {}).update(
+                {key: found[kind][name] for key, (kind, name) in keys.items()})
+    return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
+
+
+def _empty() -> dict[str, dict]:
+    return {"warehouse": {}, "sku": {}, "location": {}, "lot": {}}
+
+
+def _from_cache(cache: IdCache, keys: dict[tuple, tuple]) -> dict[str, dict] | None:
+    """Every id from the cache, or None when any is missing (then all come from the database)."""
+    cached = {key: cache.get(key) for key in keys}
+    if any(ident is None for ident in cached.values()):
+        return None
+    found = _empty()
+    for key, (kind, name) in keys.items():
+        found[kind][name] = cached[key]
+    return found
+
+
+def _from_database(session: Session, warehouse: str, skus: list[str], locations: list[str],
+                   lot_pairs: list[tuple[str, str]]) -> dict[str, dict]:
+    rows = session.execute(_RESOLVE, {
+        "warehouse": warehouse,
+        "skus": skus,
+        "locations": locations,
+        "lot_skus": [sku for sku, _ in lot_pairs],
+        "lot_codes": [lot for _, lot in lot_pairs],
+    }).all()
+    found = _empty()
     for kind, code, sku, ident in rows:
         found[kind][(sku, code) if kind == "lot" else code] = ident
+    return found
+
+
+def _refuse_unknown(found: dict[str, dict], warehouse: str, skus: list[str], locations: list[str],
+                    lot_pairs: list[tuple[str, str]]) -> None:
+    """UnknownItem for the first code the database does not hold, warehouse first."""
     if warehouse not in found["warehouse"]:
         raise UnknownItem("warehouse", warehouse)
-    for sku in skus:
-        if sku not in found["sku"]:
-            raise UnknownItem("sku", sku)
-    for location in locations:
-        if location not in found["location"]:
-            raise UnknownItem("location", location, context=f"in warehouse {warehouse!r}")
-    for pair in lot_pairs:
-        if pair not in found["lot"]:
-            raise UnknownItem("lot", pair[1], context=f"of sku {pair[0]!r}")
-    if cache is not None:  # promoted to the cache when this transaction commits
-        session.info.setdefault("pending_ids", {}).update(
-            {key: found[kind][name] for key, (kind, name) in keys.items()}
-        )
-    return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
+    missing_sku = next((sku for sku in skus if sku not in found["sku"]), None)
+    if missing_sku is not None:
+        raise UnknownItem("sku", missing_sku)
+    missing_location = next((code for code in locations if code not in found["location"]), None)
+    if missing_location is not None:
+        raise UnknownItem("location", missing_location, context=f"in warehouse {warehouse!r}")
+    missing_lot = next((pair for pair in lot_pairs if pair not in found["lot"]), None)
+    if missing_lot is not None:
+        raise UnknownItem("lot", missing_lot[1], context=f"of sku {missing_lot[0]!r}")
