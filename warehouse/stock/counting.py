@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from warehouse.stock import validation
 from warehouse.errors import InvalidArgument
-from warehouse.stock.idempotency import validate_key
 from warehouse.db.retry import conflicts_are_retryable
 from warehouse.stock import execute
 from warehouse.stock.resolve import Item, resolve
@@ -42,21 +41,11 @@ def count(
     counted = _counted(sku, qty, lot, lines)
     if not counted and not complete:
         raise InvalidArgument("a count needs at least one counted item (or complete=True for an empty bin)")
-    request = execute.Request(
-        operation="count",
-        warehouse=warehouse,
-        arguments={
-            "warehouse": warehouse,
-            "location": location,
-            "counted": sorted([item.sku, item.lot or "", n] for item, n in counted.items()),
-            "complete": bool(complete),
-            "occurred_at": occurred_at.isoformat() if occurred_at else None,
-            "reference": reference,
-        },
-        key=validate_key(key),
-        occurred_at=validation.business_time(occurred_at),
-        reference=validation.reference(reference),
-    )
+    request = execute.request("count", warehouse, {
+        "location": location,
+        "counted": sorted([item.sku, item.lot or "", n] for item, n in counted.items()),
+        "complete": bool(complete),
+    }, key=key, occurred_at=occurred_at, reference=reference)
     replay = execute.start(session, request)
     if replay is not None:
         return replay

@@ -15,6 +15,7 @@ from warehouse.stock import idempotency
 from warehouse.db import raw_sql
 from warehouse.db.engine import touch_stock
 from warehouse.errors import HistoryClosed, InsufficientStock, InvalidQuantity, WarehouseError
+from warehouse.stock import validation
 from warehouse.stock.validation import MAX_BALANCE
 from warehouse.stock.resolve import Resolved, flush_pending
 from warehouse.stock.result import MovementLine, StockChange
@@ -32,6 +33,23 @@ class Request:
     occurred_at: datetime
     reference: str | None = None
     reason: str | None = None
+
+
+def request(operation: str, warehouse: str, arguments: dict[str, Any], *, key: str | None,
+            occurred_at: datetime | None, reference: str | None, reason: str | None = None) -> Request:
+    """The one way an operation's Request is made: the key, business time and reference
+    validated, and the arguments its idempotency hash covers (the operation's own, plus the
+    warehouse, occurred_at and reference as the caller gave them)."""
+    return Request(
+        operation=operation,
+        warehouse=warehouse,
+        arguments={"warehouse": warehouse, **arguments, "occurred_at": occurred_at.isoformat() if occurred_at else None,
+                   "reference": reference},
+        key=idempotency.validate_key(key),
+        occurred_at=validation.business_time(occurred_at),
+        reference=validation.reference(reference),
+        reason=reason,
+    )
 
 
 def start(session: Session, request: Request) -> StockChange | None:

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from warehouse.stock import validation
 from warehouse.errors import InvalidArgument
-from warehouse.stock.idempotency import validate_key
 from warehouse.db.retry import conflicts_are_retryable
 from warehouse.stock import execute
 from warehouse.stock.resolve import Item, Resolved, resolve
@@ -58,21 +57,8 @@ def _apply_deltas(
 
 
 def _request(operation, warehouse, key, occurred_at, reference, reason=None, **arguments) -> execute.Request:
-    return execute.Request(
-        operation=operation,
-        warehouse=warehouse,
-        arguments={
-            "warehouse": warehouse,
-            **arguments,
-            "occurred_at": occurred_at.isoformat() if occurred_at else None,
-            "reference": reference,
-            "reason": reason,
-        },
-        key=validate_key(key),
-        occurred_at=validation.business_time(occurred_at),
-        reference=validation.reference(reference),
-        reason=reason,
-    )
+    return execute.request(operation, warehouse, {**arguments, "reason": reason}, key=key, occurred_at=occurred_at,
+                           reference=reference, reason=reason)
 
 
 @conflicts_are_retryable

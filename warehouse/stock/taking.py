@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 from warehouse.metrics import sinks as metrics
 from warehouse.stock import validation
 from warehouse.errors import ConcurrentConflict, InvalidArgument, WarehouseError
-from warehouse.stock.idempotency import validate_key
 from warehouse.db.retry import conflicts_are_retryable
 from warehouse.stock import execute
 from warehouse.stock.resolve import Item, resolve
@@ -46,21 +45,8 @@ def _take(
     reference: str | None,
 ) -> StockChange:
     warehouse = validation.code(warehouse, field="warehouse")
-    key = validate_key(key)
-    when = validation.business_time(occurred_at)
-    request = execute.Request(
-        operation=operation,
-        warehouse=warehouse,
-        arguments={
-            "warehouse": warehouse,
-            "lines": [[line.sku, line.qty, line.location, line.lot] for line in lines],
-            "occurred_at": occurred_at.isoformat() if occurred_at else None,
-            "reference": reference,
-        },
-        key=key,
-        occurred_at=when,
-        reference=validation.reference(reference),
-    )
+    request = execute.request(operation, warehouse, {"lines": [[line.sku, line.qty, line.location, line.lot] for line in lines]},
+                              key=key, occurred_at=occurred_at, reference=reference)
     replay = execute.start(session, request)
     if replay is not None:
         return replay
