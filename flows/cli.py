@@ -111,12 +111,10 @@ def db_roles(
     url = admin_url or resolve_url(role=None)
     names = roles.RoleNames.from_settings()
     try:
-        import psycopg
-
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as admin:
-            conversion = roles.convert(admin, names, role_passwords(names))
+        conversion = roles.convert_database(url, names, role_passwords(names))
     except Exception as error:
         fail(f"cannot convert the database: {error_line(error)}", ExitCode.CANNOT_RUN)
+    assert conversion is not None  # always converts when not told `unless_converted`
     for line in conversion.lines():
         typer.echo(line)
     typer.echo(f"owner {names.owner} runs `db upgrade` and the rollover; app {names.app} moves stock and runs the "

@@ -65,8 +65,7 @@ def _migrated(url: str):
     from warehouse.db import roles
     from warehouse.db import schema
 
-    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as admin:
-        roles.convert(admin, roles.RoleNames.from_settings())
+    roles.convert_database(url, roles.RoleNames.from_settings())
     owner = warehouse.connect(url, pool_size=2, role="owner")
     schema.upgrade(owner)
     owner.dispose()

@@ -28,7 +28,6 @@ def postgres_url(home: Path, role: str | None = "app") -> str:
     logged in as `role`'s database role (`warehouse.db.roles`; the server trusts its own socket, so
     no password is involved), or as its superuser for None. The first call converts the
     database to the three roles, so the embedded default runs under least privilege too."""
-    import psycopg
     import pgserver  # imported lazily: it inspects processes at import
     from sqlalchemy.engine import make_url
 
@@ -42,9 +41,7 @@ def postgres_url(home: Path, role: str | None = "app") -> str:
         server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     uri = server.get_uri(EMBEDDED_DATABASE)
     names = roles.RoleNames.from_settings()
-    with psycopg.connect(uri) as admin:
-        if not roles.converted(admin, names):
-            roles.convert(admin, names)
+    roles.convert_database(uri, names, unless_converted=True)
     url = make_url(uri.replace("postgresql://", "postgresql+psycopg://", 1))
     if role is not None:
         url = url.set(username=names.of(role), password=None)

@@ -94,10 +94,15 @@ class Conversion:
                 f"ownership moved: {self.owned} objects" + (f" ({before})" if before else "")]
 
 
-def exist(connection: psycopg.Connection, names: RoleNames) -> bool:
-    found = connection.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)",
-                               ([names.owner, names.app, names.reader],)).fetchone()[0]
-    return found == 3
+def convert_database(url: str, names: RoleNames, passwords: dict[Role, str | None] | None = None, *,
+                     unless_converted: bool = False) -> Conversion | None:
+    """`convert` the database of `url` (an admin's: `cangflow db roles`, the embedded server's
+    first start, a test database) in one transaction; with `unless_converted`, nothing (None)
+    when it already is."""
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1)) as admin:
+        if unless_converted and converted(admin, names):
+            return None
+        return convert(admin, names, passwords)
 
 
 def convert(connection: psycopg.Connection, names: RoleNames, passwords: dict[Role, str | None] | None = None) -> Conversion:
@@ -170,12 +175,12 @@ def grant_if_converted(connection: psycopg.Connection, names: RoleNames) -> bool
 
 # Whether this session should SET ROLE to the role: it exists, the session's user is not it but
 # may act as it, and this database was converted (its staging schema belongs to the owner role).
-_BECOME = """
+_CONVERTED = """EXISTS (SELECT 1 FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner
+                      WHERE n.nspname = %(staging)s AND o.rolname = %(owner)s)"""
+_BECOME = f"""
 SELECT current_user, r.rolname FROM (SELECT 1) one
 LEFT JOIN pg_roles r ON r.rolname = %(role)s AND r.rolname <> current_user
-    AND pg_has_role(current_user, r.oid, 'MEMBER')
-    AND EXISTS (SELECT 1 FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner
-                WHERE n.nspname = %(staging)s AND o.rolname = %(owner)s)
+    AND pg_has_role(current_user, r.oid, 'MEMBER') AND {_CONVERTED}
 """
 
 
@@ -192,9 +197,7 @@ def become(connection: psycopg.Connection, names: RoleNames, role: Role) -> str:
 
 def converted(connection: psycopg.Connection, names: RoleNames) -> bool:
     """Whether `cangflow db roles` converted this database (for these role names)."""
-    return bool(connection.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_namespace n JOIN pg_roles o ON o.oid = n.nspowner "
-        "WHERE n.nspname = %s AND o.rolname = %s)", (STAGING_SCHEMA, names.owner)).fetchone()[0])
+    return bool(connection.execute(f"SELECT {_CONVERTED}", {"staging": STAGING_SCHEMA, "owner": names.owner}).fetchone()[0])
 
 
 def _ensure_role(connection: psycopg.Connection, name: str, password: str | None) -> bool:
@@ -208,7 +211,7 @@ def _ensure_role(connection: psycopg.Connection, name: str, password: str | None
 
 
 _NOT_OWNED = """
-SELECT kind, schema, name, args, owner_id FROM (
+SELECT kind, schema, name, args, r.rolname FROM (
     SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
                 ELSE 'TABLE' END AS kind, n.nspname AS schema, c.relname AS name, NULL AS args,
            c.relowner AS owner_id
@@ -236,7 +239,7 @@ def _transfer_ownership(connection: psycopg.Connection, owner: str) -> dict[str,
                                            "owner": owner}).fetchall()
     before: dict[str, int] = {}
     new_owner = sql.Identifier(owner)
-    for kind, schema, name, args, owner_id in rows:
+    for kind, schema, name, args, previous in rows:
         if kind == "SCHEMA":
             target = sql.Identifier(name)
         elif kind == "FUNCTION":
@@ -244,7 +247,6 @@ def _transfer_ownership(connection: psycopg.Connection, owner: str) -> dict[str,
         else:
             target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
         connection.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), target, new_owner))
-        previous = connection.execute("SELECT rolname FROM pg_roles WHERE oid = %s", (owner_id,)).fetchone()[0]
         before[previous] = before.get(previous, 0) + 1
     connection.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(new_owner))
     return before
