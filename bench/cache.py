@@ -47,12 +47,12 @@ from sqlalchemy.engine import make_url
 
 import warehouse
 from bench.common import add_database_arguments, bench_database
-from warehouse.metrics import sinks as metrics
-from warehouse.db import schema
 from warehouse.cache import StockCache, warmup
-from warehouse.redis.keys import Keys
 from warehouse.cache.remote import _WRITE  # the cache's guarded write, for the Lua floor
+from warehouse.db import schema
+from warehouse.metrics import sinks as metrics
 from warehouse.redis.client import connect_redis
+from warehouse.redis.keys import Keys
 
 WAREHOUSE, BATCH, TTL_S, ZIPF_S = "BW01", 1000, 300, 1.1
 FLOOR_REPEATS, ONE_BY_ONE, HMGET_READS, COLD_WARMUP, COLD_READS = 3, 2000, 5000, 20, 1000
@@ -61,9 +61,11 @@ LOAD = [
     "INSERT INTO warehouse (code, name) VALUES ('BW01', 'cache bench')",
     "INSERT INTO location (warehouse_id, code) SELECT id, 'BIN-1' FROM warehouse",
     "INSERT INTO sku (code) SELECT 'BSKU-' || lpad(n::text, 7, '0') FROM generate_series(1, %(skus)s) n",
-    ("INSERT INTO stock_balance (warehouse_id, location_id, sku_id, on_hand, reserved, version) "
-     "SELECT w.id, l.id, s.id, 1 + (CAST(substr(s.code, 6) AS int) * 37) %% 1000, 0, 1 "
-     "FROM warehouse w JOIN location l ON l.warehouse_id = w.id CROSS JOIN sku s ORDER BY s.id"),
+    (
+        "INSERT INTO stock_balance (warehouse_id, location_id, sku_id, on_hand, reserved, version) "
+        "SELECT w.id, l.id, s.id, 1 + (CAST(substr(s.code, 6) AS int) * 37) %% 1000, 0, 1 "
+        "FROM warehouse w JOIN location l ON l.warehouse_id = w.id CROSS JOIN sku s ORDER BY s.id"
+    ),
 ]
 
 
@@ -115,9 +117,11 @@ class LevelProbe(metrics.RecordingMetrics):
             self.last.loaded = labels["reason"]
 
     def totals(self) -> dict:
-        return {"l1": self.value("cangflow_cache_hits_total", level="l1"),
-                "l2": self.value("cangflow_cache_hits_total", level="l2"),
-                "miss": self.value("cangflow_cache_misses_total")}
+        return {
+            "l1": self.value("cangflow_cache_hits_total", level="l1"),
+            "l2": self.value("cangflow_cache_hits_total", level="l2"),
+            "miss": self.value("cangflow_cache_misses_total"),
+        }
 
 
 def floor(client: redis.Redis, keys: Keys, n: int) -> dict:
@@ -135,20 +139,25 @@ def floor(client: redis.Redis, keys: Keys, n: int) -> dict:
     for name in names[:ONE_BY_ONE]:
         client.set(name, "1", ex=TTL_S)
     one_by_one = min(ONE_BY_ONE, n) / (time.perf_counter() - started)
-    return {"floor_keys_per_s": round(statistics.median(runs)), "floor_runs_keys_per_s": [round(r) for r in runs],
-            "floor_one_by_one_keys_per_s": round(one_by_one)}
+    return {
+        "floor_keys_per_s": round(statistics.median(runs)),
+        "floor_runs_keys_per_s": [round(r) for r in runs],
+        "floor_one_by_one_keys_per_s": round(one_by_one),
+    }
 
 
 def lua_floor(client: redis.Redis, keys: Keys, n: int) -> float:
     """The cache's write script as raw EVALSHA, arguments precomputed: Redis's share of a warmup."""
     sha = client.script_load(_WRITE)
     expires = int(time.time() * 1000 + TTL_S * 1000)
-    rows = [(keys.available(WAREHOUSE, sku(i)), ["0", 1, expected(i), 0.01, expires, TTL_S * 1000, 0])
-            for i in range(1, n + 1)]
+    rows = [
+        (keys.available(WAREHOUSE, sku(i)), ["0", 1, expected(i), 0.01, expires, TTL_S * 1000, 0])
+        for i in range(1, n + 1)
+    ]
     started = time.perf_counter()
     for start in range(0, n, BATCH):
         pipe = client.pipeline(transaction=False)
-        for name, args in rows[start:start + BATCH]:
+        for name, args in rows[start : start + BATCH]:
             pipe.evalsha(sha, 1, name, *args)
         pipe.execute()
     return n / (time.perf_counter() - started)
@@ -165,10 +174,13 @@ def timed_warm(cache: StockCache, pairs: list[tuple[str, str]], prefix: str) -> 
                 return fn(*args, **kwargs)
             finally:
                 spent[step] += time.perf_counter() - started
+
         return timed
 
     remote, load_many = cache.remote, warmup.load_many
-    remote.generations = wrap("generations", remote.generations)  # instance attributes: undone below
+    remote.generations = wrap(
+        "generations", remote.generations
+    )  # instance attributes: undone below
     remote.write_many = wrap("write_many", remote.write_many)
     warmup.load_many = wrap("load_many", load_many)
     try:
@@ -177,13 +189,21 @@ def timed_warm(cache: StockCache, pairs: list[tuple[str, str]], prefix: str) -> 
         del remote.generations, remote.write_many
         warmup.load_many = load_many
     if done.keys != len(pairs) or done.written != len(pairs):
-        raise SystemExit(f"warm() loaded {done.keys} and wrote {done.written} of {len(pairs)} keys: {done}")
+        raise SystemExit(
+            f"warm() loaded {done.keys} and wrote {done.written} of {len(pairs)} keys: {done}"
+        )
     other = done.seconds - sum(spent.values())
-    log(f"{prefix}: {len(pairs)} keys in {done.seconds:.2f} s = {len(pairs) / done.seconds:,.0f} keys/s "
+    log(
+        f"{prefix}: {len(pairs)} keys in {done.seconds:.2f} s = {len(pairs) / done.seconds:,.0f} keys/s "
         f"(generations {spent['generations']:.2f} s, load_many {spent['load_many']:.2f} s, "
-        f"write_many {spent['write_many']:.2f} s, other {other:.2f} s)")
-    return {f"{prefix}_keys_per_s": round(len(pairs) / done.seconds), f"{prefix}_s": round(done.seconds, 3),
-            **{f"{prefix}_{step}_s": round(s, 3) for step, s in spent.items()}, f"{prefix}_other_s": round(other, 3)}
+        f"write_many {spent['write_many']:.2f} s, other {other:.2f} s)"
+    )
+    return {
+        f"{prefix}_keys_per_s": round(len(pairs) / done.seconds),
+        f"{prefix}_s": round(done.seconds, 3),
+        **{f"{prefix}_{step}_s": round(s, 3) for step, s in spent.items()},
+        f"{prefix}_other_s": round(other, 3),
+    }
 
 
 def time_stats_flushes(cache: StockCache) -> list[float]:
@@ -203,10 +223,12 @@ def time_stats_flushes(cache: StockCache) -> list[float]:
 def zipf_sampler(n: int, seed: str):
     """Bounded Zipf(ZIPF_S) over 1..n by inverse CDF (random.choices bisects cum_weights);
     rank -> SKU through a fixed permutation, so the hot SKUs are not the first ones loaded."""
-    cumulative = list(itertools.accumulate(1.0 / k ** ZIPF_S for k in range(1, n + 1)))
+    cumulative = list(itertools.accumulate(1.0 / k**ZIPF_S for k in range(1, n + 1)))
     by_rank = list(range(1, n + 1))
     random.Random(f"{seed}-perm").shuffle(by_rank)
-    return lambda count, stream: random.Random(f"{seed}-{stream}").choices(by_rank, cum_weights=cumulative, k=count)
+    return lambda count, stream: random.Random(f"{seed}-{stream}").choices(
+        by_rank, cum_weights=cumulative, k=count
+    )
 
 
 def read_loop(cache: StockCache, probe: LevelProbe, numbers: list[int], out: dict) -> None:
@@ -227,7 +249,10 @@ def read_loop(cache: StockCache, probe: LevelProbe, numbers: list[int], out: dic
 def read_phase(cache: StockCache, probe: LevelProbe, streams: list[list[int]], prefix: str) -> dict:
     before = probe.totals()
     outs = [{} for _ in streams]
-    threads = [threading.Thread(target=read_loop, args=(cache, probe, s, o)) for s, o in zip(streams, outs)]
+    threads = [
+        threading.Thread(target=read_loop, args=(cache, probe, s, o))
+        for s, o in zip(streams, outs, strict=True)
+    ]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -243,27 +268,46 @@ def read_phase(cache: StockCache, probe: LevelProbe, streams: list[list[int]], p
     moved = {level: probe.totals()[level] - before[level] for level in counts}
     if counts != moved or sum(counts.values()) != reads:
         raise SystemExit(f"{prefix}: classified {counts}, counters moved {moved}, reads {reads}")
-    figures = {f"{prefix}_reads": reads, f"{prefix}_threads": len(streams), f"{prefix}_s": round(seconds, 3),
-               f"{prefix}_reads_per_s": round(reads / seconds),
-               f"{prefix}_hit_rate": round((counts["l1"] + counts["l2"]) / reads, 5),
-               f"{prefix}_l1_rate": round(counts["l1"] / reads, 5),
-               **{f"{prefix}_count_{level}": c for level, c in counts.items()},
-               f"{prefix}_loads": {k[7:]: len(v) for k, v in merged.items() if k.startswith("loaded:")},
-               f"{prefix}_mismatches": len(merged.get("mismatch", []))}
-    for level in (level for level in ("l1", "l2", "miss") if counts[level]):  # no nulls for an unused level
+    figures = {
+        f"{prefix}_reads": reads,
+        f"{prefix}_threads": len(streams),
+        f"{prefix}_s": round(seconds, 3),
+        f"{prefix}_reads_per_s": round(reads / seconds),
+        f"{prefix}_hit_rate": round((counts["l1"] + counts["l2"]) / reads, 5),
+        f"{prefix}_l1_rate": round(counts["l1"] / reads, 5),
+        **{f"{prefix}_count_{level}": c for level, c in counts.items()},
+        f"{prefix}_loads": {k[7:]: len(v) for k, v in merged.items() if k.startswith("loaded:")},
+        f"{prefix}_mismatches": len(merged.get("mismatch", [])),
+    }
+    for level in (
+        level for level in ("l1", "l2", "miss") if counts[level]
+    ):  # no nulls for an unused level
         values = merged[level]
-        figures.update({f"{prefix}_p50_us_{level}": pct(values, 50), f"{prefix}_p99_us_{level}": pct(values, 99),
-                        f"{prefix}_p999_us_{level}": pct(values, 99.9)})
-    levels = ", ".join(f"{level} {c} p50/p99 {figures[f'{prefix}_p50_us_{level}']}/{figures[f'{prefix}_p99_us_{level}']} µs"
-                       for level, c in counts.items() if c)
-    log(f"{prefix}: {reads} reads, {len(streams)} thread(s), {seconds:.2f} s ({reads / seconds:,.0f}/s); {levels}; "
-        f"loads {figures[f'{prefix}_loads']}; mismatches {figures[f'{prefix}_mismatches']}")
+        figures.update(
+            {
+                f"{prefix}_p50_us_{level}": pct(values, 50),
+                f"{prefix}_p99_us_{level}": pct(values, 99),
+                f"{prefix}_p999_us_{level}": pct(values, 99.9),
+            }
+        )
+    levels = ", ".join(
+        f"{level} {c} p50/p99 {figures[f'{prefix}_p50_us_{level}']}/{figures[f'{prefix}_p99_us_{level}']} µs"
+        for level, c in counts.items()
+        if c
+    )
+    log(
+        f"{prefix}: {reads} reads, {len(streams)} thread(s), {seconds:.2f} s ({reads / seconds:,.0f}/s); {levels}; "
+        f"loads {figures[f'{prefix}_loads']}; mismatches {figures[f'{prefix}_mismatches']}"
+    )
     return figures
 
 
 def hmget_floor(cache: StockCache, n: int) -> dict:
     """What an L2 read cannot beat: the cache's own HMGET, sent raw on its client, one by one."""
-    client, names = cache.remote.client, [cache.keys.available(WAREHOUSE, sku(i)) for i in range(1, n + 1)]
+    client, names = (
+        cache.remote.client,
+        [cache.keys.available(WAREHOUSE, sku(i)) for i in range(1, n + 1)],
+    )
     spent = []
     for name in random.Random("hmget").choices(names, k=HMGET_READS):
         started = time.perf_counter_ns()
@@ -289,36 +333,54 @@ def run(args, url: str) -> dict:
     namespace = f"bench-cache-{os.getpid()}-{secrets.token_hex(3)}"
     floor_keys, lua_keys = Keys(f"{namespace}-floor"), Keys(f"{namespace}-lua")
     db = warehouse.connect(url)
-    client = connect_redis(args.redis_url, timeout_s=5)  # the cache's client settings, a patient timeout
+    client = connect_redis(
+        args.redis_url, timeout_s=5
+    )  # the cache's client settings, a patient timeout
     probe = LevelProbe()
     cache = None
     try:
         schema.upgrade(db)
         started = time.perf_counter()
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True) as conn:
+        with psycopg.connect(
+            url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True
+        ) as conn:
             with conn.transaction():
                 for statement in LOAD:
                     conn.execute(statement, {"skus": args.skus})
             conn.execute("VACUUM (ANALYZE)")
             pg_version = conn.execute("SHOW server_version").fetchone()[0]
-        figures = {"skus": args.skus, "hiredis": find_spec("hiredis") is not None, "redis_py": redis.__version__,
-                   "redis_version": client.info("server")["redis_version"], "postgres_version": pg_version,
-                   "namespace": namespace, "load_s": round(time.perf_counter() - started, 2)}
-        log(f"load: {args.skus} SKUs in {figures['load_s']} s; hiredis installed: {figures['hiredis']}")
+        figures = {
+            "skus": args.skus,
+            "hiredis": find_spec("hiredis") is not None,
+            "redis_py": redis.__version__,
+            "redis_version": client.info("server")["redis_version"],
+            "postgres_version": pg_version,
+            "namespace": namespace,
+            "load_s": round(time.perf_counter() - started, 2),
+        }
+        log(
+            f"load: {args.skus} SKUs in {figures['load_s']} s; hiredis installed: {figures['hiredis']}"
+        )
 
         figures.update(floor(client, floor_keys, args.skus))
         figures["lua_floor_keys_per_s"] = round(lua_floor(client, lua_keys, args.skus))
-        log(f"floor: SET EX pipeline {figures['floor_runs_keys_per_s']} keys/s (median {figures['floor_keys_per_s']}), "
+        log(
+            f"floor: SET EX pipeline {figures['floor_runs_keys_per_s']} keys/s (median {figures['floor_keys_per_s']}), "
             f"one by one {figures['floor_one_by_one_keys_per_s']}/s; Lua write pipeline "
-            f"{figures['lua_floor_keys_per_s']} keys/s")
+            f"{figures['lua_floor_keys_per_s']} keys/s"
+        )
 
         with metrics.use(probe):
             cache = StockCache(db, args.redis_url, namespace=namespace)
             flushes = time_stats_flushes(cache)
             pairs = [(WAREHOUSE, sku(i)) for i in range(1, args.skus + 1)]
             figures.update(timed_warm(cache, pairs, "warmup"))
-            figures["ratio_warmup_to_pipeline"] = round(figures["warmup_keys_per_s"] / figures["floor_keys_per_s"], 3)
-            figures["ratio_warmup_to_lua_floor"] = round(figures["warmup_keys_per_s"] / figures["lua_floor_keys_per_s"], 3)
+            figures["ratio_warmup_to_pipeline"] = round(
+                figures["warmup_keys_per_s"] / figures["floor_keys_per_s"], 3
+            )
+            figures["ratio_warmup_to_lua_floor"] = round(
+                figures["warmup_keys_per_s"] / figures["lua_floor_keys_per_s"], 3
+            )
             figures.update(timed_warm(cache, pairs, "rewarm"))
 
             sample = zipf_sampler(args.skus, "reads")
@@ -326,24 +388,43 @@ def run(args, url: str) -> dict:
             figures["zipf_distinct_skus"] = len(set(stream))
             reads = read_phase(cache, probe, [stream], "zipf")
             figures.update(reads)
-            figures.update(hit_rate=reads["zipf_hit_rate"], read_p99_us_l1=reads.get("zipf_p99_us_l1"),
-                           read_p99_us_l2=reads.get("zipf_p99_us_l2"))
+            figures.update(
+                hit_rate=reads["zipf_hit_rate"],
+                read_p99_us_l1=reads.get("zipf_p99_us_l1"),
+                read_p99_us_l2=reads.get("zipf_p99_us_l2"),
+            )
             if args.threads > 1:
-                per_thread = args.reads // 2 // args.threads  # a shorter phase: half the reads in all
-                figures.update(read_phase(cache, probe, [sample(per_thread, t + 1) for t in range(args.threads)],
-                                          f"threads{args.threads}"))
+                per_thread = (
+                    args.reads // 2 // args.threads
+                )  # a shorter phase: half the reads in all
+                figures.update(
+                    read_phase(
+                        cache,
+                        probe,
+                        [sample(per_thread, t + 1) for t in range(args.threads)],
+                        f"threads{args.threads}",
+                    )
+                )
             figures.update(hmget_floor(cache, args.skus))
             figures.update(cold_reads(cache, probe, client, args.skus))
             figures["read_p99_us_miss"] = figures["cold_p99_us_miss"]
-            figures.update(stats_flushes=len(flushes), stats_flush_p50_us=pct(flushes, 50),
-                           stats_flush_p99_us=pct(flushes, 99))
-        figures["targets_met"] = {"ratio_warmup_to_pipeline_ge_0.8": figures["ratio_warmup_to_pipeline"] >= 0.8,
-                                  "hit_rate_ge_0.95": figures["hit_rate"] >= 0.95}
+            figures.update(
+                stats_flushes=len(flushes),
+                stats_flush_p50_us=pct(flushes, 50),
+                stats_flush_p99_us=pct(flushes, 99),
+            )
+        figures["targets_met"] = {
+            "ratio_warmup_to_pipeline_ge_0.8": figures["ratio_warmup_to_pipeline"] >= 0.8,
+            "hit_rate_ge_0.95": figures["hit_rate"] >= 0.95,
+        }
         return figures
     finally:
         if cache is not None:
             cache.close()
-        dropped = sum(drop_namespace(client, ns) for ns in (namespace, floor_keys.namespace, lua_keys.namespace))
+        dropped = sum(
+            drop_namespace(client, ns)
+            for ns in (namespace, floor_keys.namespace, lua_keys.namespace)
+        )
         log(f"deleted {dropped} Redis keys of {namespace}")
         client.close()
         db.dispose()
@@ -351,10 +432,18 @@ def run(args, url: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skus", type=int, default=100_000, help="SKUs, one balance row and cache key each")
-    parser.add_argument("--reads", type=int, default=200_000, help="Zipf reads of the single-thread phase")
-    parser.add_argument("--threads", type=int, default=4, help="threads of the concurrent read phase (1: skip it)")
-    parser.add_argument("--redis-url", default=os.environ.get("CANGFLOW_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--skus", type=int, default=100_000, help="SKUs, one balance row and cache key each"
+    )
+    parser.add_argument(
+        "--reads", type=int, default=200_000, help="Zipf reads of the single-thread phase"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=4, help="threads of the concurrent read phase (1: skip it)"
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("CANGFLOW_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
     add_database_arguments(parser)
     args = parser.parse_args(argv)
     if not COLD_WARMUP + COLD_READS <= args.skus <= 9_999_999:

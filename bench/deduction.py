@@ -119,13 +119,30 @@ def build_world(db: warehouse.Database, spread: int) -> World:
     with db.session() as s:
         catalog.ensure_warehouse(s, code, "deduction benchmark")
         catalog.ensure_location(s, code, location)
-        catalog_import.import_csv(s, "skus", ("code,name,category\n" + "".join(f"{sku},,\n" for sku in skus)).encode())
-        s.execute(text(SEED_STOCK), {"warehouse": code, "location": location, "qty": STOCK_PER_ROW, "skus": skus})
-        warehouse_id = s.execute(text("SELECT id FROM warehouse WHERE code = :code"), {"code": code}).scalar_one()
-        s.execute(text(BACKFILL_OUTBOX), {"warehouse": code, "location": location, "warehouse_id": warehouse_id})
-        by_code = {row[0]: tuple(row[1:]) for row in s.execute(text(
-            """SELECT s.code, b.id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id FROM stock_balance b
-               JOIN sku s ON s.id = b.sku_id WHERE b.warehouse_id = :id"""), {"id": warehouse_id})}
+        catalog_import.import_csv(
+            s, "skus", ("code,name,category\n" + "".join(f"{sku},,\n" for sku in skus)).encode()
+        )
+        s.execute(
+            text(SEED_STOCK),
+            {"warehouse": code, "location": location, "qty": STOCK_PER_ROW, "skus": skus},
+        )
+        warehouse_id = s.execute(
+            text("SELECT id FROM warehouse WHERE code = :code"), {"code": code}
+        ).scalar_one()
+        s.execute(
+            text(BACKFILL_OUTBOX),
+            {"warehouse": code, "location": location, "warehouse_id": warehouse_id},
+        )
+        by_code = {
+            row[0]: tuple(row[1:])
+            for row in s.execute(
+                text(
+                    """SELECT s.code, b.id, b.warehouse_id, b.location_id, b.sku_id, b.lot_id FROM stock_balance b
+               JOIN sku s ON s.id = b.sku_id WHERE b.warehouse_id = :id"""
+                ),
+                {"id": warehouse_id},
+            )
+        }
     url = db.url.render_as_string(hide_password=False)
     return World(url, code, location, skus, [by_code[sku] for sku in skus])
 
@@ -195,12 +212,24 @@ def worker(phase: str, number: int, world: World, ready, go, clock, out) -> None
 
 def run_phase(phase: str, world: World, workers: int, seconds: float) -> tuple[float, int]:
     """Committed transactions per second over the measured window, and the failure count."""
-    ctx = mp.get_context("fork")  # the World is inherited, not pickled; no parent connection is open
-    ready, go, out, clock = ctx.Barrier(workers + 1), ctx.Event(), ctx.Queue(), ctx.Array("d", 2, lock=False)
-    procs = [ctx.Process(target=worker, args=(phase, n, world, ready, go, clock, out)) for n in range(workers)]
+    ctx = mp.get_context(
+        "fork"
+    )  # the World is inherited, not pickled; no parent connection is open
+    ready, go, out, clock = (
+        ctx.Barrier(workers + 1),
+        ctx.Event(),
+        ctx.Queue(),
+        ctx.Array("d", 2, lock=False),
+    )
+    procs = [
+        ctx.Process(target=worker, args=(phase, n, world, ready, go, clock, out))
+        for n in range(workers)
+    ]
     for proc in procs:
         proc.start()
-    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed to set up: it reports below
+    with contextlib.suppress(
+        threading.BrokenBarrierError
+    ):  # a worker failed to set up: it reports below
         ready.wait(timeout=120)
     clock[0] = time.time() + WARMUP_SECONDS
     clock[1] = clock[0] + seconds
@@ -212,8 +241,11 @@ def run_phase(phase: str, world: World, workers: int, seconds: float) -> tuple[f
     problems = sorted({r[2] for r in results if r[2]})
     if any(p.startswith("worker setup failed") for p in problems):
         raise SystemExit(f"{phase}: {problems}")
-    log(f"{phase:<14} {done / seconds:10.1f} tx/s  ({done} committed, {errors} failed, {workers} workers, "
-        f"{seconds:g} s)" + "".join(f"\n    first error of a worker: {problem}" for problem in problems))
+    log(
+        f"{phase:<14} {done / seconds:10.1f} tx/s  ({done} committed, {errors} failed, {workers} workers, "
+        f"{seconds:g} s)"
+        + "".join(f"\n    first error of a worker: {problem}" for problem in problems)
+    )
     return done / seconds, errors
 
 
@@ -242,37 +274,63 @@ def explain_order(db: warehouse.Database, world: World) -> dict:
         raise RuntimeError(f"expected one deduction statement, captured {len(captured)}")
     statement, parameters = captured[0]
     with Session(db.engine) as s:
-        explained = s.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters)
+        explained = s.connection().exec_driver_sql(
+            f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters
+        )
         plan = "\n".join(explained.scalars())
         s.rollback()
         seq_scans = sorted(set(re.findall(r"Seq Scan on (\S+)", plan)))
-        sizes = dict(s.execute(text("SELECT relname, reltuples::bigint FROM pg_class WHERE relname = ANY(:names)"),
-                               {"names": seq_scans}).all())
+        sizes = dict(
+            s.execute(
+                text("SELECT relname, reltuples::bigint FROM pg_class WHERE relname = ANY(:names)"),
+                {"names": seq_scans},
+            ).all()
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "deduct_order_plan.txt"
-    path.write_text(f"-- deduct_order, {ORDER_LINES} lines, warehouse {world.warehouse}, rolled back\n{plan}\n")
-    times = {label: float(ms) for label, ms in re.findall(r"(Planning|Execution) Time: ([\d.]+) ms", plan)}
-    index_scans = sorted(set(re.findall(r"Index (?:Only )?Scan(?: Backward)? (?:using|on) (\S+)", plan)))
+    path.write_text(
+        f"-- deduct_order, {ORDER_LINES} lines, warehouse {world.warehouse}, rolled back\n{plan}\n"
+    )
+    times = {
+        label: float(ms)
+        for label, ms in re.findall(r"(Planning|Execution) Time: ([\d.]+) ms", plan)
+    }
+    index_scans = sorted(
+        set(re.findall(r"Index (?:Only )?Scan(?: Backward)? (?:using|on) (\S+)", plan))
+    )
     summary = {
-        "plan_execution_ms": times.get("Execution"), "plan_planning_ms": times.get("Planning"),
+        "plan_execution_ms": times.get("Execution"),
+        "plan_planning_ms": times.get("Planning"),
         "plan_index_scans": index_scans,
-        "plan_seq_scans": {name: sizes.get(name) for name in seq_scans},  # relation -> rows it holds
+        "plan_seq_scans": {
+            name: sizes.get(name) for name in seq_scans
+        },  # relation -> rows it holds
         "plan_sorts": len(re.findall(r"(?:->  |^)Sort  ", plan, re.M)),
         # rows a nested loop compared and threw away: grows with lines squared when estimates are off
-        "plan_max_join_filter_removed": max(map(int, re.findall(r"by Join Filter: (\d+)", plan)), default=0),
+        "plan_max_join_filter_removed": max(
+            map(int, re.findall(r"by Join Filter: (\d+)", plan)), default=0
+        ),
     }
-    log(f"deduct_order plan ({ORDER_LINES} lines): total {times.get('Execution')} ms (+{times.get('Planning')} ms "
+    log(
+        f"deduct_order plan ({ORDER_LINES} lines): total {times.get('Execution')} ms (+{times.get('Planning')} ms "
         f"planning); index scans: {'yes, ' + ', '.join(index_scans) if index_scans else 'NONE'}; seq scans: "
         f"{summary['plan_seq_scans'] or 'none'}; sorts: {summary['plan_sorts']}; most rows removed by a join "
-        f"filter: {summary['plan_max_join_filter_removed']} -> {path}")
+        f"filter: {summary['plan_max_join_filter_removed']} -> {path}"
+    )
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase (default 10)")
-    parser.add_argument("--workers", type=int, default=16, help="worker processes per phase (default 16)")
-    parser.add_argument("--spread-skus", type=int, default=10_000, help="SKUs of the spread phases (default 10000)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measured seconds per phase (default 10)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=16, help="worker processes per phase (default 16)"
+    )
+    parser.add_argument(
+        "--spread-skus", type=int, default=10_000, help="SKUs of the spread phases (default 10000)"
+    )
     args = parser.parse_args(argv)
     url = os.environ.get("CANGFLOW_DATABASE_URL")
     if not url:
@@ -287,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     with db.session() as s:  # autovacuum may be off or behind: plan against real statistics
         s.execute(text("ANALYZE warehouse, location, sku, lot, stock_balance"))
         version = s.execute(text("SHOW server_version")).scalar_one()
-    log(f"setup: warehouse {world.warehouse}, 1 hot + {args.spread_skus} spread SKUs in {time.time() - started:.1f} s")
+    log(
+        f"setup: warehouse {world.warehouse}, 1 hot + {args.spread_skus} spread SKUs in {time.time() - started:.1f} s"
+    )
     db.dispose()  # forked workers must not inherit an open connection
 
     rates, errors = {}, {}
@@ -296,24 +356,50 @@ def main(argv: list[str] | None = None) -> int:
             rates[phase], errors[phase] = run_phase(phase, world, args.workers, args.seconds)
     finally:  # even after a failed phase, so the raw floor's ledger rows never break the invariants
         with db.session() as s:
-            params = {"warehouse": world.warehouse, "location": world.location, "warehouse_id": world.rows[0][1]}
-            log(f"gave {s.execute(text(BACKFILL_OUTBOX), params).rowcount} raw-floor operations their outbox messages")
+            params = {
+                "warehouse": world.warehouse,
+                "location": world.location,
+                "warehouse_id": world.rows[0][1],
+            }
+            log(
+                f"gave {s.execute(text(BACKFILL_OUTBOX), params).rowcount} raw-floor operations their outbox messages"
+            )
     plan = explain_order(db, world)
     with db.session() as s:
         violations = invariants.check(s)
-    log(f"invariants: {len(violations)} violation(s)" + "".join(f"\n    {v}" for v in violations[:10]))
+    log(
+        f"invariants: {len(violations)} violation(s)"
+        + "".join(f"\n    {v}" for v in violations[:10])
+    )
     db.dispose()
 
-    print(json.dumps({
-        "raw_per_s_16_workers": round(rates["raw_hot"], 1), "deduct_per_s_16_workers": round(rates["deduct_hot"], 1),
-        "ratio_to_raw_16_workers": round(rates["deduct_hot"] / rates["raw_hot"], 4) if rates["raw_hot"] else None,
-        "raw_spread_per_s": round(rates["raw_spread"], 1), "deduct_spread_per_s": round(rates["deduct_spread"], 1),
-        "spread_ratio_to_raw": round(rates["deduct_spread"] / rates["raw_spread"], 4) if rates["raw_spread"] else None,
-        "order_lines_per_s": round(rates["order"] * ORDER_LINES, 1), "orders_per_s": round(rates["order"], 2),
-        "order_lines": ORDER_LINES, "seconds_per_phase": args.seconds, "warmup_seconds": WARMUP_SECONDS,
-        "workers": args.workers, "spread_skus": args.spread_skus, "failed_transactions": errors,
-        "postgres_version": version, **plan, "invariant_violations": len(violations),
-    }))
+    print(
+        json.dumps(
+            {
+                "raw_per_s_16_workers": round(rates["raw_hot"], 1),
+                "deduct_per_s_16_workers": round(rates["deduct_hot"], 1),
+                "ratio_to_raw_16_workers": round(rates["deduct_hot"] / rates["raw_hot"], 4)
+                if rates["raw_hot"]
+                else None,
+                "raw_spread_per_s": round(rates["raw_spread"], 1),
+                "deduct_spread_per_s": round(rates["deduct_spread"], 1),
+                "spread_ratio_to_raw": round(rates["deduct_spread"] / rates["raw_spread"], 4)
+                if rates["raw_spread"]
+                else None,
+                "order_lines_per_s": round(rates["order"] * ORDER_LINES, 1),
+                "orders_per_s": round(rates["order"], 2),
+                "order_lines": ORDER_LINES,
+                "seconds_per_phase": args.seconds,
+                "warmup_seconds": WARMUP_SECONDS,
+                "workers": args.workers,
+                "spread_skus": args.spread_skus,
+                "failed_transactions": errors,
+                "postgres_version": version,
+                **plan,
+                "invariant_violations": len(violations),
+            }
+        )
+    )
     return 1 if violations else 0
 
 

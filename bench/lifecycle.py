@@ -68,7 +68,14 @@ def floor_seconds(db, day: date) -> list[float]:
         connection.commit()
         for _ in range(FLOOR_REPEATS):
             started = time.perf_counter()
-            connection.execute(_FLOOR, {"day": day, "start": day_start(day), "end": day_start(date.fromordinal(day.toordinal() + 1))})
+            connection.execute(
+                _FLOOR,
+                {
+                    "day": day,
+                    "start": day_start(day),
+                    "end": day_start(date.fromordinal(day.toordinal() + 1)),
+                },
+            )
             connection.commit()
             times.append(time.perf_counter() - started)
     return times
@@ -88,13 +95,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.simulation import Plan, Simulation, local, set_clock
 
-    plan = Plan(start=args.start, months=args.months, skus=args.skus, bins=args.bins,
-                moves_per_day=args.moves_per_day, seed=args.seed, use_engine=False)
+    plan = Plan(
+        start=args.start,
+        months=args.months,
+        skus=args.skus,
+        bins=args.bins,
+        moves_per_day=args.moves_per_day,
+        seed=args.seed,
+        use_engine=False,
+    )
     with bench_database("lifecycle", args.admin_url, keep=args.keep, log=log) as url:
-        os.environ.update(CANGFLOW_DATABASE_URL=url, CANGFLOW_BUSINESS_TIMEZONE=args.zone,
-                          CANGFLOW_RETENTION_MONTHS=str(plan.retention_months),
-                          CANGFLOW_HISTORY_GRACE_DAYS=str(plan.grace_days),
-                          CANGFLOW_REDIS_NAMESPACE=f"bench-lifecycle-{os.getpid()}")
+        os.environ.update(
+            CANGFLOW_DATABASE_URL=url,
+            CANGFLOW_BUSINESS_TIMEZONE=args.zone,
+            CANGFLOW_RETENTION_MONTHS=str(plan.retention_months),
+            CANGFLOW_HISTORY_GRACE_DAYS=str(plan.grace_days),
+            CANGFLOW_REDIS_NAMESPACE=f"bench-lifecycle-{os.getpid()}",
+        )
         os.environ["CANGFLOW_HOME"] = home = tempfile.mkdtemp(prefix="cangflow-bench-lifecycle-")
         set_clock(local(plan.start, 6))
         db = warehouse.connect(url, pool_size=4)
@@ -113,8 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     get_settings.cache_clear()
     nightly = sorted(sim.nightly_seconds)
     figures = {
-        "months": args.months, "nights": sim.nights_done, "skus": args.skus, "bins": args.bins,
-        "moves_per_day": args.moves_per_day, "zone": args.zone, "movements_retained": movements,
+        "months": args.months,
+        "nights": sim.nights_done,
+        "skus": args.skus,
+        "bins": args.bins,
+        "moves_per_day": args.moves_per_day,
+        "zone": args.zone,
+        "movements_retained": movements,
         "seconds_total": round(total, 1),
         "seconds": {k: round(v, 1) for k, v in sim.seconds.items()},
         "nights_per_second": round(sim.nights_done / sim.seconds["nightly"], 2),

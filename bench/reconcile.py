@@ -46,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -62,13 +62,17 @@ FULL_ROWS, WAREHOUSES, STRIDE = 1_000_000, 10, 1000  # one balance in STRIDE dif
 MAX_BYTES = 2 * 1024**3
 
 LOAD = [
-    ("INSERT INTO warehouse (code, name) SELECT 'RW' || lpad(w::text, 2, '0'), 'reconcile bench' "
-     "FROM generate_series(1, %(warehouses)s) w"),
+    (
+        "INSERT INTO warehouse (code, name) SELECT 'RW' || lpad(w::text, 2, '0'), 'reconcile bench' "
+        "FROM generate_series(1, %(warehouses)s) w"
+    ),
     "INSERT INTO location (warehouse_id, code) SELECT id, 'BIN-1' FROM warehouse",
     "INSERT INTO sku (code) SELECT 'RSKU-' || lpad(s::text, 7, '0') FROM generate_series(1, %(skus)s) s",
-    ("INSERT INTO stock_balance (warehouse_id, location_id, sku_id, on_hand, version) "
-     "SELECT w.id, l.id, s.id, 1 + CAST(floor(random() * 1000) AS bigint), 1 "
-     "FROM warehouse w JOIN location l ON l.warehouse_id = w.id CROSS JOIN sku s ORDER BY w.id, s.id"),
+    (
+        "INSERT INTO stock_balance (warehouse_id, location_id, sku_id, on_hand, version) "
+        "SELECT w.id, l.id, s.id, 1 + CAST(floor(random() * 1000) AS bigint), 1 "
+        "FROM warehouse w JOIN location l ON l.warehouse_id = w.id CROSS JOIN sku s ORDER BY w.id, s.id"
+    ),
     "CREATE TABLE bench_copy (warehouse text, sku text, lot text, quantity text, as_of text)",
     "CREATE TABLE bench_diff (warehouse_id bigint, sku_id bigint, wms_qty bigint, erp_qty bigint, delta bigint)",
 ]
@@ -81,8 +85,10 @@ COPY (SELECT w.code AS warehouse, s.code AS sku, CAST(NULL AS text) AS lot,
       ORDER BY b.id)
 TO STDOUT WITH (FORMAT csv, HEADER true)
 """
-FLOOR_COPY = ("COPY bench_copy (warehouse, sku, lot, quantity, as_of) FROM STDIN "
-              "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')")
+FLOOR_COPY = (
+    "COPY bench_copy (warehouse, sku, lot, quantity, as_of) FROM STDIN "
+    "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')"
+)
 # The least a diff can cost: the feed typed, one FULL JOIN, the differences written. {feed} is
 # the floor's own (ANALYZEd) copy of the file, or the run's staging rows as the flow reads them.
 FLOOR_DIFF = """
@@ -112,15 +118,18 @@ def setup(conn: psycopg.Connection, skus: int, path: Path) -> tuple[int, int]:
         for statement in LOAD:
             conn.execute(statement, {"warehouses": WAREHOUSES, "skus": skus})
     conn.execute("VACUUM (ANALYZE)")
-    as_of = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    as_of = datetime.now(UTC).isoformat(timespec="seconds")
     statement = sql.SQL(FEED_OUT).format(stride=sql.Literal(STRIDE), as_of=sql.Literal(as_of))
     with conn.cursor() as cursor, cursor.copy(statement) as copy, path.open("wb") as out:
         for chunk in copy:
             out.write(chunk)
-    rows, changed = conn.execute("SELECT count(*), count(*) FILTER (WHERE id %% %s = 0) FROM stock_balance",
-                                 (STRIDE,)).fetchone()
-    log(f"setup: {rows:,} balances, feed {path.stat().st_size:,} bytes as of {as_of}, {changed} changed, "
-        f"{time.perf_counter() - started:.1f} s")
+    rows, changed = conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE id %% %s = 0) FROM stock_balance", (STRIDE,)
+    ).fetchone()
+    log(
+        f"setup: {rows:,} balances, feed {path.stat().st_size:,} bytes as of {as_of}, {changed} changed, "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     return rows, changed
 
 
@@ -155,26 +164,48 @@ def flow_load(db: warehouse.Database, path: Path, settings: RunSettings) -> dict
         t5 = time.perf_counter()
         runs.mark(s, run.id, "loading", feed_rows=rows, as_of=as_of)
     t6 = time.perf_counter()
-    return {"run": run.id, "staging": staging, "warehouses": list(shape.warehouse_ids), "rows": rows, "as_of": as_of,
-            "total": t6 - t0, "inspect": t1 - t0, "start": t2 - t1, "copy": t3 - t2, "checks": t4 - t3,
-            "profile": t5 - t4, "mark_commit": t6 - t5}
+    return {
+        "run": run.id,
+        "staging": staging,
+        "warehouses": list(shape.warehouse_ids),
+        "rows": rows,
+        "as_of": as_of,
+        "total": t6 - t0,
+        "inspect": t1 - t0,
+        "start": t2 - t1,
+        "copy": t3 - t2,
+        "checks": t4 - t3,
+        "profile": t5 - t4,
+        "mark_commit": t6 - t5,
+    }
 
 
 def floor_diff(conn: psycopg.Connection, staging: str, feed_rows: str) -> tuple[float, int]:
     conn.execute("TRUNCATE bench_diff")
     started = time.perf_counter()
     with conn.transaction():
-        rows = conn.execute(FLOOR_DIFF.format(feed=FLOOR_FEED[feed_rows].format(staging=staging))).rowcount
+        rows = conn.execute(
+            FLOOR_DIFF.format(feed=FLOOR_FEED[feed_rows].format(staging=staging))
+        ).rowcount
     return time.perf_counter() - started, rows
 
 
-def flow_diff(db: warehouse.Database, loaded: dict, settings: RunSettings) -> tuple[float, float, compare.Compared]:
+def flow_diff(
+    db: warehouse.Database, loaded: dict, settings: RunSettings
+) -> tuple[float, float, compare.Compared]:
     """compare.compare as the compare step calls it (+ commit); then the step's staging DELETE."""
     started = time.perf_counter()
     with db.session() as s:
-        done = compare.compare(s, loaded["run"], loaded["staging"], as_of=loaded["as_of"],
-                               tolerance_abs=settings.tolerance_abs, tolerance_pct=settings.tolerance_pct,
-                               feed_rows=loaded["rows"], warehouse_ids=loaded["warehouses"])
+        done = compare.compare(
+            s,
+            loaded["run"],
+            loaded["staging"],
+            as_of=loaded["as_of"],
+            tolerance_abs=settings.tolerance_abs,
+            tolerance_pct=settings.tolerance_pct,
+            feed_rows=loaded["rows"],
+            warehouse_ids=loaded["warehouses"],
+        )
     compared = time.perf_counter()
     with db.session() as s:
         runs.forget_staging(s, loaded["run"])
@@ -198,7 +229,9 @@ def repetitions(conn, db, path: Path, rows: int, changed: int, repeats: int) -> 
             took.setdefault(name, []).append(value)
 
     for rep in range(repeats):
-        settings = RunSettings(tolerance_abs=rep + 1)  # a new run key each time (the runs are deleted too)
+        settings = RunSettings(
+            tolerance_abs=rep + 1
+        )  # a new run key each time (the runs are deleted too)
         copy_s, copied = floor_load(conn, path)
         started = time.perf_counter()
         conn.execute("ANALYZE bench_copy")
@@ -209,37 +242,72 @@ def repetitions(conn, db, path: Path, rows: int, changed: int, repeats: int) -> 
         floor_s, floor_rows = floor_diff(conn, loaded["staging"], "floor")
         staging_s, staging_rows = floor_diff(conn, loaded["staging"], "staging")
         diff_s, forget_s, done = flow_diff(db, loaded, settings)
-        if not copied == loaded["rows"] == rows or not floor_rows == staging_rows == done.differences == changed:
-            raise SystemExit(f"rows: COPY {copied}, flow {loaded['rows']}, expected {rows}; differences: floor "
-                             f"{floor_rows}, over staging {staging_rows}, flow {done.differences}, expected {changed}")
-        keep(floor_copy=copy_s, load=loaded["total"], inspect=loaded["inspect"], start=loaded["start"],
-             copy=loaded["copy"], checks=loaded["checks"], profile=loaded["profile"], mark_commit=loaded["mark_commit"],
-             floor_analyze=analyze_s,
-             floor_diff=floor_s, floor_diff_staging=staging_s, diff=diff_s, forget_staging=forget_s)
-        log(f"rep {rep + 1}/{repeats}: floor COPY {copy_s:.2f} s; flow load {loaded['total']:.2f} s (inspect "
+        if (
+            not copied == loaded["rows"] == rows
+            or not floor_rows == staging_rows == done.differences == changed
+        ):
+            raise SystemExit(
+                f"rows: COPY {copied}, flow {loaded['rows']}, expected {rows}; differences: floor "
+                f"{floor_rows}, over staging {staging_rows}, flow {done.differences}, expected {changed}"
+            )
+        keep(
+            floor_copy=copy_s,
+            load=loaded["total"],
+            inspect=loaded["inspect"],
+            start=loaded["start"],
+            copy=loaded["copy"],
+            checks=loaded["checks"],
+            profile=loaded["profile"],
+            mark_commit=loaded["mark_commit"],
+            floor_analyze=analyze_s,
+            floor_diff=floor_s,
+            floor_diff_staging=staging_s,
+            diff=diff_s,
+            forget_staging=forget_s,
+        )
+        log(
+            f"rep {rep + 1}/{repeats}: floor COPY {copy_s:.2f} s; flow load {loaded['total']:.2f} s (inspect "
             f"{loaded['inspect']:.2f}, COPY {loaded['copy']:.2f}, checks {loaded['checks']:.2f}, profile "
             f"{loaded['profile']:.2f}, start+mark+commit "
             f"{loaded['start'] + loaded['mark_commit']:.2f}); floor diff {floor_s:.2f} s (over the unanalyzed "
             f"staging rows {staging_s:.2f} s); flow diff {diff_s:.2f} s (+ staging DROP {forget_s:.2f} s); "
-            f"{done.differences} differences")
+            f"{done.differences} differences"
+        )
         forget_run(conn, loaded["run"], loaded["staging"])
     m = {name: median(values) for name, values in took.items()}
     figures = {
-        "floor_copy_s": m["floor_copy"], "floor_copy_rows_per_s": rows / m["floor_copy"],
-        "load_s": m["load"], "load_rows_per_s": rows / m["load"],
+        "floor_copy_s": m["floor_copy"],
+        "floor_copy_rows_per_s": rows / m["floor_copy"],
+        "load_s": m["load"],
+        "load_rows_per_s": rows / m["load"],
         "ratio_load_to_copy": m["floor_copy"] / m["load"],
-        "load_inspect_s": m["inspect"], "load_copy_s": m["copy"], "load_checks_s": m["checks"],
+        "load_inspect_s": m["inspect"],
+        "load_copy_s": m["copy"],
+        "load_checks_s": m["checks"],
         "load_profile_s": m["profile"],
-        "load_start_mark_commit_s": m["start"] + m["mark_commit"], "load_copy_rows_per_s": rows / m["copy"],
-        "floor_diff_s": m["floor_diff"], "floor_diff_rows_per_s": 2 * rows / m["floor_diff"],
-        "floor_analyze_s": m["floor_analyze"], "floor_diff_staging_s": m["floor_diff_staging"],
+        "load_start_mark_commit_s": m["start"] + m["mark_commit"],
+        "load_copy_rows_per_s": rows / m["copy"],
+        "floor_diff_s": m["floor_diff"],
+        "floor_diff_rows_per_s": 2 * rows / m["floor_diff"],
+        "floor_analyze_s": m["floor_analyze"],
+        "floor_diff_staging_s": m["floor_diff_staging"],
         "floor_diff_staging_rows_per_s": 2 * rows / m["floor_diff_staging"],
-        "diff_s": m["diff"], "diff_rows_per_s": 2 * rows / m["diff"],
-        "ratio_diff_to_sql_join": m["floor_diff"] / m["diff"], "staging_drop_s": m["forget_staging"],
+        "diff_s": m["diff"],
+        "diff_rows_per_s": 2 * rows / m["diff"],
+        "ratio_diff_to_sql_join": m["floor_diff"] / m["diff"],
+        "staging_drop_s": m["forget_staging"],
     }
-    figures = {name: round(value) if name.endswith("_per_s") else round(value, 4) for name, value in figures.items()}
-    figures.update({f"{name}_runs_s": [round(v, 3) for v in values] for name, values in took.items()
-                    if name in ("floor_copy", "load", "floor_diff", "floor_diff_staging", "diff")})
+    figures = {
+        name: round(value) if name.endswith("_per_s") else round(value, 4)
+        for name, value in figures.items()
+    }
+    figures.update(
+        {
+            f"{name}_runs_s": [round(v, 3) for v in values]
+            for name, values in took.items()
+            if name in ("floor_copy", "load", "floor_diff", "floor_diff_staging", "diff")
+        }
+    )
     return figures
 
 
@@ -249,16 +317,43 @@ def explain(conn, db, path: Path) -> None:
     settings = RunSettings(tolerance_abs=99)
     loaded = flow_load(db, path, settings)
     table = sql.Identifier(loaded["staging"]).as_string(conn)
-    diff = compare._DIFF.format(table=table, lot_id="CAST(NULL AS bigint)", lot_join="", wms=compare._WMS_BY_SKU,
-                                materialized="NOT MATERIALIZED")
+    diff = compare._DIFF.format(
+        table=table,
+        lot_id="CAST(NULL AS bigint)",
+        lot_join="",
+        wms=compare._WMS_BY_SKU,
+        materialized="NOT MATERIALIZED",
+    )
     for name, statement, params in (
-            ("checks._ROW_PROBLEMS", checks._ROW_PROBLEMS.format(table=table),
-             {"quantity_max": checks.QUANTITY_MAX, "code_max": checks.CODE_MAX, "as_of_max": checks.AS_OF_MAX,
-              "shown": checks.SHOWN}),
-            ("compare._DIFF", diff, {"run": loaded["run"], "as_of": loaded["as_of"], "warehouses": loaded["warehouses"],
-                                     "tolerance_abs": 99, "tolerance_pct": 0.0})):
+        (
+            "checks._ROW_PROBLEMS",
+            checks._ROW_PROBLEMS.format(table=table),
+            {
+                "quantity_max": checks.QUANTITY_MAX,
+                "code_max": checks.CODE_MAX,
+                "as_of_max": checks.AS_OF_MAX,
+                "shown": checks.SHOWN,
+            },
+        ),
+        (
+            "compare._DIFF",
+            diff,
+            {
+                "run": loaded["run"],
+                "as_of": loaded["as_of"],
+                "warehouses": loaded["warehouses"],
+                "tolerance_abs": 99,
+                "tolerance_pct": 0.0,
+            },
+        ),
+    ):
         with conn.transaction(force_rollback=True):
-            plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params).fetchall()]
+            plan = [
+                row[0]
+                for row in conn.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS) " + statement, params
+                ).fetchall()
+            ]
         log(f"EXPLAIN ANALYZE {name}:\n" + "\n".join(plan))
     forget_run(conn, loaded["run"], loaded["staging"])
 
@@ -266,13 +361,16 @@ def explain(conn, db, path: Path) -> None:
 def seed_yardstick(conn: psycopg.Connection, rows: int) -> None:
     """A done run of the same warehouses and shape as the feed, as last night's would be: the
     end to end then runs the erp_feed suite's shape checks too."""
-    conn.execute("""
+    conn.execute(
+        """
         INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status, as_of, feed_rows,
                                         warehouse_ids, profile)
         SELECT 'bench-yardstick', 'yesterday.csv', repeat('0', 64), 'wms', '{"full_feed": false}', 'done',
                now() - interval '1 day', %(rows)s, (SELECT array_agg(id ORDER BY id) FROM warehouse),
                jsonb_build_object('rows', %(rows)s, 'zero_pct', 0, 'mean_qty', (SELECT avg(on_hand) FROM stock_balance))
-        ON CONFLICT (run_key) DO NOTHING""", {"rows": rows})
+        ON CONFLICT (run_key) DO NOTHING""",
+        {"rows": rows},
+    )
 
 
 def end_to_end(path: Path, rows: int, changed: int) -> dict:
@@ -297,39 +395,69 @@ def end_to_end(path: Path, rows: int, changed: int) -> dict:
             tasks = client.read_task_runs(flow_run_filter=flow_run)
     steps = {}
     for task in sorted(tasks, key=lambda t: t.start_time or t.expected_start_time):
-        ran = (task.end_time - task.start_time).total_seconds() if task.start_time and task.end_time else None
-        steps[task.name.rsplit("-", 1)[0]] = round(ran if ran is not None else task.total_run_time.total_seconds(), 3)
-    log(f"end to end: {seconds:.2f} s ({rows / seconds:,.0f} rows/s); tasks {steps}; summary {summary}")
-    ok = (summary["status"] == "done" and summary["feed_rows"] == rows and summary["differences"] == changed
-          and summary["lines_for_erp"] == changed)
-    return {"end_to_end_s": round(seconds, 3), "end_to_end_rows_per_s": round(rows / seconds),
-            "end_to_end_flow_seconds": summary["seconds"], "end_to_end_tasks_s": steps,
-            "end_to_end_differences": summary["differences"], "end_to_end_lines_for_erp": summary["lines_for_erp"],
-            "end_to_end_ok": ok}
+        ran = (
+            (task.end_time - task.start_time).total_seconds()
+            if task.start_time and task.end_time
+            else None
+        )
+        steps[task.name.rsplit("-", 1)[0]] = round(
+            ran if ran is not None else task.total_run_time.total_seconds(), 3
+        )
+    log(
+        f"end to end: {seconds:.2f} s ({rows / seconds:,.0f} rows/s); tasks {steps}; summary {summary}"
+    )
+    ok = (
+        summary["status"] == "done"
+        and summary["feed_rows"] == rows
+        and summary["differences"] == changed
+        and summary["lines_for_erp"] == changed
+    )
+    return {
+        "end_to_end_s": round(seconds, 3),
+        "end_to_end_rows_per_s": round(rows / seconds),
+        "end_to_end_flow_seconds": summary["seconds"],
+        "end_to_end_tasks_s": steps,
+        "end_to_end_differences": summary["differences"],
+        "end_to_end_lines_for_erp": summary["lines_for_erp"],
+        "end_to_end_ok": ok,
+    }
 
 
 def run(args, url: str, skus: int) -> dict:
     db = warehouse.connect(url)
-    conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True,
-                           application_name="bench.reconcile raw")
+    conn = psycopg.connect(
+        url.replace("postgresql+psycopg://", "postgresql://", 1),
+        autocommit=True,
+        application_name="bench.reconcile raw",
+    )
     try:
         with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as folder:
             schema.upgrade(db)
             path = Path(folder) / "erp-feed.csv"
             rows, changed = setup(conn, skus, path)
-            figures = {"rows": rows, "warehouses": WAREHOUSES, "skus": skus, "changed": changed,
-                       "feed_bytes": path.stat().st_size, "repeats": args.repeats,
-                       "postgres_version": conn.execute("SHOW server_version").fetchone()[0]}
+            figures = {
+                "rows": rows,
+                "warehouses": WAREHOUSES,
+                "skus": skus,
+                "changed": changed,
+                "feed_bytes": path.stat().st_size,
+                "repeats": args.repeats,
+                "postgres_version": conn.execute("SHOW server_version").fetchone()[0],
+            }
             figures.update(repetitions(conn, db, path, rows, changed, args.repeats))
-            log(f"medians: load {figures['load_rows_per_s']:,} rows/s vs COPY {figures['floor_copy_rows_per_s']:,} "
+            log(
+                f"medians: load {figures['load_rows_per_s']:,} rows/s vs COPY {figures['floor_copy_rows_per_s']:,} "
                 f"(ratio {figures['ratio_load_to_copy']}); diff {figures['diff_rows_per_s']:,} rows/s vs join "
-                f"{figures['floor_diff_rows_per_s']:,} (ratio {figures['ratio_diff_to_sql_join']})")
+                f"{figures['floor_diff_rows_per_s']:,} (ratio {figures['ratio_diff_to_sql_join']})"
+            )
             if args.explain:
                 explain(conn, db, path)
             seed_yardstick(conn, rows)
             figures.update(end_to_end(path, rows, changed))
-        figures["targets_met"] = {"ratio_load_to_copy_ge_0.7": figures["ratio_load_to_copy"] >= 0.7,
-                                  "ratio_diff_to_sql_join_ge_0.8": figures["ratio_diff_to_sql_join"] >= 0.8}
+        figures["targets_met"] = {
+            "ratio_load_to_copy_ge_0.7": figures["ratio_load_to_copy"] >= 0.7,
+            "ratio_diff_to_sql_join_ge_0.8": figures["ratio_diff_to_sql_join"] >= 0.8,
+        }
         return figures
     finally:
         conn.close()
@@ -338,9 +466,18 @@ def run(args, url: str, skus: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=FULL_ROWS, help="feed rows = balance rows (default 1,000,000)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of floors and flow steps (default 3)")
-    parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the checks and the diff (stderr)")
+    parser.add_argument(
+        "--rows", type=int, default=FULL_ROWS, help="feed rows = balance rows (default 1,000,000)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="interleaved runs of floors and flow steps (default 3)",
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="EXPLAIN ANALYZE the checks and the diff (stderr)"
+    )
     add_database_arguments(parser)
     args = parser.parse_args(argv)
     skus = args.rows // WAREHOUSES
@@ -349,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
 
     _, url = database_url("reconcile", args.admin_url)
     # Before Prefect is imported and before the tasks' engine is first built.
-    os.environ.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", CANGFLOW_DATABASE_URL=url)
+    os.environ.update(
+        DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", CANGFLOW_DATABASE_URL=url
+    )
     from tasks.database import forget
     from warehouse.settings import get_settings
 
@@ -357,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     forget()
     started = time.perf_counter()
     with bench_database("reconcile", args.admin_url, keep=args.keep, log=log):
-        log(f"database {make_url(url).database}: {WAREHOUSES} warehouses x {skus:,} SKUs, {args.repeats} repetitions")
+        log(
+            f"database {make_url(url).database}: {WAREHOUSES} warehouses x {skus:,} SKUs, {args.repeats} repetitions"
+        )
         try:
             figures = run(args, url, skus)
         finally:

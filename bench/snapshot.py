@@ -35,7 +35,7 @@ import random
 import statistics
 import sys
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -44,8 +44,8 @@ from sqlalchemy.engine import make_url
 import warehouse
 from bench.common import add_database_arguments, bench_database
 from warehouse import snapshots, stock
-from warehouse.history import partitions
 from warehouse.db import schema
+from warehouse.history import partitions
 from warehouse.history.calendar import day_end, day_start
 
 FULL_MOVEMENTS, FULL_SKUS, WAREHOUSES = 10_000_000, 10_000, 10
@@ -54,21 +54,29 @@ AS_OF_QUERIES, AS_OF_WARMUP, CHECK_EVERY = 1000, 20, 20
 KEY = "warehouse_id, sku_id, balance_id, location_id, lot_id"
 
 LOAD_MASTER = [
-    ("INSERT INTO warehouse (code, name) SELECT 'BW' || lpad(w::text, 2, '0'), 'snapshot bench' "
-     "FROM generate_series(1, %(warehouses)s) w"),
+    (
+        "INSERT INTO warehouse (code, name) SELECT 'BW' || lpad(w::text, 2, '0'), 'snapshot bench' "
+        "FROM generate_series(1, %(warehouses)s) w"
+    ),
     "INSERT INTO location (warehouse_id, code) SELECT id, 'BIN-1' FROM warehouse",
     "INSERT INTO sku (code) SELECT 'BSKU-' || lpad(s::text, 6, '0') FROM generate_series(1, %(skus)s) s",
-    ("INSERT INTO stock_balance (warehouse_id, location_id, sku_id, on_hand, version) "
-     "SELECT w.id, l.id, s.id, 0, 1 FROM warehouse w JOIN location l ON l.warehouse_id = w.id CROSS JOIN sku s "
-     "ORDER BY w.id, s.id"),
+    (
+        "INSERT INTO stock_balance (warehouse_id, location_id, sku_id, on_hand, version) "
+        "SELECT w.id, l.id, s.id, 0, 1 FROM warehouse w JOIN location l ON l.warehouse_id = w.id CROSS JOIN sku s "
+        "ORDER BY w.id, s.id"
+    ),
     # Dense key numbers 1..keys, so a random key is one hash-join probe.
-    ("CREATE TEMP TABLE bench_key AS SELECT CAST(row_number() OVER (ORDER BY id) AS int) AS k, "
-     "id AS balance_id, warehouse_id, location_id, sku_id FROM stock_balance"),
+    (
+        "CREATE TEMP TABLE bench_key AS SELECT CAST(row_number() OVER (ORDER BY id) AS int) AS k, "
+        "id AS balance_id, warehouse_id, location_id, sku_id FROM stock_balance"
+    ),
     "ALTER TABLE bench_key ADD PRIMARY KEY (k)",
     "ANALYZE bench_key",
 ]
-_MOVEMENT_COLUMNS = ("occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty, "
-                     "reference")
+_MOVEMENT_COLUMNS = (
+    "occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty, "
+    "reference"
+)
 LOAD_OPENING = f"""
 INSERT INTO stock_movement ({_MOVEMENT_COLUMNS})
 SELECT %(first)s + random() * interval '1 day', 'receipt', nextval('stock_operation_id_seq'),
@@ -92,8 +100,10 @@ WHERE m.balance_id = b.id
 """
 
 # A plain table (no partition routing) with the snapshot's columns and primary key.
-FLOOR_TABLE = ("CREATE TABLE bench_floor "
-               "(LIKE stock_snapshot INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)")
+FLOOR_TABLE = (
+    "CREATE TABLE bench_floor "
+    "(LIKE stock_snapshot INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+)
 
 # The least a snapshot day can cost: previous day + the day's movements, summed per key.
 # Same HAVING as the flow, so both write the same rows (checked).
@@ -108,8 +118,10 @@ GROUP BY {KEY}
 HAVING sum(on_hand) <> 0 OR sum(reserved) <> 0
 """
 PK_LOOKUP = "SELECT sum(on_hand) FROM stock_snapshot WHERE snapshot_date = %s AND warehouse_id = %s AND sku_id = %s"
-LEDGER_AS_OF = ("SELECT coalesce(sum(qty), 0) FROM stock_movement "
-                "WHERE warehouse_id = %s AND sku_id = %s AND occurred_at <= %s")
+LEDGER_AS_OF = (
+    "SELECT coalesce(sum(qty), 0) FROM stock_movement "
+    "WHERE warehouse_id = %s AND sku_id = %s AND occurred_at <= %s"
+)
 
 
 def log(message: str) -> None:
@@ -124,7 +136,9 @@ def percentile(values: list[float], pct: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
-def load(conn: psycopg.Connection, db: warehouse.Database, args, skus: int, first: date, last: date) -> dict:
+def load(
+    conn: psycopg.Connection, db: warehouse.Database, args, skus: int, first: date, last: date
+) -> dict:
     """The bench's ledger, set-based; returns counts. `conn` is autocommit (VACUUM needs it)."""
     keys = WAREHOUSES * skus
     with db.session() as s:  # partitions first, or every movement lands in the default partition
@@ -134,12 +148,20 @@ def load(conn: psycopg.Connection, db: warehouse.Database, args, skus: int, firs
         for statement in LOAD_MASTER:
             conn.execute(statement, {"warehouses": WAREHOUSES, "skus": skus})
         conn.execute(LOAD_OPENING, {"first": day_start(first)})
-        conn.execute(LOAD_MOVEMENTS, {"second": day_start(first + timedelta(days=1)),
-                                      "span": day_end(last) - day_start(first + timedelta(days=1)),
-                                      "keys": keys, "n": args.movements - keys})
+        conn.execute(
+            LOAD_MOVEMENTS,
+            {
+                "second": day_start(first + timedelta(days=1)),
+                "span": day_end(last) - day_start(first + timedelta(days=1)),
+                "keys": keys,
+                "n": args.movements - keys,
+            },
+        )
         conn.execute(SET_BALANCES)
     inserted = time.perf_counter() - started
-    log(f"load: {args.movements} movements, {keys} keys inserted in {inserted:.1f} s; VACUUM ANALYZE ...")
+    log(
+        f"load: {args.movements} movements, {keys} keys inserted in {inserted:.1f} s; VACUUM ANALYZE ..."
+    )
     conn.execute("VACUUM (ANALYZE)")  # hint bits and statistics now, not inside a timed build
     return {"load_s": round(time.perf_counter() - started, 2), "load_insert_s": round(inserted, 2)}
 
@@ -192,28 +214,36 @@ def incremental_vs_floor(conn, db, base: date, day: date, repeats: int) -> dict:
         if built.rows != floor_rows:
             raise SystemExit(f"floor wrote {floor_rows} rows for {day}, build_day {built.rows}")
         rows = built.rows
-        log(f"run {run + 1}/{repeats}: floor {floors[-1]:.3f} s, build_day {flows[-1]:.3f} s "
-            f"(in-statement {built.seconds:.3f} s), verify_day {verifies[-1]:.3f} s, {rows} rows")
+        log(
+            f"run {run + 1}/{repeats}: floor {floors[-1]:.3f} s, build_day {flows[-1]:.3f} s "
+            f"(in-statement {built.seconds:.3f} s), verify_day {verifies[-1]:.3f} s, {rows} rows"
+        )
     _, replace = build(db, day, "incremental")  # force rebuild over the day's existing rows
     floor, flow, check = median(floors), median(flows), median(verifies)
     return {
-        "incremental_s": round(flow, 4), "floor_incremental_s": round(floor, 4),
+        "incremental_s": round(flow, 4),
+        "floor_incremental_s": round(floor, 4),
         "ratio_incremental_to_floor": round(flow / floor, 3),
-        "verify_day_s": round(check, 4), "ratio_incremental_with_verify_to_floor": round((flow + check) / floor, 3),
+        "verify_day_s": round(check, 4),
+        "ratio_incremental_with_verify_to_floor": round((flow + check) / floor, 3),
         "incremental_replace_s": round(replace, 4),
-        "incremental_runs_s": [round(x, 4) for x in flows], "floor_runs_s": [round(x, 4) for x in floors],
+        "incremental_runs_s": [round(x, 4) for x in flows],
+        "floor_runs_s": [round(x, 4) for x in floors],
         "rows_per_snapshot_day": rows,
         "day_movements": conn.execute(
             "SELECT count(*) FROM stock_movement WHERE occurred_at >= %s AND occurred_at < %s",
-            (day_start(day), day_end(day))).fetchone()[0],
+            (day_start(day), day_end(day)),
+        ).fetchone()[0],
     }
 
 
 def as_of_reads(conn, db, first: date, last: date, seed: int) -> dict:
     """on_hand(as_of=) against a raw PK lookup of the snapshot it starts from, interleaved."""
-    items = conn.execute("SELECT w.code, s.code, w.id, s.id FROM stock_balance b "
-                         "JOIN warehouse w ON w.id = b.warehouse_id JOIN sku s ON s.id = b.sku_id "
-                         "ORDER BY b.id").fetchall()
+    items = conn.execute(
+        "SELECT w.code, s.code, w.id, s.id FROM stock_balance b "
+        "JOIN warehouse w ON w.id = b.warehouse_id JOIN sku s ON s.id = b.sku_id "
+        "ORDER BY b.id"
+    ).fetchall()
     rng = random.Random(seed)
     span_days = (last - first).days + 1
     as_of_ms, session_ms, lookup_ms, checks = [], [], [], []
@@ -242,36 +272,62 @@ def as_of_reads(conn, db, first: date, last: date, seed: int) -> dict:
     for wh, sku, wh_id, sku_id, as_of, value in checks:  # after the timing, so it disturbs nothing
         expected = conn.execute(LEDGER_AS_OF, (wh_id, sku_id, as_of)).fetchone()[0]
         if expected != value:
-            mismatches.append(f"{wh}/{sku} as of {as_of.isoformat()}: on_hand {value}, ledger {expected}")
+            mismatches.append(
+                f"{wh}/{sku} as of {as_of.isoformat()}: on_hand {value}, ledger {expected}"
+            )
     for mismatch in mismatches:
         log(f"as_of MISMATCH {mismatch}")
     figures = {
-        "as_of_p50_ms": percentile(as_of_ms, 50), "as_of_p99_ms": percentile(as_of_ms, 99),
-        "as_of_session_p50_ms": percentile(session_ms, 50), "as_of_session_p99_ms": percentile(session_ms, 99),
-        "pk_lookup_p50_ms": percentile(lookup_ms, 50), "pk_lookup_p99_ms": percentile(lookup_ms, 99),
+        "as_of_p50_ms": percentile(as_of_ms, 50),
+        "as_of_p99_ms": percentile(as_of_ms, 99),
+        "as_of_session_p50_ms": percentile(session_ms, 50),
+        "as_of_session_p99_ms": percentile(session_ms, 99),
+        "pk_lookup_p50_ms": percentile(lookup_ms, 50),
+        "pk_lookup_p99_ms": percentile(lookup_ms, 99),
     }
     figures = {name: round(value, 3) for name, value in figures.items()}
-    figures["ratio_as_of_p99_to_pk_lookup"] = round(figures["as_of_p99_ms"] / figures["pk_lookup_p99_ms"], 2)
-    figures["ratio_as_of_p50_to_pk_lookup"] = round(figures["as_of_p50_ms"] / figures["pk_lookup_p50_ms"], 2)
-    figures.update(as_of_queries=len(as_of_ms), as_of_checked=len(checks), as_of_mismatches=len(mismatches))
-    log(f"as_of: p50 {figures['as_of_p50_ms']} ms, p99 {figures['as_of_p99_ms']} ms (with session "
+    figures["ratio_as_of_p99_to_pk_lookup"] = round(
+        figures["as_of_p99_ms"] / figures["pk_lookup_p99_ms"], 2
+    )
+    figures["ratio_as_of_p50_to_pk_lookup"] = round(
+        figures["as_of_p50_ms"] / figures["pk_lookup_p50_ms"], 2
+    )
+    figures.update(
+        as_of_queries=len(as_of_ms), as_of_checked=len(checks), as_of_mismatches=len(mismatches)
+    )
+    log(
+        f"as_of: p50 {figures['as_of_p50_ms']} ms, p99 {figures['as_of_p99_ms']} ms (with session "
         f"{figures['as_of_session_p99_ms']} ms); pk lookup p50 {figures['pk_lookup_p50_ms']} ms, p99 "
-        f"{figures['pk_lookup_p99_ms']} ms; {len(checks)} checked against the ledger, {len(mismatches)} mismatches")
+        f"{figures['pk_lookup_p99_ms']} ms; {len(checks)} checked against the ledger, {len(mismatches)} mismatches"
+    )
     return figures
 
 
 def run(args, url: str, skus: int) -> dict:
-    last = datetime.now(timezone.utc).date() - timedelta(days=1)
+    last = datetime.now(UTC).date() - timedelta(days=1)
     first = last - timedelta(days=args.days - 1)
-    d = {offset: last - timedelta(days=35 - offset) for offset in range(36)}  # d[0] = D330 .. d[35] = D365
+    d = {
+        offset: last - timedelta(days=35 - offset) for offset in range(36)
+    }  # d[0] = D330 .. d[35] = D365
     db = warehouse.connect(url)
-    conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1), autocommit=True,
-                           application_name="bench.snapshot raw")
+    conn = psycopg.connect(
+        url.replace("postgresql+psycopg://", "postgresql://", 1),
+        autocommit=True,
+        application_name="bench.snapshot raw",
+    )
     try:
         schema.upgrade(db)
-        figures = {"movements": args.movements, "warehouses": WAREHOUSES, "skus": skus, "keys": WAREHOUSES * skus,
-                   "days": args.days, "scale": round(args.movements / FULL_MOVEMENTS, 4), "first_day": str(first),
-                   "last_day": str(last), "repeats": args.repeats}
+        figures = {
+            "movements": args.movements,
+            "warehouses": WAREHOUSES,
+            "skus": skus,
+            "keys": WAREHOUSES * skus,
+            "days": args.days,
+            "scale": round(args.movements / FULL_MOVEMENTS, 4),
+            "first_day": str(first),
+            "last_day": str(last),
+            "repeats": args.repeats,
+        }
         figures.update(load(conn, db, args, skus, first, last))
         log(f"load done in {figures['load_s']} s")
 
@@ -283,11 +339,18 @@ def run(args, url: str, skus: int) -> dict:
         for offset in range(1, 31):
             built, seconds = build(db, d[offset], "incremental")
             days.append(seconds)
-        figures.update(backfill_30d_s=round(sum(days), 3), backfill_day_median_s=round(median(days), 4),
-                       backfill_day_max_s=round(max(days), 4))
-        log(f"backfill: {d[1]}..{d[30]} in {sum(days):.2f} s (median {median(days):.3f} s/day, max {max(days):.3f})")
+        figures.update(
+            backfill_30d_s=round(sum(days), 3),
+            backfill_day_median_s=round(median(days), 4),
+            backfill_day_max_s=round(max(days), 4),
+        )
+        log(
+            f"backfill: {d[1]}..{d[30]} in {sum(days):.2f} s (median {median(days):.3f} s/day, max {max(days):.3f})"
+        )
 
-        conn.execute("ANALYZE stock_snapshot")  # what autovacuum would do; not in the middle of a timed run
+        conn.execute(
+            "ANALYZE stock_snapshot"
+        )  # what autovacuum would do; not in the middle of a timed run
         figures.update(incremental_vs_floor(conn, db, d[30], d[31], args.repeats))
 
         for offset in range(32, 36):
@@ -301,8 +364,10 @@ def run(args, url: str, skus: int) -> dict:
 
         conn.execute("ANALYZE stock_snapshot")
         figures.update(as_of_reads(conn, db, d[1], d[35], args.seed))
-        figures["targets_met"] = {"incremental_le_1.5x_floor": figures["ratio_incremental_to_floor"] <= 1.5,
-                                  "as_of_p99_le_2x_lookup": figures["ratio_as_of_p99_to_pk_lookup"] <= 2}
+        figures["targets_met"] = {
+            "incremental_le_1.5x_floor": figures["ratio_incremental_to_floor"] <= 1.5,
+            "as_of_p99_le_2x_lookup": figures["ratio_as_of_p99_to_pk_lookup"] <= 2,
+        }
         figures["postgres_version"] = conn.execute("SHOW server_version").fetchone()[0]
         return figures
     finally:
@@ -312,10 +377,18 @@ def run(args, url: str, skus: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--movements", type=int, default=FULL_MOVEMENTS, help="ledger size (default 10,000,000)")
-    parser.add_argument("--days", type=int, default=365, help="UTC days of ledger, ending yesterday (default 365)")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of floor and incremental (default 5)")
-    parser.add_argument("--seed", type=int, default=1, help="of the as_of picks (the ledger uses random())")
+    parser.add_argument(
+        "--movements", type=int, default=FULL_MOVEMENTS, help="ledger size (default 10,000,000)"
+    )
+    parser.add_argument(
+        "--days", type=int, default=365, help="UTC days of ledger, ending yesterday (default 365)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="runs of floor and incremental (default 5)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="of the as_of picks (the ledger uses random())"
+    )
     add_database_arguments(parser)
     args = parser.parse_args(argv)
     # Scale SKUs with the ledger so each key keeps ~100 movements, as at full size.
@@ -327,8 +400,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     with bench_database("snapshot", args.admin_url, keep=args.keep, log=log) as url:
-        log(f"database {make_url(url).database}: {args.movements} movements, {WAREHOUSES} warehouses x {skus} SKUs "
-            f"x {args.days} days")
+        log(
+            f"database {make_url(url).database}: {args.movements} movements, {WAREHOUSES} warehouses x {skus} SKUs "
+            f"x {args.days} days"
+        )
         figures = run(args, url, skus)
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(figures))

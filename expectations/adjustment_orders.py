@@ -4,14 +4,26 @@ a braked run applied (ERP truth) or sent (WMS truth) nothing, and a run that was
 has no held line and no more lines than the brake allows."""
 
 NAME = "adjustment_orders"
-QUERY = ("SELECT l.id, l.wms_qty, coalesce(l.erp_qty, 0) AS erp_qty, l.delta, l.wms_qty + l.delta AS erp_by_delta, "
-         "l.status FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id WHERE o.run_id = {run_id:d}")
-STATUSES = ["for_erp", "acknowledged", "pending_approval", "held", "approved", "applied", "rejected", "failed",
-            "superseded"]
+QUERY = (
+    "SELECT l.id, l.wms_qty, coalesce(l.erp_qty, 0) AS erp_qty, l.delta, l.wms_qty + l.delta AS erp_by_delta, "
+    "l.status FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id WHERE o.run_id = {run_id:d}"
+)
+STATUSES = [
+    "for_erp",
+    "acknowledged",
+    "pending_approval",
+    "held",
+    "approved",
+    "applied",
+    "rejected",
+    "failed",
+    "superseded",
+]
 
 
-def expectations(*, truth: str = "erp", braked: bool | None = None, max_lines: int | None = None,
-                 **_context) -> list[tuple[str, dict]]:
+def expectations(
+    *, truth: str = "erp", braked: bool | None = None, max_lines: int | None = None, **_context
+) -> list[tuple[str, dict]]:
     suite = [
         ("ExpectColumnValuesToNotBeInSet", {"column": "delta", "value_set": [0]}),
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "erp_qty", "column_B": "erp_by_delta"}),
@@ -19,12 +31,39 @@ def expectations(*, truth: str = "erp", braked: bool | None = None, max_lines: i
     ]
     if braked:
         moved = ["approved", "applied"] if truth == "erp" else ["for_erp", "acknowledged"]
-        suite.append(("ExpectColumnValuesToNotBeInSet", {"column": "status", "value_set": moved, "meta": {
-            "why": "the run is over the brake: no line may be applied or sent before a person approves it"}}))
+        suite.append(
+            (
+                "ExpectColumnValuesToNotBeInSet",
+                {
+                    "column": "status",
+                    "value_set": moved,
+                    "meta": {
+                        "why": "the run is over the brake: no line may be applied or sent before a person approves it"
+                    },
+                },
+            )
+        )
     elif braked is not None:
-        suite.append(("ExpectColumnValuesToNotBeInSet", {"column": "status", "value_set": ["held"], "meta": {
-            "why": "the run is within the brake's limits, yet lines are held"}}))
+        suite.append(
+            (
+                "ExpectColumnValuesToNotBeInSet",
+                {
+                    "column": "status",
+                    "value_set": ["held"],
+                    "meta": {"why": "the run is within the brake's limits, yet lines are held"},
+                },
+            )
+        )
         if max_lines is not None:
-            suite.append(("ExpectTableRowCountToBeBetween", {"max_value": max_lines, "meta": {
-                "why": f"more than {max_lines:,} lines, over the brake's share of differing rows, yet the run was not braked"}}))
+            suite.append(
+                (
+                    "ExpectTableRowCountToBeBetween",
+                    {
+                        "max_value": max_lines,
+                        "meta": {
+                            "why": f"more than {max_lines:,} lines, over the brake's share of differing rows, yet the run was not braked"
+                        },
+                    },
+                )
+            )
     return suite

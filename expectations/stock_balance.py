@@ -9,6 +9,12 @@ def expectations(**_context) -> list[tuple[str, dict]]:
     return [
         ("ExpectColumnValuesToBeBetween", {"column": "on_hand", "min_value": 0}),
         ("ExpectColumnValuesToBeBetween", {"column": "reserved", "min_value": 0}),
-        ("ExpectColumnPairValuesAToBeGreaterThanB", {"column_A": "on_hand", "column_B": "reserved", "or_equal": True}),
-        ("ExpectCompoundColumnsToBeUnique", {"column_list": ["warehouse_id", "location_id", "sku_id", "lot_key"]}),
+        (
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            {"column_A": "on_hand", "column_B": "reserved", "or_equal": True},
+        ),
+        (
+            "ExpectCompoundColumnsToBeUnique",
+            {"column_list": ["warehouse_id", "location_id", "sku_id", "lot_key"]},
+        ),
     ]

@@ -13,8 +13,8 @@ from prefect import flow, get_run_logger
 from flows.console import summary_text
 from flows.monitoring import run_metrics
 from flows.runners import task_runner
-from tasks.reporting import table_artifact
 from tasks.cache import find_hot_set, hit_rates, warm_cache
+from tasks.reporting import table_artifact
 
 
 def _warmup_flow(top: int = 1000) -> dict:
@@ -26,13 +26,26 @@ def _warmup_flow(top: int = 1000) -> dict:
     for warehouse, sku in pairs:
         by_warehouse.setdefault(warehouse, []).append((warehouse, sku))
     parts = [future.result() for future in warm_cache.map(list(by_warehouse.values()), source)]
-    warmed = {"source": source, "keys": sum(p["keys"] for p in parts), "written": sum(p["written"] for p in parts),
-              "refused_stale": sum(p["refused_stale"] for p in parts),
-              "seconds": max((p["seconds"] for p in parts), default=0.0), "warehouses": len(parts)}
+    warmed = {
+        "source": source,
+        "keys": sum(p["keys"] for p in parts),
+        "written": sum(p["written"] for p in parts),
+        "refused_stale": sum(p["refused_stale"] for p in parts),
+        "seconds": max((p["seconds"] for p in parts), default=0.0),
+        "warehouses": len(parts),
+    }
     rates = hit_rates()
-    summary = {**warmed, "hit_rate_previous_hour": rates["previous_hour"], "hit_rate_this_hour": rates["this_hour"],
-               "seconds": round(time.perf_counter() - started, 3)}
-    table_artifact("cache-warmup", [summary], f"Warmup: {warmed['keys']} keys from {source} in {summary['seconds']} s")
+    summary = {
+        **warmed,
+        "hit_rate_previous_hour": rates["previous_hour"],
+        "hit_rate_this_hour": rates["this_hour"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    table_artifact(
+        "cache-warmup",
+        [summary],
+        f"Warmup: {warmed['keys']} keys from {source} in {summary['seconds']} s",
+    )
     logger.info("summary: %s", summary_text(summary))
     return summary
 

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import typer
 
-from flows.console import ExitCode, CommandFailed, bad_argument, error_line, fail, report, summary_lines
+from flows.console import (
+    CommandFailed,
+    ExitCode,
+    bad_argument,
+    error_line,
+    fail,
+    report,
+    summary_lines,
+)
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -18,28 +26,47 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 # The ephemeral Prefect server of a run by hand needs longer than the 20 s default here.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
-app = typer.Typer(help="cangflow: batch jobs that keep warehouse stock trustworthy.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="cangflow: batch jobs that keep warehouse stock trustworthy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="The database: migrations and the embedded server.", no_args_is_help=True)
-catalog_app = typer.Typer(help="Master data: warehouses, locations, SKUs, lots.", no_args_is_help=True)
+catalog_app = typer.Typer(
+    help="Master data: warehouses, locations, SKUs, lots.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(catalog_app, name="catalog")
-run_app = typer.Typer(help="Run a flow now, by hand (the schedules run the same flows).", no_args_is_help=True)
-history_app = typer.Typer(help="Closed history: months of the ledger that refuse changes.", no_args_is_help=True)
+run_app = typer.Typer(
+    help="Run a flow now, by hand (the schedules run the same flows).", no_args_is_help=True
+)
+history_app = typer.Typer(
+    help="Closed history: months of the ledger that refuse changes.", no_args_is_help=True
+)
 app.add_typer(run_app, name="run")
 app.add_typer(history_app, name="history")
-adjustments_app = typer.Typer(help="Adjustment orders from ERP reconciliation: list, approve, reject.", no_args_is_help=True)
+adjustments_app = typer.Typer(
+    help="Adjustment orders from ERP reconciliation: list, approve, reject.", no_args_is_help=True
+)
 app.add_typer(adjustments_app, name="adjustments")
-server_app = typer.Typer(help="A local Prefect server (and worker) that keeps the run history.", no_args_is_help=True)
+server_app = typer.Typer(
+    help="A local Prefect server (and worker) that keeps the run history.", no_args_is_help=True
+)
 app.add_typer(server_app, name="server")
-metrics_app = typer.Typer(help="Prometheus metrics of the processes that do the work.", no_args_is_help=True)
+metrics_app = typer.Typer(
+    help="Prometheus metrics of the processes that do the work.", no_args_is_help=True
+)
 app.add_typer(metrics_app, name="metrics")
 
 DEBUG = {"on": os.environ.get("CANGFLOW_DEBUG", "") not in ("", "0", "false")}
 
 
 @app.callback()
-def options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library logs of failures")) -> None:
+def options(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show tracebacks and library logs of failures"
+    ),
+) -> None:
     """cangflow: batch jobs that keep warehouse stock trustworthy."""
     DEBUG["on"] = DEBUG["on"] or debug
     _use_local_prefect_server()
@@ -86,20 +113,29 @@ def _database(role: str | None = "app", *, migrated: bool = True):
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head", help="Alembic revision to upgrade to")) -> None:
+def db_upgrade(
+    revision: str = typer.Argument("head", help="Alembic revision to upgrade to"),
+) -> None:
     """Bring the database to the current schema (and premake ledger partitions)."""
     from warehouse.db import schema
     from warehouse.settings import get_settings
 
     db = _database("owner", migrated=False)
     current = schema.upgrade(db, revision, premake_months=get_settings().premake_months)
-    typer.echo(f"database {db.url.render_as_string(hide_password=True)} at revision {current}, as role {db.acting_role()}")
+    typer.echo(
+        f"database {db.url.render_as_string(hide_password=True)} at revision {current}, as role {db.acting_role()}"
+    )
 
 
 @db_app.command("roles")
 def db_roles(
-    admin_url: str = typer.Option(None, "--admin-url", envvar="CANGFLOW_ADMIN_DATABASE_URL", show_default=False,
-                                  help="A superuser (or CREATEROLE owner) of the database; default CANGFLOW_DATABASE_URL"),
+    admin_url: str = typer.Option(
+        None,
+        "--admin-url",
+        envvar="CANGFLOW_ADMIN_DATABASE_URL",
+        show_default=False,
+        help="A superuser (or CREATEROLE owner) of the database; default CANGFLOW_DATABASE_URL",
+    ),
 ) -> None:
     """Make the owner, app and reader roles and convert the database to them (idempotent): the
     owner owns everything, the app may move stock but never change or remove the ledger, the
@@ -117,8 +153,10 @@ def db_roles(
     assert conversion is not None  # always converts when not told `unless_converted`
     for line in conversion.lines():
         typer.echo(line)
-    typer.echo(f"owner {names.owner} runs `db upgrade` and the rollover; app {names.app} moves stock and runs the "
-               f"flows; reader {names.reader} reads (README, Security)")
+    typer.echo(
+        f"owner {names.owner} runs `db upgrade` and the rollover; app {names.app} moves stock and runs the "
+        f"flows; reader {names.reader} reads (README, Security)"
+    )
 
 
 @db_app.command("stop")
@@ -135,8 +173,12 @@ def db_stop() -> None:
 @app.command()
 def check(
     limit: int = typer.Option(100, help="Violations shown per invariant"),
-    incremental: bool = typer.Option(False, "--incremental", help="Only what changed since the last passing check "
-                                     "(the nightly's gate); the default is the full check"),
+    incremental: bool = typer.Option(
+        False,
+        "--incremental",
+        help="Only what changed since the last passing check "
+        "(the nightly's gate); the default is the full check",
+    ),
 ) -> None:
     """Check the books in full (every snapshot day, the whole ledger); exit 1 when anything is wrong.
     Wrong snapshot days are marked for a rebuild by the next snapshot run."""
@@ -157,16 +199,28 @@ def demo(
     skus: int = typer.Option(5000, min=10, help="SKUs in the sample"),
     bins: int = typer.Option(300, min=5, help="Bins per warehouse"),
     days: int = typer.Option(90, min=1, max=365, help="Days of movement history"),
-    workers: int = typer.Option(16, min=1, max=64, help="Concurrent workers in the deduction burst"),
+    workers: int = typer.Option(
+        16, min=1, max=64, help="Concurrent workers in the deduction burst"
+    ),
 ) -> None:
     """Migrate, load a realistic sample, run a burst of concurrent deductions, check invariants."""
     from flows.console import quiet_console_logs
     from flows.demo import run_demo
 
-    db = _database(migrated=False)  # the demo migrates first (as the owner), then works as the app role
+    db = _database(
+        migrated=False
+    )  # the demo migrates first (as the owner), then works as the app role
     owner = _database("owner", migrated=False)
     quiet_console_logs(debug=DEBUG["on"])
-    violations = run_demo(db, owner=owner, skus=skus, bins_per_warehouse=bins, days=days, burst_workers=workers, echo=typer.echo)
+    violations = run_demo(
+        db,
+        owner=owner,
+        skus=skus,
+        bins_per_warehouse=bins,
+        days=days,
+        burst_workers=workers,
+        echo=typer.echo,
+    )
     if violations:
         fail(f"{violations} invariant violation(s) after the demo")
 
@@ -189,8 +243,10 @@ def catalog_import(
             imported = importer.import_csv(session, kind, Path(path))
     except WarehouseError as error:
         fail(str(error), ExitCode.CHECK_FAILED)
-    typer.echo(f"{kind}: {imported.rows:,} row(s) read, {imported.created:,} created, "
-               f"{imported.existing:,} already present")
+    typer.echo(
+        f"{kind}: {imported.rows:,} row(s) read, {imported.created:,} created, "
+        f"{imported.existing:,} already present"
+    )
 
 
 def _day(value: str | None, option: str):
@@ -228,8 +284,13 @@ def _run_flow(flow, **parameters):
     _database()  # a missing or unmigrated database is a clear error before Prefect starts
     quiet_console_logs(debug=DEBUG["on"])
     summary, run = run_flow(flow, **parameters)
-    shown = {**summary, "run": f"{run.name} ({run.state})", "recorded at": run.url or "a temporary Prefect server "
-             "(gone with this command; `cangflow server start` keeps runs)"}
+    shown = {
+        **summary,
+        "run": f"{run.name} ({run.state})",
+        "recorded at": run.url
+        or "a temporary Prefect server "
+        "(gone with this command; `cangflow server start` keeps runs)",
+    }
     for line in summary_lines(shown):
         typer.echo(line)
     return summary
@@ -237,8 +298,12 @@ def _run_flow(flow, **parameters):
 
 @run_app.command("snapshot")
 def run_snapshot(
-    day: str = typer.Option(None, "--date", help="Build exactly this day (YYYY-MM-DD, a business day: "
-                            "midnight to midnight in CANGFLOW_BUSINESS_TIMEZONE)"),
+    day: str = typer.Option(
+        None,
+        "--date",
+        help="Build exactly this day (YYYY-MM-DD, a business day: "
+        "midnight to midnight in CANGFLOW_BUSINESS_TIMEZONE)",
+    ),
     start: str = typer.Option(None, "--from", help="Backfill from this business day"),
     end: str = typer.Option(None, "--to", help="Backfill up to this business day"),
 ) -> None:
@@ -247,7 +312,7 @@ def run_snapshot(
     from warehouse.errors import WarehouseError
     from warehouse.snapshots.plan import requested_days
 
-    asked = dict(day=_day(day, "--date"), start=_day(start, "--from"), end=_day(end, "--to"))
+    asked = {"day": _day(day, "--date"), "start": _day(start, "--from"), "end": _day(end, "--to")}
     try:
         requested_days(**asked)  # bad dates are refused before a flow run starts
     except WarehouseError as error:
@@ -268,7 +333,9 @@ def run_rollover() -> None:
 @run_app.command("relay")
 def run_relay(
     follow: bool = typer.Option(False, "--follow", help="Keep relaying until stopped (Ctrl-C)"),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="With --follow: serve /metrics on this port"),
+    metrics_port: int = typer.Option(
+        None, "--metrics-port", help="With --follow: serve /metrics on this port"
+    ),
 ) -> None:
     """Publish the outbox to Redis Streams and invalidate the cache for every stock change."""
     from flows.relay import relay_flow
@@ -281,7 +348,9 @@ def run_relay(
 
 
 @run_app.command("warmup")
-def run_warmup(top: int = typer.Option(1000, "--top", min=1, max=1_000_000, help="How many hot SKUs to warm")) -> None:
+def run_warmup(
+    top: int = typer.Option(1000, "--top", min=1, max=1_000_000, help="How many hot SKUs to warm"),
+) -> None:
     """Write the hot set of (warehouse, SKU) stock numbers to Redis ahead of readers."""
     from flows.cache_warmup import warmup_flow
 
@@ -291,43 +360,89 @@ def run_warmup(top: int = typer.Option(1000, "--top", min=1, max=1_000_000, help
 
 @run_app.command("reconcile")
 def run_reconcile(
-    erp_file: str = typer.Option(None, "--erp-file", help="The ERP feed: CSV warehouse,sku,lot,quantity,as_of"),
-    feed_dir: str = typer.Option(None, "--feed-dir", help="Reconcile the newest *.csv in this folder (stale when none is new)"),
-    truth: str = typer.Option("wms", "--truth", help="wms: adjustment orders for the ERP; erp: adjust WMS stock"),
-    tolerance_abs: int = typer.Option(0, "--tolerance-abs", help="Differences up to this many units are recorded only"),
-    tolerance_pct: float = typer.Option(0.0, "--tolerance-pct", help="... or up to this % of the WMS stock"),
-    auto_approve_limit: int = typer.Option(0, "--auto-approve-limit", help="ERP truth: apply lines up to this |delta|"),
-    full_feed: bool = typer.Option(False, "--full-feed", help="The feed is complete: SKUs absent from it are adjusted too"),
+    erp_file: str = typer.Option(
+        None, "--erp-file", help="The ERP feed: CSV warehouse,sku,lot,quantity,as_of"
+    ),
+    feed_dir: str = typer.Option(
+        None,
+        "--feed-dir",
+        help="Reconcile the newest *.csv in this folder (stale when none is new)",
+    ),
+    truth: str = typer.Option(
+        "wms", "--truth", help="wms: adjustment orders for the ERP; erp: adjust WMS stock"
+    ),
+    tolerance_abs: int = typer.Option(
+        0, "--tolerance-abs", help="Differences up to this many units are recorded only"
+    ),
+    tolerance_pct: float = typer.Option(
+        0.0, "--tolerance-pct", help="... or up to this % of the WMS stock"
+    ),
+    auto_approve_limit: int = typer.Option(
+        0, "--auto-approve-limit", help="ERP truth: apply lines up to this |delta|"
+    ),
+    full_feed: bool = typer.Option(
+        False, "--full-feed", help="The feed is complete: SKUs absent from it are adjusted too"
+    ),
     tolerances: str = typer.Option(None, "--tolerances", help="CSV sku,category,abs,pct"),
-    erp_url: str = typer.Option(None, "--erp-url", help="Read the feed from this ERP database (or CANGFLOW_ERP_URL)"),
-    erp_query: str = typer.Option(None, "--erp-query", help="SQL returning warehouse,sku,lot,quantity,as_of"),
-    max_differing_pct: float = typer.Option(None, "--max-differing-pct",
-                                            help="Brake: hold the run if more than this % of feed rows differ"),
-    max_delta_pct: float = typer.Option(None, "--max-delta-pct",
-                                        help="Brake: hold the run if the deltas exceed this % of the stock"),
-    max_feed_age_hours: float = typer.Option(None, "--max-feed-age-hours",
-                                             help="A feed older than this is stale (default CANGFLOW_RECONCILE_MAX_FEED_AGE_HOURS, 26)"),
-    confirm_feed_shape: bool = typer.Option(False, "--confirm-feed-shape",
-                                            help="Accept a feed far smaller, or with far more zeros or other quantities, "
-                                                 "than the previous one of its warehouses"),
+    erp_url: str = typer.Option(
+        None, "--erp-url", help="Read the feed from this ERP database (or CANGFLOW_ERP_URL)"
+    ),
+    erp_query: str = typer.Option(
+        None, "--erp-query", help="SQL returning warehouse,sku,lot,quantity,as_of"
+    ),
+    max_differing_pct: float = typer.Option(
+        None,
+        "--max-differing-pct",
+        help="Brake: hold the run if more than this % of feed rows differ",
+    ),
+    max_delta_pct: float = typer.Option(
+        None, "--max-delta-pct", help="Brake: hold the run if the deltas exceed this % of the stock"
+    ),
+    max_feed_age_hours: float = typer.Option(
+        None,
+        "--max-feed-age-hours",
+        help="A feed older than this is stale (default CANGFLOW_RECONCILE_MAX_FEED_AGE_HOURS, 26)",
+    ),
+    confirm_feed_shape: bool = typer.Option(
+        False,
+        "--confirm-feed-shape",
+        help="Accept a feed far smaller, or with far more zeros or other quantities, "
+        "than the previous one of its warehouses",
+    ),
 ) -> None:
     """Compare the ERP's book stock with the WMS and raise adjustment orders. Exit code 4: no
     new feed (stale)."""
-    given = [option for option, value in (("--erp-file", erp_file), ("--feed-dir", feed_dir), ("--erp-query", erp_query))
-             if value is not None]
+    given = [
+        option
+        for option, value in (
+            ("--erp-file", erp_file),
+            ("--feed-dir", feed_dir),
+            ("--erp-query", erp_query),
+        )
+        if value is not None
+    ]
     if not given:
-        fail("give --erp-file PATH, --feed-dir DIR, or --erp-query with --erp-url", ExitCode.BAD_ARGUMENTS)
+        fail(
+            "give --erp-file PATH, --feed-dir DIR, or --erp-query with --erp-url",
+            ExitCode.BAD_ARGUMENTS,
+        )
     if len(given) > 1:
         fail(f"give one of {', '.join(given)}, not several", ExitCode.BAD_ARGUMENTS)
     if max_feed_age_hours is not None and max_feed_age_hours <= 0:
         bad_argument("--max-feed-age-hours", max_feed_age_hours, "must be more than 0")
     if truth not in ("wms", "erp"):
         bad_argument("--truth", truth, "say wms (the WMS is right) or erp (the ERP is right)")
-    for option, value in (("--tolerance-abs", tolerance_abs), ("--auto-approve-limit", auto_approve_limit)):
+    for option, value in (
+        ("--tolerance-abs", tolerance_abs),
+        ("--auto-approve-limit", auto_approve_limit),
+    ):
         if value < 0:
             bad_argument(option, value, "must be 0 or more")
-    for option, value in (("--tolerance-pct", tolerance_pct), ("--max-differing-pct", max_differing_pct),
-                          ("--max-delta-pct", max_delta_pct)):
+    for option, value in (
+        ("--tolerance-pct", tolerance_pct),
+        ("--max-differing-pct", max_differing_pct),
+        ("--max-delta-pct", max_delta_pct),
+    ):
         if value is not None and not 0 <= value <= 100:
             bad_argument(option, value, "must be a percentage from 0 to 100")
     _readable_file("--erp-file", Path(erp_file) if erp_file else None)
@@ -342,17 +457,30 @@ def run_reconcile(
 
         get_settings.cache_clear()
     typer.echo("ERP reconciliation:")
-    summary = _run_flow(reconcile_flow, erp_file=erp_file, truth=truth, tolerance_abs=tolerance_abs,
-                        tolerance_pct=tolerance_pct, auto_approve_limit=auto_approve_limit, full_feed=full_feed,
-                        tolerances_file=tolerances, erp_query=erp_query, max_differing_pct=max_differing_pct,
-                        max_delta_pct=max_delta_pct, feed_dir=feed_dir, max_feed_age_hours=max_feed_age_hours,
-                        confirm_feed_shape=confirm_feed_shape)
+    summary = _run_flow(
+        reconcile_flow,
+        erp_file=erp_file,
+        truth=truth,
+        tolerance_abs=tolerance_abs,
+        tolerance_pct=tolerance_pct,
+        auto_approve_limit=auto_approve_limit,
+        full_feed=full_feed,
+        tolerances_file=tolerances,
+        erp_query=erp_query,
+        max_differing_pct=max_differing_pct,
+        max_delta_pct=max_delta_pct,
+        feed_dir=feed_dir,
+        max_feed_age_hours=max_feed_age_hours,
+        confirm_feed_shape=confirm_feed_shape,
+    )
     if summary.get("status") == "stale":
         fail(f"stale: {summary['stale']}", ExitCode.STALE)
 
 
 @adjustments_app.command("list")
-def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every line, not only the open ones")) -> None:
+def adjustments_list(
+    all_lines: bool = typer.Option(False, "--all", help="Every line, not only the open ones"),
+) -> None:
     """Open adjustment order lines (waiting for approval, or sent to the ERP and not yet
     acknowledged), or all of them, with the run, feed and as_of each came from."""
     from warehouse.reconcile import listing
@@ -360,19 +488,29 @@ def adjustments_list(all_lines: bool = typer.Option(False, "--all", help="Every 
     db = _database("reader")
     with db.session() as session:
         rows = listing.lines(session, all_lines=all_lines)
-    typer.echo(f"{'id':>8} {'run':>6} {'feed':<20} {'as_of':<20} {'age':>6} {'warehouse':<12} {'sku':<16} {'lot':<10} "
-               f"{'wms':>9} {'erp':>9} {'delta':>9}  status")
+    typer.echo(
+        f"{'id':>8} {'run':>6} {'feed':<20} {'as_of':<20} {'age':>6} {'warehouse':<12} {'sku':<16} {'lot':<10} "
+        f"{'wms':>9} {'erp':>9} {'delta':>9}  status"
+    )
     for r in rows:
-        age = f"{r.age.days}d" if r.age is not None and r.age.days else (f"{int(r.age.total_seconds() // 3600)}h" if r.age else "")
+        age = (
+            f"{r.age.days}d"
+            if r.age is not None and r.age.days
+            else (f"{int(r.age.total_seconds() // 3600)}h" if r.age else "")
+        )
         status = r.status + (f" by run {r.superseded_by_run}" if r.superseded_by_run else "")
         as_of = f"{r.as_of:%Y-%m-%d %H:%M:%S}" if r.as_of else ""
-        typer.echo(f"{r.id:>8} {r.run_id:>6} {r.feed_name[:20]:<20} {as_of:<19} {age:>6} {r.warehouse:<12} "
-                   f"{r.sku:<16} {r.lot or '':<10} {r.wms_qty:>9} {'' if r.erp_qty is None else r.erp_qty:>9} {r.delta:>9}  {status}")
+        typer.echo(
+            f"{r.id:>8} {r.run_id:>6} {r.feed_name[:20]:<20} {as_of:<19} {age:>6} {r.warehouse:<12} "
+            f"{r.sku:<16} {r.lot or '':<10} {r.wms_qty:>9} {'' if r.erp_qty is None else r.erp_qty:>9} {r.delta:>9}  {status}"
+        )
     typer.echo(f"{len(rows)} line(s)")
 
 
 @adjustments_app.command("ack")
-def adjustments_ack(line_ids: list[int] = typer.Argument(..., help="Lines the ERP confirmed")) -> None:
+def adjustments_ack(
+    line_ids: list[int] = typer.Argument(..., help="Lines the ERP confirmed"),
+) -> None:
     """Close lines sent to the ERP (WMS truth) that it confirmed; a difference found again
     later is then sent again."""
     import getpass
@@ -384,7 +522,9 @@ def adjustments_ack(line_ids: list[int] = typer.Argument(..., help="Lines the ER
     try:
         with db.session() as session:
             for line_id in line_ids:
-                typer.echo(f"line {line_id}: {orders.acknowledge(session, line_id, by=getpass.getuser())}")
+                typer.echo(
+                    f"line {line_id}: {orders.acknowledge(session, line_id, by=getpass.getuser())}"
+                )
     except WarehouseError as error:
         fail(str(error), ExitCode.CHECK_FAILED)
 
@@ -405,13 +545,22 @@ def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | N
         with db.session() as session:
             ids += orders.waiting_lines(session, run)
     if not ids:
-        fail("no line to decide: give line ids, or --run N with lines waiting for approval", ExitCode.BAD_ARGUMENTS)
+        fail(
+            "no line to decide: give line ids, or --run N with lines waiting for approval",
+            ExitCode.BAD_ARGUMENTS,
+        )
     problems = 0
     for line_id in ids:
         try:
             with db.session() as session:
-                settled = orders.settle(session, line_id, approve=approve, by=who, note=reason,
-                                        reconcile_location=get_settings().reconcile_location)
+                settled = orders.settle(
+                    session,
+                    line_id,
+                    approve=approve,
+                    by=who,
+                    note=reason,
+                    reconcile_location=get_settings().reconcile_location,
+                )
             status = settled.status + (f": {settled.reason}" if settled.reason else "")
             if settled.status == "for_erp":
                 status = "sent to the ERP (for_erp)"
@@ -421,7 +570,10 @@ def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | N
             problems += 1
         typer.echo(f"line {line_id}: {status}")
     if problems:
-        fail(f"{problems} of {len(ids)} line(s) not decided as asked (see above)", ExitCode.CHECK_FAILED)
+        fail(
+            f"{problems} of {len(ids)} line(s) not decided as asked (see above)",
+            ExitCode.CHECK_FAILED,
+        )
 
 
 @adjustments_app.command("approve")
@@ -465,15 +617,19 @@ def history_reopen(
     reason: str = typer.Option(..., "--reason", help="Why, for the audit trail"),
 ) -> None:
     """Reopen one closed month on purpose (audited); the next rollover closes it again."""
-    from warehouse.history import closing as history
     from warehouse.errors import WarehouseError
+    from warehouse.history import closing as history
     from warehouse.settings import get_settings
 
     db = _database("owner")
     try:
         with db.session() as session:
-            opened = history.reopen_month(session, history.parse_month(month), reason=reason,
-                                          lock_timeout_ms=get_settings().ddl_lock_timeout_ms)
+            opened = history.reopen_month(
+                session,
+                history.parse_month(month),
+                reason=reason,
+                lock_timeout_ms=get_settings().ddl_lock_timeout_ms,
+            )
     except WarehouseError as error:
         fail(str(error), ExitCode.CHECK_FAILED)
     typer.echo(f"history {month} reopened ({', '.join(opened)}); the next rollover closes it again")
@@ -490,14 +646,22 @@ def history_status() -> None:
         audit = history.audit_trail(session, limit=20)
     typer.echo("closed months: " + (", ".join(f"{m:%Y-%m}" for m in closed) or "none"))
     for row in audit:
-        typer.echo(f"  {row.at:%Y-%m-%d %H:%M} {row.month:%Y-%m} {row.action:<9} {row.actor}: {row.reason or ''}")
+        typer.echo(
+            f"  {row.at:%Y-%m-%d %H:%M} {row.month:%Y-%m} {row.action:<9} {row.actor}: {row.reason or ''}"
+        )
 
 
 @server_app.command("start")
 def server_start(
-    port: int = typer.Option(None, "--port", help="Port of the API and UI (default CANGFLOW_SERVER_PORT, 4200)"),
-    host: str = typer.Option(None, "--host", help="Address to listen on (default CANGFLOW_SERVER_HOST, 127.0.0.1)"),
-    worker: bool = typer.Option(True, "--worker/--no-worker", help="Also run a process worker for the deployments"),
+    port: int = typer.Option(
+        None, "--port", help="Port of the API and UI (default CANGFLOW_SERVER_PORT, 4200)"
+    ),
+    host: str = typer.Option(
+        None, "--host", help="Address to listen on (default CANGFLOW_SERVER_HOST, 127.0.0.1)"
+    ),
+    worker: bool = typer.Option(
+        True, "--worker/--no-worker", help="Also run a process worker for the deployments"
+    ),
 ) -> None:
     """Start a Prefect server with its database under CANGFLOW_HOME, and a process worker;
     `cangflow run ...` and `cangflow demo` then record their runs there."""
@@ -510,17 +674,27 @@ def server_start(
         bad_argument("--port", port, "must be a TCP port from 1 to 65535")
     host = host or settings.server_host
     if not local_server.loopback(host) and not local_server.auth_string():
-        bad_argument("--host", host, "exposes the API and UI beyond this machine: set CANGFLOW_SERVER_AUTH "
-                                     "(user:password) and put the server behind your own access control")
+        bad_argument(
+            "--host",
+            host,
+            "exposes the API and UI beyond this machine: set CANGFLOW_SERVER_AUTH "
+            "(user:password) and put the server behind your own access control",
+        )
     try:
-        state, started = local_server.start(_home(), host=host, port=port,
-                                            worker=worker, progress=typer.echo)
+        state, started = local_server.start(
+            _home(), host=host, port=port, worker=worker, progress=typer.echo
+        )
     except local_server.ServerError as error:
         fail(str(error), ExitCode.CANNOT_RUN)
-    typer.echo(("Prefect server started" if started else "Prefect server already running") + f": {state.ui_url}")
+    typer.echo(
+        ("Prefect server started" if started else "Prefect server already running")
+        + f": {state.ui_url}"
+    )
     typer.echo(f"  API     {state.api_url}")
     typer.echo(f"  worker  {'pool ' + local_server.WORK_POOL if state.worker_pid else 'none'}")
-    typer.echo("  `cangflow run ...` and `cangflow demo` record their runs there; `cangflow server stop` stops it")
+    typer.echo(
+        "  `cangflow run ...` and `cangflow demo` record their runs there; `cangflow server stop` stops it"
+    )
 
 
 @server_app.command("stop")
@@ -539,7 +713,9 @@ def server_status() -> None:
 
     state = local_server.running(_home())
     if state is None:
-        typer.echo(f"no local Prefect server runs for {_home().resolve()} (start one: cangflow server start)")
+        typer.echo(
+            f"no local Prefect server runs for {_home().resolve()} (start one: cangflow server start)"
+        )
         raise typer.Exit(ExitCode.CHECK_FAILED)
     typer.echo(f"Prefect server running: {state.ui_url} (pid {state.server_pid})")
     typer.echo(f"  worker  {f'pid {state.worker_pid}' if state.worker_pid else 'none'}")
@@ -564,7 +740,10 @@ def metrics_serve(
     except OSError as error:
         fail(f"cannot listen on {host}:{port}: {error.strerror or error}", ExitCode.CANNOT_RUN)
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    typer.echo(f"serving http://{host}:{port}/metrics" + (f" for the processes writing to {folder}" if folder else ""))
+    typer.echo(
+        f"serving http://{host}:{port}/metrics"
+        + (f" for the processes writing to {folder}" if folder else "")
+    )
     try:
         while True:
             time.sleep(3600)
@@ -596,7 +775,9 @@ def main(arguments: list[str] | None = None) -> int:
     try:
         code = app(args=arguments, standalone_mode=False, prog_name="cangflow")
     except CommandFailed as error:
-        if DEBUG["on"] and error.__context__ is not None:  # the failure the command turned into a reason
+        if (
+            DEBUG["on"] and error.__context__ is not None
+        ):  # the failure the command turned into a reason
             traceback.print_exception(error.__context__)
         report(str(error))
         return int(error.code)
@@ -610,11 +791,15 @@ def main(arguments: list[str] | None = None) -> int:
         if message.strip():  # empty after the help was shown for a bare group
             report(f"{error_line(Exception(message))}{where}")
         return int(ExitCode.BAD_ARGUMENTS)
-    except Exception as error:  # noqa: BLE001 - every failure ends as one line and its code
+    except Exception as error:
         if DEBUG["on"]:
             traceback.print_exc()
         code = exit_code_of(error)
-        prefix = "" if code != ExitCode.CANNOT_RUN or isinstance(error, CommandFailed) else f"{type(error).__name__}: "
+        prefix = (
+            ""
+            if code != ExitCode.CANNOT_RUN or isinstance(error, CommandFailed)
+            else f"{type(error).__name__}: "
+        )
         report(prefix + error_line(error))
         return int(code)
     return int(code or 0)

@@ -88,7 +88,9 @@ def summary_lines(summary: Mapping[str, Any], indent: int = 2) -> list[str]:
     flat = {key: value for key, value in summary.items() if not isinstance(value, Mapping)}
     width = max((len(_label(key)) for key in summary), default=0)
     values = {key: cell(value) for key, value in flat.items()}
-    number_width = max((len(text) for key, text in values.items() if _is_number(flat[key])), default=0)
+    number_width = max(
+        (len(text) for key, text in values.items() if _is_number(flat[key])), default=0
+    )
     lines = []
     for key, value in summary.items():
         pad = " " * indent
@@ -104,22 +106,35 @@ def summary_lines(summary: Mapping[str, Any], indent: int = 2) -> list[str]:
 
 def summary_text(summary: Mapping[str, Any]) -> str:
     """A summary on one log line: `label value; label value`, values as in the tables."""
-    return "; ".join(f"{_label(key)} {summary_text(value) if isinstance(value, Mapping) else cell(value)}"
-                     for key, value in summary.items())
+    return "; ".join(
+        f"{_label(key)} {summary_text(value) if isinstance(value, Mapping) else cell(value)}"
+        for key, value in summary.items()
+    )
 
 
-def table_lines(rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = None, indent: int = 2) -> list[str]:
+def table_lines(
+    rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = None, indent: int = 2
+) -> list[str]:
     """Rows as an aligned table with a header; numbers right-aligned."""
     if not rows:
         return []
     names = list(columns or rows[0].keys())
     texts = [[cell(row.get(name)) for name in names] for row in rows]
-    numeric = [all(_is_number(row.get(name)) or row.get(name) is None for row in rows) for name in names]
-    widths = [max(len(_label(name)), *(len(line[i]) for line in texts)) for i, name in enumerate(names)]
+    numeric = [
+        all(_is_number(row.get(name)) or row.get(name) is None for row in rows) for name in names
+    ]
+    widths = [
+        max(len(_label(name)), *(len(line[i]) for line in texts)) for i, name in enumerate(names)
+    ]
 
     def line(parts: list[str]) -> str:
-        return " " * indent + "  ".join(part.rjust(w) if right else part.ljust(w)
-                                        for part, w, right in zip(parts, widths, numeric)).rstrip()
+        return (
+            " " * indent
+            + "  ".join(
+                part.rjust(w) if right else part.ljust(w)
+                for part, w, right in zip(parts, widths, numeric, strict=True)
+            ).rstrip()
+        )
 
     return [line([_label(name) for name in names]), *(line(parts) for parts in texts)]
 
@@ -129,6 +144,7 @@ def _is_number(value: Any) -> bool:
 
 
 # --- quiet logs -------------------------------------------------------------------------------
+
 
 class _WithoutTraceback(logging.Formatter):
     """Formats a record as `inner` does, minus its traceback (the reason stays in the message)."""
@@ -153,5 +169,7 @@ def quiet_console_logs(*, debug: bool) -> None:
     if debug:
         return
     for handler in logging.getLogger().handlers:
-        if type(handler).__name__ == "PrefectConsoleHandler" and not isinstance(handler.formatter, _WithoutTraceback):
+        if type(handler).__name__ == "PrefectConsoleHandler" and not isinstance(
+            handler.formatter, _WithoutTraceback
+        ):
             handler.setFormatter(_WithoutTraceback(handler.formatter))

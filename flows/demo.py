@@ -11,6 +11,7 @@ some requests are sent twice on purpose, as a client retrying after a timeout wo
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import time
@@ -21,10 +22,9 @@ from dataclasses import dataclass, field
 
 import warehouse
 from warehouse import Database, invariants, stock
-from warehouse.db import retry
-from warehouse.sample import data as sample_data
-from warehouse.db import schema
+from warehouse.db import retry, schema
 from warehouse.errors import InsufficientStock, WarehouseError
+from warehouse.sample import data as sample_data
 
 HOT_SKUS = 20  # single-line picks go to the busiest SKUs, where workers contend for rows
 OVERSIZED_QTY = 1_000_000  # more than any sample row holds: the refusal is the point
@@ -44,7 +44,9 @@ class BurstRequest:
 class BurstResult:
     workers: int
     seconds: float
-    outcomes: Counter = field(default_factory=Counter)  # succeeded, replayed, insufficient, rejected
+    outcomes: Counter = field(
+        default_factory=Counter
+    )  # succeeded, replayed, insufficient, rejected
     rejections: list[str] = field(default_factory=list)
 
     @property
@@ -77,19 +79,29 @@ def run_demo(
     echo(f"cangflow demo on {db!r}, as role {db.acting_role()}")
     owner = owner or db
     echo(f"migrating: at revision {schema.upgrade(owner)}")
-    echo(f"loading the sample ({skus:,} SKUs, {bins_per_warehouse:,} bins per warehouse, {days} days) ...")
+    echo(
+        f"loading the sample ({skus:,} SKUs, {bins_per_warehouse:,} bins per warehouse, {days} days) ..."
+    )
     with owner.session() as session:
         sample_data.prepare(session, days=days)
     with db.session() as session:
-        sample = sample_data.load_sample(session, skus=skus, bins_per_warehouse=bins_per_warehouse, days=days,
-                                         seed=seed, progress=echo)
+        sample = sample_data.load_sample(
+            session,
+            skus=skus,
+            bins_per_warehouse=bins_per_warehouse,
+            days=days,
+            seed=seed,
+            progress=echo,
+        )
     if sample.already_loaded:
         echo("  already loaded: nothing added")
     else:
         with owner.session() as session:
             sample_data.analyze(session)
     echo(f"burst: {burst_orders} deduction requests on {burst_workers} workers ...")
-    burst = run_burst(db, burst_plan(skus=skus, seed=seed, orders=burst_orders), workers=burst_workers)
+    burst = run_burst(
+        db, burst_plan(skus=skus, seed=seed, orders=burst_orders), workers=burst_workers
+    )
     with db.session() as session:
         top = sample_data.top_on_hand(session, per_warehouse=5)
         violations = invariants.check(session)
@@ -109,11 +121,16 @@ def where_to_look(runs: list) -> list[str]:
 
     base = ui_base()
     lines = ["", f"Prefect runs ({len(runs)})" + (f", in the UI at {base}:" if base else ":")]
-    rows = [{"flow": r.flow, "run": r.name, "state": r.state} | ({"address": r.url} if base else {}) for r in runs]
+    rows = [
+        {"flow": r.flow, "run": r.name, "state": r.state} | ({"address": r.url} if base else {})
+        for r in runs
+    ]
     lines += table_lines(rows)
     if not base:
-        lines.append("These runs went to a temporary Prefect server that stops with this command. "
-                     "Run `cangflow server start` first to keep them and look at them in the UI.")
+        lines.append(
+            "These runs went to a temporary Prefect server that stops with this command. "
+            "Run `cangflow server start` first to keep them and look at them in the UI."
+        )
     return lines
 
 
@@ -132,14 +149,18 @@ def run_flows(echo: Callable[[str], object]) -> list:
 
     echo("snapshot flow ...")
     shown = run(snapshot_flow)
-    echo(f"snapshots: {shown['days_built']} day(s) built, {shown['rows']:,} rows, "
-         f"{len(shown['dirty_rebuilt'])} dirty day(s) rebuilt, {shown['seconds']} s; {shown['latest_check']}")
+    echo(
+        f"snapshots: {shown['days_built']} day(s) built, {shown['rows']:,} rows, "
+        f"{len(shown['dirty_rebuilt'])} dirty day(s) rebuilt, {shown['seconds']} s; {shown['latest_check']}"
+    )
     echo("partition rollover flow ...")
     rolled = run(rollover_flow)
-    echo(f"rollover: {len(rolled['partitions_created'])} partition(s) created, "
-         f"{rolled['rows_moved_from_default']} row(s) moved out of default, "
-         f"months closed: {', '.join(rolled['months_closed']) or 'none'}, "
-         f"partitions retired: {len(rolled['partitions_retired'])}, {rolled['seconds']} s")
+    echo(
+        f"rollover: {len(rolled['partitions_created'])} partition(s) created, "
+        f"{rolled['rows_moved_from_default']} row(s) moved out of default, "
+        f"months closed: {', '.join(rolled['months_closed']) or 'none'}, "
+        f"partitions retired: {len(rolled['partitions_retired'])}, {rolled['seconds']} s"
+    )
     for month, why in rolled["months_left_open"].items():
         echo(f"  {month} stays open: {why}")
     from flows.cache_warmup import warmup_flow
@@ -147,8 +168,10 @@ def run_flows(echo: Callable[[str], object]) -> list:
 
     echo("outbox relay flow ...")
     relayed = run(relay_flow)
-    echo(f"relay: {relayed['published']:,} message(s) published, {relayed['handled']:,} handled by the cache "
-         f"consumer, {relayed['messages_pruned']:,} pruned")
+    echo(
+        f"relay: {relayed['published']:,} message(s) published, {relayed['handled']:,} handled by the cache "
+        f"consumer, {relayed['messages_pruned']:,} pruned"
+    )
     echo("cache warmup flow ...")
     warmed = run(warmup_flow, top=WARM_TOP)
     echo(f"warmup: {warmed['keys']:,} key(s) from {warmed['source']} in {warmed['seconds']} s")
@@ -180,8 +203,10 @@ def reconcile_sample(echo: Callable[[str], object], run) -> None:
     if done["status"] == "stale":
         echo(f"reconciliation: stale, {done['stale']}")
     else:
-        echo(f"reconciliation: {done['differences']} difference(s), {done['orders']} order(s), "
-             f"{done['lines_for_erp']} line(s) for the ERP, WMS stock unchanged")
+        echo(
+            f"reconciliation: {done['differences']} difference(s), {done['orders']} order(s), "
+            f"{done['lines_for_erp']} line(s) for the ERP, WMS stock unchanged"
+        )
 
 
 WARM_TOP = 1000
@@ -191,8 +216,8 @@ CACHE_READS = 5000
 def read_through_cache() -> tuple[float, int]:
     """Reads as a busy pick screen makes them (popular SKUs far more often), through the cache."""
     from tasks.cache import stock_cache
-    from warehouse.metrics import sinks as metrics
     from warehouse.errors import UnknownItem
+    from warehouse.metrics import sinks as metrics
 
     cache = stock_cache()
     rng = random.Random("cangflow-demo-reads")
@@ -203,11 +228,11 @@ def read_through_cache() -> tuple[float, int]:
     weights = [1 / (rank + 1) ** 1.1 for rank in range(len(pairs))]
     with metrics.use(metrics.RecordingMetrics()) as seen:
         for warehouse_code, sku in rng.choices(pairs, weights=weights, k=CACHE_READS):
-            try:
+            with contextlib.suppress(UnknownItem):
                 cache.available(warehouse=warehouse_code, sku=sku)
-            except UnknownItem:
-                pass
-    hits = seen.value("cangflow_cache_hits_total", level="l1") + seen.value("cangflow_cache_hits_total", level="l2")
+    hits = seen.value("cangflow_cache_hits_total", level="l1") + seen.value(
+        "cangflow_cache_hits_total", level="l2"
+    )
     return hits / CACHE_READS, CACHE_READS
 
 
@@ -230,7 +255,10 @@ def burst_plan(*, skus: int, seed: int, orders: int) -> list[BurstRequest]:
         else:
             count = rng.randint(3, 10)
             operation = "deduct_order"
-            lines = [(sku, rng.randint(1, 4)) for sku in rng.choices(codes, cum_weights=cumulative, k=count)]
+            lines = [
+                (sku, rng.randint(1, 4))
+                for sku in rng.choices(codes, cum_weights=cumulative, k=count)
+            ]
         if i % OVERSIZED_EVERY == OVERSIZED_EVERY - 2:
             lines[0] = (lines[0][0], OVERSIZED_QTY)
         key = f"demo-s{seed}-n{skus}-{i:05d}"
@@ -248,7 +276,9 @@ def run_burst(db: Database, plan: list[BurstRequest], *, workers: int) -> BurstR
 
     def send(request: BurstRequest) -> str:
         try:
-            change = retry.in_transaction(burst_db, lambda session: _apply(session, request), label=request.operation)
+            change = retry.in_transaction(
+                burst_db, lambda session: _apply(session, request), label=request.operation
+            )
         except InsufficientStock:
             return "insufficient"
         except WarehouseError as error:  # unknown SKU, key conflict: reported, not fatal
@@ -267,35 +297,71 @@ def run_burst(db: Database, plan: list[BurstRequest], *, workers: int) -> BurstR
 
 def _apply(session, request: BurstRequest) -> stock.StockChange:
     if request.operation == "deduct":
-        (sku, qty), = request.lines
-        return stock.deduct(session, warehouse=request.warehouse, sku=sku, qty=qty, key=request.key,
-                            reference="cangflow demo")
-    return stock.deduct_order(session, warehouse=request.warehouse, lines=list(request.lines), key=request.key,
-                              reference="cangflow demo")
+        ((sku, qty),) = request.lines
+        return stock.deduct(
+            session,
+            warehouse=request.warehouse,
+            sku=sku,
+            qty=qty,
+            key=request.key,
+            reference="cangflow demo",
+        )
+    return stock.deduct_order(
+        session,
+        warehouse=request.warehouse,
+        lines=list(request.lines),
+        key=request.key,
+        reference="cangflow demo",
+    )
 
 
-def summary_lines(sample: sample_data.SampleSummary, burst: BurstResult,
-                  top: list[tuple[str, str, int, int]], violations: list) -> list[str]:
+def summary_lines(
+    sample: sample_data.SampleSummary,
+    burst: BurstResult,
+    top: list[tuple[str, str, int, int]],
+    violations: list,
+) -> list[str]:
     """The short table printed at the end: what is loaded, how the burst went, where stock is."""
-    loaded = "already loaded, nothing added" if sample.already_loaded else f"loaded in {sample.seconds:.1f} s"
+    loaded = (
+        "already loaded, nothing added"
+        if sample.already_loaded
+        else f"loaded in {sample.seconds:.1f} s"
+    )
     lines = [
         "",
         f"sample ({', '.join(sample_data.WAREHOUSES)}): {loaded}",
-        *_rows([("warehouses", sample.warehouses), ("bins", sample.locations), ("SKUs", sample.skus),
-                ("lots", sample.lots), ("balance rows", sample.balances), ("movements", sample.movements)]),
+        *_rows(
+            [
+                ("warehouses", sample.warehouses),
+                ("bins", sample.locations),
+                ("SKUs", sample.skus),
+                ("lots", sample.lots),
+                ("balance rows", sample.balances),
+                ("movements", sample.movements),
+            ]
+        ),
         f"burst ({burst.workers} workers, {burst.seconds:.2f} s)",
-        *_rows([("attempted", burst.attempted)]
-               + [(name, burst.outcomes[name]) for name in ("succeeded", "replayed", "insufficient", "rejected")]
-               + [("per second", f"{burst.per_second:,.1f}")]),
+        *_rows(
+            [("attempted", burst.attempted)]
+            + [
+                (name, burst.outcomes[name])
+                for name in ("succeeded", "replayed", "insufficient", "rejected")
+            ]
+            + [("per second", f"{burst.per_second:,.1f}")]
+        ),
     ]
     lines += [f"  first rejection: {burst.rejections[0]}"] if burst.rejections else []
     lines.append(f"top 5 SKUs by on_hand{'on_hand':>20}{'available':>11}")
-    lines += [f"  {wh:<11}{sku:<12}{on_hand:>16,}{available:>11,}" for wh, sku, on_hand, available in top]
+    lines += [
+        f"  {wh:<11}{sku:<12}{on_hand:>16,}{available:>11,}" for wh, sku, on_hand, available in top
+    ]
     lines += [f"  {violation}" for violation in violations[:20]]
     lines.append(f"invariants: {len(violations)} violation{'' if len(violations) == 1 else 's'}")
     return lines
 
 
 def _rows(pairs: list[tuple[str, object]]) -> list[str]:
-    return [f"  {label:<14}{value:>12,}" if isinstance(value, int) else f"  {label:<14}{value:>12}"
-            for label, value in pairs]
+    return [
+        f"  {label:<14}{value:>12,}" if isinstance(value, int) else f"  {label:<14}{value:>12}"
+        for label, value in pairs
+    ]

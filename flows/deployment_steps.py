@@ -18,8 +18,14 @@ def set_project_directory(directory: str | None = None) -> dict[str, str]:
     flows/nightly.py:nightly_flow, is then found relative to it."""
     import flows
 
-    target = Path(directory or os.environ.get("CANGFLOW_PROJECT_DIR") or Path(flows.__file__).resolve().parents[1])
+    target = Path(
+        directory
+        or os.environ.get("CANGFLOW_PROJECT_DIR")
+        or Path(flows.__file__).resolve().parents[1]
+    )
     if not (target / "flows" / "nightly.py").is_file():
-        raise FileNotFoundError(f"{target} does not hold cangflow's flows/ (set CANGFLOW_PROJECT_DIR on the worker)")
+        raise FileNotFoundError(
+            f"{target} does not hold cangflow's flows/ (set CANGFLOW_PROJECT_DIR on the worker)"
+        )
     os.chdir(target)
     return {"directory": str(target)}

@@ -9,6 +9,7 @@ the command records its runs there instead (unless PREFECT_API_URL names another
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -74,8 +75,14 @@ def answers(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
 
     auth = auth_string()
     try:
-        return httpx.get(f"{api_url}/health", timeout=timeout,
-                         auth=tuple(auth.split(":", 1)) if auth else None).status_code == 200
+        return (
+            httpx.get(
+                f"{api_url}/health",
+                timeout=timeout,
+                auth=tuple(auth.split(":", 1)) if auth else None,
+            ).status_code
+            == 200
+        )
     except httpx.HTTPError:
         return False
 
@@ -116,8 +123,15 @@ def _port_free(host: str, port: int) -> bool:
 
 def _environment(home: Path, api_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"PREFECT_HOME": str(folder(home)), "CANGFLOW_HOME": str(home.resolve()),
-                "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false"})
+    env.update(
+        {
+            "PREFECT_HOME": str(folder(home)),
+            "CANGFLOW_HOME": str(home.resolve()),
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "GX_ANALYTICS_ENABLED": "false",
+        }
+    )
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
@@ -128,8 +142,14 @@ def _environment(home: Path, api_url: str | None = None) -> dict[str, str]:
 
 def _spawn(arguments: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", *arguments], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", *arguments],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -139,21 +159,32 @@ def _tail(path: Path, lines: int = 5) -> str:
         return ""
 
 
-def start(home: Path, *, host: str, port: int, worker: bool = True, timeout_s: float = 180,
-          progress=lambda message: None) -> tuple[ServerState, bool]:
+def start(
+    home: Path,
+    *,
+    host: str,
+    port: int,
+    worker: bool = True,
+    timeout_s: float = 180,
+    progress=lambda message: None,
+) -> tuple[ServerState, bool]:
     """Start the server (and the worker) unless this home's server runs; returns its state and
     whether it was started now."""
     if not loopback(host) and not auth_string():
-        raise ServerError(f"listening on {host} exposes the API and UI beyond this machine: set CANGFLOW_SERVER_AUTH "
-                          "(user:password, Prefect's API auth) and put it behind your own access control, "
-                          "or keep the default 127.0.0.1")
+        raise ServerError(
+            f"listening on {host} exposes the API and UI beyond this machine: set CANGFLOW_SERVER_AUTH "
+            "(user:password, Prefect's API auth) and put it behind your own access control, "
+            "or keep the default 127.0.0.1"
+        )
     current = running(home)
     if current:
         return current, False
     stop(home)  # leftovers of a server that died: its worker, its state file
     if not _port_free(host, port):
-        raise ServerError(f"port {port} on {host} is taken by another program; "
-                          "choose another with --port (or CANGFLOW_SERVER_PORT)")
+        raise ServerError(
+            f"port {port} on {host} is taken by another program; "
+            "choose another with --port (or CANGFLOW_SERVER_PORT)"
+        )
     folder(home).mkdir(parents=True, exist_ok=True)
     shown_host = f"[{host}]" if ":" in host else host
     api_url = f"http://{shown_host}:{port}/api"
@@ -161,24 +192,45 @@ def start(home: Path, *, host: str, port: int, worker: bool = True, timeout_s: f
     server_env["PREFECT_SERVER_UI_API_URL"] = api_url  # where the UI in a browser finds the API
     if auth_string():
         server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string()  # every API call must carry it
-    server = _spawn(["prefect", "server", "start", "--host", host, "--port", str(port)],
-                    server_env, folder(home) / "server.log")
-    progress(f"Prefect server starting on {api_url.removesuffix('/api')} (log: {folder(home) / 'server.log'}) ...")
+    server = _spawn(
+        ["prefect", "server", "start", "--host", host, "--port", str(port)],
+        server_env,
+        folder(home) / "server.log",
+    )
+    progress(
+        f"Prefect server starting on {api_url.removesuffix('/api')} (log: {folder(home) / 'server.log'}) ..."
+    )
     deadline = time.monotonic() + timeout_s
     while not answers(api_url):
         if server.poll() is not None:
-            raise ServerError(f"the Prefect server exited with status {server.returncode}: "
-                              f"{_tail(folder(home) / 'server.log')}")
+            raise ServerError(
+                f"the Prefect server exited with status {server.returncode}: "
+                f"{_tail(folder(home) / 'server.log')}"
+            )
         if time.monotonic() > deadline:
             _terminate(server.pid)
-            raise ServerError(f"the Prefect server did not answer within {timeout_s:.0f} s "
-                              f"(log: {folder(home) / 'server.log'})")
+            raise ServerError(
+                f"the Prefect server did not answer within {timeout_s:.0f} s "
+                f"(log: {folder(home) / 'server.log'})"
+            )
         time.sleep(0.5)
     worker_pid = None
     if worker:
-        spawned = _spawn(["prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
-                          "--name", f"cangflow-local-{socket.gethostname()}"],
-                         _environment(home, api_url), folder(home) / "worker.log")
+        spawned = _spawn(
+            [
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                WORK_POOL,
+                "--type",
+                "process",
+                "--name",
+                f"cangflow-local-{socket.gethostname()}",
+            ],
+            _environment(home, api_url),
+            folder(home) / "worker.log",
+        )
         worker_pid = spawned.pid
     state = ServerState(api_url, api_url.removesuffix("/api"), server.pid, worker_pid, time.time())
     _state_path(home).write_text(json.dumps(asdict(state)))
@@ -204,10 +256,8 @@ def _terminate(pid: int | None, grace_s: float = 20) -> None:
         if not _alive(pid):
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop(home: Path) -> bool:

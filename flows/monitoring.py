@@ -67,7 +67,12 @@ def push(sink: metrics.PrometheusMetrics, flow: str) -> None:
     if not url:
         return
     try:
-        pushadd_to_gateway(url, job=f"cangflow_{flow}", registry=sink.registry,
-                           grouping_key={"instance": socket.gethostname()}, timeout=5)
+        pushadd_to_gateway(
+            url,
+            job=f"cangflow_{flow}",
+            registry=sink.registry,
+            grouping_key={"instance": socket.gethostname()},
+            timeout=5,
+        )
     except Exception as error:  # monitoring trouble must not fail the stock work it reports on
         logger.warning("could not push metrics of %s to the Pushgateway: %s", flow, error)

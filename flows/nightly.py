@@ -22,7 +22,12 @@ from tasks.quality import check_books
 
 
 @flow(name="nightly", timeout_seconds=6 * 3600)
-def nightly_flow(feed_dir: str | None = None, truth: str = "wms", auto_approve_limit: int = 0, warm_top: int = 1000) -> dict:
+def nightly_flow(
+    feed_dir: str | None = None,
+    truth: str = "wms",
+    auto_approve_limit: int = 0,
+    warm_top: int = 1000,
+) -> dict:
     with run_metrics("nightly"):
         logger = get_run_logger()
         summary = {"snapshot": snapshot_flow()}
@@ -31,14 +36,17 @@ def nightly_flow(feed_dir: str | None = None, truth: str = "wms", auto_approve_l
         if feed_dir:
             # The same flow, and so the same locks, as the reconcile deployment and runs by hand.
             summary["reconcile"] = reconcile_flow.with_options(task_runner=task_runner())(
-                feed_dir=feed_dir, truth=truth, auto_approve_limit=auto_approve_limit)
+                feed_dir=feed_dir, truth=truth, auto_approve_limit=auto_approve_limit
+            )
             if summary["reconcile"].get("status") == "stale":
                 logger.warning("reconciliation stale: %s", summary["reconcile"]["stale"])
         else:
             logger.info("no ERP feed folder given: reconciliation skipped")
         summary["warmup"] = warmup_flow.with_options(task_runner=task_runner())(top=warm_top)
-        return {step: {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
-                for step, result in summary.items()}
+        return {
+            step: {k: v for k, v in result.items() if not isinstance(v, (list, dict))}
+            for step, result in summary.items()
+        }
 
 
 if __name__ == "__main__":  # pragma: no cover

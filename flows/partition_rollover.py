@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger
 
 from flows.console import summary_text
 from flows.monitoring import run_metrics
-from tasks.reporting import table_artifact
 from flows.snapshot import snapshot_flow
+from tasks.reporting import table_artifact
 from tasks.rollover import (
     close_due_months,
     premake_partitions,
@@ -43,13 +43,43 @@ def _rollover_flow(today: date | None = None) -> dict:
     retired = retire_old_partitions(today)
     keys_pruned = prune_expired_keys()
     rows = (
-        [{"step": "premake", "partition": m["partition"], "result": "created", "rows moved": m["rows_moved"]}
-         for m in made if m["created"]]
-        + [{"step": "default rows", "partition": m["partition"], "result": "moved out of default", "rows moved": m["rows_moved"]}
-           for m in moved]
-        + [{"step": "close", "partition": c["month"], "result": "closed" if c["closed"] else f"open: {c['why']}", "rows moved": 0}
-           for c in closing]
-        + [{"step": "retention", "partition": r["partition"], "result": r["summary"], "rows moved": 0} for r in retired]
+        [
+            {
+                "step": "premake",
+                "partition": m["partition"],
+                "result": "created",
+                "rows moved": m["rows_moved"],
+            }
+            for m in made
+            if m["created"]
+        ]
+        + [
+            {
+                "step": "default rows",
+                "partition": m["partition"],
+                "result": "moved out of default",
+                "rows moved": m["rows_moved"],
+            }
+            for m in moved
+        ]
+        + [
+            {
+                "step": "close",
+                "partition": c["month"],
+                "result": "closed" if c["closed"] else f"open: {c['why']}",
+                "rows moved": 0,
+            }
+            for c in closing
+        ]
+        + [
+            {
+                "step": "retention",
+                "partition": r["partition"],
+                "result": r["summary"],
+                "rows moved": 0,
+            }
+            for r in retired
+        ]
     )
     summary = {
         "partitions_created": [m["partition"] for m in made + moved if m["created"]],
@@ -76,6 +106,9 @@ def rollover_flow(today: date | None = None) -> dict:
     """partition-rollover: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("rollover") as run:
         summary = _rollover_flow(today)
-        run.items = (len(summary["partitions_created"]) + len(summary["months_closed"])  # partitions and months handled
-                     + len(summary["partitions_retired"]))
+        run.items = (
+            len(summary["partitions_created"])
+            + len(summary["months_closed"])  # partitions and months handled
+            + len(summary["partitions_retired"])
+        )
         return summary

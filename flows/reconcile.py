@@ -26,7 +26,6 @@ from flows.console import summary_text
 from flows.monitoring import run_metrics
 from flows.runners import task_runner
 from tasks.database import database
-from tasks.reporting import safe_cell
 from tasks.quality import run_suite
 from tasks.reconcile import (
     apply_approved,
@@ -39,15 +38,16 @@ from tasks.reconcile import (
     inspect_feed,
     load_and_check,
     load_tolerance_overrides,
-    order_warehouses,
     make_orders,
+    order_warehouses,
     read_run,
     record_rejection,
     start_run,
 )
+from tasks.reporting import safe_cell
+from warehouse.errors import InvalidArgument
 from warehouse.metrics import sinks as metrics
 from warehouse.quality import suites as quality
-from warehouse.errors import InvalidArgument
 from warehouse.reconcile import FeedRejected, RunSettings
 from warehouse.reconcile.exclusive import reconciling
 from warehouse.reconcile.feed import new_attempt, staging_table
@@ -58,18 +58,37 @@ DISCREPANCY_EVENT = "cangflow.reconciliation.discrepancy"
 STALE_EVENT = "cangflow.reconciliation.stale"
 
 
-def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
-                    auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
-                    erp_query: str | None = None, max_differing_pct: float | None = None,
-                    max_delta_pct: float | None = None, feed_dir: str | None = None,
-                    max_feed_age_hours: float | None = None, confirm_feed_shape: bool = False):
+def _reconcile_flow(
+    erp_file: str | None = None,
+    truth: str = "wms",
+    tolerance_abs: int = 0,
+    tolerance_pct: float = 0.0,
+    auto_approve_limit: int = 0,
+    full_feed: bool = False,
+    tolerances_file: str | None = None,
+    erp_query: str | None = None,
+    max_differing_pct: float | None = None,
+    max_delta_pct: float | None = None,
+    feed_dir: str | None = None,
+    max_feed_age_hours: float | None = None,
+    confirm_feed_shape: bool = False,
+):
     logger = get_run_logger()
     started = time.perf_counter()
-    settings = run_settings(truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed, max_differing_pct,
-                            max_delta_pct)
+    settings = run_settings(
+        truth,
+        tolerance_abs,
+        tolerance_pct,
+        auto_approve_limit,
+        full_feed,
+        max_differing_pct,
+        max_delta_pct,
+    )
     if sum(given is not None for given in (erp_file, erp_query, feed_dir)) != 1:
-        raise InvalidArgument("give the feed, one way: --erp-file PATH, --feed-dir DIR (its newest *.csv), "
-                              "or --erp-query with CANGFLOW_ERP_URL")
+        raise InvalidArgument(
+            "give the feed, one way: --erp-file PATH, --feed-dir DIR (its newest *.csv), "
+            "or --erp-query with CANGFLOW_ERP_URL"
+        )
     if max_feed_age_hours is not None and max_feed_age_hours <= 0:
         raise InvalidArgument(f"--max-feed-age-hours {max_feed_age_hours!r}: must be more than 0")
     source = feed_dir or ("query" if erp_query else "file")
@@ -85,7 +104,11 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
         logger.info("tolerance overrides loaded: %d", load_tolerance_overrides(tolerances_file))
     quality.preload()  # its import overlaps the load and the checks, which wait on PostgreSQL
     configured = get_settings()
-    max_age = max_feed_age_hours if max_feed_age_hours is not None else configured.reconcile_max_feed_age_hours
+    max_age = (
+        max_feed_age_hours
+        if max_feed_age_hours is not None
+        else configured.reconcile_max_feed_age_hours
+    )
     run_id = None  # set once this run holds its feed's lock: its staging tables are then its own
     with reconciling(database(), wait_seconds=configured.reconcile_wait_seconds) as hold:
         try:
@@ -98,19 +121,31 @@ def _reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_a
                 logger.info("dropped staging tables killed runs left: %s", ", ".join(swept))
             run = read_run(run.id)
             if run.status == "done":
-                return report_stale(Stale(reconciled_before(fed.path.name, run.id), fed.path.name, run.as_of, run.id),
-                                    source)
+                return report_stale(
+                    Stale(
+                        reconciled_before(fed.path.name, run.id), fed.path.name, run.as_of, run.id
+                    ),
+                    source,
+                )
             as_of, warehouses = run.as_of, run.warehouse_ids
             if run.status != "compared":
                 loaded = load_and_check(run.id, fed, staging_table(run.id, new_attempt()), max_age)
                 if loaded.stale:
-                    return report_stale(Stale(loaded.stale, fed.path.name, loaded.as_of, run.id), source)
+                    return report_stale(
+                        Stale(loaded.stale, fed.path.name, loaded.as_of, run.id), source
+                    )
                 as_of, warehouses = loaded.as_of, loaded.warehouse_ids
                 hold.warehouses(warehouses)
-                check_feed_quality(run.id, fed.path.name, loaded, settings.full_feed, confirm_feed_shape)
+                check_feed_quality(
+                    run.id, fed.path.name, loaded, settings.full_feed, confirm_feed_shape
+                )
                 compared = compare_run(run.id, loaded, settings)
-                logger.info("compared %d feed rows: %d differences, %d within tolerance", compared.rows_compared,
-                            compared.differences, compared.within_tolerance)
+                logger.info(
+                    "compared %d feed rows: %d differences, %d within tolerance",
+                    compared.rows_compared,
+                    compared.differences,
+                    compared.within_tolerance,
+                )
             else:
                 hold.warehouses(warehouses)
         except FeedRejected as rejected:
@@ -134,13 +169,30 @@ def _order_and_apply(run_id: int, settings: RunSettings, as_of) -> tuple[dict, l
     made, brake = make_orders(run_id, settings, as_of)
     if brake.engaged:
         doing = "applied" if settings.truth == "erp" else "sent to the ERP"
-        logger.warning("the run is over the blast-radius brake, so nothing is %s automatically and every line waits "
-                       "for a person (cangflow adjustments approve --run %d): %s", doing, run_id, brake)
-    logger.info("adjustment orders: %d new order(s), %d line(s), %d published for the ERP; %d open line(s) of earlier "
-                "runs superseded, %d difference(s) already sent to the ERP and not acknowledged (not sent again)",
-                made.orders, made.lines, made.published, made.superseded, made.already_asked)
+        logger.warning(
+            "the run is over the blast-radius brake, so nothing is %s automatically and every line waits "
+            "for a person (cangflow adjustments approve --run %d): %s",
+            doing,
+            run_id,
+            brake,
+        )
+    logger.info(
+        "adjustment orders: %d new order(s), %d line(s), %d published for the ERP; %d open line(s) of earlier "
+        "runs superseded, %d difference(s) already sent to the ERP and not acknowledged (not sent again)",
+        made.orders,
+        made.lines,
+        made.published,
+        made.superseded,
+        made.already_asked,
+    )
     # The lines against the brake, before any is applied (nothing is applied from lines that fail it).
-    run_suite("adjustment_orders", run_id=run_id, truth=settings.truth, braked=brake.engaged, max_lines=brake.max_lines)
+    run_suite(
+        "adjustment_orders",
+        run_id=run_id,
+        truth=settings.truth,
+        braked=brake.engaged,
+        max_lines=brake.max_lines,
+    )
     if settings.truth == "erp":
         # One task per warehouse's order, mapped: threads here, or workers on other hosts.
         warehouses = order_warehouses(run_id)
@@ -150,17 +202,41 @@ def _order_and_apply(run_id: int, settings: RunSettings, as_of) -> tuple[dict, l
 
 
 @flow(name="erp-reconciliation", task_runner=task_runner(), timeout_seconds=2 * 3600)
-def reconcile_flow(erp_file: str | None = None, truth: str = "wms", tolerance_abs: int = 0, tolerance_pct: float = 0.0,
-                   auto_approve_limit: int = 0, full_feed: bool = False, tolerances_file: str | None = None,
-                   erp_query: str | None = None, max_differing_pct: float | None = None,
-                   max_delta_pct: float | None = None, feed_dir: str | None = None,
-                   max_feed_age_hours: float | None = None, confirm_feed_shape: bool = False):
+def reconcile_flow(
+    erp_file: str | None = None,
+    truth: str = "wms",
+    tolerance_abs: int = 0,
+    tolerance_pct: float = 0.0,
+    auto_approve_limit: int = 0,
+    full_feed: bool = False,
+    tolerances_file: str | None = None,
+    erp_query: str | None = None,
+    max_differing_pct: float | None = None,
+    max_delta_pct: float | None = None,
+    feed_dir: str | None = None,
+    max_feed_age_hours: float | None = None,
+    confirm_feed_shape: bool = False,
+):
     """erp-reconciliation: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("reconcile") as run:
-        outcome = _reconcile_flow(erp_file, truth, tolerance_abs, tolerance_pct, auto_approve_limit, full_feed,
-                               tolerances_file, erp_query, max_differing_pct, max_delta_pct, feed_dir,
-                               max_feed_age_hours, confirm_feed_shape)
-        run.items = outcome.get("feed_rows", 0) if isinstance(outcome, dict) else 0  # a stale run compared none
+        outcome = _reconcile_flow(
+            erp_file,
+            truth,
+            tolerance_abs,
+            tolerance_pct,
+            auto_approve_limit,
+            full_feed,
+            tolerances_file,
+            erp_query,
+            max_differing_pct,
+            max_delta_pct,
+            feed_dir,
+            max_feed_age_hours,
+            confirm_feed_shape,
+        )
+        run.items = (
+            outcome.get("feed_rows", 0) if isinstance(outcome, dict) else 0
+        )  # a stale run compared none
         return outcome
 
 
@@ -172,17 +248,28 @@ def report_stale(stale: Stale, source: str):
 
     logger = get_run_logger()
     logger.warning("stale: %s", stale.reason)
-    figures = {"status": "stale", "stale": stale.reason, "run_id": stale.run_id, "feed": stale.feed,
-               "as_of": stale.as_of.isoformat() if stale.as_of else None}
+    figures = {
+        "status": "stale",
+        "stale": stale.reason,
+        "run_id": stale.run_id,
+        "feed": stale.feed,
+        "as_of": stale.as_of.isoformat() if stale.as_of else None,
+    }
     metrics.current().set("cangflow_reconciliation_feed_stale", 1, source=source)
     count_waiting_lines()  # lines keep waiting on a night without a feed: the alert on their age still sees them
-    emit_event(event=STALE_EVENT,
-               resource={"prefect.resource.id": f"cangflow.reconciliation.feed.{stale.feed or 'none'}",
-                         "prefect.resource.name": f"ERP feed {stale.feed or '(none)'}"},
-               payload={**figures, "source": source})
+    emit_event(
+        event=STALE_EVENT,
+        resource={
+            "prefect.resource.id": f"cangflow.reconciliation.feed.{stale.feed or 'none'}",
+            "prefect.resource.name": f"ERP feed {stale.feed or '(none)'}",
+        },
+        payload={**figures, "source": source},
+    )
     create_markdown_artifact(
         markdown=f"# ERP reconciliation: stale feed\n\n{safe_cell(stale.reason)}\n\nNothing was compared or changed.",
-        key="erp-reconciliation", description="ERP reconciliation notice")
+        key="erp-reconciliation",
+        description="ERP reconciliation notice",
+    )
     return Completed(message=f"stale: {stale.reason}", name="Stale", data=figures)
 
 
@@ -193,22 +280,45 @@ def record_fresh(figures: dict, source: str) -> None:
     sink = metrics.current()
     sink.set("cangflow_reconciliation_feed_stale", 0, source=source)
     if figures.get("as_of"):
-        sink.set("cangflow_reconciliation_feed_as_of_timestamp_seconds",
-                 datetime.fromisoformat(figures["as_of"]).timestamp(), source=source)
+        sink.set(
+            "cangflow_reconciliation_feed_as_of_timestamp_seconds",
+            datetime.fromisoformat(figures["as_of"]).timestamp(),
+            source=source,
+        )
 
 
-def run_settings(truth: str, tolerance_abs: int, tolerance_pct: float, auto_approve_limit: int, full_feed: bool,
-                 max_differing_pct: float | None = None, max_delta_pct: float | None = None) -> RunSettings:
+def run_settings(
+    truth: str,
+    tolerance_abs: int,
+    tolerance_pct: float,
+    auto_approve_limit: int,
+    full_feed: bool,
+    max_differing_pct: float | None = None,
+    max_delta_pct: float | None = None,
+) -> RunSettings:
     if truth not in ("wms", "erp"):
-        raise InvalidArgument(f"--truth {truth!r}: say wms (the WMS is right) or erp (the ERP is right)")
+        raise InvalidArgument(
+            f"--truth {truth!r}: say wms (the WMS is right) or erp (the ERP is right)"
+        )
     if tolerance_abs < 0 or tolerance_pct < 0 or tolerance_pct > 100 or auto_approve_limit < 0:
-        raise InvalidArgument("tolerances and the auto-approve limit must be >= 0 (a percentage at most 100)")
-    for name, limit in (("--max-differing-pct", max_differing_pct), ("--max-delta-pct", max_delta_pct)):
+        raise InvalidArgument(
+            "tolerances and the auto-approve limit must be >= 0 (a percentage at most 100)"
+        )
+    for name, limit in (
+        ("--max-differing-pct", max_differing_pct),
+        ("--max-delta-pct", max_delta_pct),
+    ):
         if limit is not None and not 0 <= limit <= 100:
             raise InvalidArgument(f"{name} {limit!r}: must be a percentage from 0 to 100")
-    return RunSettings(truth, tolerance_abs, float(tolerance_pct), auto_approve_limit, full_feed,
-                       None if max_differing_pct is None else float(max_differing_pct),
-                       None if max_delta_pct is None else float(max_delta_pct))
+    return RunSettings(
+        truth,
+        tolerance_abs,
+        float(tolerance_pct),
+        auto_approve_limit,
+        full_feed,
+        None if max_differing_pct is None else float(max_differing_pct),
+        None if max_delta_pct is None else float(max_delta_pct),
+    )
 
 
 def notice_markdown(figures: dict, largest: list[dict]) -> str:
@@ -219,8 +329,10 @@ def notice_markdown(figures: dict, largest: list[dict]) -> str:
         "",
         "| differences | within tolerance | orders | lines for ERP | applied | pending approval | failed | not in feed (reported) |",
         "|---|---|---|---|---|---|---|---|",
-        f"| {figures['differences']} | {figures['within_tolerance']} | {figures['orders']} | {figures['lines_for_erp']} "
-        f"| {figures['applied']} | {figures['pending_approval']} | {figures['failed']} | {figures['not_in_feed_reported']} |",
+        (
+            f"| {figures['differences']} | {figures['within_tolerance']} | {figures['orders']} | {figures['lines_for_erp']} "
+            f"| {figures['applied']} | {figures['pending_approval']} | {figures['failed']} | {figures['not_in_feed_reported']} |"
+        ),
         "",
         "## Largest differences (ERP minus WMS)",
         "",
@@ -228,16 +340,34 @@ def notice_markdown(figures: dict, largest: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in largest:
-        cells = [row["warehouse"], row["sku"], row["lot"] or "", row["wms_qty"], row["erp_qty"] if row["erp_qty"] is not None else "",
-                 row["delta"], row["kind"], "yes" if row["within_tolerance"] else "no"]
+        cells = [
+            row["warehouse"],
+            row["sku"],
+            row["lot"] or "",
+            row["wms_qty"],
+            row["erp_qty"] if row["erp_qty"] is not None else "",
+            row["delta"],
+            row["kind"],
+            "yes" if row["within_tolerance"] else "no",
+        ]
         lines.append("| " + " | ".join(str(safe_cell(str(c))) for c in cells) + " |")
     if figures.get("brake"):
-        lines += ["", f"**Brake: nothing was applied automatically.** The run is over the blast-radius brake: "
-                      f"{safe_cell(figures['brake'])}. Its {figures.get('held', 0)} line(s) are held: check the feed, then "
-                      f"`cangflow adjustments approve --run {figures['run_id']}` or `reject --run {figures['run_id']} --reason ...`."]
+        lines += [
+            "",
+            (
+                f"**Brake: nothing was applied automatically.** The run is over the blast-radius brake: "
+                f"{safe_cell(figures['brake'])}. Its {figures.get('held', 0)} line(s) are held: check the feed, then "
+                f"`cangflow adjustments approve --run {figures['run_id']}` or `reject --run {figures['run_id']} --reason ...`."
+            ),
+        ]
     if figures["pending_approval"]:
-        lines += ["", f"{figures['pending_approval']} line(s) wait for approval: `cangflow adjustments list` shows them, "
-                      "`cangflow adjustments approve ID` or `reject ID --reason ...` decides."]
+        lines += [
+            "",
+            (
+                f"{figures['pending_approval']} line(s) wait for approval: `cangflow adjustments list` shows them, "
+                "`cangflow adjustments approve ID` or `reject ID --reason ...` decides."
+            ),
+        ]
     return "\n".join(lines)
 
 
@@ -249,19 +379,39 @@ def tell_admin(figures: dict, largest: list[dict]) -> None:
     from warehouse.settings import get_settings
 
     body = notice_markdown(figures, largest)
-    create_markdown_artifact(markdown=body, key="erp-reconciliation", description="ERP reconciliation notice")
+    create_markdown_artifact(
+        markdown=body, key="erp-reconciliation", description="ERP reconciliation notice"
+    )
     beyond = figures["differences"] - figures["within_tolerance"]
     if beyond <= 0:
         return
     emit_event(
         event=DISCREPANCY_EVENT,
-        resource={"prefect.resource.id": f"cangflow.reconciliation.run.{figures['run_id']}",
-                  "prefect.resource.name": f"reconciliation run {figures['run_id']}"},
-        payload={key: figures[key] for key in ("run_id", "truth", "as_of", "differences", "within_tolerance",
-                                               "orders", "applied", "pending_approval", "failed", "held", "brake")},
+        resource={
+            "prefect.resource.id": f"cangflow.reconciliation.run.{figures['run_id']}",
+            "prefect.resource.name": f"reconciliation run {figures['run_id']}",
+        },
+        payload={
+            key: figures[key]
+            for key in (
+                "run_id",
+                "truth",
+                "as_of",
+                "differences",
+                "within_tolerance",
+                "orders",
+                "applied",
+                "pending_approval",
+                "failed",
+                "held",
+                "brake",
+            )
+        },
     )
     block = get_settings().notify_block
     if block:
         from prefect.blocks.core import Block
 
-        Block.load(block).notify(body=body, subject=f"cangflow: {beyond} stock difference(s) beyond tolerance")
+        Block.load(block).notify(
+            body=body, subject=f"cangflow: {beyond} stock difference(s) beyond tolerance"
+        )

@@ -14,26 +14,37 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.console import summary_text
-from warehouse.metrics import sinks as metrics
 from flows.monitoring import run_metrics
-from tasks.reporting import table_artifact
 from tasks.cache import invalidate_cache, prune_outbox, publish_pending
+from tasks.reporting import table_artifact
+from warehouse.metrics import sinks as metrics
 
 IDLE_POLL_S = 0.5
 SUMMARY_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
 
 
-def _relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None) -> dict:
+def _relay_flow(
+    follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None
+) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     if not follow:
         published = publish_pending(max_batches)
         invalidated = invalidate_cache(max_batches)
         pruned = prune_outbox()
-        summary = {**published, **invalidated, **pruned, "seconds": round(time.perf_counter() - started, 3)}
-        table_artifact("outbox-relay", [summary], f"Relay: {published['published']} published, "
-                       f"{invalidated['handled']} handled by the cache consumer")
+        summary = {
+            **published,
+            **invalidated,
+            **pruned,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        table_artifact(
+            "outbox-relay",
+            [summary],
+            f"Relay: {published['published']} published, "
+            f"{invalidated['handled']} handled by the cache consumer",
+        )
         logger.info("summary: %s", summary_text(summary))
         return summary
     if metrics_port:
@@ -64,7 +75,9 @@ def _relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int
 
 
 @flow(name="outbox-relay")
-def relay_flow(follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None) -> dict:
+def relay_flow(
+    follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None
+) -> dict:
     """outbox-relay: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("relay") as run:
         summary = _relay_flow(follow, max_batches, metrics_port)

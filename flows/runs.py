@@ -37,6 +37,8 @@ def run_flow(flow, **parameters: Any) -> tuple[Any, RunRecord]:
     try:
         with get_client(sync_client=True) as client:
             name = client.read_flow_run(run_id).name
-    except Exception:  # noqa: BLE001 - the name is a nicety; the id identifies the run as well
+    except Exception:
         pass
-    return result, RunRecord(flow.name, name, state.name, f"{base}/runs/flow-run/{run_id}" if base else None)
+    return result, RunRecord(
+        flow.name, name, state.name, f"{base}/runs/flow-run/{run_id}" if base else None
+    )

@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger
 
 from flows.console import summary_text
 from flows.monitoring import run_metrics
-from tasks.reporting import table_artifact
 from tasks.quality import QualityGateFailed, run_suite
+from tasks.reporting import table_artifact
 from tasks.snapshot import (
     audit_snapshot_chain,
     build_snapshot_day,
@@ -32,7 +32,9 @@ class SnapshotRunFailed(WarehouseError):
     pass
 
 
-def _snapshot_flow(day: date | None = None, start: date | None = None, end: date | None = None) -> dict:
+def _snapshot_flow(
+    day: date | None = None, start: date | None = None, end: date | None = None
+) -> dict:
     logger = get_run_logger()
     started = time.perf_counter()
     plan = plan_snapshot(day, start, end)
@@ -41,7 +43,11 @@ def _snapshot_flow(day: date | None = None, start: date | None = None, end: date
         run_suite("stock_balance")  # the data snapshots are built from must pass its suite first
         ensure_snapshot_partitions(plan.days)
     built, failure, next_step = _build_days(plan, logger)
-    latest = verify_latest_snapshot() if failure is None else {"ok": False, "day": None, "message": "not run"}
+    latest = (
+        verify_latest_snapshot()
+        if failure is None
+        else {"ok": False, "day": None, "message": "not run"}
+    )
     if failure is None and built:
         _check_newest_day(built[-1]["day"])
     if failure is None and not latest["ok"]:
@@ -63,13 +69,27 @@ def _build_days(plan, logger) -> tuple[list[dict], str | None, str | None]:
         result = build_snapshot_day(current, force=explicit or current in plan.dirty)
         result["dirty_rebuilt"] = current in plan.dirty
         built.append(result)
-        logger.info("%d/%d %s %s: %s rows in %s s, check %s", number, len(plan.days), current, result["mode"],
-                    f"{result['rows']:,}", result["seconds"], result["check"])
+        logger.info(
+            "%d/%d %s %s: %s rows in %s s, check %s",
+            number,
+            len(plan.days),
+            current,
+            result["mode"],
+            f"{result['rows']:,}",
+            result["seconds"],
+            result["check"],
+        )
         if not result["ok"]:
             # This day (or its base, when the base was altered) and every later one are stale:
             # the next run starts over from there.
-            mark_snapshot_dirty(result["wrong_from"], f"chain check failed: {result['check']}"[:1000])
-            return built, result["check"], f"days from {result['wrong_from']} are marked dirty for the next run"
+            mark_snapshot_dirty(
+                result["wrong_from"], f"chain check failed: {result['check']}"[:1000]
+            )
+            return (
+                built,
+                result["check"],
+                f"days from {result['wrong_from']} are marked dirty for the next run",
+            )
     return built, None, None
 
 
@@ -93,8 +113,10 @@ def _after_latest_check_failed(logger) -> str:
         return f"{audit['message']}: days from {audit['marked_from']} are marked dirty for the next run"
     if audit["unrepairable"]:
         return audit["message"]
-    return ("every snapshot day agrees with the ledger, so the live balances differ from it; "
-            "no rebuild changes that: run `cangflow check` to see which")
+    return (
+        "every snapshot day agrees with the ledger, so the live balances differ from it; "
+        "no rebuild changes that: run `cangflow check` to see which"
+    )
 
 
 def _summary(plan, built: list[dict], latest: dict, started: float, *, ok: bool) -> dict:
@@ -113,15 +135,26 @@ def _summary(plan, built: list[dict], latest: dict, started: float, *, ok: bool)
 def _report(plan, built: list[dict], summary: dict, latest: dict) -> None:
     table_artifact(
         "snapshot-run",
-        [{"date": str(r["day"]), "mode": r["mode"], "rows": r["rows"], "seconds": r["seconds"],
-          "dirty rebuilt": r["dirty_rebuilt"], "check": r["check"]} for r in built],
+        [
+            {
+                "date": str(r["day"]),
+                "mode": r["mode"],
+                "rows": r["rows"],
+                "seconds": r["seconds"],
+                "dirty rebuilt": r["dirty_rebuilt"],
+                "check": r["check"],
+            }
+            for r in built
+        ],
         f"Snapshot run: {summary['days_built']} day(s) built, {summary['rows']:,} rows, "
         f"{len(plan.dirty)} dirty day(s) rebuilt, {summary['seconds']} s. Latest check: {latest['message']}",
     )
 
 
 @flow(name="snapshot", timeout_seconds=3 * 3600)
-def snapshot_flow(day: date | None = None, start: date | None = None, end: date | None = None) -> dict:
+def snapshot_flow(
+    day: date | None = None, start: date | None = None, end: date | None = None
+) -> dict:
     """snapshot: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("snapshot") as run:
         summary = _snapshot_flow(day, start, end)

@@ -9,7 +9,6 @@ import warehouse
 from warehouse import Database
 from warehouse.db.roles import ROLES, Role, RoleNames
 
-
 _ENGINES: dict[Role, Database] = {}
 _LOCK = threading.Lock()
 
@@ -30,8 +29,11 @@ def role_url(role: Role) -> str | None:
     None leaves the rest to `warehouse.connect` (CANGFLOW_DATABASE_URL, else embedded)."""
     from warehouse.settings import get_settings
 
-    return (secret_url(f"{role}_database_secret_block") or getattr(get_settings(), f"{role}_database_url")
-            or secret_url("database_secret_block"))
+    return (
+        secret_url(f"{role}_database_secret_block")
+        or getattr(get_settings(), f"{role}_database_url")
+        or secret_url("database_secret_block")
+    )
 
 
 def role_passwords(names: RoleNames) -> dict[Role, str | None]:
@@ -44,9 +46,13 @@ def role_passwords(names: RoleNames) -> dict[Role, str | None]:
     settings = get_settings()
     passwords: dict[Role, str | None] = {}
     for role in ROLES:
-        url = secret_url(f"{role}_database_secret_block") or getattr(settings, f"{role}_database_url")
+        url = secret_url(f"{role}_database_secret_block") or getattr(
+            settings, f"{role}_database_url"
+        )
         parsed = make_url(url) if url else None
-        passwords[role] = parsed.password if parsed is not None and parsed.username == names.of(role) else None
+        passwords[role] = (
+            parsed.password if parsed is not None and parsed.username == names.of(role) else None
+        )
     return passwords
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from warehouse.stock import books
+from tasks.database import database
 from warehouse.errors import WarehouseError
-
-from .database import database
+from warehouse.stock import books
 
 
 class QualityGateFailed(WarehouseError):
@@ -39,12 +38,16 @@ def run_suite(suite: str, **context) -> dict:
 
 def validated(suite: str, **context):
     """Run the suite and leave its result as a table artifact (`quality-<suite>`)."""
+    from tasks.reporting import table_artifact
     from warehouse.quality import suites as quality
 
-    from .reporting import table_artifact
-
     result = quality.validate(database("reader"), suite, **context)
-    table_artifact(f"quality-{suite.replace('_', '-')}",
-                   [{**row, "arguments": str(row["arguments"]), "sample": str(row["sample"])} for row in result.rows],
-                   str(result)[:2000])
+    table_artifact(
+        f"quality-{suite.replace('_', '-')}",
+        [
+            {**row, "arguments": str(row["arguments"]), "sample": str(row["sample"])}
+            for row in result.rows
+        ],
+        str(result)[:2000],
+    )
     return result

@@ -9,11 +9,20 @@ from pathlib import Path
 
 from prefect import task
 
+from tasks.database import database
 from warehouse.metrics import sinks as metrics
-from warehouse.reconcile import brake, checks, compare, feed, freshness, orders, profile, runs, tolerances
+from warehouse.reconcile import (
+    brake,
+    checks,
+    compare,
+    feed,
+    freshness,
+    orders,
+    profile,
+    runs,
+    tolerances,
+)
 from warehouse.settings import get_settings
-
-from .database import database
 
 
 @task(name="reconcile-inspect-feed")
@@ -30,7 +39,9 @@ def load_tolerance_overrides(path: str) -> int:
 @task(name="reconcile-start", retries=2, retry_delay_seconds=5)
 def start_run(fed: feed.FeedFile, settings: runs.RunSettings) -> runs.Run:
     with database().session() as session:
-        return runs.start(session, feed_name=fed.path.name, feed_sha256=fed.sha256, settings=settings)
+        return runs.start(
+            session, feed_name=fed.path.name, feed_sha256=fed.sha256, settings=settings
+        )
 
 
 @task(name="reconcile-read-run")
@@ -40,7 +51,9 @@ def read_run(run_id: int) -> runs.Run:
 
 
 @task(name="reconcile-load-and-check")
-def load_and_check(run_id: int, fed: feed.FeedFile, staging: str, max_age_hours: float) -> runs.Loaded:
+def load_and_check(
+    run_id: int, fed: feed.FeedFile, staging: str, max_age_hours: float
+) -> runs.Loaded:
     """COPY the feed into this attempt's staging table and check every row (raises
     FeedRejected with the problems); measure its shape; a feed too old ends the run as stale."""
     with database().session() as session:
@@ -63,28 +76,53 @@ def load_and_check(run_id: int, fed: feed.FeedFile, staging: str, max_age_hours:
 
 
 @task(name="reconcile-feed-quality")
-def check_feed_quality(run_id: int, feed_name: str, loaded: runs.Loaded, full_feed: bool, confirmed: bool) -> dict:
+def check_feed_quality(
+    run_id: int, feed_name: str, loaded: runs.Loaded, full_feed: bool, confirmed: bool
+) -> dict:
     """Run under the warehouses' locks: the feed is still not older than any feed reconciled for
     its warehouses (one may have finished while this run waited), and the `erp_feed` suite over
     the staged feed holds, against the bounds the previous feed of its scope sets (none when the
     operator confirmed the shape); either failure rejects the feed, naming why. Not retried:
     the same rows give the same answer."""
-    from .quality import validated
+    from tasks.quality import validated
 
     with database().session() as session:
-        older = checks.older_than_reconciled(session, run_id, loaded.as_of, list(loaded.warehouse_ids))
+        older = checks.older_than_reconciled(
+            session, run_id, loaded.as_of, list(loaded.warehouse_ids)
+        )
         if older is not None:
             raise feed.FeedRejected(feed_name, [older])
-        limits = profile.bounds(session, run_id, loaded.warehouse_ids, full_feed=full_feed, confirmed=confirmed)
+        limits = profile.bounds(
+            session, run_id, loaded.warehouse_ids, full_feed=full_feed, confirmed=confirmed
+        )
     context = {"staging": loaded.staging, **(limits.as_context() if limits else {})}
     result = validated("erp_feed", **context)
     if not result.success:
-        reasons = [feed.Problem(None, None, None, failure.get("why") or f"{failure['expectation']} failed "
-                                f"(observed {failure['unexpected']})") for failure in result.failures]
+        reasons = [
+            feed.Problem(
+                None,
+                None,
+                None,
+                failure.get("why")
+                or f"{failure['expectation']} failed (observed {failure['unexpected']})",
+            )
+            for failure in result.failures
+        ]
         if limits is not None:
-            reasons.append(feed.Problem(None, None, None, "if the feed changed on purpose, rerun with --confirm-feed-shape"))
+            reasons.append(
+                feed.Problem(
+                    None,
+                    None,
+                    None,
+                    "if the feed changed on purpose, rerun with --confirm-feed-shape",
+                )
+            )
         raise feed.FeedRejected(feed_name, reasons)
-    return {"suite": "erp_feed", "expectations": len(result.rows), "compared_with_run": limits.previous_run if limits else None}
+    return {
+        "suite": "erp_feed",
+        "expectations": len(result.rows),
+        "compared_with_run": limits.previous_run if limits else None,
+    }
 
 
 @task(name="reconcile-reject")
@@ -107,23 +145,45 @@ def clean_up(run_id: int) -> list[str]:
 @task(name="reconcile-compare", retries=2, retry_delay_seconds=5)
 def compare_run(run_id: int, loaded: runs.Loaded, settings: runs.RunSettings) -> compare.Compared:
     with database().session() as session:
-        done = compare.compare(session, run_id, loaded.staging, as_of=loaded.as_of, tolerance_abs=settings.tolerance_abs,
-                               tolerance_pct=settings.tolerance_pct, feed_rows=loaded.rows,
-                               warehouse_ids=list(loaded.warehouse_ids))
-        runs.mark(session, run_id, "compared", compared=done.rows_compared, differences=done.differences,
-                  within_tolerance=done.within_tolerance)
+        done = compare.compare(
+            session,
+            run_id,
+            loaded.staging,
+            as_of=loaded.as_of,
+            tolerance_abs=settings.tolerance_abs,
+            tolerance_pct=settings.tolerance_pct,
+            feed_rows=loaded.rows,
+            warehouse_ids=list(loaded.warehouse_ids),
+        )
+        runs.mark(
+            session,
+            run_id,
+            "compared",
+            compared=done.rows_compared,
+            differences=done.differences,
+            within_tolerance=done.within_tolerance,
+        )
     metrics.current().set("cangflow_reconciliation_last_rows_compared", done.rows_compared)
     metrics.current().set("cangflow_reconciliation_last_differences", done.differences)
     return done
 
 
 @task(name="reconcile-orders", retries=2, retry_delay_seconds=5)
-def make_orders(run_id: int, settings: runs.RunSettings, as_of: datetime) -> tuple[orders.Made, brake.Brake]:
+def make_orders(
+    run_id: int, settings: runs.RunSettings, as_of: datetime
+) -> tuple[orders.Made, brake.Brake]:
     """The run's lines, held for a person when the run is over the blast-radius brake."""
     with database().session() as session:
         stop = brake.check(session, run_id, settings)
-        made = orders.make_orders(session, run_id, truth=settings.truth, auto_approve_limit=settings.auto_approve_limit,
-                                  full_feed=settings.full_feed, as_of=as_of, held=stop.engaged)
+        made = orders.make_orders(
+            session,
+            run_id,
+            truth=settings.truth,
+            auto_approve_limit=settings.auto_approve_limit,
+            full_feed=settings.full_feed,
+            as_of=as_of,
+            held=stop.engaged,
+        )
     return made, stop
 
 
@@ -135,8 +195,13 @@ def order_warehouses(run_id: int) -> list[int]:
 
 # Mapped into the task runner's threads, so its own timeout does not meet the flow's (README,
 # "Timeouts"); an hour for one warehouse's approved lines is far beyond a healthy run.
-@task(name="reconcile-apply", task_run_name="reconcile-apply-{warehouse_id}", retries=2, retry_delay_seconds=5,
-      timeout_seconds=3600)
+@task(
+    name="reconcile-apply",
+    task_run_name="reconcile-apply-{warehouse_id}",
+    retries=2,
+    retry_delay_seconds=5,
+    timeout_seconds=3600,
+)
 def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
     """ERP truth: each approved line of one warehouse's order (or all) applied in its own
     transaction (keyed: a rerun replays)."""
@@ -146,8 +211,13 @@ def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
     outcome = {"applied": 0, "failed": 0}
     for line_id in lines:
         with database().session() as session:
-            applied = orders.settle(session, line_id, approve=True, by="reconciliation (auto-approved)",
-                                    reconcile_location=location)
+            applied = orders.settle(
+                session,
+                line_id,
+                approve=True,
+                by="reconciliation (auto-approved)",
+                reconcile_location=location,
+            )
         outcome[applied.status] = outcome.get(applied.status, 0) + 1
     return outcome
 
@@ -156,7 +226,13 @@ def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
 def finish_run(run_id: int) -> tuple[dict, list[dict]]:
     with database().session() as session:
         figures = runs.summary(session, run_id)
-        runs.mark(session, run_id, "done", adjusted=figures["applied"], pending=figures["pending_approval"])
+        runs.mark(
+            session,
+            run_id,
+            "done",
+            adjusted=figures["applied"],
+            pending=figures["pending_approval"],
+        )
         figures["status"] = "done"
         metrics.current().set("cangflow_reconciliation_last_applied", figures["applied"])
         return figures, runs.largest(session, run_id)
@@ -168,7 +244,9 @@ def count_waiting_lines() -> orders.Waiting:
     with database().session() as session:
         waiting = orders.waiting(session)
     metrics.current().set("cangflow_adjustments_waiting_lines", waiting.lines)
-    metrics.current().set("cangflow_adjustments_waiting_oldest_age_seconds", waiting.oldest_age_seconds)
+    metrics.current().set(
+        "cangflow_adjustments_waiting_oldest_age_seconds", waiting.oldest_age_seconds
+    )
     return waiting
 
 
@@ -178,7 +256,9 @@ def export_erp_query(query: str) -> str:
     and write its rows as a feed file; the file then goes through every check."""
     settings = get_settings()
     if settings.erp_url is None:
-        raise ValueError("--erp-query needs CANGFLOW_ERP_URL (or --erp-url) to name the ERP database")
+        raise ValueError(
+            "--erp-query needs CANGFLOW_ERP_URL (or --erp-url) to name the ERP database"
+        )
     folder = settings.home / "feeds"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"erp-{datetime.now().strftime('%Y%m%dT%H%M%S')}.csv"

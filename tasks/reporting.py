@@ -18,4 +18,6 @@ def safe_cell(value: Any) -> Any:
 
 def table_artifact(key: str, rows: list[dict[str, Any]], description: str) -> None:
     table = [{column: safe_cell(value) for column, value in row.items()} for row in rows]
-    create_table_artifact(table=table or [{"note": "nothing to report"}], key=key, description=description)
+    create_table_artifact(
+        table=table or [{"note": "nothing to report"}], key=key, description=description
+    )

@@ -4,19 +4,17 @@ The DDL is the owner role's (warehouse.db.roles); pruning expired keys is the ap
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from prefect import task
 
-from warehouse.history import closing as history
-from warehouse.stock import idempotency
-from warehouse.metrics import sinks as metrics
-from warehouse.history import partitions
-from warehouse.history import retention
+from tasks.database import database
 from warehouse.db import retry
+from warehouse.history import closing as history
+from warehouse.history import partitions, retention
+from warehouse.metrics import sinks as metrics
 from warehouse.settings import get_settings
-
-from .database import database
+from warehouse.stock import idempotency
 
 
 def _step(work):
@@ -34,8 +32,19 @@ def premake_partitions(today: date) -> list[dict]:
     for offset in range(-1, settings.premake_months + 1):
         month = partitions.add_months(current, offset)
         for table in partitions.PARTITIONED_TABLES:
-            result = _step(lambda s, t=table, m=month: partitions.ensure_month(s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms))
-            made.append({"table": table, "partition": result.name, "created": result.created, "rows_moved": result.rows_moved})
+            result = _step(
+                lambda s, t=table, m=month: partitions.ensure_month(
+                    s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
+                )
+            )
+            made.append(
+                {
+                    "table": table,
+                    "partition": result.name,
+                    "created": result.created,
+                    "rows_moved": result.rows_moved,
+                }
+            )
     return made
 
 
@@ -44,13 +53,29 @@ def rescue_default_rows() -> list[dict]:
     """Rows in a default partition get a partition of their own month (they would block it)."""
     settings = get_settings()
     with database("owner").session() as session:
-        stray = {table: partitions.rows_in_default(session, table) for table in partitions.PARTITIONED_TABLES}
+        stray = {
+            table: partitions.rows_in_default(session, table)
+            for table in partitions.PARTITIONED_TABLES
+        }
     moved = []
     for table, months in stray.items():
         for month in months:
-            result = _step(lambda s, t=table, m=month: partitions.ensure_month(s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms))
-            moved.append({"table": table, "partition": result.name, "created": result.created, "rows_moved": result.rows_moved})
-    with database("owner").session() as session:  # what is left (a partition that could not be made yet): an alert watches it
+            result = _step(
+                lambda s, t=table, m=month: partitions.ensure_month(
+                    s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
+                )
+            )
+            moved.append(
+                {
+                    "table": table,
+                    "partition": result.name,
+                    "created": result.created,
+                    "rows_moved": result.rows_moved,
+                }
+            )
+    with (
+        database("owner").session() as session
+    ):  # what is left (a partition that could not be made yet): an alert watches it
         for table in partitions.PARTITIONED_TABLES:
             left = sum(partitions.rows_in_default(session, table).values())
             metrics.current().set("cangflow_partition_default_rows", left, table=table)
@@ -71,10 +96,28 @@ def close_due_months(today: date) -> list[dict]:
     outcomes = []
     for month in due:
         try:
-            closed = _step(lambda s, m=month: history.close_month(s, m, lock_timeout_ms=settings.ddl_lock_timeout_ms))
-            outcomes.append({"month": partitions.month_label(month), "closed": True, "partitions": closed, "why": ""})
+            closed = _step(
+                lambda s, m=month: history.close_month(
+                    s, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
+                )
+            )
+            outcomes.append(
+                {
+                    "month": partitions.month_label(month),
+                    "closed": True,
+                    "partitions": closed,
+                    "why": "",
+                }
+            )
         except history.NotClosable as refused:
-            outcomes.append({"month": partitions.month_label(month), "closed": False, "partitions": [], "why": refused.why})
+            outcomes.append(
+                {
+                    "month": partitions.month_label(month),
+                    "closed": False,
+                    "partitions": [],
+                    "why": refused.why,
+                }
+            )
     return outcomes
 
 
@@ -85,15 +128,38 @@ def retire_old_partitions(today: date) -> list[dict]:
     with database("owner").session() as session:
         unfinished = retention.leftovers(session)
         due = retention.due(session, today=today, retention_months=settings.retention_months)
-    done = [retention.finish_leftover(database("owner"), p, mode=settings.retention_mode, dump_directory=dumps) for p in unfinished]
-    done += [retention.retire(database("owner"), p, mode=settings.retention_mode, lock_timeout_ms=settings.ddl_lock_timeout_ms,
-                              dump_directory=dumps) for p in due]
-    return [{"partition": r.name, "month": partitions.month_label(r.month), "how": r.how, "concurrently": r.concurrently,
-             "dump": r.dump or "", "summary": retention.describe(r)} for r in done if r is not None]
+    done = [
+        retention.finish_leftover(
+            database("owner"), p, mode=settings.retention_mode, dump_directory=dumps
+        )
+        for p in unfinished
+    ]
+    done += [
+        retention.retire(
+            database("owner"),
+            p,
+            mode=settings.retention_mode,
+            lock_timeout_ms=settings.ddl_lock_timeout_ms,
+            dump_directory=dumps,
+        )
+        for p in due
+    ]
+    return [
+        {
+            "partition": r.name,
+            "month": partitions.month_label(r.month),
+            "how": r.how,
+            "concurrently": r.concurrently,
+            "dump": r.dump or "",
+            "summary": retention.describe(r),
+        }
+        for r in done
+        if r is not None
+    ]
 
 
 @task(name="rollover-expired-keys", retries=2, retry_delay_seconds=10)
 def prune_expired_keys(now: datetime | None = None) -> int:
     """Idempotency keys past their retention, deleted in batches of one transaction each."""
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=get_settings().idempotency_retention_days)
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=get_settings().idempotency_retention_days)
     return idempotency.prune_expired_keys(database(), older_than=cutoff)

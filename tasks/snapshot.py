@@ -6,12 +6,11 @@ from datetime import date
 
 from prefect import task
 
+from tasks.database import database
 from warehouse import snapshots
-from warehouse.history import partitions
 from warehouse.db import retry
+from warehouse.history import partitions
 from warehouse.settings import get_settings
-
-from .database import database
 
 
 @task(name="snapshot-plan", retries=2, retry_delay_seconds=5)
@@ -26,8 +25,13 @@ def ensure_snapshot_partitions(days: tuple[date, ...]) -> list[str]:
     settings = get_settings()
     created = []
     for month in sorted({partitions.month_start(d) for d in days}):
-        made = retry.ddl_step(database("owner"), lambda s, m=month: partitions.ensure_month(
-            s, "stock_snapshot", m, lock_timeout_ms=settings.ddl_lock_timeout_ms), attempts=settings.ddl_attempts)
+        made = retry.ddl_step(
+            database("owner"),
+            lambda s, m=month: partitions.ensure_month(
+                s, "stock_snapshot", m, lock_timeout_ms=settings.ddl_lock_timeout_ms
+            ),
+            attempts=settings.ddl_attempts,
+        )
         if made.created:
             created.append(made.name)
     return created
@@ -41,10 +45,24 @@ def build_snapshot_day(day: date, force: bool) -> dict:
         with database().session() as session:
             built, check = snapshots.build_checked_day(session, day, force=force)
     except snapshots.SnapshotCheckFailed as failed:
-        return {"day": day, "mode": "failed", "rows": 0, "seconds": None, "check": str(failed.result), "ok": False,
-                "wrong_from": failed.result.wrong_from}
-    return {"day": day, "mode": built.mode, "rows": built.rows, "seconds": round(built.seconds, 3),
-            "check": "ok" if check else "already built", "ok": True, "wrong_from": None}
+        return {
+            "day": day,
+            "mode": "failed",
+            "rows": 0,
+            "seconds": None,
+            "check": str(failed.result),
+            "ok": False,
+            "wrong_from": failed.result.wrong_from,
+        }
+    return {
+        "day": day,
+        "mode": built.mode,
+        "rows": built.rows,
+        "seconds": round(built.seconds, 3),
+        "check": "ok" if check else "already built",
+        "ok": True,
+        "wrong_from": None,
+    }
 
 
 @task(name="snapshot-latest-check", retries=2, retry_delay_seconds=5)
@@ -63,7 +81,12 @@ def audit_snapshot_chain() -> dict:
     with database().session() as session:
         audit = snapshots.audit_chain(session)
         marked = snapshots.repair(session, audit) if audit.unrepairable is None else None
-    return {"ok": audit.ok, "message": str(audit), "marked_from": marked, "unrepairable": audit.unrepairable}
+    return {
+        "ok": audit.ok,
+        "message": str(audit),
+        "marked_from": marked,
+        "unrepairable": audit.unrepairable,
+    }
 
 
 @task(name="snapshot-mark-dirty", retries=2, retry_delay_seconds=5)

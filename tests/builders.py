@@ -21,7 +21,7 @@ class World:
     skus: list[str] = field(default_factory=list)
 
     @classmethod
-    def create(cls, db: Database, *, bins: int = 3) -> "World":
+    def create(cls, db: Database, *, bins: int = 3) -> World:
         world = cls(db, unique("W"))
         with db.session() as session:
             catalog.ensure_warehouse(session, world.warehouse, "test warehouse")
@@ -36,7 +36,9 @@ class World:
         self.locations.extend(codes)
         return codes
 
-    def add_sku(self, *, lots: dict[str, date | None] | None = None, category: str | None = None) -> str:
+    def add_sku(
+        self, *, lots: dict[str, date | None] | None = None, category: str | None = None
+    ) -> str:
         code = unique("SKU")
         with self.db.session() as session:
             catalog.ensure_sku(session, code, category=category)
@@ -45,14 +47,30 @@ class World:
         self.skus.append(code)
         return code
 
-    def stocked_sku(self, qty: int, *, location: str | None = None, lot: str | None = None, expires: date | None = None) -> str:
+    def stocked_sku(
+        self,
+        qty: int,
+        *,
+        location: str | None = None,
+        lot: str | None = None,
+        expires: date | None = None,
+    ) -> str:
         code = self.add_sku(lots={lot: expires} if lot else None)
         self.receive(code, qty, location=location, lot=lot)
         return code
 
-    def receive(self, sku: str, qty: int, *, location: str | None = None, lot: str | None = None) -> None:
+    def receive(
+        self, sku: str, qty: int, *, location: str | None = None, lot: str | None = None
+    ) -> None:
         with self.db.session() as session:
-            stock.receive(session, warehouse=self.warehouse, sku=sku, qty=qty, location=location or self.locations[0], lot=lot)
+            stock.receive(
+                session,
+                warehouse=self.warehouse,
+                sku=sku,
+                qty=qty,
+                location=location or self.locations[0],
+                lot=lot,
+            )
 
     def on_hand(self, sku: str, **narrow) -> int:
         with self.db.session() as session:

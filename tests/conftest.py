@@ -39,7 +39,9 @@ for _role in ("owner", "app", "reader"):
     os.environ[f"CANGFLOW_{_role.upper()}_ROLE"] = f"{RUN_TAG}_{_role}"
 
 TEST_REDIS_URL = os.environ.get("CANGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-ADMIN_URL = os.environ.get("CANGFLOW_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "CANGFLOW_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _admin() -> psycopg.Connection:
@@ -55,15 +57,16 @@ def _database(name: str) -> Iterator[None]:
         yield
     finally:
         with _admin() as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 def _migrated(url: str):
     """Convert the new database to the roles (as `cangflow db roles` does), migrate it as the
     owner; the app role's Database."""
     import warehouse
-    from warehouse.db import roles
-    from warehouse.db import schema
+    from warehouse.db import roles, schema
 
     roles.convert_database(url, roles.RoleNames.from_settings())
     owner = warehouse.connect(url, pool_size=2, role="owner")
@@ -78,7 +81,9 @@ def _drop_roles() -> None:
     with _admin() as admin:
         for role in roles.ROLES:
             try:
-                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"{RUN_TAG}_{role}")))
+                admin.execute(
+                    sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"{RUN_TAG}_{role}"))
+                )
             except psycopg.Error as error:  # still owns something in a database a test left behind
                 print(f"role {RUN_TAG}_{role} kept: {error}")
 
@@ -131,7 +136,9 @@ def raw_dsn(database_url) -> str:
     """The same database as a plain libpq DSN logged in as the app role (the server trusts
     127.0.0.1), for tests that drive psycopg directly."""
     user = psycopg.conninfo.conninfo_to_dict(ADMIN_URL).get("user", "postgres")
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(f"//{user}@", f"//{RUN_TAG}_app@", 1)
+    return database_url.replace("postgresql+psycopg://", "postgresql://", 1).replace(
+        f"//{user}@", f"//{RUN_TAG}_app@", 1
+    )
 
 
 @pytest.fixture

@@ -13,7 +13,9 @@ def owner_session(db) -> Iterator:
     of old months, closing history), which the app role may not run."""
     import warehouse
 
-    owner = warehouse.connect(db.url.render_as_string(hide_password=False), role="owner", pool_size=1)
+    owner = warehouse.connect(
+        db.url.render_as_string(hide_password=False), role="owner", pool_size=1
+    )
     try:
         with owner.session() as session:
             yield session

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -78,10 +78,8 @@ def tcp_forwarder(listen_host: str, target: tuple[str, int]) -> Iterator[int]:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def accept() -> None:
         while True:
@@ -106,11 +104,30 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
     import httpx
 
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -125,17 +142,34 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
         server.wait(timeout=30)
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+CHROMIUM = (
+    shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+)
 
 
 def chromium(*arguments: str, budget_ms: int = 20000) -> subprocess.CompletedProcess:
     """Headless Chromium as a one-shot command (--screenshot=..., --dump-dom); `.ci/run` installs
     Debian's package. Background networking off: this machine has no internet."""
     assert CHROMIUM, "Chromium is not installed (Debian package: chromium; .ci/run installs it)"
-    return subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           "--no-first-run", "--window-size=1440,1000", f"--virtual-time-budget={budget_ms}",
-                           *arguments], capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--window-size=1440,1000",
+            f"--virtual-time-budget={budget_ms}",
+            *arguments,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def page_text(url: str, expected: list[str], attempts: int = 4) -> str:

@@ -32,20 +32,21 @@ import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from time import perf_counter as time_now
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from tests.roles import owner_session
 from warehouse import Database, catalog, invariants, stock
-from warehouse.history import closing as history
-from warehouse.history import calendar
 from warehouse.errors import HistoryClosed, InvalidArgument
+from warehouse.history import calendar
+from warehouse.history import closing as history
 from warehouse.history.partitions import add_months, month_start
 from warehouse.settings import get_settings
 
@@ -114,7 +115,13 @@ def prefect_engine_bypassed():
         patch.setattr(Task, "__call__", plain)
         patch.setattr(Flow, "__call__", plain)
         patch.setattr(Task, "map", _mapped)
-        for module in (flows.cache_warmup, flows.nightly, flows.partition_rollover, flows.snapshot, tasks.quality):
+        for module in (
+            flows.cache_warmup,
+            flows.nightly,
+            flows.partition_rollover,
+            flows.snapshot,
+            tasks.quality,
+        ):
             patch.setattr(module, "get_run_logger", lambda: logger)
         patch.setattr(tasks.reporting, "create_table_artifact", lambda **_: None)
         yield
@@ -127,11 +134,12 @@ def prefect_engine_bypassed():
 @dataclass
 class Tally:
     """Movements by (sku, location): their instants (UTC, sorted) and quantities."""
+
     times: dict[tuple[str, str], list[datetime]] = field(default_factory=lambda: defaultdict(list))
     qtys: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, sku: str, location: str, qty: int, at: datetime) -> None:
-        key, at = (sku, location), at.astimezone(timezone.utc)
+        key, at = (sku, location), at.astimezone(UTC)
         where = bisect.bisect_right(self.times[key], at)
         self.times[key].insert(where, at)
         self.qtys[key].insert(where, qty)
@@ -151,7 +159,7 @@ class Tally:
         result: dict[date, dict[tuple[str, str], int]] = {d: {} for d in days}
         for key, times in self.times.items():
             running = list(itertools.accumulate(self.qtys[key]))
-            for day, end in zip(days, ends):
+            for day, end in zip(days, ends, strict=True):
                 cut = bisect.bisect_left(times, end)
                 held = running[cut - 1] if cut else 0
                 if held:
@@ -185,6 +193,7 @@ class NightFailed(AssertionError):
 @dataclass
 class Plan:
     """What the run holds: its span, its size and where its events fall."""
+
     start: date
     months: int
     skus: int = 4
@@ -240,11 +249,16 @@ class Simulation:
                 catalog.ensure_sku(s, code)
 
     def days(self) -> list[date]:
-        return [self.plan.start + timedelta(days=n) for n in range((self.plan.end - self.plan.start).days)]
+        return [
+            self.plan.start + timedelta(days=n)
+            for n in range((self.plan.end - self.plan.start).days)
+        ]
 
     # -- a day's movements ----------------------------------------------------------------------
 
-    def _apply(self, change: Callable, moves: list[tuple[str, str, int]], at: datetime, **kwargs) -> bool:
+    def _apply(
+        self, change: Callable, moves: list[tuple[str, str, int]], at: datetime, **kwargs
+    ) -> bool:
         """Run one stock change in its own transaction; tally it when it is accepted."""
         with self.db.session() as s:
             change(s, warehouse=self.warehouse, occurred_at=at, **kwargs)
@@ -257,7 +271,10 @@ class Simulation:
 
     def trade(self, day: date) -> None:
         """The day's generated movements, in time order; the clock follows them."""
-        minutes = sorted(self.rng.randrange(DAY_OPENS * 60, DAY_CLOSES * 60) for _ in range(self.plan.moves_per_day))
+        minutes = sorted(
+            self.rng.randrange(DAY_OPENS * 60, DAY_CLOSES * 60)
+            for _ in range(self.plan.moves_per_day)
+        )
         for minute in minutes:
             at = local(day, minute // 60, minute % 60)
             set_clock(at)
@@ -266,22 +283,40 @@ class Simulation:
             roll = self.rng.random()
             if roll < 0.45 or held == 0:
                 qty = self.rng.randint(1, 40)
-                self._apply(stock.receive, [(sku, where, qty)], at, sku=sku, qty=qty, location=where)
+                self._apply(
+                    stock.receive, [(sku, where, qty)], at, sku=sku, qty=qty, location=where
+                )
                 self.events["receipts"] += 1
             elif roll < 0.8:
                 qty = self.rng.randint(1, held)
-                self._apply(stock.deduct, [(sku, where, -qty)], at, sku=sku, qty=qty, location=where)
+                self._apply(
+                    stock.deduct, [(sku, where, -qty)], at, sku=sku, qty=qty, location=where
+                )
                 self.events["picks"] += 1
             elif roll < 0.92:
                 to = self.rng.choice([b for b in self.bins if b != where])
                 qty = self.rng.randint(1, held)
-                self._apply(stock.transfer, [(sku, where, -qty), (sku, to, qty)], at, sku=sku, qty=qty,
-                            location=where, to_location=to)
+                self._apply(
+                    stock.transfer,
+                    [(sku, where, -qty), (sku, to, qty)],
+                    at,
+                    sku=sku,
+                    qty=qty,
+                    location=where,
+                    to_location=to,
+                )
                 self.events["transfers"] += 1
             else:
                 qty = self.rng.randint(-min(held, 5), 5) or 1
-                self._apply(stock.adjust, [(sku, where, qty)], at, sku=sku, qty=qty, location=where,
-                            reason="cycle count difference")
+                self._apply(
+                    stock.adjust,
+                    [(sku, where, qty)],
+                    at,
+                    sku=sku,
+                    qty=qty,
+                    location=where,
+                    reason="cycle count difference",
+                )
                 self.events["adjustments"] += 1
 
     # -- what the months should be ----------------------------------------------------------------
@@ -304,8 +339,11 @@ class Simulation:
     def partitioned(self) -> set[date]:
         """Months with a ledger partition: from the month before the first night (the rollover
         premakes last month), and any earlier month a late movement was kept in."""
-        return {add_months(month_start(self.plan.start), -1)} | self.kept_months | {
-            add_months(month_start(self.plan.start), n) for n in range(self.plan.months + 1)}
+        return (
+            {add_months(month_start(self.plan.start), -1)}
+            | self.kept_months
+            | {add_months(month_start(self.plan.start), n) for n in range(self.plan.months + 1)}
+        )
 
     @property
     def chain_start(self) -> date:
@@ -320,7 +358,9 @@ class Simulation:
         states = self.expected_states(today)
         if states.get(month) == "closed" and month != self.reopened:
             return "closed"
-        if month not in self.partitioned and any(state == "closed" and m > month for m, state in states.items()):
+        if month not in self.partitioned and any(
+            state == "closed" and m > month for m, state in states.items()
+        ):
             return "closed"  # a month without a partition, older than a closed one (migration 0010)
         return None
 
@@ -334,16 +374,27 @@ class Simulation:
         qty = self.rng.randint(1, 9)
         expected = self.refusal_for(at, last_nightly)
         try:
-            self._apply(stock.receive, [(sku, where, qty)], at, sku=sku, qty=qty, location=where,
-                        reference=f"late {back}d")
+            self._apply(
+                stock.receive,
+                [(sku, where, qty)],
+                at,
+                sku=sku,
+                qty=qty,
+                location=where,
+                reference=f"late {back}d",
+            )
         except HistoryClosed as refused:
             if expected is None:
-                raise NightFailed(f"{day}: a receipt dated {at} ({back} days back) was refused, "
-                                  f"but its month is open: {refused}") from refused
+                raise NightFailed(
+                    f"{day}: a receipt dated {at} ({back} days back) was refused, "
+                    f"but its month is open: {refused}"
+                ) from refused
             self.events[f"late_refused_{expected}"] += 1
             return
         if expected is not None:
-            raise NightFailed(f"{day}: a receipt dated {at} ({back} days back) was accepted into {expected} history")
+            raise NightFailed(
+                f"{day}: a receipt dated {at} ({back} days back) was accepted into {expected} history"
+            )
         self.events["late_kept"] += 1
 
     def reopen_and_correct(self, day: date) -> None:
@@ -355,8 +406,15 @@ class Simulation:
         self.reopened = month
         at = local(last_day(month) - timedelta(days=3), 15)
         sku, where = self.skus[0], self.bins[0]
-        self._apply(stock.adjust, [(sku, where, 7)], at, sku=sku, qty=7, location=where,
-                    reason="found in a reopened month")
+        self._apply(
+            stock.adjust,
+            [(sku, where, 7)],
+            at,
+            sku=sku,
+            qty=7,
+            location=where,
+            reason="found in a reopened month",
+        )
         self.events["reopened"] += 1
 
     # -- the night -------------------------------------------------------------------------------
@@ -378,11 +436,18 @@ class Simulation:
         set_clock(local(night, NIGHTLY_AT.hour, NIGHTLY_AT.minute))
         env = dict(os.environ)
         env.update(_prefect_api_env())
-        child = subprocess.run([sys.executable, "-m", "tests.simulation", "killed-nightly", str(step), when],
-                               env=env, capture_output=True, text=True, timeout=600)
+        child = subprocess.run(
+            [sys.executable, "-m", "tests.simulation", "killed-nightly", str(step), when],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if child.returncode != -signal.SIGKILL:
-            raise NightFailed(f"{night}: the nightly to be killed at step {step} ({when}) ended with "
-                              f"{child.returncode} instead:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}")
+            raise NightFailed(
+                f"{night}: the nightly to be killed at step {step} ({when}) ended with "
+                f"{child.returncode} instead:\n{child.stdout[-3000:]}\n{child.stderr[-3000:]}"
+            )
         self.events["killed"] += 1
 
     def night(self, day: date, *, kill: bool = False) -> None:
@@ -390,7 +455,9 @@ class Simulation:
         night = day + timedelta(days=1)
         if kill:
             self.killed_nightly(night)
-        engine = self.plan.use_engine and (kill or self.plan.engine_nights(night) or self.reopened is not None)
+        engine = self.plan.use_engine and (
+            kill or self.plan.engine_nights(night) or self.reopened is not None
+        )
         started = time_now()
         result = self.run_nightly(night, engine=engine)
         self.nightly_seconds.append(time_now() - started)
@@ -422,61 +489,97 @@ class Simulation:
         found = {m: state for m, state in s.execute(_MONTH_STATES).all() if state != "reopened"}
         expected = self.expected_states(night)
         if found != expected:
-            wrong = {m: (found.get(m), expected.get(m)) for m in sorted(set(found) | set(expected))
-                     if found.get(m) != expected.get(m)}
-            raise NightFailed(f"night of {night}: month states (database, expected) differ: {wrong}")
+            wrong = {
+                m: (found.get(m), expected.get(m))
+                for m in sorted(set(found) | set(expected))
+                if found.get(m) != expected.get(m)
+            }
+            raise NightFailed(
+                f"night of {night}: month states (database, expected) differ: {wrong}"
+            )
 
     def check_snapshots(self, s, night: date) -> None:
         days = list(s.execute(_SNAPSHOT_DAYS).scalars())
         first = max(add_months(self.floor(night), -1), self.chain_start)
         expected_days = [first + timedelta(days=n) for n in range((night - first).days)]
         if days != expected_days:
-            raise NightFailed(f"night of {night}: snapshot days {days[:1]}..{days[-1:]} ({len(days)}), "
-                              f"expected {expected_days[:1]}..{expected_days[-1:]} ({len(expected_days)})")
+            raise NightFailed(
+                f"night of {night}: snapshot days {days[:1]}..{days[-1:]} ({len(days)}), "
+                f"expected {expected_days[:1]}..{expected_days[-1:]} ({len(expected_days)})"
+            )
         found: dict[date, dict[tuple[str, str], int]] = {d: {} for d in days}
         for row in s.execute(_SNAPSHOT_ROWS, {"warehouse": self.warehouse}):
             found[row.snapshot_date][(row.sku, row.location)] = row.on_hand
         closing = self.tally.closing(days)
         for day in days:
             if found[day] != closing[day]:
-                raise NightFailed(f"night of {night}: the snapshot of {day} is {found[day]}, the tally says "
-                                  f"{closing[day]}; {self._explain(s, day, found[day], closing[day])}")
+                raise NightFailed(
+                    f"night of {night}: the snapshot of {day} is {found[day]}, the tally says "
+                    f"{closing[day]}; {self._explain(s, day, found[day], closing[day])}"
+                )
 
     def _explain(self, s, day: date, found: dict, tallied: dict) -> str:
         """What the database knows about the keys that differ: the day's build and scan marks,
         the dirty days, the activity in this database, and the keys' movements dated up to the day."""
         keys = [k for k in set(found) | set(tallied) if found.get(k) != tallied.get(k)]
-        built = s.execute(text("SELECT watermark, checked_upto, built_at, verified_at FROM snapshot_day "
-                               "WHERE snapshot_date = :d"), {"d": day}).one()
-        dirty = list(s.execute(text("SELECT snapshot_date, reason FROM snapshot_dirty ORDER BY 1")).all())
-        activity = list(s.execute(text(
-            "SELECT application_name, state, xact_start, left(query, 80) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")).all())
+        built = s.execute(
+            text(
+                "SELECT watermark, checked_upto, built_at, verified_at FROM snapshot_day "
+                "WHERE snapshot_date = :d"
+            ),
+            {"d": day},
+        ).one()
+        dirty = list(
+            s.execute(text("SELECT snapshot_date, reason FROM snapshot_dirty ORDER BY 1")).all()
+        )
+        activity = list(
+            s.execute(
+                text(
+                    "SELECT application_name, state, xact_start, left(query, 80) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+                )
+            ).all()
+        )
         moves = []
         for sku, location in keys:
-            moves += s.execute(text("""
+            moves += s.execute(
+                text("""
                 SELECT m.id, s.code, l.code, m.movement_type, m.qty, m.occurred_at, m.recorded_at FROM stock_movement m
                 JOIN sku s ON s.id = m.sku_id JOIN location l ON l.id = m.location_id
                 WHERE s.code = :sku AND l.code = :location AND m.occurred_at < :end AND m.recorded_at >= :since
-                ORDER BY m.recorded_at"""), {"sku": sku, "location": location, "end": calendar.day_start(day + timedelta(days=1)),
-                                              "since": built.watermark - timedelta(days=2)}).all()
-        return (f"day {day} built {built}; dirty {dirty}; open transactions {activity}; "
-                f"movements dated up to it, recorded from 2 days before its watermark: {[tuple(m) for m in moves]}")
+                ORDER BY m.recorded_at"""),
+                {
+                    "sku": sku,
+                    "location": location,
+                    "end": calendar.day_start(day + timedelta(days=1)),
+                    "since": built.watermark - timedelta(days=2),
+                },
+            ).all()
+        return (
+            f"day {day} built {built}; dirty {dirty}; open transactions {activity}; "
+            f"movements dated up to it, recorded from 2 days before its watermark: {[tuple(m) for m in moves]}"
+        )
 
     def check_as_of(self, s, night: date) -> None:
         now = calendar.now()
         floor_start = calendar.day_start(self.floor(night))
         span = (now - floor_start).total_seconds()
-        samples = [floor_start + timedelta(seconds=self.rng.uniform(0, span)),
-                   now - timedelta(seconds=self.rng.uniform(0, 3 * 86400))]
+        samples = [
+            floor_start + timedelta(seconds=self.rng.uniform(0, span)),
+            now - timedelta(seconds=self.rng.uniform(0, 3 * 86400)),
+        ]
         for at in samples:
             sku = self.rng.choice(self.skus)
             found = stock.on_hand(s, warehouse=self.warehouse, sku=sku, as_of=at)
             tallied = sum(self.tally.held(sku, b, upto=at) for b in self.bins)
             if found != tallied:
-                raise NightFailed(f"night of {night}: on_hand({sku}, as_of={at}) = {found}, the tally says {tallied}")
+                raise NightFailed(
+                    f"night of {night}: on_hand({sku}, as_of={at}) = {found}, the tally says {tallied}"
+                )
         self.events["as_of_checked"] += len(samples)
-        retired = s.execute(text("SELECT max(month) FROM history_month WHERE state = 'archived'")).scalar()
+        retired = s.execute(
+            text("SELECT max(month) FROM history_month WHERE state = 'archived'")
+        ).scalar()
         if retired is not None:
             before = calendar.day_start(retired) + timedelta(days=self.rng.randrange(28), hours=12)
             try:
@@ -484,7 +587,9 @@ class Simulation:
             except InvalidArgument:
                 self.events["as_of_refused_before_floor"] += 1
             else:
-                raise NightFailed(f"night of {night}: on_hand(as_of={before}) in retired history answered {value}")
+                raise NightFailed(
+                    f"night of {night}: on_hand(as_of={before}) in retired history answered {value}"
+                )
 
     def check_refusals(self, night: date) -> None:
         """Closed and retired history refuse a change through the API and through raw SQL."""
@@ -502,26 +607,43 @@ class Simulation:
         for kind, (at, sqlstate) in targets.items():
             try:
                 with self.db.session() as s:
-                    stock.receive(s, warehouse=self.warehouse, sku=self.skus[0], qty=1, location=self.bins[0], occurred_at=at)
+                    stock.receive(
+                        s,
+                        warehouse=self.warehouse,
+                        sku=self.skus[0],
+                        qty=1,
+                        location=self.bins[0],
+                        occurred_at=at,
+                    )
             except HistoryClosed:
                 pass
             else:
-                raise NightFailed(f"night of {night}: the API accepted a receipt dated {at} in {kind} history")
+                raise NightFailed(
+                    f"night of {night}: the API accepted a receipt dated {at} in {kind} history"
+                )
             try:
                 with self.db.session() as s:
                     s.execute(_RAW_RECEIPT, {"at": at, "warehouse": self.warehouse})
             except DBAPIError as refused:
                 if refused.orig.sqlstate != sqlstate:
-                    raise NightFailed(f"night of {night}: a raw INSERT dated {at} in {kind} history failed "
-                                      f"with {refused.orig.sqlstate}, not {sqlstate}: {refused.orig}") from refused
+                    raise NightFailed(
+                        f"night of {night}: a raw INSERT dated {at} in {kind} history failed "
+                        f"with {refused.orig.sqlstate}, not {sqlstate}: {refused.orig}"
+                    ) from refused
             else:
-                raise NightFailed(f"night of {night}: the database took a raw INSERT dated {at} in {kind} history")
+                raise NightFailed(
+                    f"night of {night}: the database took a raw INSERT dated {at} in {kind} history"
+                )
             self.events[f"refused_{kind}"] += 2
 
     # -- the whole run ---------------------------------------------------------------------------
 
-    def run(self, *, kill_between: tuple[float, float] | None = (0.3, 0.7),
-            progress: Callable[[str], None] | None = None) -> Counter:
+    def run(
+        self,
+        *,
+        kill_between: tuple[float, float] | None = (0.3, 0.7),
+        progress: Callable[[str], None] | None = None,
+    ) -> Counter:
         days = self.days()
         kill_at = None
         if kill_between and self.plan.use_engine:

@@ -16,7 +16,9 @@ class InvalidArgument(WarehouseError, ValueError):
 
 
 class InvalidQuantity(InvalidArgument):
-    def __init__(self, value: object, *, field: str = "qty", why: str = "must be a whole number > 0"):
+    def __init__(
+        self, value: object, *, field: str = "qty", why: str = "must be a whole number > 0"
+    ):
         self.value = value
         self.field = field
         super().__init__(f"{field}={value!r} is not a valid quantity: {why}")
@@ -86,8 +88,10 @@ class ConcurrentConflict(WarehouseError):
     def __init__(self, operation: str, sqlstate: str, detail: str):
         self.operation = operation
         self.sqlstate = sqlstate
-        super().__init__(f"{operation} lost a race with a concurrent transaction (SQLSTATE {sqlstate}: {detail}); "
-                         "nothing was applied: roll back and run the transaction again")
+        super().__init__(
+            f"{operation} lost a race with a concurrent transaction (SQLSTATE {sqlstate}: {detail}); "
+            "nothing was applied: roll back and run the transaction again"
+        )
 
 
 class BusinessZoneChanged(WarehouseError):

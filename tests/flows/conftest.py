@@ -1,3 +1,4 @@
+import contextlib
 import os
 import socket
 import uuid
@@ -44,18 +45,29 @@ def prefect_api():
 
     name = f"prefect_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
-    url = (f"postgresql+asyncpg://{admin.get('user', 'postgres')}@{admin.get('host', '127.0.0.1')}:"
-           f"{admin.get('port', '5432')}/{name}")
-    with _database(name), temporary_database_interface(), temporary_settings(
-            {PREFECT_SERVER_DATABASE_CONNECTION_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    url = (
+        f"postgresql+asyncpg://{admin.get('user', 'postgres')}@{admin.get('host', '127.0.0.1')}:"
+        f"{admin.get('port', '5432')}/{name}"
+    )
+    with (
+        _database(name),
+        temporary_database_interface(),
+        temporary_settings(
+            {PREFECT_SERVER_DATABASE_CONNECTION_URL: url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        ),
+    ):
         server = SubprocessASGIServer(port=_free_port())
         # Prefect code that asks for "the" local server during a run gets this one.
         prior = SubprocessASGIServer._instances.get(None)
         SubprocessASGIServer._instances[None] = server
         server.start(timeout=180)
         try:
-            with temporary_settings({PREFECT_API_URL: server.api_url}), \
-                    prefect.context._temporary_global_settings_context(prefect.context.get_settings_context()):
+            with (
+                temporary_settings({PREFECT_API_URL: server.api_url}),
+                prefect.context._temporary_global_settings_context(
+                    prefect.context.get_settings_context()
+                ),
+            ):
                 yield
 
                 async def drain() -> None:  # logs and events in flight, before the server goes
@@ -63,10 +75,8 @@ def prefect_api():
                         if hasattr(drained, "__await__"):
                             await drained
 
-                try:
+                with contextlib.suppress(RuntimeError):  # a worker that never started
                     run_coro_as_sync(drain())
-                except RuntimeError:  # a worker that never started
-                    pass
         finally:
             server.stop()
             if prior is not None:

@@ -29,15 +29,23 @@ def world(tasks_db, prefect_api):
 
 def _unpublished(db) -> int:
     with db.session() as s:
-        return s.execute(text("SELECT count(*) FROM outbox_message WHERE published_at IS NULL")).scalar()
+        return s.execute(
+            text("SELECT count(*) FROM outbox_message WHERE published_at IS NULL")
+        ).scalar()
 
 
 def test_relay_flow_publishes_everything_due_and_the_cache_consumer_handles_it(world, tasks_db):
     from prometheus_client import REGISTRY
 
-    with tasks_db.session() as s:  # the oldest due message has waited a minute: the backlog gauge says so
-        s.execute(text("UPDATE outbox_message SET created_at = now() - interval '60 seconds' "
-                       "WHERE id = (SELECT min(id) FROM outbox_message WHERE published_at IS NULL)"))
+    with (
+        tasks_db.session() as s
+    ):  # the oldest due message has waited a minute: the backlog gauge says so
+        s.execute(
+            text(
+                "UPDATE outbox_message SET created_at = now() - interval '60 seconds' "
+                "WHERE id = (SELECT min(id) FROM outbox_message WHERE published_at IS NULL)"
+            )
+        )
     from tasks.cache import publish_pending
 
     publish_pending.fn(max_batches=0)  # measures, publishes nothing
@@ -64,15 +72,24 @@ def test_warmup_flow_warms_the_most_moved_then_the_most_read(world):
     with metrics.use(metrics.RecordingMetrics()) as seen:
         second = warmup_flow(top=10)
     assert second["source"] == "reads" and second["keys"] == len(world.skus)
-    assert seen.value("cangflow_cache_hit_ratio_last_hour") == second["hit_rate_this_hour"] is not None
+    assert (
+        seen.value("cangflow_cache_hit_ratio_last_hour") == second["hit_rate_this_hour"] is not None
+    )
     assert artifact_rows("cache-warmup")[0]["keys"] == second["keys"]
 
 
-def test_relay_follow_mode_publishes_new_changes_until_stopped(world, tasks_db, own_database_url, tmp_path):
+def test_relay_follow_mode_publishes_new_changes_until_stopped(
+    world, tasks_db, own_database_url, tmp_path
+):
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     env.update(CANGFLOW_DATABASE_URL=own_database_url, PREFECT_HOME=str(tmp_path / "prefect"))
-    follow = subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "relay", "--follow"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "run", "relay", "--follow"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         world.receive(world.skus[0], 1)
         deadline = time.monotonic() + 180

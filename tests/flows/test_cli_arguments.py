@@ -24,16 +24,29 @@ def surroundings(tasks_db, tmp_path_factory):
     base = tmp_path_factory.mktemp("arguments")
     quarantine = base / "quarantine"
     with prefect_server(base / "prefect") as prefect_env, http_receiver() as pushgateway:
-        env = {**prefect_env, "CANGFLOW_QUARANTINE_DIR": str(quarantine), "CANGFLOW_PUSHGATEWAY_URL": pushgateway.url}
+        env = {
+            **prefect_env,
+            "CANGFLOW_QUARANTINE_DIR": str(quarantine),
+            "CANGFLOW_PUSHGATEWAY_URL": pushgateway.url,
+        }
         yield {"env": env, "base": base, "quarantine": quarantine, "pushgateway": pushgateway}
 
 
-def cangflow(env: dict[str, str], *arguments: str, drop_root_reads: bool = False) -> subprocess.CompletedProcess:
+def cangflow(
+    env: dict[str, str], *arguments: str, drop_root_reads: bool = False
+) -> subprocess.CompletedProcess:
     prefix = []
-    if drop_root_reads and os.geteuid() == 0:  # root reads any file; without these capabilities it cannot
+    if (
+        drop_root_reads and os.geteuid() == 0
+    ):  # root reads any file; without these capabilities it cannot
         prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
-    return subprocess.run([*prefix, sys.executable, "-m", "flows.cli", *arguments], env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "flows.cli", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def flow_runs(env: dict[str, str]) -> int:
@@ -43,7 +56,9 @@ def flow_runs(env: dict[str, str]) -> int:
 
 
 def traces(surroundings) -> tuple[int, list[Path], int]:
-    quarantined = sorted(surroundings["quarantine"].rglob("*")) if surroundings["quarantine"].exists() else []
+    quarantined = (
+        sorted(surroundings["quarantine"].rglob("*")) if surroundings["quarantine"].exists() else []
+    )
     return flow_runs(surroundings["env"]), quarantined, len(surroundings["pushgateway"].requests)
 
 
@@ -57,26 +72,56 @@ def files(surroundings):
     unreadable.chmod(0)
     folder = base / "a-folder"
     folder.mkdir()
-    return {"feed": feed, "unreadable": unreadable, "folder": folder, "missing": base / "missing.csv"}
+    return {
+        "feed": feed,
+        "unreadable": unreadable,
+        "folder": folder,
+        "missing": base / "missing.csv",
+    }
 
 
 CASES = {
-    "truth not wms or erp": (["run", "reconcile", "--erp-file", "{feed}", "--truth", "foo"], "--truth 'foo'"),
-    "feed missing": (["run", "reconcile", "--erp-file", "{missing}"], "--erp-file '{missing}': no such file"),
-    "feed a directory": (["run", "reconcile", "--erp-file", "{folder}"], "--erp-file '{folder}': is a directory"),
-    "feed unreadable": (["run", "reconcile", "--erp-file", "{unreadable}"], "--erp-file '{unreadable}': cannot be read"),
-    "tolerance over 100%": (["run", "reconcile", "--erp-file", "{feed}", "--tolerance-pct", "150"], "--tolerance-pct 150.0"),
-    "negative tolerance": (["run", "reconcile", "--erp-file", "{feed}", "--tolerance-abs", "-1"], "--tolerance-abs -1"),
-    "tolerances file missing": (["run", "reconcile", "--erp-file", "{feed}", "--tolerances", "{missing}"],
-                                "--tolerances '{missing}': no such file"),
+    "truth not wms or erp": (
+        ["run", "reconcile", "--erp-file", "{feed}", "--truth", "foo"],
+        "--truth 'foo'",
+    ),
+    "feed missing": (
+        ["run", "reconcile", "--erp-file", "{missing}"],
+        "--erp-file '{missing}': no such file",
+    ),
+    "feed a directory": (
+        ["run", "reconcile", "--erp-file", "{folder}"],
+        "--erp-file '{folder}': is a directory",
+    ),
+    "feed unreadable": (
+        ["run", "reconcile", "--erp-file", "{unreadable}"],
+        "--erp-file '{unreadable}': cannot be read",
+    ),
+    "tolerance over 100%": (
+        ["run", "reconcile", "--erp-file", "{feed}", "--tolerance-pct", "150"],
+        "--tolerance-pct 150.0",
+    ),
+    "negative tolerance": (
+        ["run", "reconcile", "--erp-file", "{feed}", "--tolerance-abs", "-1"],
+        "--tolerance-abs -1",
+    ),
+    "tolerances file missing": (
+        ["run", "reconcile", "--erp-file", "{feed}", "--tolerances", "{missing}"],
+        "--tolerances '{missing}': no such file",
+    ),
     "no feed at all": (["run", "reconcile"], "give --erp-file PATH"),
-    "quantity not a number": (["run", "reconcile", "--erp-file", "{feed}", "--tolerance-abs", "x"],
-                              "'--tolerance-abs'"),
+    "quantity not a number": (
+        ["run", "reconcile", "--erp-file", "{feed}", "--tolerance-abs", "x"],
+        "'--tolerance-abs'",
+    ),
     "unknown option": (["run", "reconcile", "--erp-file", "{feed}", "--truht", "erp"], "--truht"),
     "not a date": (["run", "snapshot", "--date", "2026-02-30"], "--date '2026-02-30'"),
     "warm top zero": (["run", "warmup", "--top", "0"], "'--top'"),
     "catalog kind": (["catalog", "import", "gadgets", "{feed}"], "KIND 'gadgets'"),
-    "catalog file missing": (["catalog", "import", "skus", "{missing}"], "FILE '{missing}': no such file"),
+    "catalog file missing": (
+        ["catalog", "import", "skus", "{missing}"],
+        "FILE '{missing}': no such file",
+    ),
 }
 
 
@@ -93,11 +138,17 @@ def test_a_bad_argument_exits_2_naming_it_and_leaves_no_trace(case, surroundings
     assert traces(surroundings) == before  # no run created, nothing quarantined, no metric pushed
 
 
-def test_control_a_rejected_feed_exits_1_and_leaves_each_trace_the_checks_look_for(surroundings, files):
+def test_control_a_rejected_feed_exits_1_and_leaves_each_trace_the_checks_look_for(
+    surroundings, files
+):
     runs, quarantined, pushes = traces(surroundings)
     done = cangflow(surroundings["env"], "run", "reconcile", "--erp-file", str(files["feed"]))
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in done.stderr
     after_runs, after_quarantined, after_pushes = traces(surroundings)
-    assert after_runs == runs + 1 and len(after_quarantined) > len(quarantined) and after_pushes > pushes
+    assert (
+        after_runs == runs + 1
+        and len(after_quarantined) > len(quarantined)
+        and after_pushes > pushes
+    )

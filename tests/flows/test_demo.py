@@ -14,7 +14,7 @@ from warehouse.sample import data as sample_data
 
 pytestmark = pytest.mark.integration
 
-SMALL = dict(skus=200, bins_per_warehouse=20, days=10, burst_workers=8, burst_orders=60)
+SMALL = {"skus": 200, "bins_per_warehouse": 20, "days": 10, "burst_workers": 8, "burst_orders": 60}
 DEMO = {"codes": list(sample_data.WAREHOUSES)}
 
 _LEDGER = text("""
@@ -32,7 +32,9 @@ _NEGATIVE_MOMENTS = text("""
     ) history
     WHERE on_hand < 0 OR reserved < 0 OR reserved > on_hand
 """)
-_NEGATIVE_NOW = text("SELECT count(*) FROM stock_balance WHERE on_hand < 0 OR reserved < 0 OR reserved > on_hand")
+_NEGATIVE_NOW = text(
+    "SELECT count(*) FROM stock_balance WHERE on_hand < 0 OR reserved < 0 OR reserved > on_hand"
+)
 
 
 def _figure(output: str, label: str) -> int:
@@ -56,12 +58,20 @@ def db(tasks_db, prefect_api):
 def two_runs(db):
     import warehouse
 
-    owner = warehouse.connect(db.url.render_as_string(hide_password=False), role="owner", pool_size=1)
+    owner = warehouse.connect(
+        db.url.render_as_string(hide_password=False), role="owner", pool_size=1
+    )
     runs = []
     for _ in range(2):
         lines: list[str] = []
         violations = run_demo(db, **SMALL, echo=lines.append, owner=owner)
-        runs.append({"violations": violations, "output": "\n".join(lines), "movements": _scalar(db, _LEDGER)})
+        runs.append(
+            {
+                "violations": violations,
+                "output": "\n".join(lines),
+                "movements": _scalar(db, _LEDGER),
+            }
+        )
     owner.dispose()
     return runs
 
@@ -83,7 +93,11 @@ def test_demo_summary_states_the_violation_count(two_runs):
 
 def test_demo_runs_the_snapshot_and_rollover_flows_and_shows_their_summaries(two_runs):
     first, second = (run["output"] for run in two_runs)
-    built = re.search(r"^snapshots: (\d+) day\(s\) built, .*latest snapshot against balances .*: ok$", first, re.MULTILINE)
+    built = re.search(
+        r"^snapshots: (\d+) day\(s\) built, .*latest snapshot against balances .*: ok$",
+        first,
+        re.MULTILINE,
+    )
     assert built and int(built.group(1)) == SMALL["days"], first
     assert re.search(r"^snapshots: 0 day\(s\) built, .*: ok$", second, re.MULTILINE), second
     assert re.search(r"^rollover: \d+ partition\(s\) created", first, re.MULTILINE), first
@@ -91,13 +105,19 @@ def test_demo_runs_the_snapshot_and_rollover_flows_and_shows_their_summaries(two
 
 def test_demo_runs_the_relay_and_the_warmup_and_shows_the_hit_rate(two_runs):
     first, second = (run["output"] for run in two_runs)
-    published = re.search(r"^relay: ([\d,]+) message\(s\) published, ([\d,]+) handled", first, re.MULTILINE)
+    published = re.search(
+        r"^relay: ([\d,]+) message\(s\) published, ([\d,]+) handled", first, re.MULTILINE
+    )
     assert published and int(published.group(1).replace(",", "")) > 0, first
     assert re.search(r"^warmup: [\d,]+ key\(s\) from (reads|ledger)", first, re.MULTILINE), first
     rate = re.search(r"^cache: [\d,]+ Zipf-popular reads, hit rate ([\d.]+)%$", first, re.MULTILINE)
     assert rate and float(rate.group(1)) >= 90, first
     # The second run changes no stock: only the first run's ERP order message may be left to publish.
-    assert re.search(r"^relay: [01] message\(s\) published, 0 handled by the cache consumer", second, re.MULTILINE), second
+    assert re.search(
+        r"^relay: [01] message\(s\) published, 0 handled by the cache consumer",
+        second,
+        re.MULTILINE,
+    ), second
 
 
 def test_first_run_loads_the_sample_and_the_burst_both_deducts_and_refuses(two_runs):
@@ -137,7 +157,14 @@ def test_burst_plan_is_the_same_for_the_same_seed_and_repeats_some_keys():
 
 def test_demo_reconciles_a_sample_erp_feed_with_a_few_differences(two_runs):
     first, second = (run["output"] for run in two_runs)
-    found = re.search(r"^reconciliation: (\d+) difference\(s\), (\d+) order\(s\), (\d+) line\(s\) for the ERP", first, re.MULTILINE)
+    found = re.search(
+        r"^reconciliation: (\d+) difference\(s\), (\d+) order\(s\), (\d+) line\(s\) for the ERP",
+        first,
+        re.MULTILINE,
+    )
     assert found and int(found.group(1)) == 5 and int(found.group(3)) == 5, first
-    assert re.search(r"^reconciliation: stale, feed \S+ was reconciled before with these settings \(run \d+\)",
-                     second, re.MULTILINE), second
+    assert re.search(
+        r"^reconciliation: stale, feed \S+ was reconciled before with these settings \(run \d+\)",
+        second,
+        re.MULTILINE,
+    ), second

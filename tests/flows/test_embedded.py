@@ -6,9 +6,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import psycopg
+import pytest
 
 from warehouse.db import schema
 from warehouse.db.embedded import postgres_url
@@ -19,7 +18,11 @@ def cangflow(home, *arguments):
     env = {key: value for key, value in os.environ.items() if key != "CANGFLOW_DATABASE_URL"}
     env["CANGFLOW_HOME"] = str(home)
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *arguments], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "flows.cli", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -41,9 +44,15 @@ def test_commands_run_on_an_embedded_database_when_no_url_is_set(home):
     assert "books check (full): ok" in checked.stdout
     # The embedded default made the three roles and logs in as them: the app role is refused
     # what it may not do, and the reader writes nothing.
-    for role, statement in (("app", "DELETE FROM stock_movement"), ("app", "TRUNCATE stock_snapshot"),
-                            ("app", "CREATE TABLE public.x (id int)"), ("reader", "INSERT INTO sku (code) VALUES ('x')")):
-        with psycopg.connect(postgres_url(home, role=role).replace("postgresql+psycopg://", "postgresql://", 1)) as connection:
+    for role, statement in (
+        ("app", "DELETE FROM stock_movement"),
+        ("app", "TRUNCATE stock_snapshot"),
+        ("app", "CREATE TABLE public.x (id int)"),
+        ("reader", "INSERT INTO sku (code) VALUES ('x')"),
+    ):
+        with psycopg.connect(
+            postgres_url(home, role=role).replace("postgresql+psycopg://", "postgresql://", 1)
+        ) as connection:
             assert connection.execute("SELECT current_user").fetchone()[0] == names.of(role)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 connection.execute(statement)

@@ -22,23 +22,45 @@ pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]
 SHOTS = PROJECT / "tests" / "output" / "screenshots"
 UV = os.environ.get("UV") or shutil.which("uv")
-DEMO_FLOWS = ["snapshot", "partition-rollover", "outbox-relay", "cache-warmup", "erp-reconciliation"]
-RUN_URL = re.compile(r"^  (\S+) +(\S+) +(\w+) +(http://\S+/runs/flow-run/([0-9a-f-]{36}))$", re.MULTILINE)
+DEMO_FLOWS = [
+    "snapshot",
+    "partition-rollover",
+    "outbox-relay",
+    "cache-warmup",
+    "erp-reconciliation",
+]
+RUN_URL = re.compile(
+    r"^  (\S+) +(\S+) +(\w+) +(http://\S+/runs/flow-run/([0-9a-f-]{36}))$", re.MULTILINE
+)
 
 
 def new_user_environment(base: Path) -> dict[str, str]:
     """This machine's environment as a new user has it: no cangflow or Prefect settings at all."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("CANGFLOW_", "PREFECT_")) and key not in ("CI",)}
-    env.update(CANGFLOW_HOME=str(base / "cangflow-home"), PREFECT_HOME=str(base / "prefect-home"),
-               DO_NOT_TRACK="1", GX_ANALYTICS_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CANGFLOW_", "PREFECT_")) and key not in ("CI",)
+    }
+    env.update(
+        CANGFLOW_HOME=str(base / "cangflow-home"),
+        PREFECT_HOME=str(base / "prefect-home"),
+        DO_NOT_TRACK="1",
+        GX_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     return env
 
 
 def uv_run(env: dict[str, str], *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
     assert UV, "uv is not on PATH (the README's commands start with `uv run`)"
-    return subprocess.run([UV, "run", *arguments], cwd=PROJECT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [UV, "run", *arguments],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def figure(output: str, label: str) -> int:
@@ -78,15 +100,21 @@ def test_readme_demo_passes_twice_on_the_embedded_defaults(fresh, two_demos):
         assert_demo_passed(done)
         assert "cangflow server start" in done.stdout  # where to look next time
     first, second = (done.stdout for done in two_demos)
-    assert f"host={str(base / 'cangflow-home' / 'pg').replace('/', '%2F')}" in first  # the embedded server
+    assert (
+        f"host={str(base / 'cangflow-home' / 'pg').replace('/', '%2F')}" in first
+    )  # the embedded server
     assert (base / "cangflow-home" / "pg" / "PG_VERSION").exists()
-    assert re.search(r"^cangflow demo on .*, as role cangflow_app$", first, re.MULTILINE), first  # least privilege
+    assert re.search(r"^cangflow demo on .*, as role cangflow_app$", first, re.MULTILINE), (
+        first
+    )  # least privilege
     assert "already loaded" not in first and figure(first, "succeeded") > 0
     assert "already loaded, nothing added" in second
     assert figure(second, "succeeded") == 0
     assert figure(second, "replayed") == figure(first, "succeeded") + figure(first, "replayed")
     assert re.search(r"^reconciliation: 5 difference\(s\)", first, re.MULTILINE), first
-    assert re.search(r"^reconciliation: stale, feed \S+ was reconciled before", second, re.MULTILINE), second
+    assert re.search(
+        r"^reconciliation: stale, feed \S+ was reconciled before", second, re.MULTILINE
+    ), second
     # One embedded Redis for the home, reused by every command, not one left behind per command.
     assert redis_servers_of(base / "cangflow-home" / "redis" / "redis.sock") == 1
 
@@ -101,7 +129,10 @@ def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh,
     assert f"Prefect server started: http://127.0.0.1:{port}" in started.stdout
     assert uv_run(env, "cangflow", "server", "status").returncode == 0
     again = uv_run(env, "cangflow", "server", "start", "--port", str(port))  # the same input twice
-    assert again.returncode == 0 and f"Prefect server already running: http://127.0.0.1:{port}" in again.stdout
+    assert (
+        again.returncode == 0
+        and f"Prefect server already running: http://127.0.0.1:{port}" in again.stdout
+    )
 
     demo = uv_run(env, "cangflow", "demo")
     assert_demo_passed(demo)
@@ -110,7 +141,7 @@ def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh,
     runs = RUN_URL.findall(demo.stdout)
     assert [flow for flow, *_ in runs] == DEMO_FLOWS, demo.stdout
     api = f"http://127.0.0.1:{port}/api"
-    for flow, name, state, url, run_id in runs:
+    for flow, name, state, _url, run_id in runs:
         recorded = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
         # The demo's feed was reconciled by the demos before this one: that run ends Stale (a
         # completed state of its own name, as a nightly without a new feed would).
@@ -124,7 +155,10 @@ def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh,
         assert name in listing, f"the runs page does not show the {flow} run {name}"
     flow, name, _, url, _ = runs[-1]
     assert name in page_text(url, [name])
-    for shot, page in (("demo-runs.png", f"http://127.0.0.1:{port}/runs"), ("demo-reconciliation-run.png", url)):
+    for shot, page in (
+        ("demo-runs.png", f"http://127.0.0.1:{port}/runs"),
+        ("demo-reconciliation-run.png", url),
+    ):
         chromium(f"--screenshot={SHOTS / shot}", page)
         assert (SHOTS / shot).stat().st_size > 10_000, f"no screenshot of {page}"
 
@@ -132,15 +166,21 @@ def test_with_the_local_server_the_demo_runs_are_kept_and_shown_in_the_ui(fresh,
     snapshot = uv_run(env, "cangflow", "run", "snapshot")
     assert snapshot.returncode == 0, snapshot.stdout + snapshot.stderr
     assert "Starting temporary server" not in snapshot.stderr
-    recorded_at = re.search(rf"^  recorded at +(http://127.0.0.1:{port}/runs/flow-run/([0-9a-f-]{{36}}))$",
-                            snapshot.stdout, re.MULTILINE)
+    recorded_at = re.search(
+        rf"^  recorded at +(http://127.0.0.1:{port}/runs/flow-run/([0-9a-f-]{{36}}))$",
+        snapshot.stdout,
+        re.MULTILINE,
+    )
     assert recorded_at, snapshot.stdout
 
     # The history outlives the server: stopped and started again, the runs are still there.
     stopped = uv_run(env, "cangflow", "server", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
     assert uv_run(env, "cangflow", "server", "status").returncode == 1
-    assert uv_run(env, "cangflow", "server", "start", "--port", str(port), "--no-worker").returncode == 0
+    assert (
+        uv_run(env, "cangflow", "server", "start", "--port", str(port), "--no-worker").returncode
+        == 0
+    )
     kept = httpx.get(f"{api}/flow_runs/{recorded_at.group(2)}", timeout=10)
     assert kept.status_code == 200 and kept.json()["state_type"] == "COMPLETED"
 
@@ -157,33 +197,78 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:
         """A system user, and a copy of the locked environment on a Python it can run (the
         project's own interpreter may sit under root's home, which it cannot enter)."""
         if subprocess.run(["id", DEMO_USER], capture_output=True).returncode != 0:
-            made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                                   DEMO_USER], capture_output=True, text=True)
+            made = subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    DEMO_USER,
+                ],
+                capture_output=True,
+                text=True,
+            )
             assert made.returncode == 0, made.stderr
         base = Path(tempfile.mkdtemp(prefix="cangflow-unprivileged-"))
         base.chmod(0o755)
         home = base / "home"
         home.mkdir()
         shutil.chown(home, DEMO_USER)
-        python = shutil.which("python3.11", path="/usr/bin") or shutil.which("python3", path="/usr/bin")
+        python = shutil.which("python3.11", path="/usr/bin") or shutil.which(
+            "python3", path="/usr/bin"
+        )
         assert python, "no system Python for the unprivileged user"
         # --reinstall-package: uv keys its cache of a local project's build on pyproject.toml
         # alone, so without it a wheel built from older sources of this checkout is reused.
-        synced = subprocess.run([UV, "sync", "--frozen", "--no-dev", "--no-editable", "--reinstall-package", "cangflow",
-                                 "--python", python],
-                                cwd=PROJECT, env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(base / "venv")},
-                                capture_output=True, text=True, timeout=600)
+        synced = subprocess.run(
+            [
+                UV,
+                "sync",
+                "--frozen",
+                "--no-dev",
+                "--no-editable",
+                "--reinstall-package",
+                "cangflow",
+                "--python",
+                python,
+            ],
+            cwd=PROJECT,
+            env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(base / "venv")},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert synced.returncode == 0, synced.stderr[-3000:]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
-               "CANGFLOW_HOME": str(home / ".cangflow"), "PREFECT_HOME": str(home / ".prefect")}
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "CANGFLOW_HOME": str(home / ".cangflow"),
+            "PREFECT_HOME": str(home / ".prefect"),
+        }
         yield base, env
         as_user(base, env, "db", "stop")
         shutil.rmtree(base, ignore_errors=True)
 
     def as_user(base: Path, env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["runuser", "-u", DEMO_USER, "--", "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                               str(base / "venv" / "bin" / "cangflow"), *arguments],
-                              cwd=base / "home", capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [
+                "runuser",
+                "-u",
+                DEMO_USER,
+                "--",
+                "env",
+                "-i",
+                *(f"{k}={v}" for k, v in env.items()),
+                str(base / "venv" / "bin" / "cangflow"),
+                *arguments,
+            ],
+            cwd=base / "home",
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def test_the_demo_passes_twice_for_an_unprivileged_user(unprivileged):
         base, env = unprivileged
@@ -192,5 +277,10 @@ if hasattr(os, "geteuid") and os.geteuid() == 0:
         for done in (first, second):
             assert_demo_passed(done)
         data = base / "home" / ".cangflow" / "pg"
-        assert data.stat().st_uid == int(subprocess.check_output(["id", "-u", DEMO_USER]))  # its own server
-        assert "already loaded, nothing added" in second.stdout and figure(second.stdout, "succeeded") == 0
+        assert data.stat().st_uid == int(
+            subprocess.check_output(["id", "-u", DEMO_USER])
+        )  # its own server
+        assert (
+            "already loaded, nothing added" in second.stdout
+            and figure(second.stdout, "succeeded") == 0
+        )

@@ -42,7 +42,9 @@ def simulated_db(own_database_url, tmp_path_factory):
         patch.setenv("CANGFLOW_BUSINESS_TIMEZONE", ZONE)
         patch.setenv("CANGFLOW_RETENTION_MONTHS", str(PLAN.retention_months))
         patch.setenv("CANGFLOW_HISTORY_GRACE_DAYS", str(PLAN.grace_days))
-        patch.setenv("CANGFLOW_CLOCK", "2000-01-01T00:00:00+00:00")  # replaced below; restored after
+        patch.setenv(
+            "CANGFLOW_CLOCK", "2000-01-01T00:00:00+00:00"
+        )  # replaced below; restored after
         get_settings.cache_clear()
         set_clock(local(PLAN.start, 6))
         forget_all()
@@ -65,14 +67,31 @@ def test_twenty_six_months_of_nights_stay_green(simulated_db, prefect_api):
     assert sum(state == "archived" for state in states.values()) >= 22, states
     assert events["killed"] == 1 and sim.kill_step is not None
     assert events["reopened"] == 1 and events["closed_again"] == 1
-    assert events["engine_nights"] >= 8  # a quarter's first night, the reopening one, the rerun after the kill
-    for happened in ("late_kept", "late_refused_closed", "late_refused_retired", "refused_closed",
-                     "refused_retired", "refused_unpartitioned", "as_of_refused_before_floor", "picks", "transfers",
-                     "adjustments", "warmed_keys"):
+    assert (
+        events["engine_nights"] >= 8
+    )  # a quarter's first night, the reopening one, the rerun after the kill
+    for happened in (
+        "late_kept",
+        "late_refused_closed",
+        "late_refused_retired",
+        "refused_closed",
+        "refused_retired",
+        "refused_unpartitioned",
+        "as_of_refused_before_floor",
+        "picks",
+        "transfers",
+        "adjustments",
+        "warmed_keys",
+    ):
         assert events[happened] > 0, (happened, dict(events))
 
     # And the engineer's command agrees, on the last morning.
-    check = subprocess.run([sys.executable, "-m", "flows.cli", "check"], env=dict(os.environ),
-                           capture_output=True, text=True, timeout=300)
+    check = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "check"],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "books check (full): ok" in check.stdout

@@ -33,27 +33,40 @@ def pushgateway(monkeypatch):
         yield gateway.requests
 
 
-def test_a_successful_run_pushes_its_last_run_gauges_and_what_the_run_set_but_no_library_counter(pushgateway):
+def test_a_successful_run_pushes_its_last_run_gauges_and_what_the_run_set_but_no_library_counter(
+    pushgateway,
+):
     with run_metrics("snapshot") as run:
         metrics.current().set("cangflow_partition_default_rows", 0, table="stock_movement")
-        metrics.current().inc("cangflow_cache_misses_total")  # a library metric: the process's, never pushed
+        metrics.current().inc(
+            "cangflow_cache_misses_total"
+        )  # a library metric: the process's, never pushed
         metrics.current().inc("cangflow_db_slow_queries_total", 2, operation="SELECT")
         run.items = 42
-    (method, path, body), = pushgateway
-    assert method == "POST" and "/job/cangflow_snapshot/instance/" in path  # pushadd: replaces only what it carries
-    for line in ('cangflow_flow_last_run_failed{flow="snapshot"} 0.0', 'cangflow_flow_last_items_processed{flow="snapshot"} 42.0',
-                 'cangflow_flow_last_slow_statements{flow="snapshot"} 2.0', 'cangflow_partition_default_rows{table="stock_movement"} 0.0'):
+    ((method, path, body),) = pushgateway
+    assert (
+        method == "POST" and "/job/cangflow_snapshot/instance/" in path
+    )  # pushadd: replaces only what it carries
+    for line in (
+        'cangflow_flow_last_run_failed{flow="snapshot"} 0.0',
+        'cangflow_flow_last_items_processed{flow="snapshot"} 42.0',
+        'cangflow_flow_last_slow_statements{flow="snapshot"} 2.0',
+        'cangflow_partition_default_rows{table="stock_movement"} 0.0',
+    ):
         assert line in body
     assert 'cangflow_flow_last_success_timestamp_seconds{flow="snapshot"}' in body
-    assert "cangflow_flow_last_failure_timestamp_seconds" not in body  # not even its HELP: the last failure stays
-    assert "cangflow_cache_misses_total" not in body and "_total" not in body  # no per-run counter to reset
+    assert (
+        "cangflow_flow_last_failure_timestamp_seconds" not in body
+    )  # not even its HELP: the last failure stays
+    assert (
+        "cangflow_cache_misses_total" not in body and "_total" not in body
+    )  # no per-run counter to reset
 
 
 def test_a_failed_run_pushes_its_failure_time_but_no_success_time(pushgateway):
-    with pytest.raises(RuntimeError):
-        with run_metrics("rollover"):
-            raise RuntimeError("boom")
-    (_, _, body), = pushgateway
+    with pytest.raises(RuntimeError), run_metrics("rollover"):
+        raise RuntimeError("boom")
+    ((_, _, body),) = pushgateway
     assert 'cangflow_flow_last_run_failed{flow="rollover"} 1.0' in body
     assert 'cangflow_flow_last_failure_timestamp_seconds{flow="rollover"}' in body
     assert "cangflow_flow_last_success_timestamp_seconds" not in body
@@ -67,7 +80,9 @@ def test_no_gateway_configured_pushes_nothing_and_a_dead_one_does_not_fail_the_r
         pass  # the push fails, is logged, and the run still succeeds
 
 
-def test_with_a_real_pushgateway_a_failed_run_still_fires_its_alert_after_a_later_good_run(monkeypatch, tmp_path):
+def test_with_a_real_pushgateway_a_failed_run_still_fires_its_alert_after_a_later_good_run(
+    monkeypatch, tmp_path
+):
     """Debian's prometheus-pushgateway on a free port: a failed nightly, then a good one; the
     gateway's series, fed to promtool with the project's rules, fire CangflowFlowFailed (and a
     gateway that saw only good runs does not)."""
@@ -91,7 +106,9 @@ def test_with_a_real_pushgateway_a_failed_run_still_fires_its_alert_after_a_late
             return urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
 
     after_a_failure = pushed([True, False])
-    assert 'cangflow_flow_last_failure_timestamp_seconds{flow="nightly",instance=' in after_a_failure
+    assert (
+        'cangflow_flow_last_failure_timestamp_seconds{flow="nightly",instance=' in after_a_failure
+    )
     assert 'cangflow_flow_last_run_failed{flow="nightly",instance=' in after_a_failure
     got = fires(tmp_path / "failed", after_a_failure, "CangflowFlowFailed")
     assert got and 'alertname="CangflowFlowFailed"' in got and 'flow="nightly"' in got
@@ -101,8 +118,11 @@ def test_with_a_real_pushgateway_a_failed_run_still_fires_its_alert_after_a_late
 @contextmanager
 def pushgateway_process(binary: str):
     port = free_port()
-    gateway = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gateway = subprocess.Popen(
+        [binary, f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -134,14 +154,32 @@ def fires(folder: Path, exposition: str, alert: str) -> str | None:
         number = float(value)
         if name.endswith("_timestamp_seconds"):
             number = evaluated - (now - number)
-        series.append({"series": f"{name}{{{labels},job=\"cangflow_nightly\"}}" if "job=" not in labels
-                       else f"{name}{{{labels}}}", "values": f"{number}x60"})
-    case = {"rule_files": [str(MONITORING / "alerts.yml")], "evaluation_interval": "1m",
-            "tests": [{"interval": "1m", "input_series": series,
-                       "alert_rule_test": [{"eval_time": f"{evaluated}s", "alertname": alert, "exp_alerts": []}]}]}
+        series.append(
+            {
+                "series": f'{name}{{{labels},job="cangflow_nightly"}}'
+                if "job=" not in labels
+                else f"{name}{{{labels}}}",
+                "values": f"{number}x60",
+            }
+        )
+    case = {
+        "rule_files": [str(MONITORING / "alerts.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": f"{evaluated}s", "alertname": alert, "exp_alerts": []}
+                ],
+            }
+        ],
+    }
     path = folder / "case.yml"
     path.write_text(yaml.safe_dump(case))
-    done = subprocess.run([shutil.which("promtool"), "test", "rules", str(path)], capture_output=True, text=True)
+    done = subprocess.run(
+        [shutil.which("promtool"), "test", "rules", str(path)], capture_output=True, text=True
+    )
     if done.returncode == 0:
         return None
     said = done.stdout + done.stderr

@@ -8,8 +8,8 @@ from sqlalchemy import text
 
 from tasks.quality import QualityGateFailed, run_suite
 from tests.builders import World
-from warehouse.quality import suites as quality
 from warehouse.db.roles import STAGING_SCHEMA
+from warehouse.quality import suites as quality
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,11 @@ def test_sound_balances_pass_every_expectation(world, tasks_db):
 def test_a_bad_snapshot_fails_naming_the_expectation_and_sample_values(world, tasks_db):
     day = "2001-01-01"  # a day of its own, removed again below
     with tasks_db.session() as s:
-        s.execute(text("""
+        s.execute(
+            text("""
             INSERT INTO stock_snapshot (snapshot_date, warehouse_id, sku_id, balance_id, location_id, on_hand, reserved)
-            SELECT DATE '2001-01-01', warehouse_id, sku_id, id, location_id, -3, 0 FROM stock_balance LIMIT 1"""))
+            SELECT DATE '2001-01-01', warehouse_id, sku_id, id, location_id, -3, 0 FROM stock_balance LIMIT 1""")
+        )
     try:
         result = quality.validate(tasks_db, "stock_snapshot", day=day)
     finally:
@@ -49,8 +51,19 @@ def test_the_suite_task_fails_the_run_and_leaves_its_table(world, tasks_db, monk
 
     assert run_suite("stock_balance")["expectations"] == 4
     assert len(artifact_rows("quality-stock-balance")) == 4
-    bad = quality.QualityResult("stock_balance", False, [{"expectation": "x", "arguments": {}, "success": False,
-                                                          "unexpected": 1, "sample": [[-1]]}])
+    bad = quality.QualityResult(
+        "stock_balance",
+        False,
+        [
+            {
+                "expectation": "x",
+                "arguments": {},
+                "success": False,
+                "unexpected": 1,
+                "sample": [[-1]],
+            }
+        ],
+    )
     monkeypatch.setattr(quality, "validate", lambda db, suite, **context: bad)
     with pytest.raises(QualityGateFailed, match="1 of 1 expectation"):
         run_suite("stock_balance")
@@ -58,7 +71,10 @@ def test_the_suite_task_fails_the_run_and_leaves_its_table(world, tasks_db, monk
 
 # -- each suite fails on the bad data it exists for ----------------------------------------------
 
-def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(world, own_admin_db, own_database_url):
+
+def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(
+    world, own_admin_db, own_database_url
+):
     """The table's constraints refuse such rows, so the suite runs here against a copy of the
     table without them (a schema of its own, first on the search path, made by the superuser:
     no cangflow role may)."""
@@ -66,9 +82,19 @@ def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(world, ow
 
     with own_admin_db.session() as s:
         s.execute(text("CREATE SCHEMA bad_books"))
-        s.execute(text("CREATE TABLE bad_books.stock_balance AS SELECT * FROM public.stock_balance"))
-        s.execute(text("""INSERT INTO bad_books.stock_balance SELECT * FROM public.stock_balance LIMIT 1"""))  # a key twice
-        s.execute(text("UPDATE bad_books.stock_balance SET on_hand = -2, reserved = 1 WHERE id = (SELECT min(id) FROM bad_books.stock_balance)"))
+        s.execute(
+            text("CREATE TABLE bad_books.stock_balance AS SELECT * FROM public.stock_balance")
+        )
+        s.execute(
+            text(
+                """INSERT INTO bad_books.stock_balance SELECT * FROM public.stock_balance LIMIT 1"""
+            )
+        )  # a key twice
+        s.execute(
+            text(
+                "UPDATE bad_books.stock_balance SET on_hand = -2, reserved = 1 WHERE id = (SELECT min(id) FROM bad_books.stock_balance)"
+            )
+        )
     bad = warehouse.connect(own_database_url + "?options=-csearch_path%3Dbad_books", role=None)
     try:
         result = quality.validate(bad, "stock_balance")
@@ -76,7 +102,10 @@ def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(world, ow
         bad.dispose()
         with own_admin_db.session() as s:
             s.execute(text("DROP SCHEMA bad_books CASCADE"))
-    failed = {(row["expectation"], str(row["arguments"].get("column", row["arguments"].get("column_A")))) for row in result.failures}
+    failed = {
+        (row["expectation"], str(row["arguments"].get("column", row["arguments"].get("column_A"))))
+        for row in result.failures
+    }
     assert not result.success
     assert ("expect_column_values_to_be_between", "on_hand") in failed
     assert ("expect_column_pair_values_a_to_be_greater_than_b", "on_hand") in failed
@@ -88,21 +117,42 @@ def _staged(db, name: str, rows: list[tuple[str, str]]) -> str:
     (quantity, as_of) rows."""
     table = f'"{STAGING_SCHEMA}"."{name}"'
     with db.session() as s:
-        s.execute(text(f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, warehouse text, "
-                       "sku text, lot text, quantity text, as_of text)"))
+        s.execute(
+            text(
+                f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, warehouse text, "
+                "sku text, lot text, quantity text, as_of text)"
+            )
+        )
         for quantity, as_of in rows:
-            s.execute(text(f"INSERT INTO {table} (warehouse, sku, quantity, as_of) VALUES ('W', 'S', :q, :a)"),
-                      {"q": quantity, "a": as_of})
+            s.execute(
+                text(
+                    f"INSERT INTO {table} (warehouse, sku, quantity, as_of) VALUES ('W', 'S', :q, :a)"
+                ),
+                {"q": quantity, "a": as_of},
+            )
     return name
 
 
-BOUNDS = {"previous_run": 7, "previous_rows": 10, "min_rows": 5, "max_zero_pct": 20.0, "mean_low": 25.0, "mean_high": 100.0}
+BOUNDS = {
+    "previous_run": 7,
+    "previous_rows": 10,
+    "min_rows": 5,
+    "max_zero_pct": 20.0,
+    "mean_low": 25.0,
+    "mean_high": 100.0,
+}
 FEEDS = {
     # name: (rows of (quantity, as_of), the failing expectation's words; None: the control passes)
     "usual": ([("50", "2026-12-01T00:00:00Z")] * 9 + [("0", "2026-12-01T00:00:00Z")], None),
-    "two as_of": ([("50", "2026-12-01T00:00:00Z")] * 9 + [("50", "2026-12-02T00:00:00Z")], "every row has the same as_of"),
+    "two as_of": (
+        [("50", "2026-12-01T00:00:00Z")] * 9 + [("50", "2026-12-02T00:00:00Z")],
+        "every row has the same as_of",
+    ),
     "cut short": ([("50", "2026-12-01T00:00:00Z")] * 4, "fewer than 5 rows"),
-    "zeros": ([("0", "2026-12-01T00:00:00Z")] * 5 + [("90", "2026-12-01T00:00:00Z")] * 5, "of the quantities are zero"),
+    "zeros": (
+        [("0", "2026-12-01T00:00:00Z")] * 5 + [("90", "2026-12-01T00:00:00Z")] * 5,
+        "of the quantities are zero",
+    ),
     "jumped": ([("500", "2026-12-01T00:00:00Z")] * 10, "the mean quantity left"),
 }
 
@@ -121,7 +171,9 @@ def test_the_feed_suite_fails_on_each_broken_shape_and_passes_the_usual_one(kind
     if why is None:
         assert result.success, str(result)
     else:
-        assert not result.success and [why in row["why"] for row in result.failures] == [True], str(result)
+        assert not result.success and [why in row["why"] for row in result.failures] == [True], str(
+            result
+        )
 
 
 def test_a_suite_that_cannot_run_is_an_error_not_failed_expectations(tasks_db):
@@ -129,38 +181,57 @@ def test_a_suite_that_cannot_run_is_an_error_not_failed_expectations(tasks_db):
     good feed is never rejected and quarantined for it."""
     from tasks.database import database
 
-    with pytest.raises(quality.SuiteCouldNotRun, match="could not run .*erp_feed_999999_0badf00d"):
-        quality.validate(database("reader"), "erp_feed", staging="erp_feed_999999_0badf00d", **BOUNDS)
+    with pytest.raises(quality.SuiteCouldNotRun, match=r"could not run .*erp_feed_999999_0badf00d"):
+        quality.validate(
+            database("reader"), "erp_feed", staging="erp_feed_999999_0badf00d", **BOUNDS
+        )
 
 
 def _run_with_lines(db, world, truth: str, statuses: list[str]) -> int:
     skus = [world.add_sku() for _ in statuses]  # one line per SKU, as the order has them
     with db.session() as s:
-        run = s.execute(text("""INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status)
+        run = s.execute(
+            text("""INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status)
             VALUES (md5(random()::text) || md5(random()::text), 'suite.csv', repeat('0', 64), :truth, '{}', 'compared')
-            RETURNING id"""), {"truth": truth}).scalar()
-        order = s.execute(text("""INSERT INTO adjustment_order (run_id, warehouse_id, truth)
+            RETURNING id"""),
+            {"truth": truth},
+        ).scalar()
+        order = s.execute(
+            text("""INSERT INTO adjustment_order (run_id, warehouse_id, truth)
             SELECT :run, id, :truth FROM warehouse WHERE code = :w RETURNING id"""),
-                          {"run": run, "truth": truth, "w": world.warehouse}).scalar()
-        for sku, status in zip(skus, statuses):
-            s.execute(text("""INSERT INTO adjustment_order_line (order_id, warehouse_id, sku_id, wms_qty, erp_qty, delta, status, reason)
+            {"run": run, "truth": truth, "w": world.warehouse},
+        ).scalar()
+        for sku, status in zip(skus, statuses, strict=True):
+            s.execute(
+                text("""INSERT INTO adjustment_order_line (order_id, warehouse_id, sku_id, wms_qty, erp_qty, delta, status, reason)
                 SELECT :order, o.warehouse_id, (SELECT id FROM sku WHERE code = :sku), 5, 3, -2, :status, 'test'
-                FROM adjustment_order o WHERE o.id = :order"""), {"order": order, "sku": sku, "status": status})
+                FROM adjustment_order o WHERE o.id = :order"""),
+                {"order": order, "sku": sku, "status": status},
+            )
     return run
 
 
-@pytest.mark.parametrize("truth, braked, max_lines, statuses, why", [
-    ("erp", True, 10, ["held", "held"], None),  # the control: a braked run whose lines wait
-    ("erp", True, 10, ["held", "applied"], "no line may be applied or sent"),
-    ("wms", True, 10, ["held", "for_erp"], "no line may be applied or sent"),
-    ("erp", False, 10, ["applied", "held"], "yet lines are held"),
-    ("wms", False, 1, ["for_erp", "for_erp"], "more than 1 lines, over the brake's share"),
-    ("wms", False, 2, ["for_erp", "for_erp"], None),  # the control: within the limits
-])
-def test_the_adjustments_suite_checks_the_run_against_its_brake(truth, braked, max_lines, statuses, why, world, tasks_db):
+@pytest.mark.parametrize(
+    "truth, braked, max_lines, statuses, why",
+    [
+        ("erp", True, 10, ["held", "held"], None),  # the control: a braked run whose lines wait
+        ("erp", True, 10, ["held", "applied"], "no line may be applied or sent"),
+        ("wms", True, 10, ["held", "for_erp"], "no line may be applied or sent"),
+        ("erp", False, 10, ["applied", "held"], "yet lines are held"),
+        ("wms", False, 1, ["for_erp", "for_erp"], "more than 1 lines, over the brake's share"),
+        ("wms", False, 2, ["for_erp", "for_erp"], None),  # the control: within the limits
+    ],
+)
+def test_the_adjustments_suite_checks_the_run_against_its_brake(
+    truth, braked, max_lines, statuses, why, world, tasks_db
+):
     run = _run_with_lines(tasks_db, world, truth, statuses)
-    result = quality.validate(tasks_db, "adjustment_orders", run_id=run, truth=truth, braked=braked, max_lines=max_lines)
+    result = quality.validate(
+        tasks_db, "adjustment_orders", run_id=run, truth=truth, braked=braked, max_lines=max_lines
+    )
     if why is None:
         assert result.success, str(result)
     else:
-        assert not result.success and [why in row["why"] for row in result.failures] == [True], str(result)
+        assert not result.success and [why in row["why"] for row in result.failures] == [True], str(
+            result
+        )

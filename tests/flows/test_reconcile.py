@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -36,10 +36,12 @@ def world(tasks_db, prefect_api, tmp_path_factory):
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
-def write_feed(folder: Path, rows: list[tuple], *, as_of: datetime | None = None, name: str = "feed.csv") -> str:
+def write_feed(
+    folder: Path, rows: list[tuple], *, as_of: datetime | None = None, name: str = "feed.csv"
+) -> str:
     stamp = (as_of or now()).isoformat()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -53,36 +55,63 @@ def write_feed(folder: Path, rows: list[tuple], *, as_of: datetime | None = None
 
 def wms_rows(db, world) -> list[tuple]:
     with db.session() as s:
-        return [(world.warehouse, sku, "", stock.on_hand(s, warehouse=world.warehouse, sku=sku)) for sku in world.skus]
+        return [
+            (world.warehouse, sku, "", stock.on_hand(s, warehouse=world.warehouse, sku=sku))
+            for sku in world.skus
+        ]
 
 
 def counts(db) -> dict:
     with db.session() as s:
-        return dict(s.execute(text("""
+        return dict(
+            s.execute(
+                text("""
             SELECT (SELECT count(*) FROM adjustment_order) AS orders, (SELECT count(*) FROM adjustment_order_line) AS lines,
                    (SELECT count(*) FROM stock_movement) AS movements,
                    (SELECT count(*) FROM outbox_message WHERE topic = 'erp.adjustment') AS erp_messages
-        """)).mappings().one())
+        """)
+            )
+            .mappings()
+            .one()
+        )
 
 
 def lines_of(db, run_id: int) -> list[dict]:
     with db.session() as s:
-        return [dict(r) for r in s.execute(text("""
+        return [
+            dict(r)
+            for r in s.execute(
+                text("""
             SELECT s.code AS sku, l.wms_qty, l.erp_qty, l.delta, l.status, l.movement_ids, l.id
             FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id JOIN sku s ON s.id = l.sku_id
-            WHERE o.run_id = :run ORDER BY s.code"""), {"run": run_id}).mappings()]
+            WHERE o.run_id = :run ORDER BY s.code"""),
+                {"run": run_id},
+            ).mappings()
+        ]
 
 
 def staging_tables(db) -> list[str]:
     with db.session() as s:
-        return list(s.execute(text("SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'erp\\_feed\\_%' "
-                                   "ORDER BY 1")).scalars())
+        return list(
+            s.execute(
+                text(
+                    "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'erp\\_feed\\_%' "
+                    "ORDER BY 1"
+                )
+            ).scalars()
+        )
 
 
-def test_wms_truth_writes_exactly_the_expected_lines_for_the_erp_and_leaves_stock(world, tasks_db, tmp_path):
+def test_wms_truth_writes_exactly_the_expected_lines_for_the_erp_and_leaves_stock(
+    world, tasks_db, tmp_path
+):
     rows = wms_rows(tasks_db, world)
     a, b, absent = world.skus[0], world.skus[1], world.skus[2]
-    feed = [(w, s, lot, q + 2 if s == a else q - 5 if s == b else q) for w, s, lot, q in rows if s != absent]
+    feed = [
+        (w, s, lot, q + 2 if s == a else q - 5 if s == b else q)
+        for w, s, lot, q in rows
+        if s != absent
+    ]
     extra = world.add_sku()  # known to the catalogue, no stock in the WMS
     feed.append((world.warehouse, extra, "", 4))
     before = counts(tasks_db)
@@ -96,13 +125,22 @@ def test_wms_truth_writes_exactly_the_expected_lines_for_the_erp_and_leaves_stoc
     assert after["movements"] == before["movements"]  # WMS stock unchanged
     assert after["erp_messages"] == before["erp_messages"] + 1
     with tasks_db.session() as s:
-        payload = s.execute(text("SELECT payload FROM outbox_message WHERE topic = 'erp.adjustment' ORDER BY id DESC LIMIT 1")).scalar()
-    assert {(line["sku"], line["erp_adjustment"]) for line in payload["lines"]} == {(a, -2), (b, 5), (extra, -4)}
-
+        payload = s.execute(
+            text(
+                "SELECT payload FROM outbox_message WHERE topic = 'erp.adjustment' ORDER BY id DESC LIMIT 1"
+            )
+        ).scalar()
+    assert {(line["sku"], line["erp_adjustment"]) for line in payload["lines"]} == {
+        (a, -2),
+        (b, 5),
+        (extra, -4),
+    }
 
 
 def test_the_same_feed_again_creates_nothing_and_says_so(world, tasks_db, tmp_path):
-    path = write_feed(tmp_path, wms_rows(tasks_db, world)[:-1] + [(world.warehouse, world.skus[-1], "", 99)])
+    path = write_feed(
+        tmp_path, [*wms_rows(tasks_db, world)[:-1], (world.warehouse, world.skus[-1], "", 99)]
+    )
     first = reconcile_flow(erp_file=path)
     before = counts(tasks_db)
     again = reconcile_flow(erp_file=path)
@@ -111,10 +149,14 @@ def test_the_same_feed_again_creates_nothing_and_says_so(world, tasks_db, tmp_pa
     assert counts(tasks_db) == before
 
 
-def test_erp_truth_applies_small_lines_holds_large_ones_and_approval_applies_once(world, tasks_db, tmp_path):
+def test_erp_truth_applies_small_lines_holds_large_ones_and_approval_applies_once(
+    world, tasks_db, tmp_path
+):
     rows = wms_rows(tasks_db, world)
     small, large = world.skus[3], world.skus[4]
-    feed = [(w, s, lot, q + 2 if s == small else q - 7 if s == large else q) for w, s, lot, q in rows]
+    feed = [
+        (w, s, lot, q + 2 if s == small else q - 7 if s == large else q) for w, s, lot, q in rows
+    ]
     with tasks_db.session() as s:
         small_before = stock.on_hand(s, warehouse=world.warehouse, sku=small)
         large_before = stock.on_hand(s, warehouse=world.warehouse, sku=large)
@@ -125,30 +167,48 @@ def test_erp_truth_applies_small_lines_holds_large_ones_and_approval_applies_onc
     assert lines[large]["status"] == "pending_approval" and not lines[large]["movement_ids"]
     with tasks_db.session() as s:
         assert stock.on_hand(s, warehouse=world.warehouse, sku=small) == small_before + 2
-        assert stock.on_hand(s, warehouse=world.warehouse, sku=large) == large_before  # waits for a person
-        reasons = s.execute(text("SELECT reason FROM stock_movement WHERE id = ANY(:ids)"),
-                            {"ids": lines[small]["movement_ids"]}).scalars().all()
+        assert (
+            stock.on_hand(s, warehouse=world.warehouse, sku=large) == large_before
+        )  # waits for a person
+        reasons = (
+            s.execute(
+                text("SELECT reason FROM stock_movement WHERE id = ANY(:ids)"),
+                {"ids": lines[small]["movement_ids"]},
+            )
+            .scalars()
+            .all()
+        )
     assert reasons and all(f"run {summary['run_id']}" in reason for reason in reasons)
     for _ in range(2):  # approving twice applies once
         with tasks_db.session() as s:
             if orders.decide(s, lines[large]["id"], approve=True, by="tester") == "approved":
-                orders.apply_line(s, lines[large]["id"], reconcile_location="RECONCILE", by="tester")
+                orders.apply_line(
+                    s, lines[large]["id"], reconcile_location="RECONCILE", by="tester"
+                )
     with tasks_db.session() as s:
         assert stock.on_hand(s, warehouse=world.warehouse, sku=large) == large_before - 7
-    assert {line["sku"]: line["status"] for line in lines_of(tasks_db, summary["run_id"])}[large] == "applied"
+    assert {line["sku"]: line["status"] for line in lines_of(tasks_db, summary["run_id"])}[
+        large
+    ] == "applied"
 
 
-def test_differences_within_tolerance_are_recorded_not_adjusted(world, tasks_db, own_admin_db, tmp_path):
+def test_differences_within_tolerance_are_recorded_not_adjusted(
+    world, tasks_db, own_admin_db, tmp_path
+):
     rows = wms_rows(tasks_db, world)
     target = world.skus[0]
     feed = [(w, s, lot, q + 1 if s == target else q) for w, s, lot, q in rows]
     summary = reconcile_flow(erp_file=write_feed(tmp_path, feed), tolerance_abs=1)
-    assert summary["differences"] == 1 and summary["within_tolerance"] == 1 and summary["orders"] == 0
+    assert (
+        summary["differences"] == 1 and summary["within_tolerance"] == 1 and summary["orders"] == 0
+    )
     overrides = tmp_path / "tolerances.csv"
     overrides.write_text("sku,category,abs,pct\n,bolts,0,20\n")  # 20% for the category
     feed = [(w, s, lot, q + 2 if s == target else q) for w, s, lot, q in rows]
     try:
-        summary = reconcile_flow(erp_file=write_feed(tmp_path, feed, name="feed2.csv"), tolerances_file=str(overrides))
+        summary = reconcile_flow(
+            erp_file=write_feed(tmp_path, feed, name="feed2.csv"), tolerances_file=str(overrides)
+        )
         assert summary["within_tolerance"] == 1 and summary["orders"] == 0
     finally:  # the test's clean-up: tolerances are never deleted by cangflow, so the app role may not
         with own_admin_db.session() as s:
@@ -164,7 +224,9 @@ def test_a_movement_after_the_feeds_as_of_is_not_flagged(world, tasks_db, tmp_pa
     assert summary["differences"] == 0
 
 
-def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(world, tasks_db, tmp_path):
+def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(
+    world, tasks_db, tmp_path
+):
     from tasks import reconcile as steps
     from warehouse.reconcile import RunSettings
     from warehouse.reconcile.feed import new_attempt, staging_table
@@ -177,7 +239,9 @@ def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(
         fed = steps.inspect_feed.fn(path)
         run = steps.start_run.fn(fed, settings)
         if stop_after != "start":  # the killed attempt leaves its staging table behind
-            loaded = steps.load_and_check.fn(run.id, fed, staging_table(run.id, new_attempt()), 26.0)
+            loaded = steps.load_and_check.fn(
+                run.id, fed, staging_table(run.id, new_attempt()), 26.0
+            )
         if stop_after in ("compare", "orders"):
             steps.compare_run.fn(run.id, loaded, settings)
         if stop_after == "orders":
@@ -185,10 +249,14 @@ def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(
         before = counts(tasks_db)
         summary = reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)
         assert summary["run_id"] == run.id and summary["status"] == "done"
-        assert staging_tables(tasks_db) == [], stop_after  # the rerun dropped what the killed attempt left
+        assert staging_tables(tasks_db) == [], (
+            stop_after
+        )  # the rerun dropped what the killed attempt left
         assert summary["applied"] == len(world.skus), stop_after
         after = counts(tasks_db)
-        assert after["orders"] - before["orders"] <= 1 and after["movements"] - before["movements"] == len(world.skus)
+        assert after["orders"] - before["orders"] <= 1 and after["movements"] - before[
+            "movements"
+        ] == len(world.skus)
         again = reconcile_flow(erp_file=path, truth="erp", auto_approve_limit=5)
         assert again["status"] == "stale" and counts(tasks_db) == after
         feed = [(w, s, lot, q + 1) for w, s, lot, q in feed]  # the next round differs again
@@ -197,41 +265,71 @@ def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(
 # -- bad feeds ----------------------------------------------------------------------------------
 
 BAD_FEEDS = {
-    "missing column": lambda w, t: "warehouse,sku,lot,quantity\n" + f"{w.warehouse},{w.skus[0]},,5\n",
+    "missing column": lambda w, t: (
+        "warehouse,sku,lot,quantity\n" + f"{w.warehouse},{w.skus[0]},,5\n"
+    ),
     "extra column": lambda w, t: HEADER + ",note\n" + f"{w.warehouse},{w.skus[0]},,5,{t},x\n",
-    "wrong delimiter": lambda w, t: HEADER.replace(",", ";") + "\n" + f"{w.warehouse};{w.skus[0]};;5;{t}\n",
+    "wrong delimiter": lambda w, t: (
+        HEADER.replace(",", ";") + "\n" + f"{w.warehouse};{w.skus[0]};;5;{t}\n"
+    ),
     "duplicate key": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n" * 2,
     "negative quantity": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,-5,{t}\n",
     "fractional quantity": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5.5,{t}\n",
     "non-numeric quantity": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,five,{t}\n",
     "empty quantity": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,,{t}\n",
-    "out-of-range quantity": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,99999999999999999999,{t}\n",
+    "out-of-range quantity": lambda w, t: (
+        HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,99999999999999999999,{t}\n"
+    ),
     "unknown warehouse": lambda w, t: HEADER + "\n" + f"NOWHERE,{w.skus[0]},,5,{t}\n",
     "unknown sku": lambda w, t: HEADER + "\n" + f"{w.warehouse},NO-SUCH-SKU,,5,{t}\n",
     "padded code": lambda w, t: HEADER + "\n" + f"{w.warehouse}, {w.skus[0]},,5,{t}\n",
     "case-mangled code": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0].lower()},,5,{t}\n",
     "as_of missing": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,\n",
-    "as_of not ISO": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,26/11/2026 23:00\n",
-    "as_of without zone": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,2026-11-26T23:00:00\n",
-    "as_of mixed": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n{w.warehouse},{w.skus[1]},,5,2026-01-01T00:00:00Z\n",
-    "as_of in the future": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,2999-01-01T00:00:00Z\n",
-    "as_of older than the last feed": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,2020-01-01T00:00:00Z\n",
+    "as_of not ISO": lambda w, t: (
+        HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,26/11/2026 23:00\n"
+    ),
+    "as_of without zone": lambda w, t: (
+        HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,2026-11-26T23:00:00\n"
+    ),
+    "as_of mixed": lambda w, t: (
+        HEADER
+        + "\n"
+        + f"{w.warehouse},{w.skus[0]},,5,{t}\n{w.warehouse},{w.skus[1]},,5,2026-01-01T00:00:00Z\n"
+    ),
+    "as_of in the future": lambda w, t: (
+        HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,2999-01-01T00:00:00Z\n"
+    ),
+    "as_of older than the last feed": lambda w, t: (
+        HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,2020-01-01T00:00:00Z\n"
+    ),
     "unbalanced quotes": lambda w, t: HEADER + "\n" + f'{w.warehouse},"{w.skus[0]},,5,{t}\n',
     "empty file": lambda w, t: "",
     "header only": lambda w, t: HEADER + "\n",
-    "truncated mid-row": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n{w.warehouse},{w.skus[1]},",
+    "truncated mid-row": lambda w, t: (
+        HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n{w.warehouse},{w.skus[1]},"
+    ),
     "oversized cell": lambda w, t: HEADER + "\n" + f"{w.warehouse},{'X' * 5000},,5,{t}\n",
 }
 BAD_BYTES = {
-    "bad encoding": lambda w, t: (HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n").encode() + b"caf\xe9,x,,1,\n",
-    "NUL byte": lambda w, t: (HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n").encode() + b"\x00\n",
+    "bad encoding": lambda w, t: (
+        (HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n").encode() + b"caf\xe9,x,,1,\n"
+    ),
+    "NUL byte": lambda w, t: (
+        (HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,{t}\n").encode() + b"\x00\n"
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", list(BAD_FEEDS) + list(BAD_BYTES))
-def test_a_bad_feed_is_rejected_whole_quarantined_and_changes_nothing(world, tasks_db, tmp_path, kind):
+def test_a_bad_feed_is_rejected_whole_quarantined_and_changes_nothing(
+    world, tasks_db, tmp_path, kind
+):
     stamp = now().isoformat()
-    body = BAD_FEEDS[kind](world, stamp).encode() if kind in BAD_FEEDS else BAD_BYTES[kind](world, stamp)
+    body = (
+        BAD_FEEDS[kind](world, stamp).encode()
+        if kind in BAD_FEEDS
+        else BAD_BYTES[kind](world, stamp)
+    )
     path = tmp_path / f"bad-{kind.replace(' ', '-')}.csv"
     path.write_bytes(body)
     before = counts(tasks_db)
@@ -245,24 +343,42 @@ def test_a_bad_feed_is_rejected_whole_quarantined_and_changes_nothing(world, tas
     assert any(p.name.endswith(path.name) for p in new) or kind == "empty file"
     reports = [p for p in new if p.name.endswith(".report.txt")]
     assert reports, "a rejected feed leaves a report"
-    if kind not in ("empty file", "header only", "wrong delimiter", "missing column", "extra column"):
+    if kind not in (
+        "empty file",
+        "header only",
+        "wrong delimiter",
+        "missing column",
+        "extra column",
+    ):
         assert "row " in message, message  # names the row
 
 
-def test_the_feed_can_come_from_an_erp_database_query(world, tasks_db, own_admin_db, own_database_url, tmp_path, monkeypatch):
+def test_the_feed_can_come_from_an_erp_database_query(
+    world, tasks_db, own_admin_db, own_database_url, tmp_path, monkeypatch
+):
     from warehouse.settings import get_settings
 
     rows = wms_rows(tasks_db, world)
-    with own_admin_db.session() as s:  # an "ERP" table, in this test's own database (no cangflow role may make one)
-        s.execute(text("CREATE TABLE IF NOT EXISTS erp_book (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"))
+    with (
+        own_admin_db.session() as s
+    ):  # an "ERP" table, in this test's own database (no cangflow role may make one)
+        s.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS erp_book (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"
+            )
+        )
         s.execute(text("DELETE FROM erp_book"))
         for warehouse, sku, _, qty in rows:
-            s.execute(text("INSERT INTO erp_book VALUES (:w, :s, NULL, :q, now())"),
-                      {"w": warehouse, "s": sku, "q": qty + (3 if sku == world.skus[2] else 0)})
+            s.execute(
+                text("INSERT INTO erp_book VALUES (:w, :s, NULL, :q, now())"),
+                {"w": warehouse, "s": sku, "q": qty + (3 if sku == world.skus[2] else 0)},
+            )
     monkeypatch.setenv("CANGFLOW_ERP_URL", own_database_url)
     get_settings.cache_clear()
     try:
-        summary = reconcile_flow(erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_book")
+        summary = reconcile_flow(
+            erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_book"
+        )
     finally:
         get_settings.cache_clear()
     assert summary["differences"] == 1 and summary["lines_for_erp"] == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -17,9 +17,9 @@ from flows.nightly import nightly_flow
 from tests.builders import World
 from warehouse import stock
 from warehouse.errors import HistoryClosed
+from warehouse.history.calendar import today
 from warehouse.history.partitions import add_months, month_start
 from warehouse.settings import get_settings
-from warehouse.history.calendar import today
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ def month(offset: int):
 
 def tenth(offset: int) -> datetime:
     first = month(offset)
-    return datetime(first.year, first.month, 10, 12, tzinfo=timezone.utc)
+    return datetime(first.year, first.month, 10, 12, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,14 @@ def retired(tasks_db, prefect_api, own_database_url):
         get_settings.cache_clear()
         for offset in range(-MONTHS_OF_HISTORY, 0):
             with tasks_db.session() as s:
-                stock.receive(s, warehouse=world.warehouse, sku=sku, qty=10, location=world.locations[0],
-                              occurred_at=tenth(offset))
+                stock.receive(
+                    s,
+                    warehouse=world.warehouse,
+                    sku=sku,
+                    qty=10,
+                    location=world.locations[0],
+                    occurred_at=tenth(offset),
+                )
         patch.setenv("CANGFLOW_RETENTION_MONTHS", "2")
         get_settings.cache_clear()
         first = nightly_flow()
@@ -59,8 +65,13 @@ def test_the_nightly_retires_months_and_the_books_still_add_up(retired):
         states = dict(s.execute(text("SELECT month, state FROM history_month")).all())
     assert states.get(month(-3)) == "archived", states
     env = {**os.environ, "CANGFLOW_DATABASE_URL": retired["url"], "CANGFLOW_RETENTION_MONTHS": "2"}
-    check = subprocess.run([sys.executable, "-m", "flows.cli", "check"], env=env, capture_output=True, text=True,
-                           timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "books check (full): ok" in check.stdout
 
@@ -73,15 +84,23 @@ def test_the_next_nightly_completes(retired):
 
 def test_a_receipt_in_a_retired_month_is_refused_by_the_api_and_by_the_database(retired):
     world = retired["world"]
-    with world.db.session() as s:
-        with pytest.raises(HistoryClosed):
-            stock.receive(s, warehouse=world.warehouse, sku=retired["sku"], qty=1, location=world.locations[0],
-                          occurred_at=tenth(-4))
+    with world.db.session() as s, pytest.raises(HistoryClosed):
+        stock.receive(
+            s,
+            warehouse=world.warehouse,
+            sku=retired["sku"],
+            qty=1,
+            location=world.locations[0],
+            occurred_at=tenth(-4),
+        )
     with pytest.raises(DBAPIError) as refused:
         with world.db.session() as s:
-            s.execute(text(
-                "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, "
-                "location_id, sku_id, qty) SELECT :at, 'receipt', 0, id, warehouse_id, location_id, sku_id, 1 "
-                "FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku)"),
-                {"at": tenth(-4), "sku": retired["sku"]})
+            s.execute(
+                text(
+                    "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, "
+                    "location_id, sku_id, qty) SELECT :at, 'receipt', 0, id, warehouse_id, location_id, sku_id, 1 "
+                    "FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku)"
+                ),
+                {"at": tenth(-4), "sku": retired["sku"]},
+            )
     assert refused.value.orig.sqlstate == "CGH02"

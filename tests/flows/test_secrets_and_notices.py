@@ -6,7 +6,7 @@ reconciliation notice reaches a webhook (a local receiver) through a notificatio
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -32,21 +32,25 @@ def secret_world(tasks_db, prefect_api, own_database_url, receiver):
 
     from tasks import cache as cache_tasks
     from tasks.database import forget
-    from warehouse.settings import get_settings
-
     from warehouse.db.roles import RoleNames
+    from warehouse.settings import get_settings
 
     secret_url = own_database_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
     Secret(value=secret_url).save("cangflow-test-database-url", overwrite=True)
     names = RoleNames.from_settings()
-    role_urls = {role: own_database_url.replace("postgres@", f"{names.of(role)}:{password}@", 1)
-                 for role, password in ROLE_PASSWORDS.items()}
+    role_urls = {
+        role: own_database_url.replace("postgres@", f"{names.of(role)}:{password}@", 1)
+        for role, password in ROLE_PASSWORDS.items()
+    }
     for role in ("owner", "app"):  # from Secret blocks; the reader's from the settings
         Secret(value=role_urls[role]).save(f"cangflow-test-{role}-url", overwrite=True)
     hook, _ = receiver
     CustomWebhookNotificationBlock(
-        name="cangflow-test-admin", url=f"{hook.url}/notify", method="POST",
-        json_data={"text": "{{body}}"}, allow_private_urls=True,
+        name="cangflow-test-admin",
+        url=f"{hook.url}/notify",
+        method="POST",
+        json_data={"text": "{{body}}"},
+        allow_private_urls=True,
     ).save("cangflow-test-admin", overwrite=True)
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("CANGFLOW_DATABASE_URL")
@@ -76,31 +80,49 @@ def _everything_prefect_kept() -> str:
         artifacts = client.read_artifacts()
     parts = [json.dumps(run.parameters, default=str) for run in runs]
     parts += [log.message for log in logs]
-    parts += [json.dumps(artifact.data, default=str) + str(artifact.description) for artifact in artifacts]
+    parts += [
+        json.dumps(artifact.data, default=str) + str(artifact.description) for artifact in artifacts
+    ]
     return "\n".join(parts)
 
 
 def test_no_password_in_parameters_logs_artifacts_or_metrics(secret_world, own_admin_db, receiver):
+    from prometheus_client import generate_latest
+
     from flows.monitoring import run_metrics
     from flows.partition_rollover import rollover_flow
     from flows.reconcile import reconcile_flow
     from flows.snapshot import snapshot_flow
-    from prometheus_client import generate_latest
     from tasks.database import database
     from warehouse.db.roles import RoleNames
 
-    for role, password in ROLE_PASSWORDS.items():  # each role's URL was used, and logs in as the role
+    for (
+        role,
+        password,
+    ) in ROLE_PASSWORDS.items():  # each role's URL was used, and logs in as the role
         assert password in database(role).url.render_as_string(hide_password=False)
         assert database(role).acting_role() == RoleNames.from_settings().of(role)
     snapshot_flow()  # the app role, and the owner for snapshot partitions
     rollover_flow()  # the owner
-    with own_admin_db.session() as s:  # the ERP's side of the test: a table no cangflow role may make
+    with (
+        own_admin_db.session() as s
+    ):  # the ERP's side of the test: a table no cangflow role may make
         from sqlalchemy import text
 
-        s.execute(text("CREATE TABLE IF NOT EXISTS erp_side (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"))
+        s.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS erp_side (warehouse text, sku text, lot text, quantity bigint, as_of timestamptz)"
+            )
+        )
         s.execute(text("DELETE FROM erp_side"))
-        s.execute(text("INSERT INTO erp_side VALUES (:w, :s, NULL, 9, :t)"),
-                  {"w": secret_world.warehouse, "s": secret_world.skus[0], "t": datetime.now(timezone.utc)})
+        s.execute(
+            text("INSERT INTO erp_side VALUES (:w, :s, NULL, 9, :t)"),
+            {
+                "w": secret_world.warehouse,
+                "s": secret_world.skus[0],
+                "t": datetime.now(UTC),
+            },
+        )
     summary = reconcile_flow(erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_side")
     assert summary["differences"] >= 1
     with run_metrics("secrets-check") as sink:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time as clock
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -40,9 +40,15 @@ def history(own_db):
     skus = [world.add_sku() for _ in range(3)]
     with own_db.session() as s:
         for back in range(DAYS, 0, -1):
-            when = datetime.combine(TODAY - timedelta(days=back), time(10), tzinfo=timezone.utc)
-            stock.receive(s, warehouse=world.warehouse, sku=skus[back % 3], qty=back % 7 + 1,
-                          location=world.locations[back % 2], occurred_at=when)
+            when = datetime.combine(TODAY - timedelta(days=back), time(10), tzinfo=UTC)
+            stock.receive(
+                s,
+                warehouse=world.warehouse,
+                sku=skus[back % 3],
+                qty=back % 7 + 1,
+                location=world.locations[back % 2],
+                occurred_at=when,
+            )
     return world
 
 
@@ -51,16 +57,30 @@ def _built(db) -> int:
         return s.execute(text("SELECT count(*) FROM snapshot_day")).scalar()
 
 
-def test_killed_snapshot_run_is_completed_by_the_next_run(own_db, own_database_url, history, tmp_path):
-    env = {**os.environ, "CANGFLOW_DATABASE_URL": own_database_url, "PREFECT_HOME": str(tmp_path / "prefect")}
+def test_killed_snapshot_run_is_completed_by_the_next_run(
+    own_db, own_database_url, history, tmp_path
+):
+    env = {
+        **os.environ,
+        "CANGFLOW_DATABASE_URL": own_database_url,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "flows.cli", "run", "snapshot"]
-    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = clock.monotonic() + 240
         while _built(own_db) < 20 and clock.monotonic() < deadline and run.poll() is None:
             clock.sleep(0.1)
-        assert run.poll() is None, "the run ended before it could be killed; make the history longer"
+        assert run.poll() is None, (
+            "the run ended before it could be killed; make the history longer"
+        )
         os.killpg(run.pid, signal.SIGKILL)  # the CLI and the ephemeral Prefect server with it
         run.wait(timeout=30)
     finally:
@@ -73,6 +93,9 @@ def test_killed_snapshot_run_is_completed_by_the_next_run(own_db, own_database_u
     with own_db.session() as s:
         days = s.execute(text("SELECT snapshot_date FROM snapshot_day ORDER BY 1")).scalars().all()
         assert days == [TODAY - timedelta(days=back) for back in range(DAYS, 0, -1)]
-        assert s.execute(text("SELECT count(*) FROM snapshot_day WHERE verified_at IS NULL")).scalar() == 0
+        assert (
+            s.execute(text("SELECT count(*) FROM snapshot_day WHERE verified_at IS NULL")).scalar()
+            == 0
+        )
         assert s.execute(_AGAINST_LEDGER).scalar() == 0
         assert snapshots.verify_latest(s).ok

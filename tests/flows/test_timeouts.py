@@ -27,24 +27,37 @@ def test_every_flow_has_a_timeout_and_no_inline_task_has_one_that_would_swallow_
 
     for flow in (nightly_flow, snapshot_flow, rollover_flow, reconcile_flow, warmup_flow):
         assert flow.timeout_seconds and flow.timeout_seconds <= 6 * 3600, flow.name
-    assert relay_flow.timeout_seconds is None  # --follow runs until stopped (a service); see the README
-    inline = [getattr(module, name) for module in (cache, quality, reconcile, rollover, snapshot) for name in dir(module)
-              if hasattr(getattr(module, name), "timeout_seconds") and hasattr(getattr(module, name), "task_run_name")]
+    assert (
+        relay_flow.timeout_seconds is None
+    )  # --follow runs until stopped (a service); see the README
+    inline = [
+        getattr(module, name)
+        for module in (cache, quality, reconcile, rollover, snapshot)
+        for name in dir(module)
+        if hasattr(getattr(module, name), "timeout_seconds")
+        and hasattr(getattr(module, name), "task_run_name")
+    ]
     assert inline and {t.name for t in inline if t.timeout_seconds} == {"reconcile-apply"}
 
 
-def test_a_hung_step_ends_the_run_timed_out_instead_of_holding_the_queue(tasks_db, prefect_api, monkeypatch):
+def test_a_hung_step_ends_the_run_timed_out_instead_of_holding_the_queue(
+    tasks_db, prefect_api, monkeypatch
+):
     from flows.cache_warmup import warmup_flow
     from tasks import cache
 
-    monkeypatch.setattr(cache, "hot_set", lambda *args, **kwargs: time.sleep(30))  # a statement that never returns
+    monkeypatch.setattr(
+        cache, "hot_set", lambda *args, **kwargs: time.sleep(30)
+    )  # a statement that never returns
     started = time.monotonic()
     state = warmup_flow.with_options(timeout_seconds=2)(top=10, return_state=True)
     assert state.is_failed() and state.name == "TimedOut", state
     assert time.monotonic() - started < 15
 
 
-def test_a_statement_stuck_in_a_flow_step_is_cancelled_by_the_job_statement_timeout(tasks_db, monkeypatch):
+def test_a_statement_stuck_in_a_flow_step_is_cancelled_by_the_job_statement_timeout(
+    tasks_db, monkeypatch
+):
     """The flows' engine (tasks.database) bounds every statement; a WMS service's engine is not touched."""
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError

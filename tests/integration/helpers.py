@@ -17,7 +17,9 @@ def ledger_counts(db) -> tuple[int, int, int]:
 def movements_of(db, operation_id: int) -> list:
     with db.session() as session:
         return session.execute(
-            text("SELECT movement_type, qty, reserved_qty FROM stock_movement WHERE operation_id = :op ORDER BY id"),
+            text(
+                "SELECT movement_type, qty, reserved_qty FROM stock_movement WHERE operation_id = :op ORDER BY id"
+            ),
             {"op": operation_id},
         ).all()
 
@@ -25,7 +27,8 @@ def movements_of(db, operation_id: int) -> list:
 def outbox_of(db, operation_id: int) -> list:
     with db.session() as session:
         return session.execute(
-            text("SELECT topic, payload FROM outbox_message WHERE operation_id = :op"), {"op": operation_id}
+            text("SELECT topic, payload FROM outbox_message WHERE operation_id = :op"),
+            {"op": operation_id},
         ).all()
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from contextlib import ExitStack, contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -28,11 +28,10 @@ from tests.builders import World
 from tests.conftest import _database, _migrated
 from tests.roles import owner_session
 from warehouse import snapshots, stock
-from warehouse.history import zone as business_zone
-from warehouse.history import calendar
-from warehouse.history import partitions
 from warehouse.db import schema
 from warehouse.errors import BusinessZoneChanged, InvalidArgument
+from warehouse.history import calendar, partitions
+from warehouse.history import zone as business_zone
 from warehouse.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -60,7 +59,9 @@ def local(zone: str, day: date, hour: int, minute: int = 0) -> datetime:
 
 
 def new_database_url(database_url: str) -> str:
-    return f"{database_url.rsplit('/', 1)[0]}/{database_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
+    return (
+        f"{database_url.rsplit('/', 1)[0]}/{database_url.rsplit('/', 1)[1]}_{uuid.uuid4().hex[:6]}"
+    )
 
 
 # Months whose ledger partitions every zone's database has (the migration premakes only the
@@ -73,6 +74,7 @@ def zone_db(database_url):
     """zone_db(zone): a database migrated with CANGFLOW_BUSINESS_TIMEZONE=zone, one per zone."""
     made = {}
     with ExitStack() as stack:
+
         def get(zone: str):
             if zone not in made:
                 url = new_database_url(database_url)
@@ -93,6 +95,7 @@ def zone_db(database_url):
 def zoned(zone_db):
     """zoned(zone): the zone's database and World, with the setting in force for the test."""
     with ExitStack() as stack:
+
         def enter(zone: str):
             stack.enter_context(in_zone(zone))
             db = zone_db(zone)
@@ -103,7 +106,14 @@ def zoned(zone_db):
 
 def receive_at(world: World, sku: str, at: datetime, qty: int) -> None:
     with world.db.session() as s:
-        stock.receive(s, warehouse=world.warehouse, sku=sku, qty=qty, location=world.locations[0], occurred_at=at)
+        stock.receive(
+            s,
+            warehouse=world.warehouse,
+            sku=sku,
+            qty=qty,
+            location=world.locations[0],
+            occurred_at=at,
+        )
 
 
 def build(db, *days: date) -> None:
@@ -134,24 +144,41 @@ def on_hand_as_of(world: World, sku: str, at: datetime) -> int:
 def partitions_of(db, sku: str) -> list[str]:
     """The partition each of the SKU's movements is stored in, in occurred_at order."""
     with db.session() as s:
-        return list(s.execute(text("SELECT m.tableoid::regclass::text FROM stock_movement m "
-                                   "WHERE m.sku_id = (SELECT id FROM sku WHERE code = :sku) ORDER BY m.occurred_at"),
-                              {"sku": sku}).scalars())
+        return list(
+            s.execute(
+                text(
+                    "SELECT m.tableoid::regclass::text FROM stock_movement m "
+                    "WHERE m.sku_id = (SELECT id FROM sku WHERE code = :sku) ORDER BY m.occurred_at"
+                ),
+                {"sku": sku},
+            ).scalars()
+        )
 
 
 # --- one definition of a day's first instant, in Python and in SQL ------------------------
 
-DAY_START_ZONES = ("UTC", EAST, WEST, "Asia/Kolkata", "America/St_Johns", "Europe/London",
-                   "Australia/Lord_Howe", "America/Sao_Paulo", "America/Havana")
+DAY_START_ZONES = (
+    "UTC",
+    EAST,
+    WEST,
+    "Asia/Kolkata",
+    "America/St_Johns",
+    "Europe/London",
+    "Australia/Lord_Howe",
+    "America/Sao_Paulo",
+    "America/Havana",
+)
 
 
 def test_the_sql_day_start_is_the_calendar_day_start_in_every_zone_and_every_day(db):
     """cangflow_day_start (the end of an as-of read's base day) against calendar.day_start, on
     every day of 2017-2027, in zones with DST at 02:00, at midnight (Sao Paulo skipped midnight
     until 2019; Havana has midnight twice each autumn) and with a 30-minute shift (Lord Howe)."""
-    query = text("SELECT CAST(d AS date), cangflow_day_start(CAST(d AS date), :zone), "
-                 "CAST(d AS timestamp) AT TIME ZONE :zone "
-                 "FROM generate_series(date '2017-01-01', date '2027-12-31', interval '1 day') AS d")
+    query = text(
+        "SELECT CAST(d AS date), cangflow_day_start(CAST(d AS date), :zone), "
+        "CAST(d AS timestamp) AT TIME ZONE :zone "
+        "FROM generate_series(date '2017-01-01', date '2027-12-31', interval '1 day') AS d"
+    )
     plain_differs = {}
     for zone in DAY_START_ZONES:
         with in_zone(zone):
@@ -160,7 +187,9 @@ def test_the_sql_day_start_is_the_calendar_day_start_in_every_zone_and_every_day
             assert len(rows) == 4017
             wrong = [(day, start) for day, start, _ in rows if start != calendar.day_start(day)]
             assert wrong == [], zone
-            plain_differs[zone] = [day for day, _, plain in rows if plain != calendar.day_start(day)]
+            plain_differs[zone] = [
+                day for day, _, plain in rows if plain != calendar.day_start(day)
+            ]
     # The control: PostgreSQL's own reading of local midnight is the later of the two in
     # Havana's autumn, an hour after the day began; elsewhere it is right.
     assert date(2026, 11, 1) in plain_differs["America/Havana"]
@@ -168,6 +197,7 @@ def test_the_sql_day_start_is_the_calendar_day_start_in_every_zone_and_every_day
 
 
 # --- snapshots: the closing stock at local midnight ---------------------------------------
+
 
 @pytest.mark.parametrize("zone", ZONES)
 def test_a_snapshot_holds_the_movements_of_the_local_day(zoned, zone_db, zone):
@@ -213,22 +243,28 @@ def test_on_hand_as_of_local_midnights_agrees_with_a_hand_tally(zoned, zone):
         return sum(qty for when, qty in moves if when <= at)
 
     checked = 0
-    for day in days + [days[-1] + timedelta(days=1)]:
+    for day in [*days, days[-1] + timedelta(days=1)]:
         midnight = calendar.day_start(day)
         assert midnight == local(zone, day, 0, 0)
-        for at in (midnight - MICROSECOND, midnight, midnight + timedelta(minutes=30), midnight + timedelta(hours=8),
-                   midnight + timedelta(hours=16, minutes=30)):
+        for at in (
+            midnight - MICROSECOND,
+            midnight,
+            midnight + timedelta(minutes=30),
+            midnight + timedelta(hours=8),
+            midnight + timedelta(hours=16, minutes=30),
+        ):
             assert on_hand_as_of(world, sku, at) == tally(at), (zone, at.astimezone(ZoneInfo(zone)))
             checked += 1
     assert checked == 30
     # Not vacuous: a UTC midnight is no business midnight here, and the tally changes across it.
-    utc_midnight = datetime(2026, 6, 30, tzinfo=timezone.utc)
+    utc_midnight = datetime(2026, 6, 30, tzinfo=UTC)
     assert calendar.day_start(date(2026, 6, 30)) != utc_midnight
     assert tally(utc_midnight) != tally(calendar.day_start(date(2026, 6, 30)))
     assert on_hand_as_of(world, sku, utc_midnight) == tally(utc_midnight)
 
 
 # --- months: the ledger partitions, the default partition, the retired-history trigger -----
+
 
 @pytest.mark.parametrize("zone", ZONES)
 def test_a_ledger_partition_holds_exactly_the_local_month(zoned, zone_db, zone):
@@ -238,7 +274,10 @@ def test_a_ledger_partition_holds_exactly_the_local_month(zoned, zone_db, zone):
     receive_at(world, sku, last_of_june, 1)
     receive_at(world, sku, first_of_july, 1)
     assert partitions_of(db, sku) == ["stock_movement_p2026_06", "stock_movement_p2026_07"]
-    assert partitions.bounds("stock_movement", JULY) == (local(zone, JULY, 0), local(zone, date(2026, 8, 1), 0))
+    assert partitions.bounds("stock_movement", JULY) == (
+        local(zone, JULY, 0),
+        local(zone, date(2026, 8, 1), 0),
+    )
 
     with in_zone("UTC"):  # the control: the same instants in a UTC warehouse
         utc_world = World.create(zone_db("UTC"), bins=1)
@@ -289,17 +328,18 @@ def retired_history_verdicts(db, sku: str, instants: list[datetime]) -> list[str
     row at each instant: 'accepted', or the SQLSTATE and month of its refusal."""
     dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
     verdicts = []
-    with psycopg.connect(dsn) as connection:
-        with connection.transaction():
-            connection.execute("INSERT INTO history_month (month, state) VALUES ('2025-05-01', 'archived')")
-            for at in instants:
-                try:
-                    with connection.transaction():
-                        connection.execute(_INSERT_INTO_DEFAULT, {"at": at, "sku": sku})
-                    verdicts.append("accepted")
-                except psycopg.Error as error:
-                    verdicts.append(f"{error.sqlstate} {error.diag.message_detail}")
-            raise psycopg.Rollback()  # leaves nothing retired, no row behind
+    with psycopg.connect(dsn) as connection, connection.transaction():
+        connection.execute(
+            "INSERT INTO history_month (month, state) VALUES ('2025-05-01', 'archived')"
+        )
+        for at in instants:
+            try:
+                with connection.transaction():
+                    connection.execute(_INSERT_INTO_DEFAULT, {"at": at, "sku": sku})
+                verdicts.append("accepted")
+            except psycopg.Error as error:
+                verdicts.append(f"{error.sqlstate} {error.diag.message_detail}")
+        raise psycopg.Rollback()  # leaves nothing retired, no row behind
     return verdicts
 
 
@@ -318,10 +358,14 @@ def test_the_retired_history_trigger_cuts_months_at_local_midnight(zoned, zone_d
 
 # --- the scan for backdated movements ----------------------------------------------------
 
-@pytest.mark.parametrize("zone, hour, local_day", [
-    (EAST, (0, 30), date(2026, 8, 11)),  # UTC: the 10th
-    (WEST, (23, 30), date(2026, 8, 10)),  # UTC: the 11th
-])
+
+@pytest.mark.parametrize(
+    "zone, hour, local_day",
+    [
+        (EAST, (0, 30), date(2026, 8, 11)),  # UTC: the 10th
+        (WEST, (23, 30), date(2026, 8, 10)),  # UTC: the 11th
+    ],
+)
 def test_a_backdated_movement_marks_its_local_day_dirty(zoned, zone_db, zone, hour, local_day):
     days = [date(2026, 8, 9), date(2026, 8, 10), date(2026, 8, 11), date(2026, 8, 12)]
     at = local(zone, local_day, *hour)
@@ -341,17 +385,26 @@ def test_a_backdated_movement_marks_its_local_day_dirty(zoned, zone_db, zone, ho
     assert first_marked(db, world) == local_day
     with in_zone("UTC"):  # the control: in UTC the instant is on the other day
         utc_db = zone_db("UTC")
-        assert first_marked(utc_db, World.create(utc_db, bins=1)) == at.astimezone(timezone.utc).date() != local_day
+        assert (
+            first_marked(utc_db, World.create(utc_db, bins=1))
+            == at.astimezone(UTC).date()
+            != local_day
+        )
 
 
 # --- DST change days --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("day, hours", [(date(2026, 3, 8), 23), (date(2026, 11, 1), 25)])
 def test_a_dst_change_day_holds_exactly_the_movements_of_the_local_day(zoned, day, hours):
     db, world = zoned(WEST)
     sku = world.add_sku()
-    before, first, last, after = (local(WEST, day - timedelta(days=1), 23, 30), local(WEST, day, 0, 30),
-                                  local(WEST, day, 23, 30), local(WEST, day + timedelta(days=1), 0, 30))
+    before, first, last, after = (
+        local(WEST, day - timedelta(days=1), 23, 30),
+        local(WEST, day, 0, 30),
+        local(WEST, day, 23, 30),
+        local(WEST, day + timedelta(days=1), 0, 30),
+    )
     for at, qty in ((before, 1), (first, 10), (last, 100), (after, 1000)):
         receive_at(world, sku, at, qty)
     build(db, day - timedelta(days=1), day, day + timedelta(days=1))
@@ -360,8 +413,16 @@ def test_a_dst_change_day_holds_exactly_the_movements_of_the_local_day(zoned, da
     assert snapshot_of(db, sku, day + timedelta(days=1)) == 1111
     start, end = calendar.day_start(day), calendar.day_end(day)
     assert end - start == timedelta(hours=hours)
-    for at, expected in ((start - MICROSECOND, 1), (start, 1), (first, 11), (last - MICROSECOND, 11), (last, 111),
-                         (end - MICROSECOND, 111), (end, 111), (after, 1111)):
+    for at, expected in (
+        (start - MICROSECOND, 1),
+        (start, 1),
+        (first, 11),
+        (last - MICROSECOND, 11),
+        (last, 111),
+        (end - MICROSECOND, 111),
+        (end, 111),
+        (after, 1111),
+    ):
         assert on_hand_as_of(world, sku, at) == expected, at.astimezone(ZoneInfo(WEST))
     # The control: a day of 24 hours from local midnight would cut the day wrongly, taking in
     # 00:30 of the next day (23-hour day) or leaving out 23:30 of this one (25-hour day).
@@ -373,6 +434,7 @@ def test_a_dst_change_day_holds_exactly_the_movements_of_the_local_day(zoned, da
 
 # --- changing the zone --------------------------------------------------------------------
 
+
 def _stored(db) -> str:
     with db.engine.connect() as connection:
         return connection.execute(text("SELECT zone FROM business_calendar")).scalar_one()
@@ -380,8 +442,12 @@ def _stored(db) -> str:
 
 def _bound_of(db, month: date) -> str:
     with db.engine.connect() as connection:
-        return connection.execute(text("SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c WHERE c.relname = :name"),
-                                  {"name": partitions.partition_name("stock_movement", month)}).scalar_one()
+        return connection.execute(
+            text(
+                "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c WHERE c.relname = :name"
+            ),
+            {"name": partitions.partition_name("stock_movement", month)},
+        ).scalar_one()
 
 
 @pytest.fixture
@@ -397,17 +463,21 @@ def test_an_empty_database_adopts_the_zone_and_remakes_its_ledger_partitions(fre
     try:
         month = partitions.month_start(calendar.today())
         assert _stored(db) == "UTC"
-        assert "'2026-12-01 00:00:00+00'" in _bound_of(db, date(2026, 12, 1))  # the control: UTC months
+        assert "'2026-12-01 00:00:00+00'" in _bound_of(
+            db, date(2026, 12, 1)
+        )  # the control: UTC months
         with in_zone(EAST):
             with pytest.raises(InvalidArgument, match="only its owner role may"):
                 with db.session():  # the app role: adopting remakes partitions, which it may not
                     pass
             assert _stored(db) == "UTC"
-            with owner_session(db) as s:  # the owner's first session adopts the setting: there is no history
+            with owner_session(
+                db
+            ) as s:  # the owner's first session adopts the setting: there is no history
                 assert business_zone.stored_zone(s) == EAST
             assert _stored(db) == EAST
             assert "'2026-11-30 16:00:00+00'" in _bound_of(db, date(2026, 12, 1))
-            lower, upper = partitions.bounds("stock_movement", month)
+            lower, _upper = partitions.bounds("stock_movement", month)
             assert f"'{lower:%Y-%m-%d %H:%M:%S}+00'" in _bound_of(db, month)
         with in_zone(WEST):  # still empty: adopted again, by a new process this time
             other = warehouse.connect(fresh_url, pool_size=1, role="owner")
@@ -435,9 +505,8 @@ def test_a_database_with_history_refuses_another_zone_with_the_reason(fresh_url,
         with in_zone(WEST):
             other = warehouse.connect(fresh_url, pool_size=1)
             try:
-                with pytest.raises(BusinessZoneChanged) as refused:
-                    with other.session():
-                        pass
+                with pytest.raises(BusinessZoneChanged) as refused, other.session():
+                    pass
                 with pytest.raises(BusinessZoneChanged):
                     with other.session():  # every time, not only the first
                         pass
@@ -450,7 +519,11 @@ def test_a_database_with_history_refuses_another_zone_with_the_reason(fresh_url,
                     pass
         message = str(refused.value)
         assert EAST in message and WEST in message
-        assert f"CANGFLOW_BUSINESS_TIMEZONE={EAST}" in message and "refused" in message and "new, empty database" in message
+        assert (
+            f"CANGFLOW_BUSINESS_TIMEZONE={EAST}" in message
+            and "refused" in message
+            and "new, empty database" in message
+        )
         assert _stored(db) == EAST and _bound_of(db, date(2026, 12, 1)) == bound  # nothing changed
         with in_zone(EAST):  # the zone of its history is accepted again
             with db.session() as s:
@@ -458,8 +531,13 @@ def test_a_database_with_history_refuses_another_zone_with_the_reason(fresh_url,
 
         # The command line says the same, on stderr, with a failing exit status.
         env = {**os.environ, "CANGFLOW_DATABASE_URL": fresh_url, "CANGFLOW_BUSINESS_TIMEZONE": WEST}
-        result = subprocess.run([sys.executable, "-m", "flows.cli", "db", "upgrade"], env=env, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "flows.cli", "db", "upgrade"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 1, result.stdout + result.stderr
         assert EAST in result.stderr and WEST in result.stderr and "refused" in result.stderr
     finally:

@@ -16,17 +16,17 @@ import pytest
 from sqlalchemy import text
 
 import warehouse
+from tests.conftest import TEST_REDIS_URL as REDIS_URL
+from tests.services import free_port
 from warehouse import outbox, stock
 from warehouse.cache import StockCache
 from warehouse.cache.invalidator import CacheInvalidator
 from warehouse.cache.load import load_one
-from warehouse.cache.remote import STALE, SUPERSEDED, WRITTEN
+from warehouse.cache.remote import STALE, SUPERSEDED, WRITTEN, Unavailable
 from warehouse.cache.warmup import warm
 
 pytestmark = pytest.mark.integration
 
-from tests.services import free_port
-from tests.conftest import TEST_REDIS_URL as REDIS_URL  # noqa: E402
 LOCAL_TTL_S = 0.2  # the in-process level's TTL in these tests: the staleness bound
 
 
@@ -52,9 +52,13 @@ def other_db(database_url):
 
 def relay(db, cache: StockCache) -> None:
     with db.session() as session:
-        while outbox.publish_batch(session, cache.remote.client, cache.keys, limit=5000, max_length=100_000).claimed:
+        while outbox.publish_batch(
+            session, cache.remote.client, cache.keys, limit=5000, max_length=100_000
+        ).claimed:
             pass
-    while outbox.consume_batch(db, cache.remote.client, cache.keys, CacheInvalidator(cache.remote, None)).entries:
+    while outbox.consume_batch(
+        db, cache.remote.client, cache.keys, CacheInvalidator(cache.remote, None)
+    ).entries:
         pass
 
 
@@ -64,15 +68,26 @@ def truth(db, world, sku) -> int:
 
 
 OPERATIONS = {
-    "receive": lambda s, w, sku: stock.receive(s, warehouse=w.warehouse, sku=sku, qty=4, location=w.locations[1]),
+    "receive": lambda s, w, sku: stock.receive(
+        s, warehouse=w.warehouse, sku=sku, qty=4, location=w.locations[1]
+    ),
     "deduct": lambda s, w, sku: stock.deduct(s, warehouse=w.warehouse, sku=sku, qty=3),
     "reserve": lambda s, w, sku: stock.reserve(s, warehouse=w.warehouse, sku=sku, qty=2),
     "release": lambda s, w, sku: stock.release(s, warehouse=w.warehouse, sku=sku, qty=1),
-    "transfer": lambda s, w, sku: stock.transfer(s, warehouse=w.warehouse, sku=sku, qty=1, location=w.locations[0],
-                                                 to_location=w.locations[2]),
-    "adjust": lambda s, w, sku: stock.adjust(s, warehouse=w.warehouse, sku=sku, qty=-1, location=w.locations[0],
-                                             reason="damaged"),
-    "count": lambda s, w, sku: stock.count(s, warehouse=w.warehouse, location=w.locations[0], lines=[(sku, 5)]),
+    "transfer": lambda s, w, sku: stock.transfer(
+        s,
+        warehouse=w.warehouse,
+        sku=sku,
+        qty=1,
+        location=w.locations[0],
+        to_location=w.locations[2],
+    ),
+    "adjust": lambda s, w, sku: stock.adjust(
+        s, warehouse=w.warehouse, sku=sku, qty=-1, location=w.locations[0], reason="damaged"
+    ),
+    "count": lambda s, w, sku: stock.count(
+        s, warehouse=w.warehouse, location=w.locations[0], lines=[(sku, 5)]
+    ),
 }
 
 
@@ -97,7 +112,9 @@ def test_a_read_in_the_writing_process_sees_the_commit_at_once(cache, db, world)
         assert cache.available(warehouse=world.warehouse, sku=sku) == expected
 
 
-def test_another_process_sees_a_commit_within_the_bound_after_the_relay(cache, db, other_db, world, namespace):
+def test_another_process_sees_a_commit_within_the_bound_after_the_relay(
+    cache, db, other_db, world, namespace
+):
     sku = world.stocked_sku(10)
     reader = StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S)
     try:
@@ -107,7 +124,9 @@ def test_another_process_sees_a_commit_within_the_bound_after_the_relay(cache, d
         relay(db, cache)
         relayed = time.monotonic()
         while reader.available(warehouse=world.warehouse, sku=sku) != 6:
-            assert time.monotonic() - relayed <= LOCAL_TTL_S + 0.5, "stale past the documented bound"
+            assert time.monotonic() - relayed <= LOCAL_TTL_S + 0.5, (
+                "stale past the documented bound"
+            )
             time.sleep(0.02)
     finally:
         reader.close()
@@ -122,7 +141,9 @@ def test_an_unknown_pair_is_refused_and_cached_briefly(cache, world, recorded_me
     assert recorded_metrics.value("cangflow_cache_loads_total", reason="miss") == 1
 
 
-def test_stampede_on_an_expired_hot_key_loads_at_most_twice(db, world, namespace, recorded_metrics, monkeypatch):
+def test_stampede_on_an_expired_hot_key_loads_at_most_twice(
+    db, world, namespace, recorded_metrics, monkeypatch
+):
     from warehouse.cache import stock_cache
     from warehouse.settings import get_settings
 
@@ -136,7 +157,9 @@ def test_stampede_on_an_expired_hot_key_loads_at_most_twice(db, world, namespace
     get_settings.cache_clear()
     sku = world.stocked_sku(50)
     # Four "processes" (caches with their own memory), 50 threads each: 200 readers at once.
-    caches = [StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S) for _ in range(4)]
+    caches = [
+        StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S) for _ in range(4)
+    ]
     barrier = threading.Barrier(200)
 
     def read(index: int) -> int:
@@ -151,19 +174,28 @@ def test_stampede_on_an_expired_hot_key_loads_at_most_twice(db, world, namespace
             made.close()
         get_settings.cache_clear()  # the next test reads the restored timeout
     assert answers == [50] * 200
-    loads = sum(recorded_metrics.value("cangflow_cache_loads_total", reason=r) for r in ("miss", "peer too slow"))
+    loads = sum(
+        recorded_metrics.value("cangflow_cache_loads_total", reason=r)
+        for r in ("miss", "peer too slow")
+    )
     assert 1 <= loads <= 2
 
 
-def test_a_loader_that_gets_the_lock_after_a_peer_finished_uses_the_peers_value(db, world, namespace, recorded_metrics):
+def test_a_loader_that_gets_the_lock_after_a_peer_finished_uses_the_peers_value(
+    db, world, namespace, recorded_metrics
+):
     """The window the stampede test hit by chance (3 loads on a loaded machine): B misses, A
     loads, writes and unlocks, then B takes the free lock. B must read again, not load again."""
     sku = world.stocked_sku(30)
-    first, second = (StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S) for _ in range(2))
+    first, second = (
+        StockCache(db, REDIS_URL, namespace=namespace, local_ttl_s=LOCAL_TTL_S) for _ in range(2)
+    )
     real_try_lock = second.remote.try_lock
 
     def peer_finishes_first(*args, **kwargs):
-        assert first.available(warehouse=world.warehouse, sku=sku) == 30  # A's whole load, in B's window
+        assert (
+            first.available(warehouse=world.warehouse, sku=sku) == 30
+        )  # A's whole load, in B's window
         return real_try_lock(*args, **kwargs)
 
     second.remote.try_lock = peer_finishes_first
@@ -209,7 +241,7 @@ def test_hot_set_is_the_most_read_pairs_of_the_last_hour(cache, world):
     from warehouse.cache.warmup import hot_set
 
     skus = [world.stocked_sku(5) for _ in range(3)]
-    for sku, reads in zip(skus, (1, 7, 3)):
+    for sku, reads in zip(skus, (1, 7, 3), strict=True):
         for _ in range(reads):
             cache.available(warehouse=world.warehouse, sku=sku)
     cache.stats.flush()
@@ -218,6 +250,7 @@ def test_hot_set_is_the_most_read_pairs_of_the_last_hour(cache, world):
 
 
 # -- outbox relay -------------------------------------------------------------------------------
+
 
 class Recorder:
     """A consumer that remembers what it was given (an ERP-side consumer would write rows)."""
@@ -234,8 +267,10 @@ class Recorder:
 
 def _operation_message(db, operation_id: int):
     with db.session() as s:
-        return s.execute(text("SELECT id, published_at FROM outbox_message WHERE operation_id = :op"),
-                         {"op": operation_id}).one_or_none()
+        return s.execute(
+            text("SELECT id, published_at FROM outbox_message WHERE operation_id = :op"),
+            {"op": operation_id},
+        ).one_or_none()
 
 
 def test_relay_killed_between_publish_and_mark_delivers_again_and_applies_once(cache, db, world):
@@ -245,29 +280,38 @@ def test_relay_killed_between_publish_and_mark_delivers_again_and_applies_once(c
     message_id = _operation_message(db, change.operation_id).id
     recorder = Recorder()
     recorder.name = f"test-recorder-{uuid.uuid4().hex[:6]}"
-    with pytest.raises(RuntimeError):
-        with db.session() as s:
-            outbox.publish_batch(s, cache.remote.client, cache.keys, limit=100_000, max_length=1_000_000)
-            raise RuntimeError("killed after XADD, before COMMIT")
+    with pytest.raises(RuntimeError), db.session() as s:
+        outbox.publish_batch(
+            s, cache.remote.client, cache.keys, limit=100_000, max_length=1_000_000
+        )
+        raise RuntimeError("killed after XADD, before COMMIT")
     assert _operation_message(db, change.operation_id).published_at is None
     relay(db, cache)  # publishes again: the stream now holds the message twice
     assert _operation_message(db, change.operation_id).published_at is not None
     first = outbox.consume_batch(db, cache.remote.client, cache.keys, recorder, count=100_000)
-    while outbox.consume_batch(db, cache.remote.client, cache.keys, recorder, count=100_000).entries:
+    while outbox.consume_batch(
+        db, cache.remote.client, cache.keys, recorder, count=100_000
+    ).entries:
         pass
     assert recorder.seen.count(message_id) == 1
     assert first.entries > first.handled  # the duplicate entry was read and ignored
     with db.session() as s:
-        assert s.execute(text("SELECT count(*) FROM consumed_message WHERE consumer = :c AND message_id = :m"),
-                         {"c": recorder.name, "m": message_id}).scalar() == 1
+        assert (
+            s.execute(
+                text(
+                    "SELECT count(*) FROM consumed_message WHERE consumer = :c AND message_id = :m"
+                ),
+                {"c": recorder.name, "m": message_id},
+            ).scalar()
+            == 1
+        )
 
 
 def test_a_rolled_back_operation_publishes_nothing(cache, db, world):
     sku = world.stocked_sku(5)
-    with pytest.raises(RuntimeError):
-        with db.session() as s:
-            change = stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1)
-            raise RuntimeError("the caller fails after the deduction")
+    with pytest.raises(RuntimeError), db.session() as s:
+        change = stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1)
+        raise RuntimeError("the caller fails after the deduction")
     assert _operation_message(db, change.operation_id) is None
     relay(db, cache)
     entries = cache.remote.client.xrange(cache.keys.stream("stock.changed"))
@@ -283,7 +327,9 @@ def test_two_relays_at_once_publish_each_message_once(cache, db, world):
         total = 0
         while True:
             with db.session() as s:
-                batch = outbox.publish_batch(s, cache.remote.client, cache.keys, limit=7, max_length=1_000_000)
+                batch = outbox.publish_batch(
+                    s, cache.remote.client, cache.keys, limit=7, max_length=1_000_000
+                )
             if not batch.claimed:
                 break
             total += batch.published
@@ -299,8 +345,8 @@ def test_two_relays_at_once_publish_each_message_once(cache, db, world):
 
 
 def test_a_failed_publish_is_recorded_and_backed_off(db, world, namespace):
-    from warehouse.redis.keys import Keys
     from warehouse.redis.client import connect_redis
+    from warehouse.redis.keys import Keys
 
     sku = world.stocked_sku(5)
     dead = connect_redis(f"redis://127.0.0.1:{free_port()}/0")
@@ -308,13 +354,19 @@ def test_a_failed_publish_is_recorded_and_backed_off(db, world, namespace):
         batch = outbox.publish_batch(s, dead, Keys(namespace), limit=100_000, max_length=1000)
     assert batch.published == 0 and batch.error
     with db.session() as s:
-        row = s.execute(text("SELECT attempts, last_error, next_attempt_at > now() AS later FROM outbox_message m "
-                             "JOIN stock_movement mv ON mv.operation_id = m.operation_id "
-                             "WHERE mv.sku_id = (SELECT id FROM sku WHERE code = :sku)"), {"sku": sku}).first()
+        row = s.execute(
+            text(
+                "SELECT attempts, last_error, next_attempt_at > now() AS later FROM outbox_message m "
+                "JOIN stock_movement mv ON mv.operation_id = m.operation_id "
+                "WHERE mv.sku_id = (SELECT id FROM sku WHERE code = :sku)"
+            ),
+            {"sku": sku},
+        ).first()
     assert row.attempts >= 1 and "Connection" in row.last_error and row.later
 
 
 # -- Redis dying ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def own_redis():
@@ -323,14 +375,26 @@ def own_redis():
     if binary is None:
         pytest.skip("redis-server is not installed")
     port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
 
     class Server:
         url = f"redis://127.0.0.1:{port}/0"
         process = None
 
         def start(self):
-            self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 with socket.socket() as probe:
@@ -350,7 +414,9 @@ def own_redis():
         server.kill()
 
 
-def test_reads_survive_redis_dying_and_the_breaker_opens_then_closes(db, world, own_redis, recorded_metrics):
+def test_reads_survive_redis_dying_and_the_breaker_opens_then_closes(
+    db, world, own_redis, recorded_metrics
+):
     from warehouse.redis.breaker import CLOSED, OPEN
 
     skus = [world.stocked_sku(i + 10) for i in range(20)]
@@ -359,7 +425,7 @@ def test_reads_survive_redis_dying_and_the_breaker_opens_then_closes(db, world, 
         warm(cache, [(world.warehouse, sku) for sku in skus])
         own_redis.kill()  # mid-read: the loop below keeps reading
         slowest = 0.0
-        for round_ in range(3):
+        for _round in range(3):
             for index, sku in enumerate(skus):
                 started = time.monotonic()
                 assert cache.available(warehouse=world.warehouse, sku=sku) == index + 10
@@ -368,8 +434,10 @@ def test_reads_survive_redis_dying_and_the_breaker_opens_then_closes(db, world, 
         assert slowest < 2.0
         assert cache.breaker.state == OPEN
         assert recorded_metrics.value("cangflow_cache_breaker_open") == 1
-        with pytest.raises(Exception):
-            warm(cache, [(world.warehouse, sku) for sku in skus])  # mid-warmup: refused fast, not hung
+        with pytest.raises(Unavailable):
+            warm(
+                cache, [(world.warehouse, sku) for sku in skus]
+            )  # mid-warmup: refused fast, not hung
         own_redis.start()
         cache.breaker.open_seconds = 0.1
         time.sleep(0.2)
@@ -426,15 +494,21 @@ def read_across_a_commit(reader: StockCache, db, world, sku: str, qty: int, monk
         return reading.result(timeout=30)
 
 
-def test_a_load_that_overlaps_a_commit_does_not_serve_the_old_number_afterwards(cache, db, world, monkeypatch):
+def test_a_load_that_overlaps_a_commit_does_not_serve_the_old_number_afterwards(
+    cache, db, world, monkeypatch
+):
     """Read-your-writes in one process: the next read after the commit must say 7, not the
     loaded 10 kept in the in-process level."""
     sku = world.stocked_sku(10)
-    assert read_across_a_commit(cache, db, world, sku, 3, monkeypatch) == 10  # it began before the commit
+    assert (
+        read_across_a_commit(cache, db, world, sku, 3, monkeypatch) == 10
+    )  # it began before the commit
     assert cache.available(warehouse=world.warehouse, sku=sku) == 7
 
 
-def test_a_local_only_cache_keeps_read_your_writes_across_an_overlapping_load(db, world, monkeypatch):
+def test_a_local_only_cache_keeps_read_your_writes_across_an_overlapping_load(
+    db, world, monkeypatch
+):
     sku = world.stocked_sku(10)
     local = StockCache(db, use_redis=False, local_ttl_s=60)  # a long TTL: only invalidation helps
     try:
@@ -444,7 +518,9 @@ def test_a_local_only_cache_keeps_read_your_writes_across_an_overlapping_load(db
         local.close()
 
 
-def test_an_early_refresh_across_an_expiry_cannot_write_its_old_number(cache, db, other_db, world, monkeypatch):
+def test_an_early_refresh_across_an_expiry_cannot_write_its_old_number(
+    cache, db, other_db, world, monkeypatch
+):
     """A refresh reads generation G from the value's hash and pauses after its database read;
     the hash expires (deleted here) and a change from another process is invalidated. Under a
     per-key counter the new generation would be G again and the refresh's old number would be
@@ -472,7 +548,9 @@ def test_an_early_refresh_across_an_expiry_cannot_write_its_old_number(cache, db
     assert cache.available(warehouse=world.warehouse, sku=sku) == 7
 
 
-def test_the_relay_is_one_stable_member_and_idle_members_without_pending_entries_are_removed(cache, db, world):
+def test_the_relay_is_one_stable_member_and_idle_members_without_pending_entries_are_removed(
+    cache, db, world
+):
     """Each relay process used to join the group as host-pid: a run every minute left 1,440
     members a day. Now it is one member by name, and the prune step removes members idle with
     nothing pending (one holding entries keeps them until they are taken over)."""
@@ -490,7 +568,14 @@ def test_the_relay_is_one_stable_member_and_idle_members_without_pending_entries
     world.receive(world.skus[-1], 1)
     with db.session() as s:
         outbox.publish_batch(s, client, cache.keys, limit=100, max_length=10_000)
-    client.xreadgroup(group, "old-host-222", {stream: ">"}, count=1)  # delivered, never acknowledged
-    removed = outbox.prune_idle_members(client, cache.keys, CacheInvalidator(cache.remote), idle_ms=0)
+    client.xreadgroup(
+        group, "old-host-222", {stream: ">"}, count=1
+    )  # delivered, never acknowledged
+    removed = outbox.prune_idle_members(
+        client, cache.keys, CacheInvalidator(cache.remote), idle_ms=0
+    )
     assert removed == ["old-host-111"]
-    assert {m["name"] for m in client.xinfo_consumers(stream, group)} == {outbox.member(), "old-host-222"}
+    assert {m["name"] for m in client.xinfo_consumers(stream, group)} == {
+        outbox.member(),
+        "old-host-222",
+    }

@@ -35,9 +35,8 @@ def test_a_lot_keeps_its_expiry(db):
 
 
 def test_location_of_unknown_warehouse_is_refused(db):
-    with pytest.raises(UnknownItem, match="unknown warehouse 'NOWHERE"):
-        with db.session() as s:
-            catalog.ensure_location(s, "NOWHERE-" + unique("x"), "A-01")
+    with pytest.raises(UnknownItem, match="unknown warehouse 'NOWHERE"), db.session() as s:
+        catalog.ensure_location(s, "NOWHERE-" + unique("x"), "A-01")
 
 
 def test_csv_import_creates_new_rows_and_counts_existing_ones(db):
@@ -47,10 +46,16 @@ def test_csv_import_creates_new_rows_and_counts_existing_ones(db):
         report = catalog_import.import_csv(s, "warehouses", f"code,name\n{w},West\n".encode())
         assert (report.rows, report.created) == (1, 1)
         catalog_import.import_csv(s, "locations", f"warehouse,code\n{w},A-01\n{w},A-02\n".encode())
-        catalog_import.import_csv(s, "skus", f"code,name,category\n{s1},Milk,dairy\n{s2},,\n".encode())
-        report = catalog_import.import_csv(s, "lots", f"sku,code,expires\n{s1},L1,2027-01-31\n{s2},L9,\n".encode())
+        catalog_import.import_csv(
+            s, "skus", f"code,name,category\n{s1},Milk,dairy\n{s2},,\n".encode()
+        )
+        report = catalog_import.import_csv(
+            s, "lots", f"sku,code,expires\n{s1},L1,2027-01-31\n{s2},L9,\n".encode()
+        )
         assert report.created == 2
-        again = catalog_import.import_csv(s, "skus", f"code,name,category\n{s1},Milk,dairy\n".encode())
+        again = catalog_import.import_csv(
+            s, "skus", f"code,name,category\n{s1},Milk,dairy\n".encode()
+        )
         assert (again.created, again.existing) == (0, 1)
         assert catalog.get_sku(s, s1).category == "dairy"
 
@@ -61,9 +66,16 @@ def test_csv_import_naming_an_unknown_reference_writes_nothing(db):
         catalog.ensure_warehouse(s, w)
     with pytest.raises(InvalidArgument, match=r"line 3: warehouse 'GHOST' is unknown"):
         with db.session() as s:
-            catalog_import.import_csv(s, "locations", f"warehouse,code\n{w},A-01\nGHOST,A-02\n".encode())
+            catalog_import.import_csv(
+                s, "locations", f"warehouse,code\n{w},A-01\nGHOST,A-02\n".encode()
+            )
     with db.session() as s:
-        assert s.execute(
-            text("SELECT count(*) FROM location l JOIN warehouse w ON w.id = l.warehouse_id WHERE w.code = :w"),
-            {"w": w},
-        ).scalar() == 0
+        assert (
+            s.execute(
+                text(
+                    "SELECT count(*) FROM location l JOIN warehouse w ON w.id = l.warehouse_id WHERE w.code = :w"
+                ),
+                {"w": w},
+            ).scalar()
+            == 0
+        )

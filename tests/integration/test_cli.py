@@ -15,7 +15,11 @@ pytestmark = pytest.mark.integration
 def cangflow(database_url, *arguments, input_bytes=None):
     env = {**os.environ, "CANGFLOW_DATABASE_URL": database_url}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *arguments], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "flows.cli", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -30,17 +34,25 @@ def test_check_passes_on_consistent_books_and_fails_naming_a_broken_balance(data
     clean = cangflow(database_url, "check")
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "books check (full): ok" in clean.stdout
-    balance_of = "(SELECT id FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku))"
+    balance_of = (
+        "(SELECT id FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku))"
+    )
     with world.db.session() as s:  # a write that bypasses the ledger
         balance_id = s.execute(text(f"SELECT {balance_of}"), {"sku": sku}).scalar()
-        s.execute(text(f"UPDATE stock_balance SET on_hand = on_hand + 1 WHERE id = {balance_of}"), {"sku": sku})
+        s.execute(
+            text(f"UPDATE stock_balance SET on_hand = on_hand + 1 WHERE id = {balance_of}"),
+            {"sku": sku},
+        )
     try:
         broken = cangflow(database_url, "check")
         assert broken.returncode == 1
         assert f"balance_equals_ledger: balance {balance_id}: on_hand=6" in broken.stdout
     finally:
         with world.db.session() as s:
-            s.execute(text(f"UPDATE stock_balance SET on_hand = on_hand - 1 WHERE id = {balance_of}"), {"sku": sku})
+            s.execute(
+                text(f"UPDATE stock_balance SET on_hand = on_hand - 1 WHERE id = {balance_of}"),
+                {"sku": sku},
+            )
 
 
 def test_catalog_import_rejects_a_bad_file_with_the_reason_on_stderr(database_url, db, tmp_path):
@@ -55,17 +67,22 @@ def test_a_bad_database_url_fails_with_a_readable_error(tmp_path):
     result = cangflow("mysql://nobody@127.0.0.1/none", "check")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: CANGFLOW_DATABASE_URL: cangflow needs a postgresql+psycopg:// URL, got mysql://"]
+        "error: CANGFLOW_DATABASE_URL: cangflow needs a postgresql+psycopg:// URL, got mysql://"
+    ]
 
 
 def test_an_unreachable_database_is_one_line_and_exit_3_and_debug_adds_the_traceback():
     url = "postgresql+psycopg://postgres@127.0.0.1:1/none"
     quiet = cangflow(url, "check")
     assert quiet.returncode == 3
-    assert len(quiet.stderr.strip().splitlines()) == 1 and quiet.stderr.startswith("error: cannot open the database:")
+    assert len(quiet.stderr.strip().splitlines()) == 1 and quiet.stderr.startswith(
+        "error: cannot open the database:"
+    )
     loud = cangflow(url, "--debug", "check")
     assert loud.returncode == 3
-    assert "Traceback" in loud.stderr and loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+    assert (
+        "Traceback" in loud.stderr and loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip()
+    )
 
 
 def test_commands_refuse_an_unmigrated_database_with_a_clear_error(database_url):
@@ -84,4 +101,6 @@ def test_commands_refuse_an_unmigrated_database_with_a_clear_error(database_url)
         assert "Traceback" not in result.stderr
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

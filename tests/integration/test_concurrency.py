@@ -61,7 +61,9 @@ def test_deduct_never_goes_negative_or_loses_updates_under_16_workers(world, poo
             if done_keys and i % 6 == 0:  # a client retrying a request that already applied
                 key, sku, qty = rng.choice(done_keys)
                 with pool.session() as s:
-                    assert stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=qty, key=key).replayed
+                    assert stock.deduct(
+                        s, warehouse=world.warehouse, sku=sku, qty=qty, key=key
+                    ).replayed
                 replays += 1
                 continue
             sku, qty, key = rng.choice(hot), rng.randint(1, 3), f"{world.warehouse}-w{number}-{i}"
@@ -82,7 +84,9 @@ def test_deduct_never_goes_negative_or_loses_updates_under_16_workers(world, poo
     for sku in hot:
         final = world.on_hand(sku)
         assert final >= 0
-        assert initial - final == sold[sku], f"{sku}: lost update (sold {sold[sku]}, stock fell {initial - final})"
+        assert initial - final == sold[sku], (
+            f"{sku}: lost update (sold {sold[sku]}, stock fell {initial - final})"
+        )
     assert sum(sold.values()) > 900  # nearly everything sold: refusals came from real shortage
     assert violations(world.db) == []
 
@@ -101,7 +105,12 @@ def test_deduct_order_never_deadlocks_or_oversells_under_16_workers(world, pool)
             lines = [(sku, rng.randint(1, 3)) for sku in rng.sample(hot, rng.randint(2, 5))]
             try:
                 with pool.session() as s:  # no retry wrapper: a deadlock would fail the test
-                    stock.deduct_order(s, warehouse=world.warehouse, lines=lines, key=f"{world.warehouse}-o{number}-{i}")
+                    stock.deduct_order(
+                        s,
+                        warehouse=world.warehouse,
+                        lines=lines,
+                        key=f"{world.warehouse}-o{number}-{i}",
+                    )
                 for sku, qty in lines:
                     sold[sku] += qty
             except InsufficientStock:
@@ -141,7 +150,14 @@ def test_opposite_transfers_between_two_bins_do_not_deadlock(world, pool):
         source, target = (a, b) if number % 2 else (b, a)
         for _ in range(15):
             with pool.session() as s:  # no retry: a deadlock raises and fails the test
-                stock.transfer(s, warehouse=world.warehouse, sku=sku, qty=1, location=source, to_location=target)
+                stock.transfer(
+                    s,
+                    warehouse=world.warehouse,
+                    sku=sku,
+                    qty=1,
+                    location=source,
+                    to_location=target,
+                )
 
     run_workers(work)
     assert world.on_hand(sku) == 1000
@@ -162,10 +178,16 @@ def test_negative_control_naive_read_modify_write_loses_updates(admin_dsn):
             with psycopg.connect(admin_dsn) as connection:
                 for _ in range(20):
                     with connection.transaction():
-                        (on_hand,) = connection.execute(f"SELECT on_hand FROM {table} WHERE id = 1").fetchone()
+                        (on_hand,) = connection.execute(
+                            f"SELECT on_hand FROM {table} WHERE id = 1"
+                        ).fetchone()
                         if on_hand >= 1:
-                            time.sleep(0.001)  # the moment between read and write that real load has
-                            connection.execute(f"UPDATE {table} SET on_hand = %s WHERE id = 1", (on_hand - 1,))
+                            time.sleep(
+                                0.001
+                            )  # the moment between read and write that real load has
+                            connection.execute(
+                                f"UPDATE {table} SET on_hand = %s WHERE id = 1", (on_hand - 1,)
+                            )
                             sold += 1
             return sold
 

@@ -7,22 +7,22 @@ database of its own."""
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+import warehouse
 from tests.builders import World
 from tests.integration.test_snapshots import run_snapshots
-import warehouse
 from warehouse import snapshots, stock
+from warehouse.errors import HistoryClosed, InvalidArgument
 from warehouse.history import closing as history
 from warehouse.history import partitions
-from warehouse.errors import HistoryClosed, InvalidArgument
+from warehouse.history.calendar import today
 from warehouse.history.partitions import add_months, month_label, month_start, partition_name
 from warehouse.settings import get_settings
-from warehouse.history.calendar import today
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def month(offset: int) -> date:
 
 
 def mid(month_: date) -> datetime:
-    return datetime(month_.year, month_.month, 15, 12, tzinfo=timezone.utc)
+    return datetime(month_.year, month_.month, 15, 12, tzinfo=UTC)
 
 
 def due_to_close(month_: date) -> bool:
@@ -69,20 +69,29 @@ def rolled(tasks_db):
         get_settings.cache_clear()
         for offset in range(-MONTHS, 0):
             with db.session() as s:
-                stock.receive(s, warehouse=world.warehouse, sku=sku, qty=PER_MONTH, location=world.locations[0],
-                              occurred_at=mid(month(offset)))
+                stock.receive(
+                    s,
+                    warehouse=world.warehouse,
+                    sku=sku,
+                    qty=PER_MONTH,
+                    location=world.locations[0],
+                    occurred_at=mid(month(offset)),
+                )
     get_settings.cache_clear()
     with db.session() as s:
         in_default = partitions.rows_in_default(s, "stock_movement")
     from tasks.rollover import rescue_default_rows
     from tasks.snapshot import ensure_snapshot_partitions
-
     from warehouse.metrics import sinks as metrics
 
     with metrics.use(metrics.RecordingMetrics()) as seen:
         moved = rescue_default_rows.fn()
-    left = {table: seen.counters.get(("cangflow_partition_default_rows", (("table", table),)))  # None: never set
-            for table in partitions.PARTITIONED_TABLES}
+    left = {
+        table: seen.counters.get(
+            ("cangflow_partition_default_rows", (("table", table),))
+        )  # None: never set
+        for table in partitions.PARTITIONED_TABLES
+    }
     month_ends = [history.last_day(month(offset)) for offset in range(-MONTHS, 0)]
     ensure_snapshot_partitions.fn(tuple(month_ends))
     for day in month_ends:  # the snapshots closing needs: each month's last day, verified
@@ -90,9 +99,21 @@ def rolled(tasks_db):
             snapshots.build_checked_day(s, day)
     result = rollover()
     url = db.url.render_as_string(hide_password=False)
-    owner, admin = warehouse.connect(url, role="owner", pool_size=2), warehouse.connect(url, role=None, pool_size=1)
-    yield {"db": db, "world": world, "sku": sku, "in_default": in_default, "moved": moved, "result": result,
-           "left_gauge": left, "owner": owner, "admin": admin}
+    owner, admin = (
+        warehouse.connect(url, role="owner", pool_size=2),
+        warehouse.connect(url, role=None, pool_size=1),
+    )
+    yield {
+        "db": db,
+        "world": world,
+        "sku": sku,
+        "in_default": in_default,
+        "moved": moved,
+        "result": result,
+        "left_gauge": left,
+        "owner": owner,
+        "admin": admin,
+    }
     owner.dispose()
     admin.dispose()
 
@@ -103,7 +124,9 @@ def test_rows_in_the_default_partition_are_moved_into_their_months_and_reported(
     with rolled["db"].session() as s:
         assert partitions.rows_in_default(s, "stock_movement") == {}
         assert s.execute(text("SELECT count(*) FROM stock_movement_default")).scalar() == 0
-    assert rolled["left_gauge"] == {table: 0 for table in partitions.PARTITIONED_TABLES}  # what the alert watches
+    assert rolled["left_gauge"] == dict.fromkeys(
+        partitions.PARTITIONED_TABLES, 0
+    )  # what the alert watches
 
 
 def test_partitions_exist_from_last_month_to_the_premake_horizon_for_both_tables(rolled):
@@ -131,10 +154,14 @@ def closed_month() -> date:
 # trigger every time: it is what holds against the roles that could disable it.
 APP_REFUSAL = ["CGH01", "42501", "42501", "42501", "42501", "42501", "42501", "42501", "CGH01"]
 _STATEMENTS = [
-    "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty) "
-    "SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1",
-    "INSERT INTO {partition} (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty) "
-    "SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1",
+    (
+        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty) "
+        "SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1"
+    ),
+    (
+        "INSERT INTO {partition} (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, sku_id, qty) "
+        "SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1"
+    ),
     "UPDATE stock_movement SET qty = qty + 1 WHERE occurred_at = :at",
     "UPDATE {partition} SET qty = qty + 1",
     "DELETE FROM stock_movement WHERE occurred_at = :at",
@@ -143,8 +170,17 @@ _STATEMENTS = [
     "UPDATE {snapshot_partition} SET on_hand = on_hand + 1",
     "DELETE FROM stock_snapshot WHERE snapshot_date = :last_day",
 ]
-_STATEMENT_IDS = ["insert-parent", "insert-partition", "update-parent", "update-partition", "delete-parent",
-                  "delete-partition", "truncate-partition", "update-snapshot", "delete-snapshot-parent"]
+_STATEMENT_IDS = [
+    "insert-parent",
+    "insert-partition",
+    "update-parent",
+    "update-partition",
+    "delete-parent",
+    "delete-partition",
+    "truncate-partition",
+    "update-snapshot",
+    "delete-snapshot-parent",
+]
 
 
 @pytest.mark.parametrize("as_app", [False, True], ids=["superuser", "app-role"])
@@ -152,8 +188,10 @@ _STATEMENT_IDS = ["insert-parent", "insert-partition", "update-parent", "update-
 def test_a_closed_month_refuses_changes_in_the_database(rolled, statement, as_app):
     closed = closed_month()
     assert due_to_close(closed), "month -3 is always past the grace period"
-    sql = statement.format(partition=partition_name("stock_movement", closed),
-                           snapshot_partition=partition_name("stock_snapshot", closed))
+    sql = statement.format(
+        partition=partition_name("stock_movement", closed),
+        snapshot_partition=partition_name("stock_snapshot", closed),
+    )
     with pytest.raises(DBAPIError) as refused:
         with rolled["db" if as_app else "admin"].session() as s:
             s.execute(text(sql), {"at": mid(closed), "last_day": history.last_day(closed)})
@@ -168,42 +206,77 @@ def test_a_stock_operation_dated_in_a_closed_month_raises_history_closed(rolled)
     for operation in ("receive", "deduct"):
         with pytest.raises(HistoryClosed, match=month_label(closed)):
             with rolled["db"].session() as s:
-                arguments = dict(warehouse=rolled["world"].warehouse, sku=rolled["sku"], qty=1, occurred_at=mid(closed))
+                arguments = {
+                    "warehouse": rolled["world"].warehouse,
+                    "sku": rolled["sku"],
+                    "qty": 1,
+                    "occurred_at": mid(closed),
+                }
                 if operation == "receive":
                     stock.receive(s, **arguments, location=rolled["world"].locations[0])
                 else:
                     stock.deduct(s, **arguments)
     with rolled["db"].session() as s:  # the open present takes changes
-        stock.receive(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], qty=1, location=rolled["world"].locations[0])
+        stock.receive(
+            s,
+            warehouse=rolled["world"].warehouse,
+            sku=rolled["sku"],
+            qty=1,
+            location=rolled["world"].locations[0],
+        )
 
 
 def test_months_past_the_retention_are_archived_and_reads_before_them_are_refused(rolled):
     retired = {r["partition"] for r in rolled["result"]["retired"]}
-    assert retired == {partition_name("stock_movement", month(-26)), partition_name("stock_movement", month(-25)),
-                       partition_name("stock_snapshot", month(-26))}
+    assert retired == {
+        partition_name("stock_movement", month(-26)),
+        partition_name("stock_movement", month(-25)),
+        partition_name("stock_snapshot", month(-26)),
+    }
     with rolled["db"].session() as s:
-        archived = set(s.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'archive'")).scalars())
+        archived = set(
+            s.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'archive'")
+            ).scalars()
+        )
         assert retired <= archived
-        assert s.execute(text("SELECT count(*) FROM archive." + partition_name("stock_movement", month(-26)))).scalar() == 1
-        states = dict(s.execute(text("SELECT month, state FROM history_month WHERE state = 'archived'")).all())
+        assert (
+            s.execute(
+                text("SELECT count(*) FROM archive." + partition_name("stock_movement", month(-26)))
+            ).scalar()
+            == 1
+        )
+        states = dict(
+            s.execute(text("SELECT month, state FROM history_month WHERE state = 'archived'")).all()
+        )
         assert set(states) == {month(-26), month(-25)}
         with pytest.raises(InvalidArgument, match="before the retained history"):
-            stock.on_hand(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], as_of=mid(month(-25)))
+            stock.on_hand(
+                s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], as_of=mid(month(-25))
+            )
         # The snapshot of the last archived month's last day still answers for what follows.
-        assert stock.on_hand(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], as_of=mid(month(-24))) == 3 * PER_MONTH
+        assert (
+            stock.on_hand(
+                s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], as_of=mid(month(-24))
+            )
+            == 3 * PER_MONTH
+        )
 
 
 RAW_ROWS_IN_RETIRED_HISTORY = {
     "ledger through the parent": (
         "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
-        "sku_id, qty) SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1"),
+        "sku_id, qty) SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 FROM stock_balance LIMIT 1"
+    ),
     "ledger into the default partition": (
         "INSERT INTO stock_movement_default (occurred_at, movement_type, operation_id, balance_id, warehouse_id, "
         "location_id, sku_id, qty) SELECT :at, 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 "
-        "FROM stock_balance LIMIT 1"),
+        "FROM stock_balance LIMIT 1"
+    ),
     "a snapshot row through the parent": (
         "INSERT INTO stock_snapshot (snapshot_date, warehouse_id, sku_id, balance_id, location_id, on_hand, reserved) "
-        "SELECT CAST(:at AS date) - 400, warehouse_id, sku_id, id, location_id, 1, 0 FROM stock_balance LIMIT 1"),
+        "SELECT CAST(:at AS date) - 400, warehouse_id, sku_id, id, location_id, 1, 0 FROM stock_balance LIMIT 1"
+    ),
 }
 
 
@@ -211,24 +284,33 @@ RAW_ROWS_IN_RETIRED_HISTORY = {
 def test_retired_history_refuses_rows_in_the_database_itself(rolled, statement):
     """The retired months have no partition any more: their rows would land in a default
     partition, which refuses them (and the rescue step so never brings a retired month back)."""
-    with pytest.raises(DBAPIError) as refused:  # as the superuser: the trigger, not a privilege, refuses
+    with pytest.raises(
+        DBAPIError
+    ) as refused:  # as the superuser: the trigger, not a privilege, refuses
         with rolled["admin"].session() as s:
             s.execute(text(RAW_ROWS_IN_RETIRED_HISTORY[statement]), {"at": mid(month(-25))})
     assert refused.value.orig.sqlstate == "CGH02"
     assert "is retired" in str(refused.value)
 
 
-def test_a_receipt_dated_in_a_retired_month_is_refused_by_the_database_when_the_setting_lets_it_through(rolled):
+def test_a_receipt_dated_in_a_retired_month_is_refused_by_the_database_when_the_setting_lets_it_through(
+    rolled,
+):
     """Raise the retention after months were retired: the API's floor moves back, the database's
     does not (it follows what was retired); the caller gets HistoryClosed naming month and floor."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CANGFLOW_RETENTION_MONTHS", "60")
         get_settings.cache_clear()
         try:
-            with rolled["db"].session() as s:
-                with pytest.raises(HistoryClosed) as refused:
-                    stock.receive(s, warehouse=rolled["world"].warehouse, sku=rolled["sku"], qty=1,
-                                  location=rolled["world"].locations[0], occurred_at=mid(month(-25)))
+            with rolled["db"].session() as s, pytest.raises(HistoryClosed) as refused:
+                stock.receive(
+                    s,
+                    warehouse=rolled["world"].warehouse,
+                    sku=rolled["sku"],
+                    qty=1,
+                    location=rolled["world"].locations[0],
+                    occurred_at=mid(month(-25)),
+                )
         finally:
             get_settings.cache_clear()
     assert refused.value.month == month_label(month(-25)) and refused.value.floor is not None
@@ -241,8 +323,10 @@ def test_after_months_are_retired_the_books_still_add_up_from_the_opening_balanc
 
     with rolled["db"].session() as s:
         assert invariants.check(s) == []
-        with_opening_only = s.execute(text(
-            "SELECT count(*) FROM stock_snapshot WHERE snapshot_date = :day"), {"day": history.last_day(month(-25))}).scalar()
+        with_opening_only = s.execute(
+            text("SELECT count(*) FROM stock_snapshot WHERE snapshot_date = :day"),
+            {"day": history.last_day(month(-25))},
+        ).scalar()
     assert with_opening_only > 0  # the opening balance exists and is used
 
 
@@ -279,28 +363,47 @@ def test_two_premakes_at_once_make_each_partition_once_without_error(rolled):
 
 def test_reopen_is_audited_takes_changes_and_the_next_rollover_closes_it_after_a_rebuild(rolled):
     db, world, sku, closed = rolled["db"], rolled["world"], rolled["sku"], closed_month()
-    with pytest.raises(InvalidArgument, match="reason"):
-        with db.session() as s:
-            history.reopen_month(s, closed, reason=" ")
+    with pytest.raises(InvalidArgument, match="reason"), db.session() as s:
+        history.reopen_month(s, closed, reason=" ")
     with rolled["owner"].session() as s:  # `cangflow history reopen` runs as the owner
         history.reopen_month(s, closed, reason="ERP correction ticket 4711")
     with db.session() as s:
-        stock.receive(s, warehouse=world.warehouse, sku=sku, qty=7, location=world.locations[0], occurred_at=mid(closed))
-        audit = s.execute(text("SELECT action, reason FROM history_audit WHERE month = :m ORDER BY at"), {"m": closed}).all()
+        stock.receive(
+            s,
+            warehouse=world.warehouse,
+            sku=sku,
+            qty=7,
+            location=world.locations[0],
+            occurred_at=mid(closed),
+        )
+        audit = s.execute(
+            text("SELECT action, reason FROM history_audit WHERE month = :m ORDER BY at"),
+            {"m": closed},
+        ).all()
     assert ("reopened", "ERP correction ticket 4711") in [tuple(row) for row in audit]
     with rolled["owner"].session() as s:
-        with pytest.raises(history.NotClosable, match="dirty|recorded after"):
+        with pytest.raises(history.NotClosable, match=r"dirty|recorded after"):
             history.close_month(s, closed)
     run_snapshots(db)  # what the rollover flow runs first when a month is reopened
     outcome = {c["month"]: c for c in rollover()["closed"]}
     assert outcome[month_label(closed)]["closed"], outcome
     with db.session() as s:
         assert closed in history.closed_months(s)
-        assert stock.on_hand(s, warehouse=world.warehouse, sku=sku, as_of=mid(closed) + timedelta(hours=1)) == \
-            (MONTHS - 3 + 1) * PER_MONTH + 7
-    with pytest.raises(HistoryClosed):
-        with db.session() as s:
-            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0], occurred_at=mid(closed))
+        assert (
+            stock.on_hand(
+                s, warehouse=world.warehouse, sku=sku, as_of=mid(closed) + timedelta(hours=1)
+            )
+            == (MONTHS - 3 + 1) * PER_MONTH + 7
+        )
+    with pytest.raises(HistoryClosed), db.session() as s:
+        stock.receive(
+            s,
+            warehouse=world.warehouse,
+            sku=sku,
+            qty=1,
+            location=world.locations[0],
+            occurred_at=mid(closed),
+        )
 
 
 def test_history_status_shows_the_closed_months_and_the_audit_trail_as_the_reader(rolled, capsys):
@@ -310,11 +413,15 @@ def test_history_status_shows_the_closed_months_and_the_audit_trail_as_the_reade
 
     assert cangflow(["history", "status"]) == 0
     shown = capsys.readouterr().out
-    assert shown.startswith("closed months: ") and month_label(closed_month()) in shown.splitlines()[0]
+    assert (
+        shown.startswith("closed months: ") and month_label(closed_month()) in shown.splitlines()[0]
+    )
     assert "reopened" in shown and "ERP correction ticket 4711" in shown
 
 
-def test_a_ddl_step_gives_up_on_a_busy_table_instead_of_waiting_and_succeeds_once_it_is_free(rolled, monkeypatch):
+def test_a_ddl_step_gives_up_on_a_busy_table_instead_of_waiting_and_succeeds_once_it_is_free(
+    rolled, monkeypatch
+):
     from tasks.rollover import premake_partitions
 
     monkeypatch.setenv("CANGFLOW_DDL_LOCK_TIMEOUT_MS", "100")
@@ -323,26 +430,32 @@ def test_a_ddl_step_gives_up_on_a_busy_table_instead_of_waiting_and_succeeds_onc
     far = add_months(THIS_MONTH, 40)
     try:
         blocker = rolled["db"].engine.connect()
-        blocker.execute(text("SELECT count(*) FROM stock_movement"))  # a long read holds ACCESS SHARE
-        started = datetime.now(timezone.utc)
+        blocker.execute(
+            text("SELECT count(*) FROM stock_movement")
+        )  # a long read holds ACCESS SHARE
+        started = datetime.now(UTC)
         with pytest.raises(DBAPIError) as gave_up:
             premake_partitions.fn(far)
         assert gave_up.value.orig.sqlstate == "55P03"  # lock_not_available: lock_timeout fired
-        assert datetime.now(timezone.utc) - started < timedelta(seconds=30)
+        assert datetime.now(UTC) - started < timedelta(seconds=30)
         blocker.rollback()
         blocker.close()
         made = premake_partitions.fn(far)
-        assert partition_name("stock_movement", far) in [m["partition"] for m in made if m["created"]]
+        assert partition_name("stock_movement", far) in [
+            m["partition"] for m in made if m["created"]
+        ]
     finally:
         get_settings.cache_clear()
 
 
-def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_the_next_run(rolled, monkeypatch, tmp_path):
+def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_the_next_run(
+    rolled, monkeypatch, tmp_path
+):
     """Last in this module: it moves the retention floor. Each retention step of drop mode is
     resumable: a run killed after the detach, then one killed in the dump, then one that ends."""
     from tasks.rollover import retire_old_partitions
-    from warehouse.history import retention
     from warehouse.errors import WarehouseError
+    from warehouse.history import retention
 
     monkeypatch.setenv("CANGFLOW_RETENTION_MODE", "drop")
     monkeypatch.setenv("CANGFLOW_RETENTION_MONTHS", "23")
@@ -351,7 +464,11 @@ def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_th
     ledger = partition_name("stock_movement", month(-24))
     db = rolled["db"]
     try:
-        retention.detach(rolled["owner"], partitions.Partition("stock_movement", ledger, month(-24)), lock_timeout_ms=2000)
+        retention.detach(
+            rolled["owner"],
+            partitions.Partition("stock_movement", ledger, month(-24)),
+            lock_timeout_ms=2000,
+        )
         with db.session() as s:  # killed here: the month is detached, nothing else happened
             assert ledger in {p.name for p in retention.leftovers(s)}
         real_dump = retention.dump
@@ -364,7 +481,12 @@ def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_th
             retire_old_partitions.fn(TODAY)
         with db.session() as s:  # killed in the dump: still a leftover, not recorded as dropped
             assert ledger in {p.name for p in retention.leftovers(s)}
-            assert s.execute(text("SELECT state FROM history_month WHERE month = :m"), {"m": month(-24)}).scalar() != "dropped"
+            assert (
+                s.execute(
+                    text("SELECT state FROM history_month WHERE month = :m"), {"m": month(-24)}
+                ).scalar()
+                != "dropped"
+            )
         monkeypatch.setattr(retention, "dump", real_dump)
         retired = retire_old_partitions.fn(TODAY)
     finally:
@@ -373,10 +495,20 @@ def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_th
     assert done[ledger]["how"] == "dropped"
     dump = tmp_path / "archive" / f"{ledger}.dump"
     assert done[ledger]["dump"] == str(dump) and dump.stat().st_size > 0
-    listing = __import__("subprocess").run(["pg_restore", "--list", str(dump)], capture_output=True, text=True)
+    listing = __import__("subprocess").run(
+        ["pg_restore", "--list", str(dump)], capture_output=True, text=True
+    )
     assert f"TABLE public {ledger}" in listing.stdout
     with db.session() as s:
         assert s.execute(text("SELECT to_regclass(:name)"), {"name": ledger}).scalar() is None
-        assert s.execute(text("SELECT to_regclass(:name)"), {"name": f"archive.{ledger}"}).scalar() is None
-        assert s.execute(text("SELECT state FROM history_month WHERE month = :m"), {"m": month(-24)}).scalar() == "dropped"
+        assert (
+            s.execute(text("SELECT to_regclass(:name)"), {"name": f"archive.{ledger}"}).scalar()
+            is None
+        )
+        assert (
+            s.execute(
+                text("SELECT state FROM history_month WHERE month = :m"), {"m": month(-24)}
+            ).scalar()
+            == "dropped"
+        )
         assert retention.leftovers(s) == []

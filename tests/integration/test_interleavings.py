@@ -30,14 +30,25 @@ def pool(database_url):
 
 def waiting_on_a_lock(db, before: int) -> bool:
     with db.session() as s:
-        return s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                              "AND wait_event_type = 'Lock'")).scalar_one() > before
+        return (
+            s.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            > before
+        )
 
 
 def lock_waits(db) -> int:
     with db.session() as s:
-        return s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                              "AND wait_event_type = 'Lock'")).scalar_one()
+        return s.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
 
 
 def interleave(db, holder, waiter, *, commit: bool = True):
@@ -59,7 +70,9 @@ def interleave(db, holder, waiter, *, commit: bool = True):
             future = executor.submit(wait_then_run)
             deadline = time.monotonic() + WAIT_S
             while not waiting_on_a_lock(db, before):
-                assert not future.done(), f"the waiter did not wait on the holder: {future.result()!r}"
+                assert not future.done(), (
+                    f"the waiter did not wait on the holder: {future.result()!r}"
+                )
                 assert time.monotonic() < deadline, "the waiter never waited on a lock"
                 time.sleep(0.02)
         except BaseException:
@@ -98,12 +111,16 @@ def test_a_deduction_waiting_on_a_receipt_that_rolls_back_is_refused_truthfully(
     assert world.on_hand(sku) == 5
 
 
-def test_a_single_row_pick_whose_row_a_receipt_changes_meanwhile_takes_from_the_new_total(world, pool):
+def test_a_single_row_pick_whose_row_a_receipt_changes_meanwhile_takes_from_the_new_total(
+    world, pool
+):
     """The fast path's guarded UPDATE re-reads the row after the receipt commits (no lost update)."""
     sku = world.stocked_sku(5)
     change = interleave(
         pool,
-        lambda s: stock.receive(s, warehouse=world.warehouse, sku=sku, qty=10, location=world.locations[0]),
+        lambda s: stock.receive(
+            s, warehouse=world.warehouse, sku=sku, qty=10, location=world.locations[0]
+        ),
         lambda s: stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=3),
     )
     assert change.lines[0].on_hand == 12 and world.on_hand(sku) == 12
@@ -129,12 +146,16 @@ def test_a_transfer_waiting_on_a_deduction_moves_only_what_is_left(world, pool):
         interleave(
             pool,
             lambda s: stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=6, location=source),
-            lambda s: stock.transfer(s, warehouse=world.warehouse, sku=sku, qty=5, location=source, to_location=target),
+            lambda s: stock.transfer(
+                s, warehouse=world.warehouse, sku=sku, qty=5, location=source, to_location=target
+            ),
         )
     change = interleave(
         pool,
         lambda s: stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=1, location=source),
-        lambda s: stock.transfer(s, warehouse=world.warehouse, sku=sku, qty=3, location=source, to_location=target),
+        lambda s: stock.transfer(
+            s, warehouse=world.warehouse, sku=sku, qty=3, location=source, to_location=target
+        ),
     )
     assert {line.location: line.on_hand for line in change.lines} == {source: 0, target: 3}
     assert_books_balance(world)
@@ -146,8 +167,12 @@ def test_an_order_waiting_on_a_count_allocates_from_the_counted_stock(world, poo
     with pytest.raises(InsufficientStock, match="asked 5, available 4"):
         interleave(
             pool,
-            lambda s: stock.count(s, warehouse=world.warehouse, location=bin_, lines=[(first, 4), (second, 10)]),
-            lambda s: stock.deduct_order(s, warehouse=world.warehouse, lines=[(second, 2), (first, 5)]),
+            lambda s: stock.count(
+                s, warehouse=world.warehouse, location=bin_, lines=[(first, 4), (second, 10)]
+            ),
+            lambda s: stock.deduct_order(
+                s, warehouse=world.warehouse, lines=[(second, 2), (first, 5)]
+            ),
         )
     change = interleave(
         pool,
@@ -190,7 +215,10 @@ def test_an_order_waiting_on_a_release_takes_the_released_stock(world, pool):
         lambda s: stock.release(s, warehouse=world.warehouse, sku=sku, qty=6, location=bin_),
         lambda s: stock.deduct_order(s, warehouse=world.warehouse, lines=[(sku, 8), (other, 1)]),
     )
-    assert {line.sku: (line.on_hand, line.reserved) for line in change.lines} == {sku: (2, 0), other: (4, 0)}
+    assert {line.sku: (line.on_hand, line.reserved) for line in change.lines} == {
+        sku: (2, 0),
+        other: (4, 0),
+    }
     assert_books_balance(world)
 
 
@@ -200,7 +228,8 @@ LOCKED = "p.v - p.qty"  # arithmetic on the row as locked, which the plan carrie
 
 @pytest.mark.parametrize("arithmetic", [NAIVE, LOCKED], ids=["naive", "locked"])
 def test_control_a_check_fires_on_the_updates_own_stale_row_unless_it_computes_from_the_locked_row(
-        admin_dsn, pool, arithmetic):
+    admin_dsn, pool, arithmetic
+):
     """The statement shape of the locking heads, on a table with a CHECK: 5 in stock, a receipt
     of 10 commits while the statement waits for the row lock, then it takes 8. PostgreSQL forms
     the new row from the statement's snapshot (5 - 8 = -3) and checks constraints before it
@@ -217,11 +246,13 @@ def test_control_a_check_fires_on_the_updates_own_stale_row_unless_it_computes_f
             holder.execute(f"UPDATE {table} SET v = v + 10 WHERE id = 1")
             before = lock_waits(pool)
             with ThreadPoolExecutor(1) as executor:
-                taking = executor.submit(lambda: waiter.execute(f"""
+                taking = executor.submit(
+                    lambda: waiter.execute(f"""
                     WITH locked AS MATERIALIZED (SELECT id, v FROM {table} WHERE id = 1 FOR UPDATE),
                     plan AS (SELECT id, v, 8 AS qty FROM locked WHERE v >= 8),
                     changed AS (UPDATE {table} b SET v = {arithmetic} FROM plan p WHERE b.id = p.id RETURNING b.v)
-                    SELECT v FROM changed""").fetchone())
+                    SELECT v FROM changed""").fetchone()
+                )
                 deadline = time.monotonic() + WAIT_S
                 while not waiting_on_a_lock(pool, before):
                     assert time.monotonic() < deadline and not taking.done()

@@ -33,7 +33,11 @@ def hostile_role(database_name):
     """A role whose password needs every kind of quoting; it may read the balances."""
     role = f"cangflow_q_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(HOSTILE_PASSWORD)))
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(HOSTILE_PASSWORD)
+            )
+        )
     dsn = make_url(ADMIN_URL).set(database=database_name).render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("GRANT SELECT ON stock_balance TO {}").format(sql.Identifier(role)))
@@ -83,16 +87,23 @@ def test_pasting_a_socket_url_into_gx_is_what_failed(database_name):
         gx.get_context(mode="ephemeral").data_sources.add_postgres("pasted", connection_string=url)
 
 
-def test_quality_suite_runs_with_a_password_holding_dollar_at_percent_and_colon(database_name, hostile_role):
+def test_quality_suite_runs_with_a_password_holding_dollar_at_percent_and_colon(
+    database_name, hostile_role
+):
     url = f"postgresql+psycopg://{hostile_role}:{quote(HOSTILE_PASSWORD, safe='')}@127.0.0.1:5432/{database_name}"
     _passes_the_balance_suite(url)
-    user, password, host, port, dbname = _gx_connection_info(url)
-    assert (user, password, host, dbname) == (hostile_role, HOSTILE_PASSWORD, "127.0.0.1", database_name)
+    user, password, host, _port, dbname = _gx_connection_info(url)
+    assert (user, password, host, dbname) == (
+        hostile_role,
+        HOSTILE_PASSWORD,
+        "127.0.0.1",
+        database_name,
+    )
 
 
 def test_quality_suite_runs_on_an_ipv6_host(database_name):
     with tcp_forwarder("::1", ("127.0.0.1", 5432)) as port:
         url = f"postgresql+psycopg://postgres@[::1]:{port}/{database_name}"
         _passes_the_balance_suite(url)
-        user, _, host, got_port, _ = _gx_connection_info(url)
+        _user, _, host, got_port, _ = _gx_connection_info(url)
     assert (host, int(got_port)) == ("::1", port)

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -20,10 +20,9 @@ import warehouse
 from tests.builders import World
 from tests.conftest import RUN_TAG, _database
 from warehouse import snapshots, stock
+from warehouse.db import roles, schema
 from warehouse.history import closing as history
 from warehouse.history import partitions
-from warehouse.db import roles
-from warehouse.db import schema
 from warehouse.history.calendar import today
 from warehouse.history.partitions import add_months, month_start, partition_name
 
@@ -37,7 +36,7 @@ HISTORY_CLOSED = "CGH01"
 
 
 def mid(month) -> datetime:
-    return datetime(month.year, month.month, 15, 12, tzinfo=timezone.utc)
+    return datetime(month.year, month.month, 15, 12, tzinfo=UTC)
 
 
 def login(url: str, role: str | None) -> str:
@@ -61,7 +60,14 @@ def closed_world(own_database_url, own_db):
     sku = world.add_sku()
     for occurred_at in (mid(CLOSED), None):  # three months back, and now
         with own_db.session() as s:
-            stock.receive(s, warehouse=world.warehouse, sku=sku, qty=5, location=world.locations[0], occurred_at=occurred_at)
+            stock.receive(
+                s,
+                warehouse=world.warehouse,
+                sku=sku,
+                qty=5,
+                location=world.locations[0],
+                occurred_at=occurred_at,
+            )
     with own_db.session() as s:
         snapshots.build_checked_day(s, history.last_day(CLOSED))
     with owner.session() as s:
@@ -101,17 +107,23 @@ REFUSED_TO_APP = {
 
 
 def _statement(template: str, month) -> tuple[str, dict]:
-    text = template.format(movements=partition_name("stock_movement", month),
-                           snapshots=partition_name("stock_snapshot", month))
+    text = template.format(
+        movements=partition_name("stock_movement", month),
+        snapshots=partition_name("stock_snapshot", month),
+    )
     lower, upper = partitions.bounds("stock_movement", month)
     return text, {"lower": lower, "upper": upper}
 
 
 @pytest.mark.parametrize("month", [OPEN, CLOSED], ids=["open-month", "closed-month"])
 @pytest.mark.parametrize("name", sorted(REFUSED_TO_APP))
-def test_the_app_role_cannot_change_or_remove_history_and_the_superuser_control_can(closed_world, name, month):
+def test_the_app_role_cannot_change_or_remove_history_and_the_superuser_control_can(
+    closed_world, name, month
+):
     statement, parameters = _statement(REFUSED_TO_APP[name], month)
-    assert attempt(login(closed_world["url"], "app"), statement, parameters) == INSUFFICIENT_PRIVILEGE
+    assert (
+        attempt(login(closed_world["url"], "app"), statement, parameters) == INSUFFICIENT_PRIVILEGE
+    )
     control = attempt(login(closed_world["url"], None), statement, parameters)
     # The control goes through, except where the closed month's own triggers refuse everybody
     # (a TRUNCATE of the whole ledger reaches the closed month too).
@@ -119,7 +131,9 @@ def test_the_app_role_cannot_change_or_remove_history_and_the_superuser_control_
     assert control in ((None, HISTORY_CLOSED) if closed_too else (None,)), control
 
 
-def test_through_the_parent_a_closed_month_refuses_the_app_roles_snapshot_delete_by_trigger(closed_world):
+def test_through_the_parent_a_closed_month_refuses_the_app_roles_snapshot_delete_by_trigger(
+    closed_world,
+):
     """The app may rebuild snapshots of open days (DELETE on the parent); a closed month's
     trigger, which only an owner could disable, refuses it there."""
     app = login(closed_world["url"], "app")
@@ -139,7 +153,10 @@ def test_the_app_role_moves_stock_builds_snapshots_and_stages_feeds(closed_world
         with app.session() as s:
             assert stock.on_hand(s, warehouse=world.warehouse, sku=sku) == 5 + 5 + 1
         staging = f"{roles.STAGING_SCHEMA}.erp_feed_0_{uuid.uuid4().hex[:8]}"
-        assert attempt(login(closed_world["url"], "app"), f"CREATE UNLOGGED TABLE {staging} (x int)") is None
+        assert (
+            attempt(login(closed_world["url"], "app"), f"CREATE UNLOGGED TABLE {staging} (x int)")
+            is None
+        )
     finally:
         app.dispose()
 
@@ -151,17 +168,20 @@ def test_the_app_role_owns_nothing_but_its_scratch_tables(closed_world):
             "WHERE c.relowner = (SELECT oid FROM pg_roles WHERE rolname = %(app)s) AND n.nspname <> %(staging)s "
             "UNION ALL SELECT nspname FROM pg_namespace WHERE nspowner = (SELECT oid FROM pg_roles WHERE rolname = %(app)s) "
             "UNION ALL SELECT proname FROM pg_proc WHERE proowner = (SELECT oid FROM pg_roles WHERE rolname = %(app)s)",
-            {"app": NAMES.app, "staging": roles.STAGING_SCHEMA}).fetchall()
-        attributes = admin.execute("SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = %s",
-                                   (NAMES.app,)).fetchone()
+            {"app": NAMES.app, "staging": roles.STAGING_SCHEMA},
+        ).fetchall()
+        attributes = admin.execute(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = %s",
+            (NAMES.app,),
+        ).fetchone()
     assert owned == []
     assert attributes == (False, False, False, False)
 
 
 READER_REFUSED = {
     "insert-ledger": "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, "
-                     "location_id, sku_id, qty) SELECT now(), 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 "
-                     "FROM stock_balance LIMIT 1",
+    "location_id, sku_id, qty) SELECT now(), 'adjustment', 0, id, warehouse_id, location_id, sku_id, 1 "
+    "FROM stock_balance LIMIT 1",
     "update-balance": "UPDATE stock_balance SET on_hand = on_hand",
     "delete-outbox": "DELETE FROM outbox_message",
     "insert-catalog": "INSERT INTO sku (code) VALUES ('reader-was-here')",
@@ -172,7 +192,10 @@ READER_REFUSED = {
 
 @pytest.mark.parametrize("name", sorted(READER_REFUSED))
 def test_the_reader_may_only_read(closed_world, name):
-    assert attempt(login(closed_world["url"], "reader"), READER_REFUSED[name]) == INSUFFICIENT_PRIVILEGE
+    assert (
+        attempt(login(closed_world["url"], "reader"), READER_REFUSED[name])
+        == INSUFFICIENT_PRIVILEGE
+    )
     assert attempt(login(closed_world["url"], None), READER_REFUSED[name]) is None
 
 
@@ -181,7 +204,12 @@ def test_the_reader_reads_stock_as_of_a_day_and_the_history(closed_world):
     try:
         world, sku = closed_world["world"], closed_world["sku"]
         with reader.session() as s:
-            assert stock.on_hand(s, warehouse=world.warehouse, sku=sku, as_of=mid(CLOSED) + timedelta(days=1)) == 5
+            assert (
+                stock.on_hand(
+                    s, warehouse=world.warehouse, sku=sku, as_of=mid(CLOSED) + timedelta(days=1)
+                )
+                == 5
+            )
             assert CLOSED in history.closed_months(s)
         with pytest.raises(Exception) as refused, reader.session() as s:
             stock.receive(s, warehouse=world.warehouse, sku=sku, qty=1, location=world.locations[0])
@@ -194,18 +222,31 @@ def test_the_owner_makes_partitions_and_may_alter_their_triggers(closed_world):
     owner = login(closed_world["url"], "owner")
     later = add_months(OPEN, 30)
     lower, upper = partitions.bounds("stock_movement", later)
-    assert attempt(owner, f"CREATE TABLE {partition_name('stock_movement', later)} PARTITION OF stock_movement "
-                          f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')") is None
-    assert attempt(owner, f"ALTER TABLE {partition_name('stock_movement', CLOSED)} DISABLE TRIGGER USER") is None
+    assert (
+        attempt(
+            owner,
+            f"CREATE TABLE {partition_name('stock_movement', later)} PARTITION OF stock_movement "
+            f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')",
+        )
+        is None
+    )
+    assert (
+        attempt(
+            owner, f"ALTER TABLE {partition_name('stock_movement', CLOSED)} DISABLE TRIGGER USER"
+        )
+        is None
+    )
 
 
 # -- converting a single-role database -------------------------------------------------------------
+
 
 def fingerprint(dsn: str) -> list:
     """Owners and privileges of every object of record, the default privileges, the roles'
     memberships and attributes: what a rerun of `db roles` must leave as it was."""
     with psycopg.connect(dsn) as connection:
-        return connection.execute("""
+        return connection.execute(
+            """
             SELECT 'rel', n.nspname || '.' || c.relname, pg_get_userbyid(c.relowner), c.relacl::text
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname IN ('public', 'archive', 'cangflow_staging') AND c.relkind IN ('r', 'p', 'S', 'v')
@@ -219,7 +260,9 @@ def fingerprint(dsn: str) -> list:
             WHERE datname = current_database()
             UNION ALL SELECT 'member', r.rolname, m.rolname, NULL FROM pg_auth_members a
             JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member WHERE m.rolname LIKE %s
-            ORDER BY 1, 2, 3, 4""", (f"{RUN_TAG}%",)).fetchall()
+            ORDER BY 1, 2, 3, 4""",
+            (f"{RUN_TAG}%",),
+        ).fetchall()
 
 
 def books(dsn: str) -> tuple:
@@ -227,20 +270,30 @@ def books(dsn: str) -> tuple:
         return connection.execute(
             "SELECT (SELECT count(*) FROM stock_movement), (SELECT sum(qty) FROM stock_movement), "
             "(SELECT count(*) FROM stock_balance), (SELECT sum(on_hand) FROM stock_balance), "
-            "(SELECT count(*) FROM outbox_message), (SELECT count(*) FROM sku)").fetchone()
+            "(SELECT count(*) FROM outbox_message), (SELECT count(*) FROM sku)"
+        ).fetchone()
 
 
 def cangflow(url: str, *arguments: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "CANGFLOW_DATABASE_URL": url}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *arguments], capture_output=True, text=True,
-                          env=environment, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
 
 
-def test_db_roles_converts_a_single_role_database_with_stock_and_a_rerun_changes_nothing(database_url):
+def test_db_roles_converts_a_single_role_database_with_stock_and_a_rerun_changes_nothing(
+    database_url,
+):
     name = f"{database_url.rsplit('/', 1)[1]}_single"
     with _database(name):
         url = f"{database_url.rsplit('/', 1)[0]}/{name}"
-        single = warehouse.connect(url, role="app", pool_size=1)  # not converted: acts as its own user
+        single = warehouse.connect(
+            url, role="app", pool_size=1
+        )  # not converted: acts as its own user
         try:
             assert single.acting_role() == "postgres"
             schema.upgrade(single)
@@ -272,16 +325,22 @@ def test_db_roles_converts_a_single_role_database_with_stock_and_a_rerun_changes
         assert fingerprint(dsn) == first
         assert books(dsn) == before
 
-        app = warehouse.connect(url, role="app", pool_size=1)  # the same URL now acts as the app role
+        app = warehouse.connect(
+            url, role="app", pool_size=1
+        )  # the same URL now acts as the app role
         try:
             assert app.acting_role() == NAMES.app
             with app.session() as s:
                 assert stock.on_hand(s, warehouse=world.warehouse, sku=sku) == 25
                 stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=5)
-            assert attempt(login(url, "app"), "DELETE FROM stock_movement") == INSUFFICIENT_PRIVILEGE
+            assert (
+                attempt(login(url, "app"), "DELETE FROM stock_movement") == INSUFFICIENT_PRIVILEGE
+            )
         finally:
             app.dispose()
-        upgraded = cangflow(url, "db", "upgrade")  # as the owner, and grants what new migrations made
+        upgraded = cangflow(
+            url, "db", "upgrade"
+        )  # as the owner, and grants what new migrations made
         assert upgraded.returncode == 0, upgraded.stderr
         assert fingerprint(dsn) == first
 
@@ -292,7 +351,9 @@ def test_the_quality_suites_read_as_the_reader_on_a_shared_url(closed_world):
 
     from warehouse.quality import suites as quality
 
-    reader = warehouse.connect(closed_world["url"], role="reader", pool_size=1)  # the superuser's URL
+    reader = warehouse.connect(
+        closed_world["url"], role="reader", pool_size=1
+    )  # the superuser's URL
     try:
         source = quality.datasource(quality.quiet_context(), reader)
         with source.get_engine().connect() as connection:
@@ -301,15 +362,27 @@ def test_the_quality_suites_read_as_the_reader_on_a_shared_url(closed_world):
         reader.dispose()
 
 
-def test_a_role_without_a_url_never_falls_back_to_an_embedded_server_when_another_is_configured(tmp_path):
+def test_a_role_without_a_url_never_falls_back_to_an_embedded_server_when_another_is_configured(
+    tmp_path,
+):
     from warehouse.db.engine import resolve_url
     from warehouse.errors import InvalidArgument
     from warehouse.settings import Settings
 
-    only_app = Settings(_env_file=None, database_url=None, app_database_url="postgresql+psycopg://app@db/wms", home=tmp_path)
+    only_app = Settings(
+        _env_file=None,
+        database_url=None,
+        app_database_url="postgresql+psycopg://app@db/wms",
+        home=tmp_path,
+    )
     assert resolve_url(settings=only_app, role="app") == "postgresql+psycopg://app@db/wms"
-    with pytest.raises(InvalidArgument, match="CANGFLOW_OWNER_DATABASE_URL or CANGFLOW_DATABASE_URL.*CANGFLOW_APP_DATABASE_URL"):
+    with pytest.raises(
+        InvalidArgument,
+        match=r"CANGFLOW_OWNER_DATABASE_URL or CANGFLOW_DATABASE_URL.*CANGFLOW_APP_DATABASE_URL",
+    ):
         resolve_url(settings=only_app, role="owner")
-    shared = Settings(_env_file=None, database_url="postgresql+psycopg://admin@db/wms", home=tmp_path)
+    shared = Settings(
+        _env_file=None, database_url="postgresql+psycopg://admin@db/wms", home=tmp_path
+    )
     assert resolve_url(settings=shared, role="reader") == "postgresql+psycopg://admin@db/wms"
     assert not (tmp_path / "pg").exists()  # no embedded server was started

@@ -23,12 +23,20 @@ def test_upgrade_twice_is_harmless(db):
 
 def _modelled(name, type_, _parents) -> bool:
     # Partitions are made at run time and alembic_version is Alembic's own: neither is modelled.
-    return not (type_ == "table" and (name.startswith(("stock_movement_", "stock_snapshot_", "erp_feed_")) or name == "alembic_version"))
+    return not (
+        type_ == "table"
+        and (
+            name.startswith(("stock_movement_", "stock_snapshot_", "erp_feed_"))
+            or name == "alembic_version"
+        )
+    )
 
 
 def test_models_match_the_migrated_schema(db):
     with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True, "include_name": _modelled})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_name": _modelled}
+        )
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
 
@@ -36,9 +44,17 @@ def test_models_match_the_migrated_schema(db):
 def test_ledger_is_partitioned_by_month_with_a_default_partition(db):
     with db.session() as s:
         strategy = s.execute(
-            text("SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'stock_movement'::regclass")
+            text(
+                "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'stock_movement'::regclass"
+            )
         ).scalar()
-        names = set(s.execute(text("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'stock_movement'::regclass")).scalars())
+        names = set(
+            s.execute(
+                text(
+                    "SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = 'stock_movement'::regclass"
+                )
+            ).scalars()
+        )
     assert strategy == "r"
     assert "stock_movement_default" in names
     assert any(name.startswith("stock_movement_p") for name in names)
@@ -53,7 +69,9 @@ def test_balance_check_constraints_refuse_impossible_rows(world, on_hand, reserv
     with pytest.raises(IntegrityError, match="ck_stock_balance"):
         with world.db.session() as s:
             s.execute(
-                text("UPDATE stock_balance SET on_hand = :on_hand, reserved = :reserved WHERE sku_id = (SELECT id FROM sku WHERE code = :sku)"),
+                text(
+                    "UPDATE stock_balance SET on_hand = :on_hand, reserved = :reserved WHERE sku_id = (SELECT id FROM sku WHERE code = :sku)"
+                ),
                 {"on_hand": on_hand, "reserved": reserved, "sku": sku},
             )
 
@@ -64,7 +82,10 @@ def test_stock_without_a_lot_is_one_row_per_bin(world):
     world.receive(sku, 2)
     with world.db.session() as s:
         rows = s.execute(
-            text("SELECT count(*) FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku)"), {"sku": sku}
+            text(
+                "SELECT count(*) FROM stock_balance WHERE sku_id = (SELECT id FROM sku WHERE code = :sku)"
+            ),
+            {"sku": sku},
         ).scalar()
     assert rows == 1 and world.on_hand(sku) == 3
 
@@ -86,30 +107,44 @@ def test_a_slow_statement_through_the_engine_is_counted(db, recorded_metrics, mo
 
 def _ids(db, world, sku):
     with db.session() as s:
-        return s.execute(text("""
+        return s.execute(
+            text("""
             SELECT b.id, b.warehouse_id, b.location_id, b.sku_id FROM stock_balance b
-            JOIN sku ON sku.id = b.sku_id WHERE sku.code = :sku"""), {"sku": sku}).one()
+            JOIN sku ON sku.id = b.sku_id WHERE sku.code = :sku"""),
+            {"sku": sku},
+        ).one()
 
 
 WRONG_DIMENSIONS = {
     "a bin of another warehouse": (
         "INSERT INTO stock_balance (warehouse_id, location_id, sku_id) VALUES (:other_warehouse, :location, :sku)",
-        "fk_stock_balance_location_in_warehouse"),
+        "fk_stock_balance_location_in_warehouse",
+    ),
     "a lot of another SKU": (
         "INSERT INTO stock_balance (warehouse_id, location_id, sku_id, lot_id) VALUES (:warehouse, :location, :sku, :other_lot)",
-        "fk_stock_balance_lot_of_sku"),
+        "fk_stock_balance_lot_of_sku",
+    ),
     "a movement naming another SKU than its balance row": (
-        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
-        "sku_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :location, :other_sku, 1)",
-        "fk_stock_movement_balance_dimensions"),
+        (
+            "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
+            "sku_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :location, :other_sku, 1)"
+        ),
+        "fk_stock_movement_balance_dimensions",
+    ),
     "a movement naming another bin than its balance row": (
-        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
-        "sku_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :other_location, :sku, 1)",
-        "fk_stock_movement_balance_dimensions"),
+        (
+            "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
+            "sku_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :other_location, :sku, 1)"
+        ),
+        "fk_stock_movement_balance_dimensions",
+    ),
     "a movement naming a lot its balance row does not hold": (
-        "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
-        "sku_id, lot_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :location, :sku, :other_lot, 1)",
-        "fk_stock_movement_balance_lot"),
+        (
+            "INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id, location_id, "
+            "sku_id, lot_id, qty) VALUES (now(), 'adjustment', 0, :balance, :warehouse, :location, :sku, :other_lot, 1)"
+        ),
+        "fk_stock_movement_balance_lot",
+    ),
 }
 
 
@@ -123,13 +158,22 @@ def test_the_schema_refuses_rows_whose_dimensions_do_not_belong_together(db, wor
     other_sku = other.add_sku(lots={"L-OTHER": None})
     balance, warehouse_id, location, sku_id = _ids(db, world, sku)
     with db.session() as s:
-        other_ids = s.execute(text("""
+        other_ids = s.execute(
+            text("""
             SELECT w.id AS warehouse, l.id AS location, k.id AS sku, t.id AS lot
             FROM warehouse w JOIN location l ON l.warehouse_id = w.id, sku k JOIN lot t ON t.sku_id = k.id
-            WHERE w.code = :warehouse AND k.code = :sku"""), {"warehouse": other.warehouse, "sku": other_sku}).one()
-    parameters = {"balance": balance, "warehouse": warehouse_id, "location": location, "sku": sku_id,
-                  "other_warehouse": other_ids.warehouse, "other_location": other_ids.location,
-                  "other_sku": other_ids.sku, "other_lot": other_ids.lot}
-    with pytest.raises(IntegrityError, match=constraint):
-        with db.session() as s:
-            s.execute(text(statement), parameters)
+            WHERE w.code = :warehouse AND k.code = :sku"""),
+            {"warehouse": other.warehouse, "sku": other_sku},
+        ).one()
+    parameters = {
+        "balance": balance,
+        "warehouse": warehouse_id,
+        "location": location,
+        "sku": sku_id,
+        "other_warehouse": other_ids.warehouse,
+        "other_location": other_ids.location,
+        "other_sku": other_ids.sku,
+        "other_lot": other_ids.lot,
+    }
+    with pytest.raises(IntegrityError, match=constraint), db.session() as s:
+        s.execute(text(statement), parameters)

@@ -57,7 +57,13 @@ def make_machine(db):
 
         @rule(sku=SKU_INDEX, where=BIN_INDEX, lot=LOT_CHOICES, qty=QTY)
         def receive(self, sku, where, lot, qty):
-            self._run(stock.receive, sku=self.skus[sku], location=self.world.locations[where], lot=lot, qty=qty)
+            self._run(
+                stock.receive,
+                sku=self.skus[sku],
+                location=self.world.locations[where],
+                lot=lot,
+                qty=qty,
+            )
 
         @rule(sku=SKU_INDEX, qty=QTY)
         def deduct_fefo(self, sku, qty):
@@ -67,7 +73,9 @@ def make_machine(db):
 
         @rule(sku=SKU_INDEX, where=BIN_INDEX, qty=QTY)
         def deduct_from_bin(self, sku, where, qty):
-            self._run(stock.deduct, sku=self.skus[sku], qty=qty, location=self.world.locations[where])
+            self._run(
+                stock.deduct, sku=self.skus[sku], qty=qty, location=self.world.locations[where]
+            )
 
         @rule(sku=SKU_INDEX, qty=QTY)
         def reserve(self, sku, qty):
@@ -89,13 +97,34 @@ def make_machine(db):
                     to_location=self.world.locations[destination],
                 )
 
-        @rule(sku=SKU_INDEX, where=BIN_INDEX, qty=st.integers(min_value=-30, max_value=30).filter(bool))
+        @rule(
+            sku=SKU_INDEX,
+            where=BIN_INDEX,
+            qty=st.integers(min_value=-30, max_value=30).filter(bool),
+        )
         def adjust(self, sku, where, qty):
-            self._run(stock.adjust, sku=self.skus[sku], qty=qty, location=self.world.locations[where], reason="stateful test")
+            self._run(
+                stock.adjust,
+                sku=self.skus[sku],
+                qty=qty,
+                location=self.world.locations[where],
+                reason="stateful test",
+            )
 
-        @rule(where=BIN_INDEX, sku=SKU_INDEX, lot=LOT_CHOICES, qty=st.integers(min_value=0, max_value=40))
+        @rule(
+            where=BIN_INDEX,
+            sku=SKU_INDEX,
+            lot=LOT_CHOICES,
+            qty=st.integers(min_value=0, max_value=40),
+        )
         def count(self, where, sku, lot, qty):
-            self._run(stock.count, location=self.world.locations[where], sku=self.skus[sku], lot=lot, qty=qty)
+            self._run(
+                stock.count,
+                location=self.world.locations[where],
+                sku=self.skus[sku],
+                lot=lot,
+                qty=qty,
+            )
 
         @rule(first=QTY, second=QTY)
         def order(self, first, second):
@@ -108,7 +137,9 @@ def make_machine(db):
                 sku, qty = self.keys[key]
                 before = {k: list(v) for k, v in self.model.items()}
                 with db.session() as s:
-                    change = stock.deduct(s, warehouse=self.world.warehouse, sku=self.skus[sku], qty=qty, key=key)
+                    change = stock.deduct(
+                        s, warehouse=self.world.warehouse, sku=self.skus[sku], qty=qty, key=key
+                    )
                 assert change.replayed and {k: list(v) for k, v in self.model.items()} == before
             elif self._run(stock.deduct, sku=self.skus[sku], qty=qty, key=key) is not None:
                 self.keys[key] = (sku, qty)

@@ -115,12 +115,23 @@ def make_machine(db):
 
         @rule(slot=SLOT, sku=INDEX, where=INDEX, qty=QTY)
         def receive(self, slot, sku, where, qty):
-            self._submit(slot, stock.receive, sku=self.skus[sku], qty=qty, location=self.world.locations[where])
+            self._submit(
+                slot,
+                stock.receive,
+                sku=self.skus[sku],
+                qty=qty,
+                location=self.world.locations[where],
+            )
 
         @rule(slot=SLOT, sku=INDEX, qty=QTY, in_bin=st.booleans(), where=INDEX)
         def deduct(self, slot, sku, qty, in_bin, where):
-            self._submit(slot, stock.deduct, sku=self.skus[sku], qty=qty,
-                         location=self.world.locations[where] if in_bin else None)
+            self._submit(
+                slot,
+                stock.deduct,
+                sku=self.skus[sku],
+                qty=qty,
+                location=self.world.locations[where] if in_bin else None,
+            )
 
         @rule(slot=SLOT, sku=INDEX, qty=QTY)
         def reserve(self, slot, sku, qty):
@@ -132,21 +143,42 @@ def make_machine(db):
 
         @rule(slot=SLOT, sku=INDEX, where=INDEX, qty=QTY)
         def transfer(self, slot, sku, where, qty):
-            self._submit(slot, stock.transfer, sku=self.skus[sku], qty=qty, location=self.world.locations[where],
-                         to_location=self.world.locations[1 - where])
+            self._submit(
+                slot,
+                stock.transfer,
+                sku=self.skus[sku],
+                qty=qty,
+                location=self.world.locations[where],
+                to_location=self.world.locations[1 - where],
+            )
 
         @rule(slot=SLOT, sku=INDEX, where=INDEX, qty=st.integers(min_value=0, max_value=30))
         def count(self, slot, sku, where, qty):
-            self._submit(slot, stock.count, location=self.world.locations[where], sku=self.skus[sku], qty=qty)
+            self._submit(
+                slot, stock.count, location=self.world.locations[where], sku=self.skus[sku], qty=qty
+            )
 
         @rule(slot=SLOT, first=QTY, second=QTY)
         def order(self, slot, first, second):
-            self._submit(slot, stock.deduct_order, lines=[(self.skus[1], second), (self.skus[0], first)])
+            self._submit(
+                slot, stock.deduct_order, lines=[(self.skus[1], second), (self.skus[0], first)]
+            )
 
-        @rule(slot=SLOT, sku=INDEX, where=INDEX, qty=st.integers(min_value=-10, max_value=10).filter(bool))
+        @rule(
+            slot=SLOT,
+            sku=INDEX,
+            where=INDEX,
+            qty=st.integers(min_value=-10, max_value=10).filter(bool),
+        )
         def adjust(self, slot, sku, where, qty):
-            self._submit(slot, stock.adjust, sku=self.skus[sku], qty=qty, location=self.world.locations[where],
-                         reason="interleaved")
+            self._submit(
+                slot,
+                stock.adjust,
+                sku=self.skus[sku],
+                qty=qty,
+                location=self.world.locations[where],
+                reason="interleaved",
+            )
 
         @precondition(lambda self: hasattr(self, "slots"))
         @rule(slot=SLOT, commit=st.booleans())
@@ -159,7 +191,9 @@ def make_machine(db):
             other = self.slots["B" if slot == "A" else "A"]
             other.collect(STEP_WAIT_S)  # it may have waited on this one
 
-        @precondition(lambda self: hasattr(self, "slots") and all(s.busy() for s in self.slots.values()))
+        @precondition(
+            lambda self: hasattr(self, "slots") and all(s.busy() for s in self.slots.values())
+        )
         @rule()
         def wait_for_a_deadlock_to_be_broken(self):
             for current in self.slots.values():
@@ -193,8 +227,12 @@ def make_machine(db):
                     expected[(line.sku, line.location)][1] += line.reserved_qty
             with db.session() as s:
                 for (sku, where), (on_hand, reserved) in expected.items():
-                    found = stock.on_hand(s, warehouse=self.world.warehouse, sku=sku, location=where)
-                    held = found - stock.available(s, warehouse=self.world.warehouse, sku=sku, location=where)
+                    found = stock.on_hand(
+                        s, warehouse=self.world.warehouse, sku=sku, location=where
+                    )
+                    held = found - stock.available(
+                        s, warehouse=self.world.warehouse, sku=sku, location=where
+                    )
                     assert (found, held) == (on_hand, reserved), (sku, where)
             assert violations(db) == []
 

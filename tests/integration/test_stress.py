@@ -36,16 +36,28 @@ def plan_call(rng: random.Random, skus: list[str], bins: list[str]) -> tuple[str
     sku, where = rng.choice(skus), rng.choice(bins)
     qty = rng.randint(1, 6)
     if kind in ("deduct", "reserve", "release"):
-        return kind, dict(sku=sku, qty=qty, location=where if rng.random() < 0.5 else None)
+        return kind, {"sku": sku, "qty": qty, "location": where if rng.random() < 0.5 else None}
     if kind == "transfer":
-        return kind, dict(sku=sku, qty=qty, location=where, to_location=rng.choice([b for b in bins if b != where]))
+        return kind, {
+            "sku": sku,
+            "qty": qty,
+            "location": where,
+            "to_location": rng.choice([b for b in bins if b != where]),
+        }
     if kind == "deduct_order":
-        return kind, dict(lines=[(s, rng.randint(1, 3)) for s in rng.sample(skus, rng.randint(1, len(skus)))])
+        return kind, {
+            "lines": [(s, rng.randint(1, 3)) for s in rng.sample(skus, rng.randint(1, len(skus)))]
+        }
     if kind == "count":
-        return kind, dict(location=where, sku=sku, qty=rng.randint(0, 12))
+        return kind, {"location": where, "sku": sku, "qty": rng.randint(0, 12)}
     if kind == "receive":
-        return kind, dict(sku=sku, qty=qty, location=where)
-    return kind, dict(sku=sku, qty=rng.choice([-1, 1]) * qty, location=where, reason="stress")
+        return kind, {"sku": sku, "qty": qty, "location": where}
+    return kind, {
+        "sku": sku,
+        "qty": rng.choice([-1, 1]) * qty,
+        "location": where,
+        "reason": "stress",
+    }
 
 
 def apply(db, warehouse_code: str, kind: str, arguments: dict, key: str | None) -> str:
@@ -59,8 +71,15 @@ def apply(db, warehouse_code: str, kind: str, arguments: dict, key: str | None) 
     return "replayed" if change.replayed else "applied"
 
 
-def run_worker(url: str, warehouse_code: str, skus: list[str], bins: list[str], seed: int, threads: int,
-               calls: int) -> tuple[Counter, list[str], list[str]]:
+def run_worker(
+    url: str,
+    warehouse_code: str,
+    skus: list[str],
+    bins: list[str],
+    seed: int,
+    threads: int,
+    calls: int,
+) -> tuple[Counter, list[str], list[str]]:
     """`threads` threads of `calls` calls each; returns outcomes, unexpected errors, keys used."""
     db = warehouse.connect(url, pool_size=threads)
     outcomes: Counter = Counter()
@@ -82,7 +101,7 @@ def run_worker(url: str, warehouse_code: str, skus: list[str], bins: list[str], 
                 kind, arguments = plan_call(rng, skus, bins)
             try:
                 outcome = apply(db, warehouse_code, kind, arguments, key)
-            except Exception:  # noqa: BLE001 - the test's point is that none arrive here
+            except Exception:
                 outcome = "unexpected"
                 with lock:
                     unexpected.append(f"{kind} {arguments}: {traceback.format_exc(limit=3)}")
@@ -111,10 +130,13 @@ def scene(db):
 
 def keys_applied_more_than_once(db, keys: list[str]) -> list:
     with db.session() as s:
-        return s.execute(text("""
+        return s.execute(
+            text("""
             SELECT idempotency_key, count(DISTINCT operation_id) FROM stock_movement
             WHERE idempotency_key = ANY (CAST(:keys AS text[]))
-            GROUP BY idempotency_key HAVING count(DISTINCT operation_id) > 1"""), {"keys": keys}).all()
+            GROUP BY idempotency_key HAVING count(DISTINCT operation_id) > 1"""),
+            {"keys": keys},
+        ).all()
 
 
 def assert_sound(db, outcomes: Counter, unexpected: list[str], keys: list[str], calls: int) -> None:
@@ -126,23 +148,40 @@ def assert_sound(db, outcomes: Counter, unexpected: list[str], keys: list[str], 
     assert violations(db) == []
     assert keys_applied_more_than_once(db, keys) == []
     with db.session() as s:
-        negative = s.execute(text("SELECT count(*) FROM stock_balance WHERE on_hand < 0 OR reserved < 0 "
-                                  "OR reserved > on_hand")).scalar_one()
+        negative = s.execute(
+            text(
+                "SELECT count(*) FROM stock_balance WHERE on_hand < 0 OR reserved < 0 "
+                "OR reserved > on_hand"
+            )
+        ).scalar_one()
     assert negative == 0
 
 
 def test_every_operation_kind_at_once_from_8_threads_keeps_the_books(scene, database_url):
     world, skus = scene
-    outcomes, unexpected, keys = run_worker(database_url, world.warehouse, skus, world.locations, seed=11,
-                                            threads=8, calls=80)
+    outcomes, unexpected, keys = run_worker(
+        database_url, world.warehouse, skus, world.locations, seed=11, threads=8, calls=80
+    )
     assert_sound(world.db, outcomes, unexpected, keys, 8 * 80)
 
 
-def test_every_operation_kind_at_once_from_2_processes_of_4_threads_keeps_the_books(scene, database_url):
+def test_every_operation_kind_at_once_from_2_processes_of_4_threads_keeps_the_books(
+    scene, database_url
+):
     world, skus = scene
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as processes:
-        results = list(processes.map(run_worker, [database_url] * 2, [world.warehouse] * 2, [skus] * 2,
-                                     [world.locations] * 2, [21, 22], [4, 4], [60, 60]))
+        results = list(
+            processes.map(
+                run_worker,
+                [database_url] * 2,
+                [world.warehouse] * 2,
+                [skus] * 2,
+                [world.locations] * 2,
+                [21, 22],
+                [4, 4],
+                [60, 60],
+            )
+        )
     outcomes = sum((result[0] for result in results), Counter())
     unexpected = [line for result in results for line in result[1]]
     keys = sorted({key for result in results for key in result[2]})

@@ -21,7 +21,9 @@ def test_commands_starting_at_once_share_one_embedded_redis_which_stop_stops(tmp
         assert redis_servers_of(url.removeprefix("unix://")) == 1
         client = redis.Redis.from_url(url)
         client.set("kept", "1")
-        assert embedded.redis_url(home) == url and client.get("kept") == b"1"  # reused, not restarted
+        assert (
+            embedded.redis_url(home) == url and client.get("kept") == b"1"
+        )  # reused, not restarted
     finally:
         stopped = embedded.stop_redis(home)
     assert stopped and redis_servers_of(str(home)) == 0

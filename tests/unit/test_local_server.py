@@ -25,9 +25,17 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
 def test_a_state_file_of_a_dead_server_is_not_a_running_server(tmp_path):
     folder = local_server.folder(tmp_path)
     folder.mkdir(parents=True)
-    (folder / "server.json").write_text(json.dumps({
-        "api_url": "http://127.0.0.1:9/api", "ui_url": "http://127.0.0.1:9", "server_pid": 2**22 + 7,
-        "worker_pid": None, "started_at": 0.0}))
+    (folder / "server.json").write_text(
+        json.dumps(
+            {
+                "api_url": "http://127.0.0.1:9/api",
+                "ui_url": "http://127.0.0.1:9",
+                "server_pid": 2**22 + 7,
+                "worker_pid": None,
+                "started_at": 0.0,
+            }
+        )
+    )
     assert local_server.read_state(tmp_path) is not None
     assert local_server.running(tmp_path) is None
     assert local_server.stop(tmp_path) is False  # nothing ran; the stale file goes

@@ -49,17 +49,24 @@ def _misread(expr: str) -> list[str]:
     wrong = []
     for found in _NAME.finditer(expr):
         name = found.group(0)
-        before = _FUNCTION_BEFORE.search(expr[:found.start()])
+        before = _FUNCTION_BEFORE.search(expr[: found.start()])
         function = before.group(1) if before else ""
         base, kind = name, None
         for suffix in ("_bucket", "_count", "_sum"):
-            if name.endswith(suffix) and DEFINITIONS.get(name[: -len(suffix)], ("",))[0] == "histogram":
+            if (
+                name.endswith(suffix)
+                and DEFINITIONS.get(name[: -len(suffix)], ("",))[0] == "histogram"
+            ):
                 base, kind = name[: -len(suffix)], "histogram"
         kind = kind or DEFINITIONS.get(base, ("unknown",))[0]
         if kind in ("counter", "histogram") and function not in ("rate", "increase", "irate"):
-            wrong.append(f"{name} ({kind}) read with {function or 'no function'}(): use rate() or increase()")
+            wrong.append(
+                f"{name} ({kind}) read with {function or 'no function'}(): use rate() or increase()"
+            )
         if kind == "gauge" and function in ("rate", "increase", "irate"):
-            wrong.append(f"{name} (gauge) read with {function}(): a gauge's own value is the reading")
+            wrong.append(
+                f"{name} (gauge) read with {function}(): a gauge's own value is the reading"
+            )
         if name.endswith("_bucket") and "histogram_quantile" not in expr:
             wrong.append(f"{name}: buckets are read with histogram_quantile(rate())")
     return wrong
@@ -74,7 +81,9 @@ def test_the_type_check_itself_catches_a_rate_of_a_gauge_and_a_bare_counter():
     assert _misread("rate(cangflow_flow_last_run_failed[5m])")
     assert _misread("sum(cangflow_deductions_attempted_total)")
     assert _misread("sum(rate(cangflow_deduction_seconds_bucket[5m]))")
-    assert not _misread("histogram_quantile(0.99, sum by (le) (rate(cangflow_deduction_seconds_bucket[5m])))")
+    assert not _misread(
+        "histogram_quantile(0.99, sum by (le) (rate(cangflow_deduction_seconds_bucket[5m])))"
+    )
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case():
@@ -91,8 +100,12 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
 
 def test_the_seeds_metrics_each_have_an_alert():
     rules = (MONITORING / "alerts.yml").read_text()
-    for needed in ("cangflow_deductions_attempted_total", "cangflow_cache_hits_total", "cangflow_db_slow_queries_total",
-                   "cangflow_flow_last_success_timestamp_seconds"):
+    for needed in (
+        "cangflow_deductions_attempted_total",
+        "cangflow_cache_hits_total",
+        "cangflow_db_slow_queries_total",
+        "cangflow_flow_last_success_timestamp_seconds",
+    ):
         assert needed in rules
 
 
@@ -109,10 +122,19 @@ def test_the_rule_tests_fire_on_bad_series_and_stay_quiet_on_good_ones():
     cases = sorted((MONITORING / "tests").glob("*.yml"))
     assert cases
     for case in cases:
-        done = subprocess.run([_promtool(), "test", "rules", case.name], capture_output=True, text=True, cwd=case.parent)
+        done = subprocess.run(
+            [_promtool(), "test", "rules", case.name],
+            capture_output=True,
+            text=True,
+            cwd=case.parent,
+        )
         assert done.returncode == 0, f"{case.name}: {done.stdout}{done.stderr}"
 
 
 def test_promtool_accepts_the_rules():
-    done = subprocess.run([_promtool(), "check", "rules", str(MONITORING / "alerts.yml")], capture_output=True, text=True)
+    done = subprocess.run(
+        [_promtool(), "check", "rules", str(MONITORING / "alerts.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr

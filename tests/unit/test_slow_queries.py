@@ -1,7 +1,7 @@
 """Slow statements are counted by operation and logged by shape: never with their values."""
 
-from warehouse.metrics import sinks as metrics
 from warehouse.db import slow_queries
+from warehouse.metrics import sinks as metrics
 
 
 def test_shape_drops_strings_and_numbers_and_keeps_identifiers():
@@ -14,6 +14,8 @@ def test_shape_drops_strings_and_numbers_and_keeps_identifiers():
 def test_only_statements_over_the_threshold_are_counted_and_logged(caplog):
     with metrics.use(metrics.RecordingMetrics()) as seen:
         slow_queries.observe("UPDATE stock_balance SET on_hand = 5", 0.2, threshold_s=1.0)
-        slow_queries.observe("UPDATE stock_balance SET on_hand = 5 WHERE code = 'X1'", 1.5, threshold_s=1.0)
+        slow_queries.observe(
+            "UPDATE stock_balance SET on_hand = 5 WHERE code = 'X1'", 1.5, threshold_s=1.0
+        )
     assert seen.value("cangflow_db_slow_queries_total", operation="UPDATE") == 1
     assert "X1" not in caplog.text and "slow statement" in caplog.text

@@ -1,20 +1,41 @@
 """Input rules that need no database."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
-from warehouse.stock import validation
 from warehouse.catalog.csv_import import read_rows
 from warehouse.errors import InvalidArgument, InvalidQuantity
+from warehouse.stock import validation
 from warehouse.stock.idempotency import request_hash, validate_key
-from warehouse.stock.statements import COUNT_STATEMENT, DELTA_STATEMENT, SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
+from warehouse.stock.statements import (
+    COUNT_STATEMENT,
+    DELTA_STATEMENT,
+    SINGLE_ROW_TAKE_STATEMENTS,
+    TAKE_STATEMENTS,
+)
 
 
 @pytest.mark.parametrize(
     "value",
-    [0, -1, -(2**63), 1.0, 2.5, "3", "", None, True, False, Decimal("1"), 2**63, 10**30, [1], float("nan")],
+    [
+        0,
+        -1,
+        -(2**63),
+        1.0,
+        2.5,
+        "3",
+        "",
+        None,
+        True,
+        False,
+        Decimal("1"),
+        2**63,
+        10**30,
+        [1],
+        float("nan"),
+    ],
 )
 def test_quantity_rejects_anything_but_a_positive_int(value):
     with pytest.raises(InvalidQuantity) as caught:
@@ -63,7 +84,7 @@ def test_codes_are_case_sensitive_and_not_trimmed():
 def test_business_time_refuses_naive_datetimes():
     with pytest.raises(InvalidArgument, match="no time zone"):
         validation.business_time(datetime(2026, 1, 1))
-    aware = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    aware = datetime(2026, 1, 1, tzinfo=UTC)
     assert validation.business_time(aware) == aware
     assert validation.business_time(None).tzinfo is not None
 
@@ -82,7 +103,12 @@ def test_bad_idempotency_keys_are_refused(key):
 
 
 def test_statements_are_constant_sql_without_leftover_placeholders():
-    for statement in [*TAKE_STATEMENTS.values(), *SINGLE_ROW_TAKE_STATEMENTS.values(), DELTA_STATEMENT, COUNT_STATEMENT]:
+    for statement in [
+        *TAKE_STATEMENTS.values(),
+        *SINGLE_ROW_TAKE_STATEMENTS.values(),
+        DELTA_STATEMENT,
+        COUNT_STATEMENT,
+    ]:
         assert "{" not in statement.replace("'{}'", "") and "}" not in statement
 
 

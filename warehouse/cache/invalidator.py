@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from warehouse.outbox.consume import Message
 from warehouse.cache.remote import RemoteCache
 from warehouse.cache.stock_cache import StockCache
+from warehouse.outbox.consume import Message
 from warehouse.stock.statements import STOCK_TOPIC
 
 
@@ -22,7 +22,11 @@ class CacheInvalidator:
         self.invalidated = 0
 
     def handle(self, session: Session, messages: list[Message]) -> None:
-        pairs = {(m.payload["warehouse"], item["sku"]) for m in messages for item in m.payload.get("items") or []}
+        pairs = {
+            (m.payload["warehouse"], item["sku"])
+            for m in messages
+            for item in m.payload.get("items") or []
+        }
         if self.local is not None:
             self.local.forget_local(pairs)
         self.remote.invalidate(pairs)  # raises Unavailable: not recorded, retried next batch

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
 from warehouse.db import raw_sql
 
 _ONE = text("""
@@ -65,8 +66,13 @@ def load_many(session: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str,
         if len(pairs) > BIG_BATCH:
             # The planner cannot see how many pairs the arrays hold and plans index probes per
             # pair; hash joins over the tables are 5-10x faster for a big batch.
-            cursor.execute("SELECT set_config('enable_nestloop', 'off', true), set_config('work_mem', '64MB', true)")
+            cursor.execute(
+                "SELECT set_config('enable_nestloop', 'off', true), set_config('work_mem', '64MB', true)"
+            )
         cursor.execute(_MANY, {"warehouses": [w for w, _ in pairs], "skus": [s for _, s in pairs]})
-        return {pairs[n - 1]: Loaded(True, int(available), int(version)) for n, available, version in cursor}
+        return {
+            pairs[n - 1]: Loaded(True, int(available), int(version))
+            for n, available, version in cursor
+        }
     finally:
         cursor.close()

@@ -15,6 +15,7 @@ new 1 and keep it for the whole Redis TTL.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -122,15 +123,26 @@ class RemoteCache:
         return result
 
     def read(self, warehouse: str, sku: str) -> Read:
-        fields = self.call(self.client.hmget, self.keys.available(warehouse, sku), "a", "v", "d", "x", "n", "g")
+        fields = self.call(
+            self.client.hmget, self.keys.available(warehouse, sku), "a", "v", "d", "x", "n", "g"
+        )
         available, version, load_ms, expires_ms, negative, generation = fields
         if version is None:
             return Read(None, generation or "0")
-        entry = Entry(None if negative == "1" else int(available), int(version), float(load_ms), float(expires_ms))
+        entry = Entry(
+            None if negative == "1" else int(available),
+            int(version),
+            float(load_ms),
+            float(expires_ms),
+        )
         return Read(entry, generation or "0")
 
     def write(self, warehouse: str, sku: str, generation: str, entry: Entry, ttl_s: float) -> int:
-        outcome = self.call(self._write, [self.keys.available(warehouse, sku)], self._write_args(generation, entry, ttl_s))
+        outcome = self.call(
+            self._write,
+            [self.keys.available(warehouse, sku)],
+            self._write_args(generation, entry, ttl_s),
+        )
         if outcome == STALE:
             metrics.current().inc("cangflow_cache_stale_writes_refused_total")
         return outcome
@@ -138,8 +150,15 @@ class RemoteCache:
     @staticmethod
     def _write_args(generation: str, entry: Entry, ttl_s: float) -> list:
         negative = entry.available is None
-        return [generation, entry.version, 0 if negative else entry.available, round(entry.load_ms, 3),
-                int(entry.expires_ms), max(1, int(ttl_s * 1000)), 1 if negative else 0]
+        return [
+            generation,
+            entry.version,
+            0 if negative else entry.available,
+            round(entry.load_ms, 3),
+            int(entry.expires_ms),
+            max(1, int(ttl_s * 1000)),
+            1 if negative else 0,
+        ]
 
     def generations(self, keys: list[str]) -> list[str]:
         """Each key's generation now, in one call; read BEFORE loading from the database, so
@@ -158,21 +177,25 @@ class RemoteCache:
         if not pairs:
             return 0
         keys = [self.keys.available(warehouse, sku) for warehouse, sku in sorted(pairs)]
-        return self.call(self._invalidate, [self.keys.generation_counter(), *keys], [GENERATION_KEEP_MS])
+        return self.call(
+            self._invalidate, [self.keys.generation_counter(), *keys], [GENERATION_KEEP_MS]
+        )
 
     def try_lock(self, warehouse: str, sku: str, ttl_ms: int) -> str | None:
         token = secrets.token_hex(8)
-        taken = self.call(self.client.set, self.keys.load_lock(warehouse, sku), token, None, ttl_ms, True)
+        taken = self.call(
+            self.client.set, self.keys.load_lock(warehouse, sku), token, None, ttl_ms, True
+        )
         return token if taken else None
 
     def unlock(self, warehouse: str, sku: str, token: str) -> None:
-        try:
+        with contextlib.suppress(Unavailable):  # the lock expires by itself
             self.call(self._release, [self.keys.load_lock(warehouse, sku)], [token])
-        except Unavailable:
-            pass  # the lock expires by itself
 
 
-def pack(generation: str, version: int, available: int, load_ms: float, expires_ms: float, ttl_ms: int) -> str:
+def pack(
+    generation: str, version: int, available: int, load_ms: float, expires_ms: float, ttl_ms: int
+) -> str:
     """One key's arguments for _WRITE_MANY (a known pair: never a negative entry)."""
     return f"{generation},{version},{available},{load_ms:.3f},{int(expires_ms)},{ttl_ms},0"
 

@@ -7,20 +7,28 @@ for it; per UTC hour:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from warehouse.redis.keys import Keys
 from warehouse.cache.remote import RemoteCache, Unavailable
+from warehouse.redis.keys import Keys
 
 KEEP_S = 3 * 3600
 
 
 class AccessStats:
-    def __init__(self, remote: RemoteCache | None, keys: Keys, *, flush_every: int = 1000, flush_s: float = 1.0):
+    def __init__(
+        self,
+        remote: RemoteCache | None,
+        keys: Keys,
+        *,
+        flush_every: int = 1000,
+        flush_s: float = 1.0,
+    ):
         self.remote = remote
         self.keys = keys
         self.flush_every = flush_every
@@ -40,7 +48,9 @@ class AccessStats:
             self._levels[level] += 1
             self._pending += 1
             if self._flusher is None and self.remote is not None and not self._stopped:
-                self._flusher = threading.Thread(target=self._run, name="cangflow-cache-stats", daemon=True)
+                self._flusher = threading.Thread(
+                    target=self._run, name="cangflow-cache-stats", daemon=True
+                )
                 self._flusher.start()
             if self._pending >= self.flush_every:
                 self._wake.set()
@@ -62,10 +72,15 @@ class AccessStats:
     def flush(self) -> None:
         with self._lock:
             reads, levels = self._reads, self._levels
-            self._reads, self._levels, self._pending, self._last = Counter(), Counter(), 0, time.monotonic()
+            self._reads, self._levels, self._pending, self._last = (
+                Counter(),
+                Counter(),
+                0,
+                time.monotonic(),
+            )
         if self.remote is None or not reads:
             return
-        hour = datetime.now(timezone.utc)
+        hour = datetime.now(UTC)
         reads_key, hits_key = self.keys.reads(hour), self.keys.hits(hour)
 
         def send() -> None:
@@ -78,16 +93,15 @@ class AccessStats:
             pipe.expire(hits_key, KEEP_S)
             pipe.execute()
 
-        try:
+        # Statistics are best effort: losing a second of counts is fine.
+        with contextlib.suppress(Unavailable):
             self.remote.call(send)
-        except Unavailable:
-            pass  # statistics are best effort: losing a second of counts is fine
 
     def top(self, count: int, *, now: datetime | None = None) -> list[tuple[str, str]]:
         """The most read pairs over the last hour (this hour's and the previous hour's counts)."""
         if self.remote is None:
             return []
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         hours = [self.keys.reads(now), self.keys.reads(now - timedelta(hours=1))]
         scratch = f"{self.keys.namespace}:reads:top:{secrets.token_hex(4)}"
 

@@ -24,36 +24,45 @@ invalidation epoch per pair), nor does a load whose Redis write was refused as s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
 import time
-
 from collections import OrderedDict
 
 from cachetools import TTLCache
 
-from warehouse.metrics import sinks as metrics
-from warehouse.redis.breaker import CircuitBreaker
-from warehouse.db.engine import Database
-from warehouse.errors import UnknownItem
-from warehouse.redis.client import connect_redis
-from warehouse.settings import get_settings
-from warehouse.redis.keys import Keys
 from warehouse.cache.load import Loaded, load_one
 from warehouse.cache.remote import WRITTEN, Entry, RemoteCache, Unavailable, now_ms
 from warehouse.cache.stats import AccessStats
+from warehouse.db.engine import Database
+from warehouse.errors import UnknownItem
+from warehouse.metrics import sinks as metrics
+from warehouse.redis.breaker import CircuitBreaker
+from warehouse.redis.client import connect_redis
+from warehouse.redis.keys import Keys
+from warehouse.settings import get_settings
 
 XFETCH_BETA = 1.0
 LOCK_STRIPES = 256
 WAIT_FOR_PEER_S = 1.0
 WAIT_STEP_S = 0.01
-INVALIDATIONS_KEPT = 100_000  # per-pair invalidation epochs remembered; older ones fold into one floor
+INVALIDATIONS_KEPT = (
+    100_000  # per-pair invalidation epochs remembered; older ones fold into one floor
+)
 
 
 class StockCache:
-    def __init__(self, db: Database, redis_url: str | None = None, *, use_redis: bool = True,
-                 namespace: str | None = None, local_ttl_s: float | None = None):
+    def __init__(
+        self,
+        db: Database,
+        redis_url: str | None = None,
+        *,
+        use_redis: bool = True,
+        namespace: str | None = None,
+        local_ttl_s: float | None = None,
+    ):
         settings = get_settings()
         self.db = db
         self.settings = settings
@@ -67,9 +76,14 @@ class StockCache:
         self._invalidated: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._forgotten_upto = 0
         self._stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
-        self.breaker = CircuitBreaker(failures_to_open=settings.breaker_failures, open_seconds=settings.breaker_open_s,
-                                      on_change=_breaker_changed)
-        self.remote = RemoteCache(connect_redis(redis_url), self.keys, self.breaker) if use_redis else None
+        self.breaker = CircuitBreaker(
+            failures_to_open=settings.breaker_failures,
+            open_seconds=settings.breaker_open_s,
+            on_change=_breaker_changed,
+        )
+        self.remote = (
+            RemoteCache(connect_redis(redis_url), self.keys, self.breaker) if use_redis else None
+        )
         self.stats = AccessStats(self.remote, self.keys)
         self._unhook = db.on_stock_committed(self.invalidate)
 
@@ -86,7 +100,9 @@ class StockCache:
                 read = self.remote.read(warehouse, sku)
                 if read.entry is not None:
                     if _refresh_early(read.entry):
-                        return self._answer(pair, self._load(pair, read.generation, reason="early refresh"), "l2")
+                        return self._answer(
+                            pair, self._load(pair, read.generation, reason="early refresh"), "l2"
+                        )
                     self._local_put(pair, read.entry, since)
                     return self._answer(pair, read.entry, "l2")
             except Unavailable:
@@ -100,7 +116,11 @@ class StockCache:
             metrics.current().inc("cangflow_cache_hits_total", level=level)
         self.stats.count(pair[0], pair[1], level)
         if entry.available is None:
-            raise UnknownItem("warehouse or sku", f"{pair[0]}/{pair[1]}", context="(no such warehouse and SKU pair)")
+            raise UnknownItem(
+                "warehouse or sku",
+                f"{pair[0]}/{pair[1]}",
+                context="(no such warehouse and SKU pair)",
+            )
         return entry.available
 
     def _load_once(self, pair: tuple[str, str]) -> Entry:
@@ -172,13 +192,24 @@ class StockCache:
         metrics.current().inc("cangflow_cache_fallbacks_total")
         with self._stripes[hash(pair) % LOCK_STRIPES]:
             entry = self._local_get(pair)
-            return entry if entry is not None else self._load(pair, None, reason="redis unavailable")
+            return (
+                entry if entry is not None else self._load(pair, None, reason="redis unavailable")
+            )
 
     def entry_for(self, loaded: Loaded, load_ms: float) -> tuple[Entry, float]:
         """The cache entry for a loaded value, with its jittered TTL (shorter when unknown)."""
-        base = self.settings.cache_redis_ttl_s if loaded.known else self.settings.cache_negative_ttl_s
-        ttl_s = base * (1 + random.uniform(-self.settings.cache_ttl_jitter, self.settings.cache_ttl_jitter))
-        entry = Entry(loaded.available if loaded.known else None, loaded.version, load_ms, now_ms() + ttl_s * 1000)
+        base = (
+            self.settings.cache_redis_ttl_s if loaded.known else self.settings.cache_negative_ttl_s
+        )
+        ttl_s = base * (
+            1 + random.uniform(-self.settings.cache_ttl_jitter, self.settings.cache_ttl_jitter)
+        )
+        entry = Entry(
+            loaded.available if loaded.known else None,
+            loaded.version,
+            load_ms,
+            now_ms() + ttl_s * 1000,
+        )
         return entry, ttl_s
 
     # -- in-process level ----------------------------------------------------------------------
@@ -204,10 +235,8 @@ class StockCache:
         """Forget `pairs` here and in Redis (best effort: a Redis failure is left to the relay)."""
         self.forget_local(pairs)
         if self.remote is not None and pairs:
-            try:
+            with contextlib.suppress(Unavailable):
                 self.remote.invalidate(set(pairs))
-            except Unavailable:
-                pass
 
     def forget_local(self, pairs: set[tuple[str, str]]) -> None:
         with self._local_lock:
@@ -230,7 +259,10 @@ class StockCache:
 def _refresh_early(entry: Entry) -> bool:
     """XFetch: refresh before expiry with a probability that grows as expiry nears and with
     how long a load takes, so one reader refreshes a hot key while the rest keep reading."""
-    return now_ms() - entry.load_ms * XFETCH_BETA * math.log(random.random() or 1e-12) >= entry.expires_ms
+    return (
+        now_ms() - entry.load_ms * XFETCH_BETA * math.log(random.random() or 1e-12)
+        >= entry.expires_ms
+    )
 
 
 def _breaker_changed(state: str) -> None:

@@ -12,10 +12,10 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
-from warehouse.history import calendar
 from warehouse.cache.load import load_many
 from warehouse.cache.remote import STALE, WRITTEN, now_ms, pack
 from warehouse.cache.stock_cache import StockCache
+from warehouse.history import calendar
 
 CHUNK = 1000
 LOAD_SLICE = 10_000
@@ -45,7 +45,9 @@ def hot_set(cache: StockCache, top: int) -> tuple[list[tuple[str, str]], str]:
     with cache.db.session() as session:
         # The last day by the jobs' clock (CANGFLOW_CLOCK in a replay), not the server's.
         since = calendar.now() - timedelta(days=1)
-        return [(r.warehouse, r.sku) for r in session.execute(_MOST_MOVED, {"top": top, "since": since})], "ledger"
+        return [
+            (r.warehouse, r.sku) for r in session.execute(_MOST_MOVED, {"top": top, "since": since})
+        ], "ledger"
 
 
 def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "given") -> Warmed:
@@ -56,13 +58,13 @@ def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "give
     if cache.remote is None:
         raise RuntimeError("warming needs Redis; this cache is local-only")
     started = time.perf_counter()
-    slices = [pairs[i:i + LOAD_SLICE] for i in range(0, len(pairs), LOAD_SLICE)]
+    slices = [pairs[i : i + LOAD_SLICE] for i in range(0, len(pairs), LOAD_SLICE)]
     written = refused = keys_warmed = 0
     if not slices:
         return Warmed(source, 0, 0, 0, 0.0)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cangflow-warmup") as loader:
         pending = loader.submit(_prepare, cache, slices[0])
-        for following in slices[1:] + [None]:
+        for following in [*slices[1:], None]:
             prepared = pending.result()
             if following is not None:
                 pending = loader.submit(_prepare, cache, following)
@@ -75,7 +77,7 @@ def _prepare(cache: StockCache, part: list[tuple[str, str]]):
     keys = [cache.keys.available(warehouse, sku) for warehouse, sku in part]
     generations: list[str] = []
     for start in range(0, len(keys), CHUNK):
-        generations += cache.remote.generations(keys[start:start + CHUNK])
+        generations += cache.remote.generations(keys[start : start + CHUNK])
     loading = time.perf_counter()
     with cache.db.session() as session:
         loaded = load_many(session, part)
@@ -91,13 +93,15 @@ def _write(cache: StockCache, prepared) -> tuple[int, int, int]:
     written = refused = 0
     base_s, jitter = cache.settings.cache_redis_ttl_s, cache.settings.cache_ttl_jitter
     for start in range(0, len(chosen), CHUNK):
-        indexes = chosen[start:start + CHUNK]
+        indexes = chosen[start : start + CHUNK]
         now = now_ms()
         packed = []
         for i in indexes:  # the same entry as StockCache.entry_for, built without objects
             value = loaded[part[i]]
             ttl_ms = max(1, int(base_s * (1 + random.uniform(-jitter, jitter)) * 1000))
-            packed.append(pack(generations[i], value.version, value.available, load_ms, now + ttl_ms, ttl_ms))
+            packed.append(
+                pack(generations[i], value.version, value.available, load_ms, now + ttl_ms, ttl_ms)
+            )
         outcomes = cache.remote.write_many([keys[i] for i in indexes], packed)
         written += sum(1 for o in outcomes if o == WRITTEN)
         refused += sum(1 for o in outcomes if o == STALE)

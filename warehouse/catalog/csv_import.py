@@ -12,8 +12,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.stock import validation
 from warehouse.errors import InvalidArgument
+from warehouse.stock import validation
 
 MAX_ERRORS_SHOWN = 20
 NUL = b"\x00"
@@ -24,7 +24,12 @@ COLUMNS = {
     "skus": ("code", "name", "category"),
     "lots": ("sku", "code", "expires"),
 }
-KEYS = {"warehouses": ("code",), "locations": ("warehouse", "code"), "skus": ("code",), "lots": ("sku", "code")}
+KEYS = {
+    "warehouses": ("code",),
+    "locations": ("warehouse", "code"),
+    "skus": ("code",),
+    "lots": ("sku", "code"),
+}
 
 _INSERT = {
     "warehouses": """
@@ -77,7 +82,9 @@ def read_rows(kind: str, content: bytes) -> list[dict[str, object]]:
     try:
         header = reader.fieldnames or []
         if tuple(header) != expected:
-            raise InvalidArgument(f"{kind}: header is {','.join(header) or '(empty)'}; expected {','.join(expected)}")
+            raise InvalidArgument(
+                f"{kind}: header is {','.join(header) or '(empty)'}; expected {','.join(expected)}"
+            )
         records = list(reader)
     except csv.Error as error:
         raise InvalidArgument(f"{kind}: line {reader.line_num}: malformed CSV ({error})") from None
@@ -92,19 +99,29 @@ def read_rows(kind: str, content: bytes) -> list[dict[str, object]]:
         errors.extend(f"line {line}, column {column}: {problem}" for column, problem in problems)
         key = tuple(record[column] for column in KEYS[kind])
         if key in seen:
-            errors.append(f"line {line}: duplicate of line {seen[key]} ({', '.join(map(repr, key))})")
+            errors.append(
+                f"line {line}: duplicate of line {seen[key]} ({', '.join(map(repr, key))})"
+            )
         seen.setdefault(key, line)
         rows.append(row)
     if not records:
         errors.append("the file has a header but no rows")
     if errors:
         shown = "\n  ".join(errors[:MAX_ERRORS_SHOWN])
-        more = f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more" if len(errors) > MAX_ERRORS_SHOWN else ""
-        raise InvalidArgument(f"{kind}: {len(errors)} problem(s), nothing imported:\n  {shown}{more}")
+        more = (
+            f"\n  ... and {len(errors) - MAX_ERRORS_SHOWN} more"
+            if len(errors) > MAX_ERRORS_SHOWN
+            else ""
+        )
+        raise InvalidArgument(
+            f"{kind}: {len(errors)} problem(s), nothing imported:\n  {shown}{more}"
+        )
     return rows
 
 
-def _check_row(kind: str, record: dict[str, str]) -> tuple[dict[str, object], list[tuple[str, str]]]:
+def _check_row(
+    kind: str, record: dict[str, str]
+) -> tuple[dict[str, object], list[tuple[str, str]]]:
     row: dict[str, object] = {}
     problems: list[tuple[str, str]] = []
     for column, value in record.items():
@@ -133,13 +150,21 @@ def import_csv(session: Session, kind: str, source: Path | str | bytes) -> Impor
         wanted = sorted({row[column] for row in rows})
         known = set(
             session.execute(
-                text(f"SELECT code FROM {table} WHERE code = ANY (CAST(:codes AS text[]))"), {"codes": wanted}
+                text(f"SELECT code FROM {table} WHERE code = ANY (CAST(:codes AS text[]))"),
+                {"codes": wanted},
             ).scalars()
         )
         missing = [code for code in wanted if code not in known]
         if missing:
-            lines = [f"line {i}: {column} {row[column]!r} is unknown" for i, row in enumerate(rows, start=2) if row[column] in missing]
-            raise InvalidArgument(f"{kind}: {len(lines)} row(s) name an unknown {column}, nothing imported:\n  " + "\n  ".join(lines[:MAX_ERRORS_SHOWN]))
+            lines = [
+                f"line {i}: {column} {row[column]!r} is unknown"
+                for i, row in enumerate(rows, start=2)
+                if row[column] in missing
+            ]
+            raise InvalidArgument(
+                f"{kind}: {len(lines)} row(s) name an unknown {column}, nothing imported:\n  "
+                + "\n  ".join(lines[:MAX_ERRORS_SHOWN])
+            )
     params = {column: [row[column] for row in rows] for column in COLUMNS[kind]}
     created = len(session.execute(text(_INSERT[kind]), params).all())
     return ImportReport(kind, len(rows), created)

@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from warehouse.stock import validation
-from warehouse.errors import InvalidArgument, UnknownItem
 from warehouse.db.models import Location, Lot, Sku, Warehouse
+from warehouse.errors import InvalidArgument, UnknownItem
+from warehouse.stock import validation
 
 
 def _ensure(session: Session, model, values: dict, match: dict):
@@ -59,7 +59,9 @@ def ensure_location(session: Session, warehouse: str | Warehouse, code: str) -> 
     )
 
 
-def ensure_sku(session: Session, code: str, name: str | None = None, category: str | None = None) -> Sku:
+def ensure_sku(
+    session: Session, code: str, name: str | None = None, category: str | None = None
+) -> Sku:
     code = validation.code(code, field="sku")
     return _ensure(session, Sku, {"code": code, "name": name, "category": category}, {"code": code})
 

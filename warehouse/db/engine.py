@@ -11,13 +11,12 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from warehouse.history import calendar
-from warehouse.db import roles
-from warehouse.db import slow_queries
-from warehouse.db.roles import Role
-from warehouse.settings import Settings, get_settings
-from warehouse.errors import InvalidArgument
+from warehouse.db import roles, slow_queries
 from warehouse.db.id_cache import IdCache
+from warehouse.db.roles import Role
+from warehouse.errors import InvalidArgument
+from warehouse.history import calendar
+from warehouse.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 # session.info key: (warehouse, sku) pairs whose stock the transaction changed.
@@ -27,12 +26,16 @@ TOUCHED_STOCK = "touched_stock"
 class Database:
     """An engine plus a session factory. Create it with `warehouse.connect()`."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False, role: Role | None = None):
+    def __init__(
+        self, url: str, *, pool_size: int = 5, echo: bool = False, role: Role | None = None
+    ):
         parsed = make_url(url)
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.drivername != "postgresql+psycopg":
-            raise ValueError(f"cangflow needs a postgresql+psycopg:// URL, got {parsed.drivername}://")
+            raise ValueError(
+                f"cangflow needs a postgresql+psycopg:// URL, got {parsed.drivername}://"
+            )
         self.url = parsed
         self.engine: Engine = create_engine(
             parsed,
@@ -51,10 +54,14 @@ class Database:
         # logs in as a user who may act as it, on a database `cangflow db roles` converted.
         self.role = role
         self._role_names = roles.RoleNames.from_settings()
-        event.listen(self.engine, "connect", lambda connection, _record: self.act_as_role(connection))
+        event.listen(
+            self.engine, "connect", lambda connection, _record: self.act_as_role(connection)
+        )
         slow_queries.install(self.engine, get_settings().slow_query_s)
         self.ids = IdCache()
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"id_cache": self.ids})
+        self._sessions = sessionmaker(
+            self.engine, expire_on_commit=False, info={"id_cache": self.ids}
+        )
         event.listen(self._sessions, "after_commit", _keep_resolved_ids)
         event.listen(self._sessions, "after_rollback", _drop_resolved_ids)
         self._stock_hooks: list[Callable[[set[tuple[str, str]]], None]] = []
@@ -70,9 +77,8 @@ class Database:
         one (and the first after the setting changed) checks the business time zone first."""
         if self._zone_checked != calendar.zone_name():
             self.check_business_zone()
-        with self._sessions() as session:
-            with session.begin():
-                yield session
+        with self._sessions() as session, session.begin():
+            yield session
 
     def check_business_zone(self, *, force: bool = False) -> str | None:
         """Adopt CANGFLOW_BUSINESS_TIMEZONE on a database without history, or raise
@@ -90,7 +96,9 @@ class Database:
             self._zone_checked = configured
             return stored
 
-    def on_stock_committed(self, hook: Callable[[set[tuple[str, str]]], None]) -> Callable[[], None]:
+    def on_stock_committed(
+        self, hook: Callable[[set[tuple[str, str]]], None]
+    ) -> Callable[[], None]:
         """Call `hook` with the (warehouse, sku) pairs a committed transaction changed (the
         cache's best-effort invalidation); returns a function that removes the hook."""
         self._stock_hooks.append(hook)
@@ -168,12 +176,21 @@ def _set_session_defaults(dbapi_connection, _record) -> None:
     dbapi_connection.commit()
 
 
-_DATABASE_SETTINGS = ("database_url", "owner_database_url", "app_database_url", "reader_database_url",
-                      "database_secret_block", "owner_database_secret_block", "app_database_secret_block",
-                      "reader_database_secret_block")
+_DATABASE_SETTINGS = (
+    "database_url",
+    "owner_database_url",
+    "app_database_url",
+    "reader_database_url",
+    "database_secret_block",
+    "owner_database_secret_block",
+    "app_database_secret_block",
+    "reader_database_secret_block",
+)
 
 
-def resolve_url(url: str | None = None, settings: Settings | None = None, *, role: Role | None = "app") -> str:
+def resolve_url(
+    url: str | None = None, settings: Settings | None = None, *, role: Role | None = "app"
+) -> str:
     """`url`, else the role's CANGFLOW_<ROLE>_DATABASE_URL, else CANGFLOW_DATABASE_URL, else the
     embedded PostgreSQL (logged in as the role)."""
     settings = settings or get_settings()
@@ -183,10 +200,14 @@ def resolve_url(url: str | None = None, settings: Settings | None = None, *, rol
     if own or settings.database_url:
         return own or settings.database_url
     configured = [name for name in _DATABASE_SETTINGS if getattr(settings, name)]
-    if configured:  # a server is configured, only not for this role: never fall back to an embedded one
+    if (
+        configured
+    ):  # a server is configured, only not for this role: never fall back to an embedded one
         wanted = f"CANGFLOW_{role.upper()}_DATABASE_URL or " if role else ""
-        raise InvalidArgument(f"this step needs {wanted}CANGFLOW_DATABASE_URL (or their Secret blocks); "
-                              f"set: {', '.join('CANGFLOW_' + name.upper() for name in configured)}")
+        raise InvalidArgument(
+            f"this step needs {wanted}CANGFLOW_DATABASE_URL (or their Secret blocks); "
+            f"set: {', '.join('CANGFLOW_' + name.upper() for name in configured)}"
+        )
     from warehouse.db.embedded import postgres_url
 
     return postgres_url(settings.home, role=role)

@@ -55,7 +55,9 @@ class Location(Base):
     __tablename__ = "location"
     __table_args__ = (
         UniqueConstraint("warehouse_id", "code", name="uq_location_warehouse_code"),
-        UniqueConstraint("id", "warehouse_id", name="uq_location_id_warehouse"),  # target of balance keys
+        UniqueConstraint(
+            "id", "warehouse_id", name="uq_location_id_warehouse"
+        ),  # target of balance keys
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
@@ -74,7 +76,9 @@ class Lot(Base):
     __tablename__ = "lot"
     __table_args__ = (
         UniqueConstraint("sku_id", "code", name="uq_lot_sku_code"),
-        UniqueConstraint("id", "sku_id", name="uq_lot_id_sku"),  # target of the lot-belongs-to-SKU keys
+        UniqueConstraint(
+            "id", "sku_id", name="uq_lot_id_sku"
+        ),  # target of the lot-belongs-to-SKU keys
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     sku_id: Mapped[int] = mapped_column(ForeignKey("sku.id"))
@@ -88,7 +92,9 @@ class StockBalance(Base):
     __tablename__ = "stock_balance"
     __table_args__ = (
         CheckConstraint("on_hand >= 0", name="ck_stock_balance_on_hand_nonnegative"),
-        CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_stock_balance_reserved_range"),
+        CheckConstraint(
+            "reserved >= 0 AND reserved <= on_hand", name="ck_stock_balance_reserved_range"
+        ),
         Index(
             "uq_stock_balance_key",
             "warehouse_id",
@@ -101,10 +107,17 @@ class StockBalance(Base):
         Index("ix_stock_balance_warehouse_sku", "warehouse_id", "sku_id"),
         # The dimensions tie (migration 0006): a bin of this warehouse, a lot of this SKU, and
         # the keys a movement names its balance row's dimensions by.
-        ForeignKeyConstraint(["location_id", "warehouse_id"], ["location.id", "location.warehouse_id"],
-                             name="fk_stock_balance_location_in_warehouse"),
-        ForeignKeyConstraint(["lot_id", "sku_id"], ["lot.id", "lot.sku_id"], name="fk_stock_balance_lot_of_sku"),
-        UniqueConstraint("id", "warehouse_id", "location_id", "sku_id", name="uq_stock_balance_dimensions"),
+        ForeignKeyConstraint(
+            ["location_id", "warehouse_id"],
+            ["location.id", "location.warehouse_id"],
+            name="fk_stock_balance_location_in_warehouse",
+        ),
+        ForeignKeyConstraint(
+            ["lot_id", "sku_id"], ["lot.id", "lot.sku_id"], name="fk_stock_balance_lot_of_sku"
+        ),
+        UniqueConstraint(
+            "id", "warehouse_id", "location_id", "sku_id", name="uq_stock_balance_dimensions"
+        ),
         UniqueConstraint("id", "lot_id", name="uq_stock_balance_id_lot"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -115,8 +128,12 @@ class StockBalance(Base):
     on_hand: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     reserved: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     version: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    first_received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    first_received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
 
 
 class StockMovement(Base):
@@ -129,22 +146,37 @@ class StockMovement(Base):
     __tablename__ = "stock_movement"
     __table_args__ = (
         CheckConstraint(
-            "movement_type IN ('" + "', '".join(MOVEMENT_TYPES) + "')", name="ck_stock_movement_type"
+            "movement_type IN ('" + "', '".join(MOVEMENT_TYPES) + "')",
+            name="ck_stock_movement_type",
         ),
         Index("ix_stock_movement_balance_occurred", "balance_id", "occurred_at"),
         Index("ix_stock_movement_warehouse_sku_occurred", "warehouse_id", "sku_id", "occurred_at"),
         Index("ix_stock_movement_recorded", "recorded_at"),
         Index("ix_stock_movement_operation", "operation_id"),
-        ForeignKeyConstraint(["balance_id", "warehouse_id", "location_id", "sku_id"],
-                             ["stock_balance.id", "stock_balance.warehouse_id", "stock_balance.location_id",
-                              "stock_balance.sku_id"], name="fk_stock_movement_balance_dimensions"),
-        ForeignKeyConstraint(["balance_id", "lot_id"], ["stock_balance.id", "stock_balance.lot_id"],
-                             name="fk_stock_movement_balance_lot"),
+        ForeignKeyConstraint(
+            ["balance_id", "warehouse_id", "location_id", "sku_id"],
+            [
+                "stock_balance.id",
+                "stock_balance.warehouse_id",
+                "stock_balance.location_id",
+                "stock_balance.sku_id",
+            ],
+            name="fk_stock_movement_balance_dimensions",
+        ),
+        ForeignKeyConstraint(
+            ["balance_id", "lot_id"],
+            ["stock_balance.id", "stock_balance.lot_id"],
+            name="fk_stock_movement_balance_lot",
+        ),
         {"postgresql_partition_by": "RANGE (occurred_at)"},
     )
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, server_default=text("nextval('stock_movement_id_seq')"))
+    id: Mapped[int] = mapped_column(
+        BigInteger, primary_key=True, server_default=text("nextval('stock_movement_id_seq')")
+    )
     occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
     movement_type: Mapped[str] = mapped_column(String(16))
     operation_id: Mapped[int] = mapped_column(BigInteger)
     balance_id: Mapped[int] = mapped_column(BigInteger)
@@ -169,7 +201,9 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     operation_id: Mapped[int | None] = mapped_column(BigInteger)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
 
 
 class OutboxMessage(Base):
@@ -177,14 +211,20 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_message_unpublished", "id", postgresql_where=text("published_at IS NULL")),
         Index("ix_outbox_message_operation", "operation_id"),
-        Index("ix_outbox_message_published_at", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+        Index(
+            "ix_outbox_message_published_at",
+            "published_at",
+            postgresql_where=text("published_at IS NOT NULL"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     topic: Mapped[str] = mapped_column(String(100))
     message_key: Mapped[str | None] = mapped_column(Text)
     operation_id: Mapped[int | None] = mapped_column(BigInteger)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -216,7 +256,9 @@ class SnapshotDay(Base):
     recorded before `watermark`; readers add the ones recorded later (backdated)."""
 
     __tablename__ = "snapshot_day"
-    __table_args__ = (CheckConstraint("build_mode IN ('full', 'incremental')", name="ck_snapshot_day_build_mode"),)
+    __table_args__ = (
+        CheckConstraint("build_mode IN ('full', 'incremental')", name="ck_snapshot_day_build_mode"),
+    )
     snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
     watermark: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Movements recorded before this were checked against this day by the backdate scan.
@@ -224,7 +266,9 @@ class SnapshotDay(Base):
     build_mode: Mapped[str] = mapped_column(String(16))
     row_count: Mapped[int] = mapped_column(BigInteger)
     seconds: Mapped[float] = mapped_column(Double)
-    built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    built_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # An order-independent hash of the rows as verified: a row altered later no longer matches.
     content_digest: Mapped[Decimal | None] = mapped_column(Numeric)
@@ -236,18 +280,24 @@ class SnapshotDirty(Base):
     __tablename__ = "snapshot_dirty"
     snapshot_date: Mapped[date] = mapped_column(Date, primary_key=True)
     reason: Mapped[str] = mapped_column(Text)
-    marked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    marked_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
 
 
 class HistoryMonth(Base):
     __tablename__ = "history_month"
     __table_args__ = (
         CheckConstraint("extract(day FROM month) = 1", name="ck_history_month_first_day"),
-        CheckConstraint("state IN ('closed', 'reopened', 'archived', 'dropped')", name="ck_history_month_state"),
+        CheckConstraint(
+            "state IN ('closed', 'reopened', 'archived', 'dropped')", name="ck_history_month_state"
+        ),
     )
     month: Mapped[date] = mapped_column(Date, primary_key=True)
     state: Mapped[str] = mapped_column(String(16))
-    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    changed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
 
 
 class BooksCheck(Base):
@@ -261,7 +311,9 @@ class BooksCheck(Base):
     )
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
-    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    checked_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
     business_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the jobs' clock then
     covered_upto: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ok: Mapped[bool] = mapped_column(Boolean)
@@ -286,7 +338,9 @@ class ConsumedMessage(Base):
     __table_args__ = (Index("ix_consumed_message_consumed_at", "consumed_at"),)
     consumer: Mapped[str] = mapped_column(String(100), primary_key=True)
     message_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    consumed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    consumed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
 
 
 class ReconciliationRun(Base):
@@ -296,10 +350,16 @@ class ReconciliationRun(Base):
     __tablename__ = "reconciliation_run"
     __table_args__ = (
         CheckConstraint("truth IN ('wms', 'erp')", name="ck_reconciliation_run_truth"),
-        CheckConstraint("status IN ('loading', 'compared', 'done', 'rejected', 'stale')",
-                        name="ck_reconciliation_run_status"),
-        Index("ix_reconciliation_run_scope", "warehouse_ids", postgresql_using="gin",
-              postgresql_where=text("status = 'done'")),
+        CheckConstraint(
+            "status IN ('loading', 'compared', 'done', 'rejected', 'stale')",
+            name="ck_reconciliation_run_status",
+        ),
+        Index(
+            "ix_reconciliation_run_scope",
+            "warehouse_ids",
+            postgresql_using="gin",
+            postgresql_where=text("status = 'done'"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_key: Mapped[str] = mapped_column(String(64), unique=True)
@@ -322,16 +382,28 @@ class ReconciliationRun(Base):
     # overlapping scope is measured against them (`warehouse.reconcile.profile`).
     warehouse_ids: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
     profile: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ReconciliationDifference(Base):
     __tablename__ = "reconciliation_difference"
     __table_args__ = (
-        CheckConstraint("kind IN ('differs', 'not_in_feed', 'not_in_wms')", name="ck_reconciliation_difference_kind"),
-        Index("uq_reconciliation_difference", "run_id", "warehouse_id", "sku_id", "lot_id", unique=True,
-              postgresql_nulls_not_distinct=True),
+        CheckConstraint(
+            "kind IN ('differs', 'not_in_feed', 'not_in_wms')",
+            name="ck_reconciliation_difference_kind",
+        ),
+        Index(
+            "uq_reconciliation_difference",
+            "run_id",
+            "warehouse_id",
+            "sku_id",
+            "lot_id",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
     )
     run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_run.id"), primary_key=True)
     warehouse_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -347,11 +419,22 @@ class ReconciliationDifference(Base):
 class ReconciliationTolerance(Base):
     __tablename__ = "reconciliation_tolerance"
     __table_args__ = (
-        CheckConstraint("(sku_id IS NULL) <> (category IS NULL)", name="ck_reconciliation_tolerance_target"),
+        CheckConstraint(
+            "(sku_id IS NULL) <> (category IS NULL)", name="ck_reconciliation_tolerance_target"
+        ),
         CheckConstraint("abs_qty >= 0 AND pct >= 0", name="ck_reconciliation_tolerance_values"),
-        Index("uq_reconciliation_tolerance_sku", "sku_id", unique=True, postgresql_where=text("sku_id IS NOT NULL")),
-        Index("uq_reconciliation_tolerance_category", "category", unique=True,
-              postgresql_where=text("category IS NOT NULL")),
+        Index(
+            "uq_reconciliation_tolerance_sku",
+            "sku_id",
+            unique=True,
+            postgresql_where=text("sku_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_reconciliation_tolerance_category",
+            "category",
+            unique=True,
+            postgresql_where=text("category IS NOT NULL"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     sku_id: Mapped[int | None] = mapped_column(ForeignKey("sku.id"))
@@ -362,12 +445,16 @@ class ReconciliationTolerance(Base):
 
 class AdjustmentOrder(Base):
     __tablename__ = "adjustment_order"
-    __table_args__ = (UniqueConstraint("run_id", "warehouse_id", name="uq_adjustment_order_run_warehouse"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "warehouse_id", name="uq_adjustment_order_run_warehouse"),
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_run.id"))
     warehouse_id: Mapped[int] = mapped_column(ForeignKey("warehouse.id"))
     truth: Mapped[str] = mapped_column(String(8))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )
 
 
 class AdjustmentOrderLine(Base):
@@ -378,12 +465,27 @@ class AdjustmentOrderLine(Base):
             "'failed', 'superseded')",
             name="ck_adjustment_order_line_status",
         ),
-        Index("uq_adjustment_order_line_key", "order_id", "sku_id", "lot_id", unique=True,
-              postgresql_nulls_not_distinct=True),
+        Index(
+            "uq_adjustment_order_line_key",
+            "order_id",
+            "sku_id",
+            "lot_id",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
         Index("ix_adjustment_order_line_status", "status"),
-        Index("ix_adjustment_order_line_open", "warehouse_id", "sku_id", "lot_id",
-              postgresql_where=text("status IN ('pending_approval', 'held', 'for_erp')")),
-        ForeignKeyConstraint(["lot_id", "sku_id"], ["lot.id", "lot.sku_id"], name="fk_adjustment_order_line_lot_of_sku"),
+        Index(
+            "ix_adjustment_order_line_open",
+            "warehouse_id",
+            "sku_id",
+            "lot_id",
+            postgresql_where=text("status IN ('pending_approval', 'held', 'for_erp')"),
+        ),
+        ForeignKeyConstraint(
+            ["lot_id", "sku_id"],
+            ["lot.id", "lot.sku_id"],
+            name="fk_adjustment_order_line_lot_of_sku",
+        ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("adjustment_order.id"))
@@ -414,4 +516,6 @@ class BusinessCalendar(Base):
     __table_args__ = (CheckConstraint("one_row", name="ck_business_calendar_one_row"),)
     one_row: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
     zone: Mapped[str] = mapped_column(Text)
-    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=text("now()"))
+    changed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now()")
+    )

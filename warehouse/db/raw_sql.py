@@ -26,7 +26,9 @@ def driver(session: Session) -> psycopg.Connection:
 def driver_of(connection: Connection) -> psycopg.Connection:
     """The psycopg connection under a SQLAlchemy Connection."""
     raw = connection.connection.dbapi_connection
-    assert isinstance(raw, psycopg.Connection), f"cangflow runs on psycopg 3, not {type(raw).__name__}"
+    assert isinstance(raw, psycopg.Connection), (
+        f"cangflow runs on psycopg 3, not {type(raw).__name__}"
+    )
     return raw
 
 

@@ -13,16 +13,20 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from warehouse.metrics import sinks as metrics
 from warehouse.db.engine import Database
 from warehouse.errors import ConcurrentConflict
+from warehouse.metrics import sinks as metrics
 
 T = TypeVar("T")
 RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
 
 def _sqlstate(error: BaseException) -> str | None:
-    return getattr(getattr(error, "orig", None), "sqlstate", None) if isinstance(error, DBAPIError) else None
+    return (
+        getattr(getattr(error, "orig", None), "sqlstate", None)
+        if isinstance(error, DBAPIError)
+        else None
+    )
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -70,7 +74,9 @@ def in_transaction(
 LOCK_WAIT_SQLSTATES = {"55P03", "40P01"}  # lock_not_available (lock_timeout), deadlock_detected
 
 
-def ddl_step(db: Database, work: Callable[[Session], T], *, attempts: int = 5, base_delay: float = 0.5) -> T:
+def ddl_step(
+    db: Database, work: Callable[[Session], T], *, attempts: int = 5, base_delay: float = 0.5
+) -> T:
     """One DDL step in its own short transaction. A step that gave up waiting for a lock
     (its `lock_timeout`) is tried again after a jittered pause, while the writers it would
     have blocked get through."""

@@ -89,13 +89,22 @@ class Conversion:
 
     def lines(self) -> list[str]:
         made = ", ".join(self.created) or "none (they exist)"
-        before = ", ".join(f"{count} of {name}" for name, count in sorted(self.ownership_before.items()))
-        return [f"roles created: {made}",
-                f"ownership moved: {self.owned} objects" + (f" ({before})" if before else "")]
+        before = ", ".join(
+            f"{count} of {name}" for name, count in sorted(self.ownership_before.items())
+        )
+        return [
+            f"roles created: {made}",
+            f"ownership moved: {self.owned} objects" + (f" ({before})" if before else ""),
+        ]
 
 
-def convert_database(url: str, names: RoleNames, passwords: dict[Role, str | None] | None = None, *,
-                     unless_converted: bool = False) -> Conversion | None:
+def convert_database(
+    url: str,
+    names: RoleNames,
+    passwords: dict[Role, str | None] | None = None,
+    *,
+    unless_converted: bool = False,
+) -> Conversion | None:
     """`convert` the database of `url` (an admin's: `cangflow db roles`, the embedded server's
     first start, a test database) in one transaction; with `unless_converted`, nothing (None)
     when it already is."""
@@ -105,26 +114,49 @@ def convert_database(url: str, names: RoleNames, passwords: dict[Role, str | Non
         return convert(admin, names, passwords)
 
 
-def convert(connection: psycopg.Connection, names: RoleNames, passwords: dict[Role, str | None] | None = None) -> Conversion:
+def convert(
+    connection: psycopg.Connection,
+    names: RoleNames,
+    passwords: dict[Role, str | None] | None = None,
+) -> Conversion:
     """Make the roles (or set their passwords), give the owner everything, grant the others
     their share; in the caller's transaction. The caller must be able to create roles and
     to act as the present owner (a superuser, or a CREATEROLE member of it)."""
     passwords = passwords or {}
-    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_CONVERT_LOCK,))  # two first starts at once
-    created = [names.of(role) for role in ROLES if _ensure_role(connection, names.of(role), passwords.get(role))]
-    superuser = connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]
+    connection.execute(
+        "SELECT pg_advisory_xact_lock(%s)", (_CONVERT_LOCK,)
+    )  # two first starts at once
+    created = [
+        names.of(role)
+        for role in ROLES
+        if _ensure_role(connection, names.of(role), passwords.get(role))
+    ]
+    superuser = connection.execute(
+        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()[0]
     if not superuser:  # ALTER ... OWNER TO and FOR ROLE need the role's membership
-        connection.execute(sql.SQL("GRANT {}, {} TO CURRENT_USER").format(sql.Identifier(names.owner), sql.Identifier(names.app)))
+        connection.execute(
+            sql.SQL("GRANT {}, {} TO CURRENT_USER").format(
+                sql.Identifier(names.owner), sql.Identifier(names.app)
+            )
+        )
     for schema in ("archive", STAGING_SCHEMA):
         connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
     before = _transfer_ownership(connection, names.owner)
     _hand_staging_to_app(connection, names.app)
     _grant_database(connection, names)
     if superuser:  # the snapshot builder sees other sessions' open transactions (settings.py)
-        connection.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(names.app)))
+        connection.execute(
+            sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(names.app))
+        )
     # The reader checks staged feeds (the erp_feed suite): the app's scratch tables are readable.
-    connection.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
-        sql.Identifier(names.app), sql.Identifier(STAGING_SCHEMA), sql.Identifier(names.reader)))
+    connection.execute(
+        sql.SQL(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}"
+        ).format(
+            sql.Identifier(names.app), sql.Identifier(STAGING_SCHEMA), sql.Identifier(names.reader)
+        )
+    )
     with_owner = sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(names.owner))
     connection.execute(with_owner)  # default privileges are the owner's: set them as it
     try:
@@ -143,19 +175,33 @@ def grant(connection: psycopg.Connection, names: RoleNames) -> None:
     app, reader = ident(names.app), ident(names.reader)
     tables = connection.execute(
         "SELECT n.nspname, c.relname, c.relispartition FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm')", (list(RECORD_SCHEMAS),)).fetchall()
+        "WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v', 'm')",
+        (list(RECORD_SCHEMAS),),
+    ).fetchall()
     for schema, table, is_partition in tables:
         target = sql.SQL("{}.{}").format(ident(schema), ident(table))
         connection.execute(sql.SQL("REVOKE ALL ON {} FROM {}, {}").format(target, app, reader))
         connection.execute(sql.SQL("GRANT SELECT ON {} TO {}, {}").format(target, app, reader))
         writes = APP_WRITES.get(table, ()) if schema == "public" and not is_partition else ()
         if writes:
-            connection.execute(sql.SQL("GRANT {} ON {} TO {}").format(sql.SQL(", ").join(map(sql.SQL, writes)), target, app))
+            connection.execute(
+                sql.SQL("GRANT {} ON {} TO {}").format(
+                    sql.SQL(", ").join(map(sql.SQL, writes)), target, app
+                )
+            )
     for schema in RECORD_SCHEMAS:
         in_schema = ident(schema)
-        connection.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(in_schema, app, reader))
-        connection.execute(sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(in_schema, app))
-        connection.execute(sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(in_schema, reader))
+        connection.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}, {}").format(in_schema, app, reader)
+        )
+        connection.execute(
+            sql.SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(
+                in_schema, app
+            )
+        )
+        connection.execute(
+            sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(in_schema, reader)
+        )
     staging = ident(STAGING_SCHEMA)
     connection.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(staging, app))
     connection.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(staging, reader))
@@ -167,7 +213,11 @@ def grant_if_converted(connection: psycopg.Connection, names: RoleNames) -> bool
         return False
     acting = connection.execute("SELECT current_user").fetchone()[0]
     if acting != names.owner:
-        logger.warning("the roles exist but the migrations ran as %s, not %s: run `cangflow db roles`", acting, names.owner)
+        logger.warning(
+            "the roles exist but the migrations ran as %s, not %s: run `cangflow db roles`",
+            acting,
+            names.owner,
+        )
         return False
     grant(connection, names)
     return True
@@ -187,8 +237,9 @@ LEFT JOIN pg_roles r ON r.rolname = %(role)s AND r.rolname <> current_user
 def become(connection: psycopg.Connection, names: RoleNames, role: Role) -> str:
     """SET ROLE to `role`'s name when `_BECOME` says so; the role the session then acts as.
     Left in the session (the caller commits it)."""
-    acting, target = connection.execute(_BECOME, {"role": names.of(role), "staging": STAGING_SCHEMA,
-                                                  "owner": names.owner}).fetchone()
+    acting, target = connection.execute(
+        _BECOME, {"role": names.of(role), "staging": STAGING_SCHEMA, "owner": names.owner}
+    ).fetchone()
     if target is None:
         return acting
     connection.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(target)))
@@ -197,14 +248,22 @@ def become(connection: psycopg.Connection, names: RoleNames, role: Role) -> str:
 
 def converted(connection: psycopg.Connection, names: RoleNames) -> bool:
     """Whether `cangflow db roles` converted this database (for these role names)."""
-    return bool(connection.execute(f"SELECT {_CONVERTED}", {"staging": STAGING_SCHEMA, "owner": names.owner}).fetchone()[0])
+    return bool(
+        connection.execute(
+            f"SELECT {_CONVERTED}", {"staging": STAGING_SCHEMA, "owner": names.owner}
+        ).fetchone()[0]
+    )
 
 
 def _ensure_role(connection: psycopg.Connection, name: str, password: str | None) -> bool:
     exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
     role = sql.Identifier(name)
     if not exists:
-        connection.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION").format(role))
+        connection.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+            ).format(role)
+        )
     if password:
         connection.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(password)))
     return not exists
@@ -235,18 +294,28 @@ ORDER BY kind = 'SCHEMA' DESC, schema, name
 def _transfer_ownership(connection: psycopg.Connection, owner: str) -> dict[str, int]:
     """Every object of record the owner does not own yet becomes its (public's own owner,
     pg_database_owner, stays: the owner gets CREATE there instead)."""
-    rows = connection.execute(_NOT_OWNED, {"schemas": list(RECORD_SCHEMAS), "own_schemas": ["archive", STAGING_SCHEMA],
-                                           "owner": owner}).fetchall()
+    rows = connection.execute(
+        _NOT_OWNED,
+        {
+            "schemas": list(RECORD_SCHEMAS),
+            "own_schemas": ["archive", STAGING_SCHEMA],
+            "owner": owner,
+        },
+    ).fetchall()
     before: dict[str, int] = {}
     new_owner = sql.Identifier(owner)
     for kind, schema, name, args, previous in rows:
         if kind == "SCHEMA":
             target = sql.Identifier(name)
         elif kind == "FUNCTION":
-            target = sql.SQL("{}.{}({})").format(sql.Identifier(schema), sql.Identifier(name), sql.SQL(args))
+            target = sql.SQL("{}.{}({})").format(
+                sql.Identifier(schema), sql.Identifier(name), sql.SQL(args)
+            )
         else:
             target = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-        connection.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), target, new_owner))
+        connection.execute(
+            sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), target, new_owner)
+        )
         before[previous] = before.get(previous, 0) + 1
     connection.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(new_owner))
     return before
@@ -257,18 +326,30 @@ def _hand_staging_to_app(connection: psycopg.Connection, app: str) -> None:
     only their owner (or the schema's) may drop them."""
     leftovers = connection.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
-        "AND c.relkind = 'r' AND pg_get_userbyid(c.relowner) <> %s", (STAGING_SCHEMA, app)).fetchall()
+        "AND c.relkind = 'r' AND pg_get_userbyid(c.relowner) <> %s",
+        (STAGING_SCHEMA, app),
+    ).fetchall()
     for (name,) in leftovers:
-        connection.execute(sql.SQL("ALTER TABLE {}.{} OWNER TO {}").format(
-            sql.Identifier(STAGING_SCHEMA), sql.Identifier(name), sql.Identifier(app)))
+        connection.execute(
+            sql.SQL("ALTER TABLE {}.{} OWNER TO {}").format(
+                sql.Identifier(STAGING_SCHEMA), sql.Identifier(name), sql.Identifier(app)
+            )
+        )
 
 
 def _grant_database(connection: psycopg.Connection, names: RoleNames) -> None:
     database = connection.execute("SELECT current_database()").fetchone()[0]
-    connection.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}, {}").format(
-        sql.Identifier(database), *(sql.Identifier(names.of(role)) for role in ROLES)))
+    connection.execute(
+        sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}, {}").format(
+            sql.Identifier(database), *(sql.Identifier(names.of(role)) for role in ROLES)
+        )
+    )
     # The owner makes schemas (migrations: `archive`, `cangflow_staging`).
-    connection.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database), sql.Identifier(names.owner)))
+    connection.execute(
+        sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
+            sql.Identifier(database), sql.Identifier(names.owner)
+        )
+    )
 
 
 def _default_privileges(connection: psycopg.Connection, names: RoleNames) -> None:

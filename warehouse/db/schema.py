@@ -9,11 +9,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from warehouse.history import partitions
-from warehouse.db import roles
+from warehouse.db import raw_sql, roles
 from warehouse.db.engine import Database
 from warehouse.errors import SchemaNotCurrent
-from warehouse.db import raw_sql
+from warehouse.history import partitions
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Concurrent `db upgrade` runs (two workers starting at once) take turns on this lock.
@@ -40,7 +39,9 @@ def require_current(db: Database) -> None:
     current, head = current_revision(db), head_revision()
     if current != head:
         found = "has no cangflow schema" if current is None else f"is at revision {current}"
-        raise SchemaNotCurrent(f"the database {found}; this code needs {head}: run `cangflow db upgrade`")
+        raise SchemaNotCurrent(
+            f"the database {found}; this code needs {head}: run `cangflow db upgrade`"
+        )
 
 
 def upgrade(db: Database, revision: str = "head", *, premake_months: int = 3) -> str | None:

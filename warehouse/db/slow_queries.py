@@ -30,8 +30,25 @@ def shape(statement: str) -> str:
 def operation(statement: str) -> str:
     words = _SPACE.sub(" ", statement).strip().split(" ", 1)
     first = words[0].upper() if words and words[0] else "OTHER"
-    return first if first in {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "COPY", "CREATE", "ALTER",
-                               "DROP", "ANALYZE", "EXECUTE", "SET"} else "OTHER"
+    return (
+        first
+        if first
+        in {
+            "SELECT",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "WITH",
+            "COPY",
+            "CREATE",
+            "ALTER",
+            "DROP",
+            "ANALYZE",
+            "EXECUTE",
+            "SET",
+        }
+        else "OTHER"
+    )
 
 
 def observe(statement: str, seconds: float, threshold_s: float) -> None:

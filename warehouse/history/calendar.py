@@ -9,7 +9,7 @@ simulation can run two years of nights without sleeping.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,8 +22,10 @@ def _zone_named(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as missing:
-        raise InvalidArgument(f"CANGFLOW_BUSINESS_TIMEZONE={name!r} is not an IANA time zone name "
-                              "(e.g. UTC, Asia/Shanghai, America/New_York)") from missing
+        raise InvalidArgument(
+            f"CANGFLOW_BUSINESS_TIMEZONE={name!r} is not an IANA time zone name "
+            "(e.g. UTC, Asia/Shanghai, America/New_York)"
+        ) from missing
 
 
 def zone_name() -> str:
@@ -37,7 +39,7 @@ def zone() -> ZoneInfo:
 def now() -> datetime:
     """The jobs' clock: the real time, or the instant CANGFLOW_CLOCK pins."""
     pinned = get_settings().clock
-    return pinned if pinned is not None else datetime.now(timezone.utc)
+    return pinned if pinned is not None else datetime.now(UTC)
 
 
 def today() -> date:
@@ -53,9 +55,9 @@ def day_start(day: date) -> datetime:
     """The first instant of `day` in the business zone (as UTC). Where a DST change skips local
     midnight, the day starts at the first local time that exists."""
     local = datetime(day.year, day.month, day.day, tzinfo=zone())
-    start = local.astimezone(timezone.utc)
+    start = local.astimezone(UTC)
     if day_of(start) != day:  # midnight fell in a gap: zoneinfo used the offset before it
-        start = local.replace(fold=1).astimezone(timezone.utc)
+        start = local.replace(fold=1).astimezone(UTC)
     return start
 
 

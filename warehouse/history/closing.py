@@ -16,10 +16,10 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.history import partitions
-from warehouse.errors import InvalidArgument, WarehouseError
-from warehouse.history.partitions import add_months, month_label, month_start, partition_name
 from warehouse.db import raw_sql
+from warehouse.errors import InvalidArgument, WarehouseError
+from warehouse.history import partitions
+from warehouse.history.partitions import add_months, month_label, month_start, partition_name
 
 ROW_TRIGGER = "cangflow_history_closed"
 TRUNCATE_TRIGGER = "cangflow_history_closed_truncate"
@@ -57,12 +57,17 @@ def _triggered(session: Session) -> set[str]:
     return set(session.execute(_TRIGGERED, {"name": ROW_TRIGGER}).scalars())
 
 
-def _month_partitions(session: Session, month: date, existing: dict[str, set[str]] | None = None) -> list[str]:
+def _month_partitions(
+    session: Session, month: date, existing: dict[str, set[str]] | None = None
+) -> list[str]:
     """This month's partitions that exist, ledger first (`existing`: the names per table, when
     the caller has read them already)."""
     existing = existing or _existing(session)
-    return [partition_name(table, month) for table in partitions.PARTITIONED_TABLES
-            if partition_name(table, month) in existing[table]]
+    return [
+        partition_name(table, month)
+        for table in partitions.PARTITIONED_TABLES
+        if partition_name(table, month) in existing[table]
+    ]
 
 
 def _existing(session: Session) -> dict[str, set[str]]:
@@ -72,8 +77,11 @@ def _existing(session: Session) -> dict[str, set[str]]:
 def closed_months(session: Session) -> list[date]:
     """Months whose ledger partition refuses changes."""
     triggered = _triggered(session)
-    return [p.month for p in partitions.attached(session, "stock_movement")
-            if p.month is not None and p.name in triggered]
+    return [
+        p.month
+        for p in partitions.attached(session, "stock_movement")
+        if p.month is not None and p.name in triggered
+    ]
 
 
 def due_months(session: Session, *, today: date, grace_days: int) -> list[date]:
@@ -103,11 +111,15 @@ def _late_movements(session: Session, month: date, watermark) -> int:
     no watermark, all of the month's movements."""
     raw = raw_sql.driver(session)
     query = sql.SQL("SELECT count(*) FROM {} WHERE recorded_at >= {}").format(
-        sql.Identifier(partition_name("stock_movement", month)), sql.Literal(watermark or "-infinity"))
+        sql.Identifier(partition_name("stock_movement", month)),
+        sql.Literal(watermark or "-infinity"),
+    )
     return session.connection().exec_driver_sql(query.as_string(raw)).scalar()
 
 
-_VERIFIED_AFTER = text("SELECT EXISTS (SELECT 1 FROM snapshot_day WHERE snapshot_date > :day AND verified_at IS NOT NULL)")
+_VERIFIED_AFTER = text(
+    "SELECT EXISTS (SELECT 1 FROM snapshot_day WHERE snapshot_date > :day AND verified_at IS NOT NULL)"
+)
 
 
 def why_not_closable(session: Session, month: date) -> str | None:
@@ -117,7 +129,10 @@ def why_not_closable(session: Session, month: date) -> str | None:
         # A month before the first snapshot day holds no movement (the snapshots begin on the
         # day of the oldest one); it can close once snapshots exist after it (the lock taken by
         # closing keeps it empty).
-        if session.execute(_VERIFIED_AFTER, {"day": day}).scalar() and _late_movements(session, month, None) == 0:
+        if (
+            session.execute(_VERIFIED_AFTER, {"day": day}).scalar()
+            and _late_movements(session, month, None) == 0
+        ):
             return None
         return f"no snapshot of its last day {day} yet"
     if state.dirty or state.earlier_dirty:
@@ -130,14 +145,20 @@ def why_not_closable(session: Session, month: date) -> str | None:
     return None
 
 
-def record_state(session: Session, month: date, state: str, action: str, reason: str | None) -> None:
+def record_state(
+    session: Session, month: date, state: str, action: str, reason: str | None
+) -> None:
     session.execute(
-        text("INSERT INTO history_month (month, state) VALUES (:month, :state) "
-             "ON CONFLICT (month) DO UPDATE SET state = excluded.state, changed_at = now()"),
+        text(
+            "INSERT INTO history_month (month, state) VALUES (:month, :state) "
+            "ON CONFLICT (month) DO UPDATE SET state = excluded.state, changed_at = now()"
+        ),
         {"month": month, "state": state},
     )
     session.execute(
-        text("INSERT INTO history_audit (month, action, reason, actor) VALUES (:month, :action, :reason, :actor)"),
+        text(
+            "INSERT INTO history_audit (month, action, reason, actor) VALUES (:month, :action, :reason, :actor)"
+        ),
         {"month": month, "action": action, "reason": reason, "actor": _actor(session)},
     )
 
@@ -168,54 +189,81 @@ def close_month(session: Session, month: date, *, lock_timeout_ms: int | None = 
             continue
         target = sql.Identifier(name)
         # Creating the trigger waits for writers in flight on the partition; after it, none can start.
-        partitions.execute_ddl(session, sql.SQL(
-            "CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE OR DELETE ON {target} "
-            "FOR EACH ROW EXECUTE FUNCTION cangflow_refuse_closed_history({label})").format(
-            trigger=sql.Identifier(ROW_TRIGGER), target=target, label=label))
-        partitions.execute_ddl(session, sql.SQL(
-            "CREATE TRIGGER {trigger} BEFORE TRUNCATE ON {target} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION cangflow_refuse_closed_history({label})").format(
-            trigger=sql.Identifier(TRUNCATE_TRIGGER), target=target, label=label))
+        partitions.execute_ddl(
+            session,
+            sql.SQL(
+                "CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE OR DELETE ON {target} "
+                "FOR EACH ROW EXECUTE FUNCTION cangflow_refuse_closed_history({label})"
+            ).format(trigger=sql.Identifier(ROW_TRIGGER), target=target, label=label),
+        )
+        partitions.execute_ddl(
+            session,
+            sql.SQL(
+                "CREATE TRIGGER {trigger} BEFORE TRUNCATE ON {target} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION cangflow_refuse_closed_history({label})"
+            ).format(trigger=sql.Identifier(TRUNCATE_TRIGGER), target=target, label=label),
+        )
         newly.append(name)
     # Checked again under the lock: a writer that committed while we waited is seen now.
     why = why_not_closable(session, month)
     if why:
         raise NotClosable(month, why)
     if newly:
-        record_state(session, month, "closed", "closed", "rollover: past the grace period, snapshot verified")
+        record_state(
+            session, month, "closed", "closed", "rollover: past the grace period, snapshot verified"
+        )
     return newly
 
 
-def reopen_month(session: Session, month: date, *, reason: str, lock_timeout_ms: int | None = None) -> list[str]:
+def reopen_month(
+    session: Session, month: date, *, reason: str, lock_timeout_ms: int | None = None
+) -> list[str]:
     """Let the month's ledger take changes again (and the snapshots from it onward be rebuilt)."""
     if not reason or not reason.strip():
-        raise InvalidArgument("reopening history needs a reason (--reason \"...\")")
+        raise InvalidArgument('reopening history needs a reason (--reason "...")')
     month = month_start(month)
     partitions.rollover_lock(session)
-    if partition_name("stock_movement", month) not in partitions.existing(session, "stock_movement"):
-        raise InvalidArgument(f"no ledger partition for {month_label(month)} (never made, or archived)")
+    if partition_name("stock_movement", month) not in partitions.existing(
+        session, "stock_movement"
+    ):
+        raise InvalidArgument(
+            f"no ledger partition for {month_label(month)} (never made, or archived)"
+        )
     partitions.set_lock_timeout(session, lock_timeout_ms)
     triggered = _triggered(session)
     # A change in this month can make any later snapshot stale, so later months' snapshot
     # partitions open too; their ledgers stay closed.
-    later_snapshots = [p.name for p in partitions.attached(session, "stock_snapshot")
-                       if p.month is not None and p.month > month]
+    later_snapshots = [
+        p.name
+        for p in partitions.attached(session, "stock_snapshot")
+        if p.month is not None and p.month > month
+    ]
     names = [n for n in _month_partitions(session, month) + later_snapshots if n in triggered]
     if partition_name("stock_movement", month) not in triggered:
         raise InvalidArgument(f"history {month_label(month)} is not closed")
     for name in names:
         for trigger in (ROW_TRIGGER, TRUNCATE_TRIGGER):
-            partitions.execute_ddl(session, sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
-                sql.Identifier(trigger), sql.Identifier(name)))
+            partitions.execute_ddl(
+                session,
+                sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                    sql.Identifier(trigger), sql.Identifier(name)
+                ),
+            )
     record_state(session, month, "reopened", "reopened", reason.strip())
     return names
 
 
 def reopened_months(session: Session) -> list[date]:
-    return list(session.execute(text("SELECT month FROM history_month WHERE state = 'reopened' ORDER BY month")).scalars())
+    return list(
+        session.execute(
+            text("SELECT month FROM history_month WHERE state = 'reopened' ORDER BY month")
+        ).scalars()
+    )
 
 
-_AUDIT = text("SELECT month, action, reason, actor, at FROM history_audit ORDER BY at DESC LIMIT :limit")
+_AUDIT = text(
+    "SELECT month, action, reason, actor, at FROM history_audit ORDER BY at DESC LIMIT :limit"
+)
 
 
 def audit_trail(session: Session, *, limit: int = 20) -> list:

@@ -20,8 +20,8 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.history import calendar
 from warehouse.db import raw_sql
+from warehouse.history import calendar
 
 # Each partitioned table and the column (and its type) it is partitioned on.
 PARTITIONED_TABLES = {"stock_movement": "occurred_at", "stock_snapshot": "snapshot_date"}
@@ -80,7 +80,10 @@ def rollover_lock(session: Session) -> None:
 def set_lock_timeout(session: Session, milliseconds: int | None) -> None:
     """For the rest of this transaction only."""
     if milliseconds is not None:
-        session.execute(text("SELECT set_config('lock_timeout', :value, true)"), {"value": f"{int(milliseconds)}ms"})
+        session.execute(
+            text("SELECT set_config('lock_timeout', :value, true)"),
+            {"value": f"{int(milliseconds)}ms"},
+        )
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,10 @@ def attached(session: Session, table: str) -> list[Partition]:
     """The partitions attached to `table`, monthly ones in month order, the default last."""
     _check_table(table)
     names = session.execute(
-        text("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-             "WHERE i.inhparent = CAST(:table AS regclass)"),
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = CAST(:table AS regclass)"
+        ),
         {"table": table},
     ).scalars()
     found = []
@@ -115,13 +120,21 @@ def rows_in_default(session: Session, table: str) -> dict[date, int]:
     the month of the business time zone its instant falls in)."""
     _check_table(table)
     column = PARTITIONED_TABLES[table]
-    month_of = "CAST(date_trunc('month', {col} AT TIME ZONE {zone}) AS date)" if table == "stock_movement" \
+    month_of = (
+        "CAST(date_trunc('month', {col} AT TIME ZONE {zone}) AS date)"
+        if table == "stock_movement"
         else "CAST(date_trunc('month', {col}) AS date)"
-    statement = sql.SQL("SELECT " + month_of + ", count(*) FROM {default} GROUP BY 1 ORDER BY 1").format(
-        col=sql.Identifier(column), zone=sql.Literal(calendar.zone_name()), default=sql.Identifier(default_name(table)))
+    )
+    statement = sql.SQL(
+        "SELECT " + month_of + ", count(*) FROM {default} GROUP BY 1 ORDER BY 1"
+    ).format(
+        col=sql.Identifier(column),
+        zone=sql.Literal(calendar.zone_name()),
+        default=sql.Identifier(default_name(table)),
+    )
     raw = raw_sql.driver(session)
     rows = session.connection().exec_driver_sql(statement.as_string(raw)).all()
-    return {month: count for month, count in rows}
+    return dict(rows)
 
 
 @dataclass(frozen=True)
@@ -132,7 +145,9 @@ class MonthMade:
     rows_moved: int = 0
 
 
-def ensure_month(session: Session, table: str, month: date, *, lock_timeout_ms: int | None = None) -> MonthMade:
+def ensure_month(
+    session: Session, table: str, month: date, *, lock_timeout_ms: int | None = None
+) -> MonthMade:
     """Make the partition of `table` for `month` unless it exists.
 
     Rows of that month in the default partition would make `CREATE ... PARTITION OF` fail, so
@@ -147,26 +162,53 @@ def ensure_month(session: Session, table: str, month: date, *, lock_timeout_ms: 
     if name in existing(session, table):
         return MonthMade(table, name, created=False)
     lower, upper = bounds(table, month)
-    parts = dict(name=sql.Identifier(name), parent=sql.Identifier(table), lower=sql.Literal(lower),
-                 upper=sql.Literal(upper), default=sql.Identifier(default_name(table)),
-                 column=sql.Identifier(PARTITIONED_TABLES[table]))
+    parts = {
+        "name": sql.Identifier(name),
+        "parent": sql.Identifier(table),
+        "lower": sql.Literal(lower),
+        "upper": sql.Literal(upper),
+        "default": sql.Identifier(default_name(table)),
+        "column": sql.Identifier(PARTITIONED_TABLES[table]),
+    }
     stray = rows_in_default(session, table).get(month, 0)
     if not stray:
-        execute_ddl(session, sql.SQL(
-            "CREATE TABLE {name} PARTITION OF {parent} FOR VALUES FROM ({lower}) TO ({upper})").format(**parts))
+        execute_ddl(
+            session,
+            sql.SQL(
+                "CREATE TABLE {name} PARTITION OF {parent} FOR VALUES FROM ({lower}) TO ({upper})"
+            ).format(**parts),
+        )
         return MonthMade(table, name, created=True)
-    execute_ddl(session, sql.SQL("CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)").format(**parts))
-    execute_ddl(session, sql.SQL(
-        "WITH moved AS (DELETE FROM {default} WHERE {column} >= {lower} AND {column} < {upper} RETURNING *) "
-        "INSERT INTO {name} SELECT * FROM moved").format(**parts))
-    execute_ddl(session, sql.SQL("ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({lower}) TO ({upper})").format(**parts))
+    execute_ddl(
+        session,
+        sql.SQL(
+            "CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+        ).format(**parts),
+    )
+    execute_ddl(
+        session,
+        sql.SQL(
+            "WITH moved AS (DELETE FROM {default} WHERE {column} >= {lower} AND {column} < {upper} RETURNING *) "
+            "INSERT INTO {name} SELECT * FROM moved"
+        ).format(**parts),
+    )
+    execute_ddl(
+        session,
+        sql.SQL(
+            "ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({lower}) TO ({upper})"
+        ).format(**parts),
+    )
     return MonthMade(table, name, created=True, rows_moved=stray)
 
 
-def premake(session: Session, *, months_back: int = 1, months_ahead: int = 3, today: date | None = None) -> list[str]:
+def premake(
+    session: Session, *, months_back: int = 1, months_ahead: int = 3, today: date | None = None
+) -> list[str]:
     """Make sure monthly partitions exist from `months_back` before to `months_ahead` after today."""
     current = month_start(today or calendar.today())
-    return ensure_range(session, add_months(current, -months_back), add_months(current, months_ahead))
+    return ensure_range(
+        session, add_months(current, -months_back), add_months(current, months_ahead)
+    )
 
 
 def ensure_range(session: Session, start: date, end: date) -> list[str]:

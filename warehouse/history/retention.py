@@ -24,13 +24,13 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.history import partitions
+from warehouse.db import raw_sql
 from warehouse.db.engine import Database
 from warehouse.errors import WarehouseError
+from warehouse.history import partitions
 from warehouse.history.closing import closed_months, record_state
 from warehouse.history.partitions import add_months, month_label
 from warehouse.stock.validation import history_floor
-from warehouse.db import raw_sql
 
 ARCHIVE_SCHEMA = "archive"
 
@@ -47,7 +47,9 @@ class Retired:
 
 def cutoffs(today: date, retention_months: int) -> dict[str, date]:
     """Per table, months before this leave the hot table."""
-    ledger = history_floor(today, retention_months)  # the one definition the stock API refuses before
+    ledger = history_floor(
+        today, retention_months
+    )  # the one definition the stock API refuses before
     return {"stock_movement": ledger, "stock_snapshot": add_months(ledger, -1)}
 
 
@@ -72,7 +74,10 @@ def _has_default(session: Session, table: str) -> bool:
 
 def detach(db: Database, partition: partitions.Partition, *, lock_timeout_ms: int) -> bool:
     """Detach one partition (its own transaction); True when it went CONCURRENTLY."""
-    identifiers = dict(parent=sql.Identifier(partition.table), name=sql.Identifier(partition.name))
+    identifiers = {
+        "parent": sql.Identifier(partition.table),
+        "name": sql.Identifier(partition.name),
+    }
     with db.session() as session:
         partitions.rollover_lock(session)
         if partition.name not in partitions.existing(session, partition.table):
@@ -80,29 +85,42 @@ def detach(db: Database, partition: partitions.Partition, *, lock_timeout_ms: in
         concurrently = not _has_default(session, partition.table)
         if not concurrently:
             partitions.set_lock_timeout(session, lock_timeout_ms)
-            partitions.execute_ddl(session, sql.SQL("ALTER TABLE {parent} DETACH PARTITION {name}").format(**identifiers))
+            partitions.execute_ddl(
+                session,
+                sql.SQL("ALTER TABLE {parent} DETACH PARTITION {name}").format(**identifiers),
+            )
     if concurrently:
         # Cannot run inside a transaction block: its own autocommit connection.
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             raw = raw_sql.driver_of(connection)
-            statement = sql.SQL("ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY").format(**identifiers)
+            statement = sql.SQL("ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY").format(
+                **identifiers
+            )
             connection.exec_driver_sql(statement.as_string(raw))
     return concurrently
 
 
 def _move_to_archive(session: Session, partition: partitions.Partition) -> None:
-    partitions.execute_ddl(session, sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
-        sql.Identifier(partition.name), sql.Identifier(ARCHIVE_SCHEMA)))
+    partitions.execute_ddl(
+        session,
+        sql.SQL("ALTER TABLE {} SET SCHEMA {}").format(
+            sql.Identifier(partition.name), sql.Identifier(ARCHIVE_SCHEMA)
+        ),
+    )
     _forget_snapshot_days(session, partition)
 
 
 def _forget_snapshot_days(session: Session, partition: partitions.Partition) -> None:
     if partition.table == "stock_snapshot":
         # The days are gone from the hot table: readers must not find them as a base.
-        session.execute(text("DELETE FROM snapshot_day WHERE snapshot_date >= :lo AND snapshot_date < :hi"),
-                        {"lo": partition.month, "hi": add_months(partition.month, 1)})
-        session.execute(text("DELETE FROM snapshot_dirty WHERE snapshot_date >= :lo AND snapshot_date < :hi"),
-                        {"lo": partition.month, "hi": add_months(partition.month, 1)})
+        session.execute(
+            text("DELETE FROM snapshot_day WHERE snapshot_date >= :lo AND snapshot_date < :hi"),
+            {"lo": partition.month, "hi": add_months(partition.month, 1)},
+        )
+        session.execute(
+            text("DELETE FROM snapshot_dirty WHERE snapshot_date >= :lo AND snapshot_date < :hi"),
+            {"lo": partition.month, "hi": add_months(partition.month, 1)},
+        )
 
 
 def dump(db: Database, name: str, directory: Path, *, schema: str = ARCHIVE_SCHEMA) -> Path:
@@ -115,24 +133,44 @@ def dump(db: Database, name: str, directory: Path, *, schema: str = ARCHIVE_SCHE
     url = db.url
     env = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
     dsn = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    done = subprocess.run([pg_dump, "--format=custom", f"--table={schema}.{name}", f"--file={target}", dsn],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [pg_dump, "--format=custom", f"--table={schema}.{name}", f"--file={target}", dsn],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0 or not target.exists() or target.stat().st_size == 0:
-        raise WarehouseError(f"pg_dump of {schema}.{name} failed ({done.returncode}): {done.stderr.strip()[:500]}")
+        raise WarehouseError(
+            f"pg_dump of {schema}.{name} failed ({done.returncode}): {done.stderr.strip()[:500]}"
+        )
     return target
 
 
-def retire(db: Database, partition: partitions.Partition, *, mode: str, lock_timeout_ms: int,
-           dump_directory: Path) -> Retired | None:
+def retire(
+    db: Database,
+    partition: partitions.Partition,
+    *,
+    mode: str,
+    lock_timeout_ms: int,
+    dump_directory: Path,
+) -> Retired | None:
     """Detach one due partition and archive it (or dump and drop it). Each step commits on its
     own; a run killed between steps finishes the partition next time (see `leftovers`). None
     when a concurrent rollover retired it."""
     concurrently = detach(db, partition, lock_timeout_ms=lock_timeout_ms)
-    return _finish(db, partition, mode=mode, concurrently=concurrently, dump_directory=dump_directory)
+    return _finish(
+        db, partition, mode=mode, concurrently=concurrently, dump_directory=dump_directory
+    )
 
 
-def _finish(db: Database, partition: partitions.Partition, *, mode: str, concurrently: bool,
-            dump_directory: Path) -> Retired | None:
+def _finish(
+    db: Database,
+    partition: partitions.Partition,
+    *,
+    mode: str,
+    concurrently: bool,
+    dump_directory: Path,
+) -> Retired | None:
     """Archive, or dump and drop, a detached partition: one transaction after the detach, so a
     run killed at any point leaves the table detached in `public` (a leftover) and the next run
     starts this step again. Drop mode dumps from `public` under the rollover lock, then drops
@@ -145,15 +183,26 @@ def _finish(db: Database, partition: partitions.Partition, *, mode: str, concurr
         if mode != "drop":
             _move_to_archive(session, partition)
             if partition.table == "stock_movement":
-                record_state(session, partition.month, "archived", "archived",
-                             f"older than the retention; in schema {ARCHIVE_SCHEMA}")
-            return Retired(partition.table, partition.name, partition.month, "archived", concurrently)
+                record_state(
+                    session,
+                    partition.month,
+                    "archived",
+                    "archived",
+                    f"older than the retention; in schema {ARCHIVE_SCHEMA}",
+                )
+            return Retired(
+                partition.table, partition.name, partition.month, "archived", concurrently
+            )
         target = dump(db, partition.name, dump_directory, schema="public")
         _forget_snapshot_days(session, partition)
-        partitions.execute_ddl(session, sql.SQL("DROP TABLE {}").format(sql.Identifier(partition.name)))
+        partitions.execute_ddl(
+            session, sql.SQL("DROP TABLE {}").format(sql.Identifier(partition.name))
+        )
         if partition.table == "stock_movement":
             record_state(session, partition.month, "dropped", "dropped", f"dumped to {target}")
-    return Retired(partition.table, partition.name, partition.month, "dropped", concurrently, str(target))
+    return Retired(
+        partition.table, partition.name, partition.month, "dropped", concurrently, str(target)
+    )
 
 
 _DETACHED_IN_PUBLIC = text("""
@@ -173,11 +222,17 @@ def leftovers(session: Session) -> list[partitions.Partition]:
     return found
 
 
-def finish_leftover(db: Database, partition: partitions.Partition, *, mode: str, dump_directory: Path) -> Retired | None:
+def finish_leftover(
+    db: Database, partition: partitions.Partition, *, mode: str, dump_directory: Path
+) -> Retired | None:
     return _finish(db, partition, mode=mode, concurrently=False, dump_directory=dump_directory)
 
 
 def describe(retired: Retired) -> str:
     how = "detached concurrently" if retired.concurrently else "detached"
-    where = f"dropped after dump to {retired.dump}" if retired.how == "dropped" else f"kept in {ARCHIVE_SCHEMA}"
+    where = (
+        f"dropped after dump to {retired.dump}"
+        if retired.how == "dropped"
+        else f"kept in {ARCHIVE_SCHEMA}"
+    )
     return f"{retired.name} ({month_label(retired.month)}): {how}, {where}"

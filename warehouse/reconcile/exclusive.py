@@ -56,15 +56,23 @@ class Hold:
 
     def run(self, run_id: int, run_key: str) -> None:
         """Take the run's lock, waiting for another run of the same feed to end."""
-        self._connection.execute("SELECT set_config('application_name', %s, false)", (f"{APPLICATION}-run-{run_id}",))
-        self._take(RUN_LOCK, key_of(run_key), "reconciliation of this feed is already running ({holder}); "
-                                              "rerun once it has ended")
+        self._connection.execute(
+            "SELECT set_config('application_name', %s, false)", (f"{APPLICATION}-run-{run_id}",)
+        )
+        self._take(
+            RUN_LOCK,
+            key_of(run_key),
+            "reconciliation of this feed is already running ({holder}); rerun once it has ended",
+        )
 
     def warehouses(self, warehouse_ids: Iterable[int]) -> None:
         """Take each warehouse's lock in id order (two runs never wait on each other crosswise)."""
         for warehouse_id in sorted(set(warehouse_ids)):
-            self._take(WAREHOUSE_LOCK, int(warehouse_id), "a reconciliation of warehouse id "
-                                                         f"{warehouse_id} is already running ({{holder}})")
+            self._take(
+                WAREHOUSE_LOCK,
+                int(warehouse_id),
+                f"a reconciliation of warehouse id {warehouse_id} is already running ({{holder}})",
+            )
 
     def sweep(self) -> list[str]:
         """Drop the staging tables other runs' killed attempts left, each only while holding its
@@ -74,15 +82,23 @@ class Hold:
         names = [row[0] for row in self._connection.execute(STAGING_TABLES).fetchall()]
         owners = {name: staging_run(name) for name in names}
         ids = sorted({run for run in owners.values() if run is not None})
-        keys = dict(self._connection.execute("SELECT id, run_key FROM reconciliation_run WHERE id = ANY(%s)", (ids,)).fetchall())
+        keys = dict(
+            self._connection.execute(
+                "SELECT id, run_key FROM reconciliation_run WHERE id = ANY(%s)", (ids,)
+            ).fetchall()
+        )
         dropped = []
         for run_id, run_key in keys.items():
             lock = (RUN_LOCK, key_of(run_key))
-            if not self._connection.execute("SELECT pg_try_advisory_lock(%s, %s)", lock).fetchone()[0]:
+            if not self._connection.execute("SELECT pg_try_advisory_lock(%s, %s)", lock).fetchone()[
+                0
+            ]:
                 continue  # that run is being worked on
             try:
                 for name in sorted(n for n, owner in owners.items() if owner == run_id):
-                    self._connection.execute(f"DROP TABLE IF EXISTS {quoted_name(self._connection, name)}")
+                    self._connection.execute(
+                        f"DROP TABLE IF EXISTS {quoted_name(self._connection, name)}"
+                    )
                     dropped.append(name)
             finally:
                 self._connection.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
@@ -91,7 +107,9 @@ class Hold:
     def _take(self, kind: int, key: int, refusal: str) -> None:
         deadline = time.monotonic() + self._wait
         while True:
-            if self._connection.execute("SELECT pg_try_advisory_lock(%s, %s)", (kind, key)).fetchone()[0]:
+            if self._connection.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (kind, key)
+            ).fetchone()[0]:
                 return
             if time.monotonic() >= deadline:
                 raise AlreadyRunning(refusal.format(holder=self._holder(kind, key)))
@@ -101,7 +119,7 @@ class Hold:
         row = self._connection.execute(_HOLDER, (kind, key & 0xFFFFFFFF)).fetchone()
         name = row[0] if row else ""
         prefix = f"{APPLICATION}-run-"
-        return f"run {name[len(prefix):]}" if name.startswith(prefix) else "another process"
+        return f"run {name[len(prefix) :]}" if name.startswith(prefix) else "another process"
 
 
 @contextmanager
@@ -109,10 +127,11 @@ def reconciling(db: Database, *, wait_seconds: float) -> Iterator[Hold]:
     """A connection of its own for the run's locks; closing it releases them."""
     dialect = db.engine.dialect
     args, kwargs = dialect.create_connect_args(db.engine.url)
-    connection = dialect.connect(*args, **{**kwargs, "autocommit": True, "application_name": APPLICATION})
+    connection = dialect.connect(
+        *args, **{**kwargs, "autocommit": True, "application_name": APPLICATION}
+    )
     try:
         db.act_as_role(connection)  # the sweep drops the app role's scratch tables as the app role
         yield Hold(connection, wait_seconds)
     finally:
         connection.close()
-

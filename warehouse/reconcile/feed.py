@@ -21,9 +21,9 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.errors import WarehouseError
-from warehouse.db.roles import STAGING_SCHEMA
 from warehouse.db import raw_sql
+from warehouse.db.roles import STAGING_SCHEMA
+from warehouse.errors import WarehouseError
 
 HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
 CHUNK = 1 << 20
@@ -76,9 +76,23 @@ def inspect(path: Path, *, max_bytes: int) -> FeedFile:
         raise FeedRejected(name, [Problem(None, None, None, f"{path} is not a readable file")])
     size = path.stat().st_size
     if size == 0:
-        raise FeedRejected(name, [Problem(None, None, None, "the file is empty (a feed never zeroes stock by omission)")])
+        raise FeedRejected(
+            name,
+            [
+                Problem(
+                    None, None, None, "the file is empty (a feed never zeroes stock by omission)"
+                )
+            ],
+        )
     if size > max_bytes:
-        raise FeedRejected(name, [Problem(None, None, None, f"the file is {size:,} bytes, over the limit of {max_bytes:,}")])
+        raise FeedRejected(
+            name,
+            [
+                Problem(
+                    None, None, None, f"the file is {size:,} bytes, over the limit of {max_bytes:,}"
+                )
+            ],
+        )
     digest = hashlib.sha256()
     lines_before = 0
     with path.open("rb") as stream:
@@ -90,8 +104,17 @@ def inspect(path: Path, *, max_bytes: int) -> FeedFile:
             nul = chunk.find(b"\x00")
             if nul >= 0:
                 line = lines_before + chunk.count(b"\n", 0, nul) + 1
-                raise FeedRejected(name, [Problem(line - 1 if line > 1 else None, None, None,
-                                                  f"a NUL byte at byte {offset + nul} (line {line})")])
+                raise FeedRejected(
+                    name,
+                    [
+                        Problem(
+                            line - 1 if line > 1 else None,
+                            None,
+                            None,
+                            f"a NUL byte at byte {offset + nul} (line {line})",
+                        )
+                    ],
+                )
             lines_before += chunk.count(b"\n")
             offset += len(chunk)
             chunk = stream.read(CHUNK)
@@ -105,13 +128,26 @@ def _check_header(name: str, start: bytes) -> None:
     try:
         header = line.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise FeedRejected(name, [Problem(None, "header", None, f"not UTF-8 ({error.reason} at byte {error.start})")]) from None
+        raise FeedRejected(
+            name,
+            [Problem(None, "header", None, f"not UTF-8 ({error.reason} at byte {error.start})")],
+        ) from None
     columns = [c.strip('"') for c in header.split(",")]
     if tuple(columns) == HEADER:
         return
     for delimiter in (";", "\t", "|"):
         if tuple(c.strip('"') for c in header.split(delimiter)) == HEADER:
-            raise FeedRejected(name, [Problem(None, "header", header, f"uses {delimiter!r} as delimiter; the feed is comma-separated")])
+            raise FeedRejected(
+                name,
+                [
+                    Problem(
+                        None,
+                        "header",
+                        header,
+                        f"uses {delimiter!r} as delimiter; the feed is comma-separated",
+                    )
+                ],
+            )
     missing = [c for c in HEADER if c not in columns]
     extra = [c for c in columns if c not in HEADER]
     parts = []
@@ -168,11 +204,17 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
     COPY's own errors (encoding, quotes, missing or extra fields) become a rejection naming the line."""
     table = quoted(session, staging)
     session.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    session.execute(text(f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, "
-                         "warehouse text, sku text, lot text, quantity text, as_of text)"))
+    session.execute(
+        text(
+            f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, "
+            "warehouse text, sku text, lot text, quantity text, as_of text)"
+        )
+    )
     raw = raw_sql.driver(session)
-    statement = (f"COPY {table} (warehouse, sku, lot, quantity, as_of) FROM STDIN "
-                 "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')")
+    statement = (
+        f"COPY {table} (warehouse, sku, lot, quantity, as_of) FROM STDIN "
+        "WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')"
+    )
     try:
         with raw.cursor() as cursor:
             with cursor.copy(statement) as copy, feed.path.open("rb") as stream:
@@ -200,8 +242,14 @@ def export_query(url: str, query: str, target: Path) -> None:
     """Write the rows of an ERP database query as a feed file (COPY ... TO STDOUT); the file
     then goes through every check like any other feed."""
     dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
-    with psycopg.connect(dsn) as connection, connection.cursor() as cursor, target.open("wb") as out:
-        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(sql.SQL(query))
+    with (
+        psycopg.connect(dsn) as connection,
+        connection.cursor() as cursor,
+        target.open("wb") as out,
+    ):
+        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
+            sql.SQL(query)
+        )
         with cursor.copy(statement) as copy:
             for chunk in copy:
                 out.write(chunk)

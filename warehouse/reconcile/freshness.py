@@ -23,7 +23,11 @@ class Stale:
 
 def newest_feed(folder: Path) -> Path | None:
     """The most recently written *.csv in the feed folder."""
-    feeds = sorted(folder.glob("*.csv"), key=lambda path: (path.stat().st_mtime, path.name)) if folder.is_dir() else []
+    feeds = (
+        sorted(folder.glob("*.csv"), key=lambda path: (path.stat().st_mtime, path.name))
+        if folder.is_dir()
+        else []
+    )
     return feeds[-1] if feeds else None
 
 
@@ -37,10 +41,14 @@ def too_old(as_of: datetime, max_age_hours: float) -> str | None:
     age_hours = (calendar.now() - as_of).total_seconds() / 3600
     if age_hours <= max_age_hours:
         return None
-    return (f"the feed's as_of {as_of.isoformat()} is {age_hours:.1f} h old, over the limit of {max_age_hours:g} h: "
-            "has the ERP stopped sending? (a late feed on purpose: --max-feed-age-hours)")
+    return (
+        f"the feed's as_of {as_of.isoformat()} is {age_hours:.1f} h old, over the limit of {max_age_hours:g} h: "
+        "has the ERP stopped sending? (a late feed on purpose: --max-feed-age-hours)"
+    )
 
 
 def reconciled_before(feed: str, run_id: int) -> str:
-    return (f"feed {feed} was reconciled before with these settings (run {run_id}): no new feed, "
-            "has the ERP stopped sending?")
+    return (
+        f"feed {feed} was reconciled before with these settings (run {run_id}): no new feed, "
+        "has the ERP stopped sending?"
+    )

@@ -32,7 +32,11 @@ WHERE l.id = :line
 
 def lines(session: Session, *, all_lines: bool = False, limit: int = 1000) -> list[Row]:
     """The open lines (or every line), oldest first, at most `limit`."""
-    return list(session.execute(_LINES, {"all": all_lines, "open": list(OPEN_STATUSES), "limit": limit}).all())
+    return list(
+        session.execute(
+            _LINES, {"all": all_lines, "open": list(OPEN_STATUSES), "limit": limit}
+        ).all()
+    )
 
 
 def line(session: Session, line_id: int) -> dict[str, Any] | None:

@@ -112,12 +112,30 @@ class Made:
     already_asked: int = 0  # differences the ERP was sent before and has not acknowledged
 
 
-def make_orders(session: Session, run_id: int, *, truth: str, auto_approve_limit: int, full_feed: bool, as_of,
-                held: bool = False) -> Made:
+def make_orders(
+    session: Session,
+    run_id: int,
+    *,
+    truth: str,
+    auto_approve_limit: int,
+    full_feed: bool,
+    as_of,
+    held: bool = False,
+) -> Made:
     """`held`: the run is over the brake (`brake.check`): its lines wait for a person, nothing is
     applied (ERP truth) or published for the ERP (WMS truth)."""
-    row = session.execute(_MAKE, {"run": run_id, "truth": truth, "auto_limit": auto_approve_limit, "held": held,
-                                  "full_feed": full_feed, "topic": ERP_TOPIC, "as_of": as_of}).one()
+    row = session.execute(
+        _MAKE,
+        {
+            "run": run_id,
+            "truth": truth,
+            "auto_limit": auto_approve_limit,
+            "held": held,
+            "full_feed": full_feed,
+            "topic": ERP_TOPIC,
+            "as_of": as_of,
+        },
+    ).one()
     return Made(row.orders, row.lines, row.published, row.superseded, row.already_asked)
 
 
@@ -162,7 +180,9 @@ class Applied:
     reason: str | None = None
 
 
-def apply_line(session: Session, line_id: int, *, reconcile_location: str, by: str | None = None) -> Applied:
+def apply_line(
+    session: Session, line_id: int, *, reconcile_location: str, by: str | None = None
+) -> Applied:
     """Apply one approved line to WMS stock (ERP truth) with `stock.adjust`, bin by bin: a
     decrease takes from the bins with most available stock (reserved stock is never adjusted
     away), an increase goes to the bin holding most, or to the reconciliation bin. Every
@@ -174,11 +194,18 @@ def apply_line(session: Session, line_id: int, *, reconcile_location: str, by: s
         return Applied(line_id, line.status)
     earlier = session.execute(_APPLIED_SINCE_CUT, {"line": line_id}).first()
     if earlier is not None:
-        reason = (f"line {earlier.id} of run {earlier.run_id} corrected this difference after this feed was cut; "
-                  "applying it again would repeat the correction: reconcile a newer feed")
-        session.execute(_DONE, {"line": line_id, "status": "failed", "movements": None, "reason": reason, "by": by})
+        reason = (
+            f"line {earlier.id} of run {earlier.run_id} corrected this difference after this feed was cut; "
+            "applying it again would repeat the correction: reconcile a newer feed"
+        )
+        session.execute(
+            _DONE,
+            {"line": line_id, "status": "failed", "movements": None, "reason": reason, "by": by},
+        )
         return Applied(line_id, "failed", (), reason)
-    bins = session.execute(_BINS, {"warehouse": line.warehouse, "sku": line.sku, "lot": line.lot}).all()
+    bins = session.execute(
+        _BINS, {"warehouse": line.warehouse, "sku": line.sku, "lot": line.lot}
+    ).all()
     plan: list[tuple[str, str | None, int]] = []
     if line.delta > 0:
         target = bins[0] if bins else None
@@ -197,18 +224,39 @@ def apply_line(session: Session, line_id: int, *, reconcile_location: str, by: s
                 needed -= take
         if needed:
             reason = f"only {-line.delta - needed} of {-line.delta} can be taken off: the rest is reserved or absent"
-            session.execute(_DONE, {"line": line_id, "status": "failed", "movements": None, "reason": reason, "by": by})
+            session.execute(
+                _DONE,
+                {
+                    "line": line_id,
+                    "status": "failed",
+                    "movements": None,
+                    "reason": reason,
+                    "by": by,
+                },
+            )
             return Applied(line_id, "failed", (), reason)
     movements = []
     try:
         for location, lot, qty in plan:
-            change = stock.adjust(session, warehouse=line.warehouse, sku=line.sku, qty=qty, location=location, lot=lot,
-                                  reason=f"ERP reconciliation run {line.run_id}, line {line_id}",
-                                  key=f"reconcile-line-{line_id}-{location}-{lot or ''}")
+            change = stock.adjust(
+                session,
+                warehouse=line.warehouse,
+                sku=line.sku,
+                qty=qty,
+                location=location,
+                lot=lot,
+                reason=f"ERP reconciliation run {line.run_id}, line {line_id}",
+                key=f"reconcile-line-{line_id}-{location}-{lot or ''}",
+            )
             movements += [m.movement_id for m in change.lines]
     except WarehouseError as refused:
-        raise WarehouseError(f"adjustment order line {line_id} could not be applied: {refused}") from refused
-    session.execute(_DONE, {"line": line_id, "status": "applied", "movements": movements, "reason": None, "by": by})
+        raise WarehouseError(
+            f"adjustment order line {line_id} could not be applied: {refused}"
+        ) from refused
+    session.execute(
+        _DONE,
+        {"line": line_id, "status": "applied", "movements": movements, "reason": None, "by": by},
+    )
     return Applied(line_id, "applied", tuple(movements))
 
 
@@ -218,7 +266,9 @@ WHERE o.run_id = :run AND l.status = 'approved'
   AND (CAST(:warehouse_id AS bigint) IS NULL OR o.warehouse_id = :warehouse_id)
 ORDER BY l.id
 """)
-_ORDER_WAREHOUSES = text("SELECT warehouse_id FROM adjustment_order WHERE run_id = :run ORDER BY warehouse_id")
+_ORDER_WAREHOUSES = text(
+    "SELECT warehouse_id FROM adjustment_order WHERE run_id = :run ORDER BY warehouse_id"
+)
 
 
 _WAITING = text("""
@@ -290,13 +340,17 @@ FROM adjustment_order_line l WHERE l.id = :line
 """)
 
 
-def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str | None = None) -> str:
+def decide(
+    session: Session, line_id: int, *, approve: bool, by: str, note: str | None = None
+) -> str:
     """A person's decision on a waiting line (pending approval, or held by the brake). Approving
     an ERP-truth line makes it `approved`, applied in the same transaction by the caller's
     `apply_line`; approving a WMS-truth line sends it to the ERP (`for_erp`). Deciding a line
     twice changes nothing the second time; a line a newer run superseded cannot be decided
     (its difference is the newer line's)."""
-    changed = session.execute(_DECIDE, {"line": line_id, "approve": approve, "by": by, "note": note}).first()
+    changed = session.execute(
+        _DECIDE, {"line": line_id, "approve": approve, "by": by, "note": note}
+    ).first()
     if changed is not None and changed.status == "for_erp":
         session.execute(_RELEASE, {"line": line_id, "topic": ERP_TOPIC})
     if changed is None:
@@ -304,15 +358,28 @@ def decide(session: Session, line_id: int, *, approve: bool, by: str, note: str 
         if line is None:
             raise InvalidArgument(f"no adjustment order line {line_id}")
         if line.status == "superseded":
-            newer = f", line {line.newer_line}" if line.newer_line else " (which found nothing left to order)"
-            raise InvalidArgument(f"line {line_id} was superseded by run {line.superseded_by_run}{newer}: "
-                                  "decide on the newest line of that difference (`cangflow adjustments list`)")
+            newer = (
+                f", line {line.newer_line}"
+                if line.newer_line
+                else " (which found nothing left to order)"
+            )
+            raise InvalidArgument(
+                f"line {line_id} was superseded by run {line.superseded_by_run}{newer}: "
+                "decide on the newest line of that difference (`cangflow adjustments list`)"
+            )
         return line.status
     return changed.status
 
 
-def settle(session: Session, line_id: int, *, approve: bool, by: str, reconcile_location: str,
-           note: str | None = None) -> Applied:
+def settle(
+    session: Session,
+    line_id: int,
+    *,
+    approve: bool,
+    by: str,
+    reconcile_location: str,
+    note: str | None = None,
+) -> Applied:
     """The approval path, for a person (`cangflow adjustments approve/reject`) and for the
     reconciliation flow (its auto-approved lines) alike: decide the line (`decide`; an approved
     line stays approved) and, once it is approved, apply it (`apply_line`), in the caller's
@@ -340,5 +407,7 @@ def acknowledge(session: Session, line_id: int, *, by: str) -> str:
     if line is None:
         raise InvalidArgument(f"no adjustment order line {line_id}")
     if line.status != "acknowledged":
-        raise InvalidArgument(f"line {line_id} is {line.status}: only a line sent to the ERP (for_erp) is acknowledged")
+        raise InvalidArgument(
+            f"line {line_id} is {line.status}: only a line sent to the ERP (for_erp) is acknowledged"
+        )
     return line.status

@@ -19,9 +19,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.settings import get_settings
-from warehouse.reconcile.feed import quoted
 from warehouse.db import raw_sql
+from warehouse.reconcile.feed import quoted
+from warehouse.settings import get_settings
 
 # Runs after the row checks, so every quantity is a whole number of at most 13 digits.
 _MEASURE = """
@@ -69,33 +69,56 @@ class Bounds:
 
     def as_context(self) -> dict[str, Any]:
         """The suite's context (expectations/erp_feed.py)."""
-        return {"previous_run": self.previous_run, "previous_rows": self.previous_rows, "min_rows": self.min_rows,
-                "max_zero_pct": self.max_zero_pct, "mean_low": self.mean_low, "mean_high": self.mean_high}
+        return {
+            "previous_run": self.previous_run,
+            "previous_rows": self.previous_rows,
+            "min_rows": self.min_rows,
+            "max_zero_pct": self.max_zero_pct,
+            "mean_low": self.mean_low,
+            "mean_high": self.mean_high,
+        }
 
 
 def measure(session: Session, staging: str) -> Profile:
     """One pass over the staged (and row-checked) feed."""
     cursor = raw_sql.driver(session).cursor()
     try:
-        rows, zeros, mean, warehouses = cursor.execute(_MEASURE.format(table=quoted(session, staging))).fetchone()
+        rows, zeros, mean, warehouses = cursor.execute(
+            _MEASURE.format(table=quoted(session, staging))
+        ).fetchone()
     finally:
         cursor.close()
-    return Profile(rows, 100.0 * zeros / rows if rows else 0.0, float(mean or 0.0), tuple(warehouses or ()))
+    return Profile(
+        rows, 100.0 * zeros / rows if rows else 0.0, float(mean or 0.0), tuple(warehouses or ())
+    )
 
 
 def record(session: Session, run_id: int, profile: Profile) -> None:
-    session.execute(_RECORD, {"run": run_id, "profile": json.dumps(profile.as_json()),
-                              "warehouses": list(profile.warehouse_ids)})
+    session.execute(
+        _RECORD,
+        {
+            "run": run_id,
+            "profile": json.dumps(profile.as_json()),
+            "warehouses": list(profile.warehouse_ids),
+        },
+    )
 
 
-def bounds(session: Session, run_id: int, warehouse_ids: tuple[int, ...] | list[int], *, full_feed: bool,
-           confirmed: bool = False) -> Bounds | None:
+def bounds(
+    session: Session,
+    run_id: int,
+    warehouse_ids: tuple[int, ...] | list[int],
+    *,
+    full_feed: bool,
+    confirmed: bool = False,
+) -> Bounds | None:
     """The bounds for this run's feed; None when the operator confirmed the feed's shape, when
     no earlier feed of the scope was reconciled, or when that feed was too small to judge by."""
     if confirmed:
         return None
-    previous = session.execute(_PREVIOUS, {"run": run_id, "warehouses": list(warehouse_ids),
-                                           "full_feed": full_feed}).first()
+    previous = session.execute(
+        _PREVIOUS, {"run": run_id, "warehouses": list(warehouse_ids), "full_feed": full_feed}
+    ).first()
     settings = get_settings()
     if previous is None or previous.profile.get("rows", 0) < settings.reconcile_profile_min_rows:
         return None

@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,10 @@ VALUES (:key, :name, :sha, :truth, CAST(:settings AS jsonb), 'loading')
 ON CONFLICT (run_key) DO UPDATE SET run_key = excluded.run_key
 RETURNING id, run_key, status, error, as_of, feed_rows, warehouse_ids, (xmax = 0) AS created
 """)
-_READ = text("SELECT id, run_key, status, error, as_of, feed_rows, warehouse_ids, false AS created FROM reconciliation_run "
-             "WHERE id = :run")
+_READ = text(
+    "SELECT id, run_key, status, error, as_of, feed_rows, warehouse_ids, false AS created FROM reconciliation_run "
+    "WHERE id = :run"
+)
 FINISHED = ("done", "rejected", "stale")
 
 
@@ -49,9 +51,15 @@ class RunSettings:
     max_delta_pct: float | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"truth": self.truth, "tolerance_abs": self.tolerance_abs, "tolerance_pct": self.tolerance_pct,
-                "auto_approve_limit": self.auto_approve_limit, "full_feed": self.full_feed,
-                "max_differing_pct": self.max_differing_pct, "max_delta_pct": self.max_delta_pct}
+        return {
+            "truth": self.truth,
+            "tolerance_abs": self.tolerance_abs,
+            "tolerance_pct": self.tolerance_pct,
+            "auto_approve_limit": self.auto_approve_limit,
+            "full_feed": self.full_feed,
+            "max_differing_pct": self.max_differing_pct,
+            "max_delta_pct": self.max_delta_pct,
+        }
 
 
 @dataclass(frozen=True)
@@ -68,15 +76,26 @@ class Run:
 
 def run_key(session: Session, feed_sha256: str, settings: RunSettings) -> str:
     overrides = session.execute(_TOLERANCES).scalar()
-    material = json.dumps({"feed": feed_sha256, "settings": settings.as_json(), "tolerances": overrides}, sort_keys=True)
+    material = json.dumps(
+        {"feed": feed_sha256, "settings": settings.as_json(), "tolerances": overrides},
+        sort_keys=True,
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 
 def start(session: Session, *, feed_name: str, feed_sha256: str, settings: RunSettings) -> Run:
     """The run of this feed and these settings: new, or the one that exists."""
     key = run_key(session, feed_sha256, settings)
-    row = session.execute(_START, {"key": key, "name": feed_name, "sha": feed_sha256, "truth": settings.truth,
-                                   "settings": json.dumps(settings.as_json())}).one()
+    row = session.execute(
+        _START,
+        {
+            "key": key,
+            "name": feed_name,
+            "sha": feed_sha256,
+            "truth": settings.truth,
+            "settings": json.dumps(settings.as_json()),
+        },
+    ).one()
     return _run(row)
 
 
@@ -86,8 +105,16 @@ def read(session: Session, run_id: int) -> Run:
 
 
 def _run(row) -> Run:
-    return Run(row.id, row.run_key, row.status, bool(row.created), row.error, row.as_of, row.feed_rows,
-               tuple(row.warehouse_ids or ()))
+    return Run(
+        row.id,
+        row.run_key,
+        row.status,
+        bool(row.created),
+        row.error,
+        row.as_of,
+        row.feed_rows,
+        tuple(row.warehouse_ids or ()),
+    )
 
 
 @dataclass(frozen=True)
@@ -106,8 +133,10 @@ def mark(session: Session, run_id: int, status: str, **figures: Any) -> None:
     columns = ", ".join(f"{name} = :{name}" for name in figures)
     extra = f", {columns}" if columns else ""
     finished = ", finished_at = now()" if status in FINISHED else ""
-    session.execute(text(f"UPDATE reconciliation_run SET status = :status{extra}{finished} WHERE id = :run"),
-                    {"status": status, "run": run_id, **figures})
+    session.execute(
+        text(f"UPDATE reconciliation_run SET status = :status{extra}{finished} WHERE id = :run"),
+        {"status": status, "run": run_id, **figures},
+    )
 
 
 def forget_staging(session: Session, run_id: int) -> list[str]:
@@ -115,7 +144,11 @@ def forget_staging(session: Session, run_id: int) -> list[str]:
     killed left. The caller holds the run's lock (`exclusive`): no attempt of it is alive."""
     from warehouse.reconcile.feed import STAGING_TABLES, staging_run
 
-    dropped = sorted(name for name in session.execute(text(STAGING_TABLES)).scalars() if staging_run(name) == run_id)
+    dropped = sorted(
+        name
+        for name in session.execute(text(STAGING_TABLES)).scalars()
+        if staging_run(name) == run_id
+    )
     for name in dropped:
         drop_staging(session, name)
     return dropped
@@ -132,7 +165,7 @@ def drop_staging(session: Session, staging: str) -> None:
 def quarantine(path: Path, rejected: FeedRejected, folder: Path) -> Path:
     """Copy the rejected file and its report (problems named by row, column and value)."""
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     target = folder / f"{stamp}-{path.name}"
     if path.is_file():
         shutil.copy2(path, target)
@@ -176,12 +209,22 @@ WHERE d.run_id = :run ORDER BY abs(d.delta) DESC, w.code, s.code LIMIT :limit
 def summary(session: Session, run_id: int) -> dict[str, Any]:
     row = session.execute(_SUMMARY, {"run": run_id}).mappings().one()
     return {
-        "run_id": row["id"], "status": row["status"], "truth": row["truth"], "feed": row["feed_name"],
-        "as_of": row["as_of"].isoformat() if row["as_of"] else None, "feed_rows": row["feed_rows"],
-        "differences": row["differences"], "within_tolerance": row["within_tolerance"],
-        "not_in_feed_reported": row["not_in_feed"], "orders": row["orders"], "lines_for_erp": row["for_erp"],
-        "applied": row["applied"], "pending_approval": row["pending_now"], "failed": row["failed"],
-        "held": row["held"], "brake": row["brake"] or "",
+        "run_id": row["id"],
+        "status": row["status"],
+        "truth": row["truth"],
+        "feed": row["feed_name"],
+        "as_of": row["as_of"].isoformat() if row["as_of"] else None,
+        "feed_rows": row["feed_rows"],
+        "differences": row["differences"],
+        "within_tolerance": row["within_tolerance"],
+        "not_in_feed_reported": row["not_in_feed"],
+        "orders": row["orders"],
+        "lines_for_erp": row["for_erp"],
+        "applied": row["applied"],
+        "pending_approval": row["pending_now"],
+        "failed": row["failed"],
+        "held": row["held"],
+        "brake": row["brake"] or "",
     }
 
 

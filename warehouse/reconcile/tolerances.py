@@ -30,16 +30,34 @@ def load_tolerances(session: Session, path: Path) -> int:
     with path.open(newline="", encoding="utf-8") as stream:
         rows = list(csv.reader(stream))
     if not rows or rows[0] != HEADER:
-        raise FeedRejected(path.name, [Problem(None, "header", ",".join(rows[0]) if rows else "",
-                                               f"expected the header {','.join(HEADER)}")])
+        raise FeedRejected(
+            path.name,
+            [
+                Problem(
+                    None,
+                    "header",
+                    ",".join(rows[0]) if rows else "",
+                    f"expected the header {','.join(HEADER)}",
+                )
+            ],
+        )
     problems, parsed = [], []
     for number, row in enumerate(rows[1:], start=1):
         if len(row) != 4:
-            problems.append(Problem(number, None, ",".join(row), f"has {len(row)} fields, expected 4"))
+            problems.append(
+                Problem(number, None, ",".join(row), f"has {len(row)} fields, expected 4")
+            )
             continue
         sku, category, abs_text, pct_text = row
         if bool(sku) == bool(category):
-            problems.append(Problem(number, "sku,category", f"{sku},{category}", "give exactly one of sku or category"))
+            problems.append(
+                Problem(
+                    number,
+                    "sku,category",
+                    f"{sku},{category}",
+                    "give exactly one of sku or category",
+                )
+            )
         if not abs_text.isdigit():
             problems.append(Problem(number, "abs", abs_text, "is not a whole number >= 0"))
         try:
@@ -47,15 +65,24 @@ def load_tolerances(session: Session, path: Path) -> int:
             if pct < 0 or pct > 100:
                 raise InvalidOperation
         except InvalidOperation:
-            problems.append(Problem(number, "pct", pct_text, "is not a percentage between 0 and 100"))
+            problems.append(
+                Problem(number, "pct", pct_text, "is not a percentage between 0 and 100")
+            )
             continue
         parsed.append((number, sku, category, abs_text, pct))
     if problems:
         raise FeedRejected(path.name, problems)
     for number, sku, category, abs_text, pct in parsed:
         if sku:
-            if session.execute(_UPSERT_SKU, {"sku": sku, "abs": int(abs_text), "pct": pct}).first() is None:
-                raise FeedRejected(path.name, [Problem(number, "sku", sku, "is not a known SKU code")])
+            if (
+                session.execute(_UPSERT_SKU, {"sku": sku, "abs": int(abs_text), "pct": pct}).first()
+                is None
+            ):
+                raise FeedRejected(
+                    path.name, [Problem(number, "sku", sku, "is not a known SKU code")]
+                )
         else:
-            session.execute(_UPSERT_CATEGORY, {"category": category, "abs": int(abs_text), "pct": pct})
+            session.execute(
+                _UPSERT_CATEGORY, {"category": category, "abs": int(abs_text), "pct": pct}
+            )
     return len(parsed)

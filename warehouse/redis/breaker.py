@@ -12,9 +12,14 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 class CircuitBreaker:
-    def __init__(self, *, failures_to_open: int = 3, open_seconds: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        *,
+        failures_to_open: int = 3,
+        open_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str], None] | None = None,
+    ):
         self.failures_to_open = failures_to_open
         self.open_seconds = open_seconds
         self._clock = clock
@@ -50,7 +55,9 @@ class CircuitBreaker:
         with self._lock:
             self._failures += 1
             self._probing = False
-            if self.state == HALF_OPEN or (self.state == CLOSED and self._failures >= self.failures_to_open):
+            if self.state == HALF_OPEN or (
+                self.state == CLOSED and self._failures >= self.failures_to_open
+            ):
                 self._opened_at = self._clock()
                 self._set(OPEN)
 

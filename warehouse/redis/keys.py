@@ -4,7 +4,7 @@ no code can make two pairs share a key."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 class Keys:
@@ -32,11 +32,11 @@ class Keys:
 
     def reads(self, hour: datetime) -> str:
         """Sorted set: reads per (warehouse, sku) in that UTC hour."""
-        return f"{self.namespace}:reads:{hour.astimezone(timezone.utc):%Y%m%d%H}"
+        return f"{self.namespace}:reads:{hour.astimezone(UTC):%Y%m%d%H}"
 
     def hits(self, hour: datetime) -> str:
         """Hash: l1 / l2 / miss counts of that UTC hour (the hit rate before and after warmup)."""
-        return f"{self.namespace}:hits:{hour.astimezone(timezone.utc):%Y%m%d%H}"
+        return f"{self.namespace}:hits:{hour.astimezone(UTC):%Y%m%d%H}"
 
     def stream(self, topic: str) -> str:
         return f"{self.namespace}:outbox:{topic}"

@@ -60,8 +60,11 @@ def audit_chain(session: Session) -> ChainAudit:
     beyond_repair = [day for day in altered if opening is not None and day <= opening]
     if beyond_repair:
         return ChainAudit(0, tuple(findings), None, _restore_hint(beyond_repair, floor))
-    days = [row.snapshot_date for row in session.execute(statements.EVERY_DAY)
-            if opening is None or row.snapshot_date > opening]
+    days = [
+        row.snapshot_date
+        for row in session.execute(statements.EVERY_DAY)
+        if opening is None or row.snapshot_date > opening
+    ]
     oldest_wrong = altered[0] if altered else None
     checked = 0
     for day in days:
@@ -86,5 +89,7 @@ def repair(session: Session, audit: ChainAudit) -> date | None:
 
 def _restore_hint(days: list[date], floor: date) -> str:
     shown = ", ".join(str(d) for d in days[:5]) + (" ..." if len(days) > 5 else "")
-    return (f"The ledger before {floor} is retired, so {shown} cannot be rebuilt from this database: "
-            f"restore those days' stock_snapshot rows from a backup, then run `cangflow check --full` again")
+    return (
+        f"The ledger before {floor} is retired, so {shown} cannot be rebuilt from this database: "
+        f"restore those days' stock_snapshot rows from a backup, then run `cangflow check --full` again"
+    )

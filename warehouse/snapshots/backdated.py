@@ -21,7 +21,11 @@ def mark_backdated(session: Session) -> list[date]:
         return []
     upto = safe_watermark(session, margin_s=get_settings().snapshot_visibility_margin_s)
     # A movement's day is its business day (the zone is a parameter, as in the snapshot's bounds).
-    return list(session.execute(statements.MARK_BACKDATED, {"from": start, "upto": upto, "zone": zone_name()}).scalars())
+    return list(
+        session.execute(
+            statements.MARK_BACKDATED, {"from": start, "upto": upto, "zone": zone_name()}
+        ).scalars()
+    )
 
 
 def mark_dirty(session: Session, day: date, reason: str) -> None:

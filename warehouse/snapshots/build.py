@@ -11,10 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from warehouse.errors import InvalidArgument
-from warehouse.settings import get_settings
-from warehouse.snapshots import locks, statements
 from warehouse.history import calendar
 from warehouse.history.calendar import day_end
+from warehouse.settings import get_settings
+from warehouse.snapshots import locks, statements
 from warehouse.snapshots.history_floor import first_retained_day
 from warehouse.snapshots.watermark import safe_watermark
 
@@ -32,10 +32,14 @@ class DayBuilt:
 def require_ended(day: date, today: date | None = None) -> None:
     today = today or calendar.today()
     if day >= today:
-        raise InvalidArgument(f"snapshot date {day} has not ended yet (today is {today} in {calendar.zone_name()}); the latest is yesterday")
+        raise InvalidArgument(
+            f"snapshot date {day} has not ended yet (today is {today} in {calendar.zone_name()}); the latest is yesterday"
+        )
 
 
-def build_day(session: Session, day: date, *, force: bool = True, today: date | None = None) -> DayBuilt:
+def build_day(
+    session: Session, day: date, *, force: bool = True, today: date | None = None
+) -> DayBuilt:
     """Write the closing stock of `day`. Without `force`, a day already built and not dirty is
     left as it is (a concurrent run built it first)."""
     require_ended(day, today)
@@ -48,23 +52,36 @@ def build_day(session: Session, day: date, *, force: bool = True, today: date | 
     if not force:
         current = session.execute(statements.THIS_DAY, {"day": day}).first()
         if current is not None and not current.dirty:
-            return DayBuilt(day, "skipped", 0, time.perf_counter() - started, watermark=current.watermark)
+            return DayBuilt(
+                day, "skipped", 0, time.perf_counter() - started, watermark=current.watermark
+            )
     watermark = safe_watermark(session, margin_s=get_settings().snapshot_visibility_margin_s)
     base = session.execute(statements.BASE_DAY, {"day": day}).first()
     session.execute(statements.DELETE_DAY, {"day": day})
     if base is not None:
-        rows = session.execute(statements.INSERT_INCREMENTAL, increment_params(day, watermark, base)).rowcount
+        rows = session.execute(
+            statements.INSERT_INCREMENTAL, increment_params(day, watermark, base)
+        ).rowcount
         mode = "incremental"
     else:
         floor = first_retained_day(session)
         if floor is not None and day >= floor:
-            raise InvalidArgument(f"no snapshot before {day} to build on, and the ledger before {floor} is archived")
-        rows = session.execute(statements.INSERT_FULL, {"day": day, "day_end": day_end(day), "watermark": watermark}).rowcount
+            raise InvalidArgument(
+                f"no snapshot before {day} to build on, and the ledger before {floor} is archived"
+            )
+        rows = session.execute(
+            statements.INSERT_FULL, {"day": day, "day_end": day_end(day), "watermark": watermark}
+        ).rowcount
         mode = "full"
     seconds = time.perf_counter() - started
-    session.execute(statements.RECORD_DAY, {"day": day, "watermark": watermark, "mode": mode, "rows": rows, "seconds": seconds})
+    session.execute(
+        statements.RECORD_DAY,
+        {"day": day, "watermark": watermark, "mode": mode, "rows": rows, "seconds": seconds},
+    )
     session.execute(statements.CLEAR_DIRTY, {"day": day})
-    return DayBuilt(day, mode, rows, seconds, base.snapshot_date if base is not None else None, watermark)
+    return DayBuilt(
+        day, mode, rows, seconds, base.snapshot_date if base is not None else None, watermark
+    )
 
 
 def increment_params(day: date, watermark: datetime, base) -> dict:

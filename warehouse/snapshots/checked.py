@@ -18,8 +18,9 @@ class SnapshotCheckFailed(WarehouseError):
         super().__init__(str(result))
 
 
-def build_checked_day(session: Session, day: date, *, force: bool = True,
-                      today: date | None = None) -> tuple[DayBuilt, CheckResult | None]:
+def build_checked_day(
+    session: Session, day: date, *, force: bool = True, today: date | None = None
+) -> tuple[DayBuilt, CheckResult | None]:
     """Build `day` and run its chain check; raises SnapshotCheckFailed (the caller rolls the
     build back, and marks the day dirty) when a key differs."""
     built = build_day(session, day, force=force, today=today)

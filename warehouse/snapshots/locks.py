@@ -13,13 +13,21 @@ _ALL_DAYS = 0
 
 
 def builds_shared(session: Session) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock_shared(:ns, :key)"), {"ns": SNAPSHOT_LOCK, "key": _ALL_DAYS})
+    session.execute(
+        text("SELECT pg_advisory_xact_lock_shared(:ns, :key)"),
+        {"ns": SNAPSHOT_LOCK, "key": _ALL_DAYS},
+    )
 
 
 def scan_exclusive(session: Session) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": SNAPSHOT_LOCK, "key": _ALL_DAYS})
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": SNAPSHOT_LOCK, "key": _ALL_DAYS}
+    )
 
 
 def one_day(session: Session, day: date) -> None:
     """Two runs of one date take turns; the second sees the first's committed rows."""
-    session.execute(text("SELECT pg_advisory_xact_lock(:ns, :key)"), {"ns": SNAPSHOT_LOCK, "key": day.toordinal()})
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:ns, :key)"),
+        {"ns": SNAPSHOT_LOCK, "key": day.toordinal()},
+    )

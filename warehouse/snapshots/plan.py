@@ -10,13 +10,12 @@ from psycopg import sql
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.history import partitions
+from warehouse.db import raw_sql
 from warehouse.errors import InvalidArgument
+from warehouse.history import calendar, partitions
+from warehouse.history.calendar import day_of, days_between
 from warehouse.snapshots.backdated import mark_backdated
 from warehouse.snapshots.build import require_ended
-from warehouse.history import calendar
-from warehouse.history.calendar import day_of, days_between
-from warehouse.db import raw_sql
 
 MAX_RANGE_DAYS = 3660
 
@@ -36,8 +35,10 @@ class SnapshotPlan:
     def describe(self) -> str:
         if self.requested:
             return f"{len(self.requested)} requested day(s) {_span(self.requested)}"
-        return (f"{len(self.dirty)} dirty day(s) {_span(self.dirty)} ({len(self.newly_marked)} newly found), "
-                f"{len(self.catch_up)} new day(s) {_span(self.catch_up)}")
+        return (
+            f"{len(self.dirty)} dirty day(s) {_span(self.dirty)} ({len(self.newly_marked)} newly found), "
+            f"{len(self.catch_up)} new day(s) {_span(self.catch_up)}"
+        )
 
 
 def _span(days: tuple[date, ...]) -> str:
@@ -46,8 +47,14 @@ def _span(days: tuple[date, ...]) -> str:
     return str(days[0]) if len(days) == 1 else f"{days[0]}..{days[-1]}"
 
 
-def plan_run(session: Session, *, day: date | None = None, start: date | None = None, end: date | None = None,
-             today: date | None = None) -> SnapshotPlan:
+def plan_run(
+    session: Session,
+    *,
+    day: date | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    today: date | None = None,
+) -> SnapshotPlan:
     """The days to build. With a date or a range, exactly those (a backfill); without, the scan
     for backdated movements runs first and marks what it finds (the caller commits that)."""
     today = today or calendar.today()
@@ -59,9 +66,18 @@ def plan_run(session: Session, *, day: date | None = None, start: date | None = 
     latest = session.execute(_LATEST).scalar()
     first = latest + timedelta(days=1) if latest is not None else first_movement_day(session)
     yesterday = today - timedelta(days=1)
-    catch_up = tuple(d for d in days_between(first, yesterday) if d not in dirty) if first is not None else ()
+    catch_up = (
+        tuple(d for d in days_between(first, yesterday) if d not in dirty)
+        if first is not None
+        else ()
+    )
     earlier = _days_before_the_first(session, dirty)
-    return SnapshotPlan(days=earlier + dirty + catch_up, dirty=dirty, newly_marked=newly, catch_up=earlier + catch_up)
+    return SnapshotPlan(
+        days=earlier + dirty + catch_up,
+        dirty=dirty,
+        newly_marked=newly,
+        catch_up=earlier + catch_up,
+    )
 
 
 def _days_before_the_first(session: Session, dirty: tuple[date, ...]) -> tuple[date, ...]:
@@ -81,8 +97,13 @@ def _days_before_the_first(session: Session, dirty: tuple[date, ...]) -> tuple[d
     return tuple(days_between(oldest, first_built - timedelta(days=1)))
 
 
-def requested_days(*, day: date | None = None, start: date | None = None, end: date | None = None,
-                   today: date | None = None) -> tuple[date, ...]:
+def requested_days(
+    *,
+    day: date | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    today: date | None = None,
+) -> tuple[date, ...]:
     """The days a person asked for (a date or a range), checked; () when none was asked for."""
     today = today or calendar.today()
     if day is not None and (start is not None or end is not None):

@@ -31,7 +31,7 @@ rebuild in between cannot be counted twice), and its plan is prepared once and r
 from __future__ import annotations
 
 from collections import namedtuple
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
@@ -49,8 +49,10 @@ _SINCE_START = "CAST(CAST(:since_start AS text) AS timestamptz)"  # the first in
 
 
 def _narrow(t: str) -> str:
-    return (f"(CAST(:location AS text) IS NULL OR {t}.location_id = i.location_id)"
-            f" AND (CAST(:lot AS text) IS NULL OR {t}.lot_id = i.lot_id)")
+    return (
+        f"(CAST(:location AS text) IS NULL OR {t}.location_id = i.location_id)"
+        f" AND (CAST(:lot AS text) IS NULL OR {t}.lot_id = i.lot_id)"
+    )
 
 
 _STATEMENT = text(f"""
@@ -108,17 +110,32 @@ def _first_instant(day: date) -> str:
         return "-infinity"
 
 
-def on_hand_as_of(session: Session, *, warehouse: str, sku: str, location: str | None = None,
-                  lot: str | None = None, as_of: datetime) -> int | None:
+def on_hand_as_of(
+    session: Session,
+    *,
+    warehouse: str,
+    sku: str,
+    location: str | None = None,
+    lot: str | None = None,
+    as_of: datetime,
+) -> int | None:
     """on_hand of the item named by codes at `as_of` (an aware datetime); None when a code
     names nothing (the caller resolves the codes to say which)."""
     day = day_of(as_of)
-    params = {"warehouse": warehouse, "sku": sku, "location": location, "lot": lot,
-              "as_of": as_of.astimezone(timezone.utc).isoformat(), "day": day.isoformat(), "zone": zone_name()}
+    params = {
+        "warehouse": warehouse,
+        "sku": sku,
+        "location": location,
+        "lot": lot,
+        "as_of": as_of.astimezone(UTC).isoformat(),
+        "day": day.isoformat(),
+        "zone": zone_name(),
+    }
     since = _month_start(day - timedelta(days=1) if day > date.min else day)
     while True:
-        row = _execute(session, {**params, "since": since.isoformat(),
-                                 "since_start": _first_instant(since)})
+        row = _execute(
+            session, {**params, "since": since.isoformat(), "since_start": _first_instant(since)}
+        )
         if row is None or (location and row.location_id is None) or (lot and row.lot_id is None):
             return None
         _refuse_retired(row.last_retired, as_of)
@@ -141,8 +158,10 @@ def _refuse_retired(last_retired: date | None, as_of: datetime) -> None:
         return
     floor = first_day_after(last_retired)
     if as_of < day_start(floor):
-        raise InvalidArgument(f"as_of={as_of.isoformat()} is before the retained history (the ledger starts {floor}); "
-                              "the closing stock of each kept day before it is in stock_snapshot")
+        raise InvalidArgument(
+            f"as_of={as_of.isoformat()} is before the retained history (the ledger starts {floor}); "
+            "the closing stock of each kept day before it is in stock_snapshot"
+        )
 
 
 def _execute(session: Session, params: dict) -> _Row | None:
@@ -154,7 +173,14 @@ def _from_ledger(session: Session, ids, as_of: datetime) -> int:
     """No snapshot before the day: the whole ledger, unless its start was archived."""
     if ids.last_retired is not None:
         floor = first_day_after(ids.last_retired)
-        raise InvalidArgument(f"as_of={as_of.isoformat()} is before the retained snapshots (the ledger starts {floor})")
-    params = {"warehouse_id": ids.warehouse_id, "sku_id": ids.sku_id, "location_id": ids.location_id,
-              "lot_id": ids.lot_id, "as_of": as_of}
+        raise InvalidArgument(
+            f"as_of={as_of.isoformat()} is before the retained snapshots (the ledger starts {floor})"
+        )
+    params = {
+        "warehouse_id": ids.warehouse_id,
+        "sku_id": ids.sku_id,
+        "location_id": ids.location_id,
+        "lot_id": ids.lot_id,
+        "as_of": as_of,
+    }
     return int(session.execute(_FROM_LEDGER, params).scalar_one())

@@ -106,17 +106,22 @@ _STORED = """
     SELECT balance_id, on_hand, reserved FROM stock_snapshot WHERE snapshot_date = CAST(:day AS date)
 """
 
-CHAIN_INCREMENTAL = text(_mismatches(
-    f"SELECT balance_id, sum(on_hand) AS on_hand, sum(reserved) AS reserved FROM ({_INCREMENT}) x GROUP BY balance_id",
-    _STORED,
-))
-CHAIN_FULL = text(_mismatches(
-    f"SELECT balance_id, sum(on_hand) AS on_hand, sum(reserved) AS reserved FROM ({_FROM_LEDGER}) x GROUP BY balance_id",
-    _STORED,
-))
+CHAIN_INCREMENTAL = text(
+    _mismatches(
+        f"SELECT balance_id, sum(on_hand) AS on_hand, sum(reserved) AS reserved FROM ({_INCREMENT}) x GROUP BY balance_id",
+        _STORED,
+    )
+)
+CHAIN_FULL = text(
+    _mismatches(
+        f"SELECT balance_id, sum(on_hand) AS on_hand, sum(reserved) AS reserved FROM ({_FROM_LEDGER}) x GROUP BY balance_id",
+        _STORED,
+    )
+)
 # The latest snapshot, plus what was recorded or dated after it, against the live balances.
-AGAINST_BALANCES = text(_mismatches(
-    """
+AGAINST_BALANCES = text(
+    _mismatches(
+        """
     SELECT balance_id, sum(on_hand) AS on_hand, sum(reserved) AS reserved FROM (
         SELECT balance_id, on_hand, reserved FROM stock_snapshot WHERE snapshot_date = CAST(:day AS date)
         UNION ALL
@@ -126,8 +131,9 @@ AGAINST_BALANCES = text(_mismatches(
         WHERE occurred_at < CAST(:day_end AS timestamptz) AND recorded_at >= CAST(:watermark AS timestamptz)
     ) x GROUP BY balance_id
     """,
-    "SELECT id AS balance_id, on_hand, reserved FROM stock_balance",
-))
+        "SELECT id AS balance_id, on_hand, reserved FROM stock_balance",
+    )
+)
 # A day's rows as one order-independent number: the sum of a 64-bit hash per row. The chain
 # check records it when a day passes; a row altered, added or removed later changes it.
 _ROW_HASH = "hashtextextended(balance_id || ':' || on_hand || ':' || reserved, 0)"
@@ -149,7 +155,9 @@ LEFT JOIN (SELECT snapshot_date, sum({_ROW_HASH}) AS digest FROM stock_snapshot 
 WHERE d.content_digest IS NOT NULL AND d.content_digest <> coalesce(s.digest, 0)
 ORDER BY d.snapshot_date
 """)
-EVERY_DAY = text("SELECT snapshot_date, watermark, content_digest FROM snapshot_day ORDER BY snapshot_date")
+EVERY_DAY = text(
+    "SELECT snapshot_date, watermark, content_digest FROM snapshot_day ORDER BY snapshot_date"
+)
 
 # Built, clean days that a movement recorded in [:from, :upto) belongs to but that did not
 # include it: dated on or before the day, recorded at or after what the day was checked up to.

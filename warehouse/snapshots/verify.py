@@ -16,9 +16,9 @@ from datetime import date
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from warehouse.history.calendar import day_end
 from warehouse.snapshots import locks, statements
 from warehouse.snapshots.build import increment_params
-from warehouse.history.calendar import day_end
 
 SHOWN = 20
 
@@ -44,9 +44,11 @@ class Mismatch:
     def __str__(self) -> str:
         lot = f" lot {self.lot}" if self.lot else ""
         computed, stored = self.sides
-        return (f"{self.warehouse}/{self.location}/{self.sku}{lot} (balance {self.balance_id}): "
-                f"{stored} on_hand {self.actual_on_hand}, reserved {self.actual_reserved}; "
-                f"{computed} on_hand {self.expected_on_hand}, reserved {self.expected_reserved}")
+        return (
+            f"{self.warehouse}/{self.location}/{self.sku}{lot} (balance {self.balance_id}): "
+            f"{stored} on_hand {self.actual_on_hand}, reserved {self.actual_reserved}; "
+            f"{computed} on_hand {self.expected_on_hand}, reserved {self.expected_reserved}"
+        )
 
 
 @dataclass(frozen=True)
@@ -74,21 +76,42 @@ class CheckResult:
             return f"{self.what} {self.day}: ok"
         parts = []
         if self.altered is not None:
-            parts.append(f"the snapshot of {self.altered} was altered after it was verified "
-                         "(its rows no longer match their digest)")
+            parts.append(
+                f"the snapshot of {self.altered} was altered after it was verified "
+                "(its rows no longer match their digest)"
+            )
         if self.total:
             shown = "; ".join(str(m) for m in self.mismatches)
-            more = f" (and {self.total - len(self.mismatches)} more)" if self.total > len(self.mismatches) else ""
+            more = (
+                f" (and {self.total - len(self.mismatches)} more)"
+                if self.total > len(self.mismatches)
+                else ""
+            )
             parts.append(f"{self.total} key(s) differ: {shown}{more}")
         return f"{self.what} {self.day}: " + "; ".join(parts)
 
 
-def _result(what: str, day: date | None, rows, sides: tuple[str, str] = CHAIN_SIDES,
-            altered: date | None = None) -> CheckResult:
+def _result(
+    what: str,
+    day: date | None,
+    rows,
+    sides: tuple[str, str] = CHAIN_SIDES,
+    altered: date | None = None,
+) -> CheckResult:
     rows = list(rows)
     mismatches = tuple(
-        Mismatch(r.warehouse, r.location, r.sku, r.lot, r.balance_id, r.expected_on_hand, r.actual_on_hand,
-                 r.expected_reserved, r.actual_reserved, sides)
+        Mismatch(
+            r.warehouse,
+            r.location,
+            r.sku,
+            r.lot,
+            r.balance_id,
+            r.expected_on_hand,
+            r.actual_on_hand,
+            r.expected_reserved,
+            r.actual_reserved,
+            sides,
+        )
         for r in rows
     )
     return CheckResult(what, day, mismatches, rows[0].total if rows else 0, altered)
@@ -101,7 +124,9 @@ def is_altered(session: Session, day: date, recorded_digest) -> bool:
     return session.execute(statements.DAY_DIGEST, {"day": day}).scalar_one() != recorded_digest
 
 
-def verify_day(session: Session, day: date, *, mark_verified: bool = True, check_base: bool = True) -> CheckResult:
+def verify_day(
+    session: Session, day: date, *, mark_verified: bool = True, check_base: bool = True
+) -> CheckResult:
     """snapshot(day) == snapshot(base) + movements between, key by key, over a base whose rows
     are those it was verified with; marks the day verified (and records its digest)."""
     session.execute(text("SELECT set_config('plan_cache_mode', 'auto', true)"))  # see build_day
@@ -114,9 +139,16 @@ def verify_day(session: Session, day: date, *, mark_verified: bool = True, check
         params = {"day": day, "day_end": day_end(day), "watermark": this.watermark}
         rows = session.execute(statements.CHAIN_FULL, {**params, "limit": SHOWN})
     else:
-        rows = session.execute(statements.CHAIN_INCREMENTAL, {**increment_params(day, this.watermark, base), "limit": SHOWN})
+        rows = session.execute(
+            statements.CHAIN_INCREMENTAL,
+            {**increment_params(day, this.watermark, base), "limit": SHOWN},
+        )
     # (The chain audit compares every day's digest in one statement first, so it skips this.)
-    base_altered = check_base and base is not None and is_altered(session, base.snapshot_date, base.content_digest)
+    base_altered = (
+        check_base
+        and base is not None
+        and is_altered(session, base.snapshot_date, base.content_digest)
+    )
     altered = base.snapshot_date if base_altered else None
     result = _result("chain check", day, rows, altered=altered)
     if result.ok and mark_verified:
@@ -134,5 +166,10 @@ def verify_latest(session: Session) -> CheckResult | None:
     day = latest.snapshot_date
     params = {"day": day, "day_end": day_end(day), "watermark": latest.watermark, "limit": SHOWN}
     altered = day if is_altered(session, day, latest.content_digest) else None
-    return _result("latest snapshot against balances", day, session.execute(statements.AGAINST_BALANCES, params),
-                   LATEST_SIDES, altered)
+    return _result(
+        "latest snapshot against balances",
+        day,
+        session.execute(statements.AGAINST_BALANCES, params),
+        LATEST_SIDES,
+        altered,
+    )

@@ -30,7 +30,9 @@ def safe_watermark(session: Session, *, margin_s: int) -> datetime:
     row = session.execute(_SAFE).one()
     if row.isolation != "read committed":
         # Under REPEATABLE READ the snapshot is older than the watermark read here.
-        raise WarehouseError(f"snapshot builds need READ COMMITTED transactions, not {row.isolation}")
+        raise WarehouseError(
+            f"snapshot builds need READ COMMITTED transactions, not {row.isolation}"
+        )
     if row.sees_all:
         return row.safe
     # Other users' transactions show no start time to us: assume none is older than the margin.

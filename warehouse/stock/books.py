@@ -58,13 +58,20 @@ class BooksCheck:
     def summary(self) -> str:
         scope = "full" if self.kind == "full" else f"incremental since {self.since.isoformat()}"
         if self.ok:
-            checked = f", {self.chain.days_checked} snapshot day(s) proven" if self.chain is not None else ""
+            checked = (
+                f", {self.chain.days_checked} snapshot day(s) proven"
+                if self.chain is not None
+                else ""
+            )
             return f"books check ({scope}): ok{checked}"
         what = f"{len(self.violations)} invariant violation(s)"
         if self.chain is not None and not self.chain.ok:
             what += ", the snapshot chain is wrong"
-        then = (f"; snapshot days from {self.repair_from} are marked for a rebuild: run `cangflow run snapshot`"
-                if self.repair_from is not None else "")
+        then = (
+            f"; snapshot days from {self.repair_from} are marked for a rebuild: run `cangflow run snapshot`"
+            if self.repair_from is not None
+            else ""
+        )
         return f"books check ({scope}): {what}{then}"
 
 
@@ -74,7 +81,9 @@ def full_check_due(session: Session, *, now: datetime | None = None) -> bool:
     return last is None or now - last >= timedelta(days=get_settings().full_check_days)
 
 
-def check_books(session: Session, *, full: bool | None = None, limit_per_check: int = 100) -> BooksCheck:
+def check_books(
+    session: Session, *, full: bool | None = None, limit_per_check: int = 100
+) -> BooksCheck:
     """Check the books (full, incremental, or None: whichever is due) and record the check. The
     caller commits (the record, and the dirty marks of a repair)."""
     covered_upto = safe_watermark(session, margin_s=get_settings().snapshot_visibility_margin_s)
@@ -89,15 +98,25 @@ def check_books(session: Session, *, full: bool | None = None, limit_per_check: 
         result = _incremental(session, since, limit_per_check)
         if result is None:  # no snapshot yet: the ledger is the only start
             result = _full(session, limit_per_check)
-    session.execute(_RECORD, {"kind": result.kind, "business_time": calendar.now(), "covered_upto": covered_upto,
-                              "ok": result.ok, "summary": result.summary()[:4000]})
+    session.execute(
+        _RECORD,
+        {
+            "kind": result.kind,
+            "business_time": calendar.now(),
+            "covered_upto": covered_upto,
+            "ok": result.ok,
+            "summary": result.summary()[:4000],
+        },
+    )
     return result
 
 
 def _full(session: Session, limit: int) -> BooksCheck:
     chain = audit_chain(session)
     repaired = repair(session, chain) if chain.unrepairable is None else None
-    return BooksCheck("full", tuple(invariants.check(session, limit_per_check=limit)), chain, repaired)
+    return BooksCheck(
+        "full", tuple(invariants.check(session, limit_per_check=limit)), chain, repaired
+    )
 
 
 def _incremental(session: Session, since: datetime, limit: int) -> BooksCheck | None:

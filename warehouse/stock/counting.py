@@ -7,10 +7,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from warehouse.stock import validation
-from warehouse.errors import InvalidArgument
 from warehouse.db.retry import conflicts_are_retryable
-from warehouse.stock import execute
+from warehouse.errors import InvalidArgument
+from warehouse.stock import execute, validation
 from warehouse.stock.resolve import Item, resolve
 from warehouse.stock.result import StockChange
 from warehouse.stock.statements import COUNT_STATEMENT, ENSURE_ROWS
@@ -40,19 +39,32 @@ def count(
     location = validation.code(location, field="location")
     counted = _counted(sku, qty, lot, lines)
     if not counted and not complete:
-        raise InvalidArgument("a count needs at least one counted item (or complete=True for an empty bin)")
-    request = execute.request("count", warehouse, {
-        "location": location,
-        "counted": sorted([item.sku, item.lot or "", n] for item, n in counted.items()),
-        "complete": bool(complete),
-    }, key=key, occurred_at=occurred_at, reference=reference)
+        raise InvalidArgument(
+            "a count needs at least one counted item (or complete=True for an empty bin)"
+        )
+    request = execute.request(
+        "count",
+        warehouse,
+        {
+            "location": location,
+            "counted": sorted([item.sku, item.lot or "", n] for item, n in counted.items()),
+            "complete": bool(complete),
+        },
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
+    )
     replay = execute.start(session, request)
     if replay is not None:
         return replay
     resolved = resolve(session, warehouse, list(counted), locations=(location,))
     location_id = resolved.locations[location]
     ids = [resolved.ids(item) for item in counted]
-    found = [(sku_id, lot_id) for (sku_id, _, lot_id), n in zip(ids, counted.values()) if n > 0]
+    found = [
+        (sku_id, lot_id)
+        for (sku_id, _, lot_id), n in zip(ids, counted.values(), strict=True)
+        if n > 0
+    ]
     if found:
         session.execute(
             ENSURE_ROWS,

@@ -11,15 +11,14 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from warehouse.stock import idempotency
 from warehouse.db import raw_sql
 from warehouse.db.engine import touch_stock
 from warehouse.errors import HistoryClosed, InsufficientStock, InvalidQuantity, WarehouseError
-from warehouse.stock import validation
-from warehouse.stock.validation import MAX_BALANCE
+from warehouse.stock import idempotency, validation
 from warehouse.stock.resolve import Resolved, flush_pending
 from warehouse.stock.result import MovementLine, StockChange
 from warehouse.stock.statements import RENDERED
+from warehouse.stock.validation import MAX_BALANCE
 
 
 @dataclass(frozen=True)
@@ -35,16 +34,28 @@ class Request:
     reason: str | None = None
 
 
-def request(operation: str, warehouse: str, arguments: dict[str, Any], *, key: str | None,
-            occurred_at: datetime | None, reference: str | None, reason: str | None = None) -> Request:
+def request(
+    operation: str,
+    warehouse: str,
+    arguments: dict[str, Any],
+    *,
+    key: str | None,
+    occurred_at: datetime | None,
+    reference: str | None,
+    reason: str | None = None,
+) -> Request:
     """The one way an operation's Request is made: the key, business time and reference
     validated, and the arguments its idempotency hash covers (the operation's own, plus the
     warehouse, occurred_at and reference as the caller gave them)."""
     return Request(
         operation=operation,
         warehouse=warehouse,
-        arguments={"warehouse": warehouse, **arguments, "occurred_at": occurred_at.isoformat() if occurred_at else None,
-                   "reference": reference},
+        arguments={
+            "warehouse": warehouse,
+            **arguments,
+            "occurred_at": occurred_at.isoformat() if occurred_at else None,
+            "reference": reference,
+        },
         key=idempotency.validate_key(key),
         occurred_at=validation.business_time(occurred_at),
         reference=validation.reference(reference),
@@ -62,7 +73,9 @@ def start(session: Session, request: Request) -> StockChange | None:
     if first is None:
         return None
     lines = tuple(MovementLine.from_json(item) for item in first.result or [])
-    return StockChange(request.operation, request.warehouse, first.operation_id, lines, request.key, replayed=True)
+    return StockChange(
+        request.operation, request.warehouse, first.operation_id, lines, request.key, replayed=True
+    )
 
 
 def _bound(request: Request, params: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +90,9 @@ def _bound(request: Request, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def attempt(session: Session, request: Request, statement: str, params: dict[str, Any]) -> StockChange | None:
+def attempt(
+    session: Session, request: Request, statement: str, params: dict[str, Any]
+) -> StockChange | None:
     """Run a statement that may decline: the change it applied, or None when it wrote nothing."""
     operation_id, items = _execute(session, statement, _bound(request, params))
     if items is None:
@@ -87,9 +102,15 @@ def attempt(session: Session, request: Request, statement: str, params: dict[str
     return StockChange(request.operation, request.warehouse, operation_id, lines, request.key)
 
 
-def run(session: Session, request: Request, statement: str, params: dict[str, Any], resolved: Resolved) -> StockChange:
+def run(
+    session: Session, request: Request, statement: str, params: dict[str, Any], resolved: Resolved
+) -> StockChange:
     """Run a statement that applies or refuses; a refusal raises and leaves nothing behind."""
-    row = _Row(*_execute(session, statement, {**_bound(request, params), "warehouse_id": resolved.warehouse_id}))
+    row = _Row(
+        *_execute(
+            session, statement, {**_bound(request, params), "warehouse_id": resolved.warehouse_id}
+        )
+    )
     if not row.ok:
         if request.key is not None:
             idempotency.forget(session, request.key)
@@ -97,7 +118,9 @@ def run(session: Session, request: Request, statement: str, params: dict[str, An
     if row.moved_rows != row.planned_rows:
         # The guard in the UPDATE refused a row the locked read approved: never expected, so
         # fail loudly; the caller's rollback undoes the rows that did change.
-        raise RuntimeError(f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}")
+        raise RuntimeError(
+            f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}"
+        )
     lines = tuple(MovementLine.from_json(item) for item in row.items)
     touch_stock(session, {(request.warehouse, line.sku) for line in lines})
     return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
@@ -124,23 +147,32 @@ def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
             raise HistoryClosed(error.orig.diag.message_detail or "that month") from error
         if sqlstate == HISTORY_BEFORE_CLOSED_SQLSTATE:
             # Raised by the default partition for a month (with no partition) older than a closed one.
-            raise HistoryClosed(error.orig.diag.message_detail or "that month",
-                                closed_after=error.orig.diag.message_hint or "?") from error
+            raise HistoryClosed(
+                error.orig.diag.message_detail or "that month",
+                closed_after=error.orig.diag.message_hint or "?",
+            ) from error
         if sqlstate == HISTORY_RETIRED_SQLSTATE:
             # Raised by the default partition for a month at or before the newest retired one.
-            raise HistoryClosed(error.orig.diag.message_detail or "that month",
-                                floor=error.orig.diag.message_hint or "?") from error
+            raise HistoryClosed(
+                error.orig.diag.message_detail or "that month",
+                floor=error.orig.diag.message_hint or "?",
+            ) from error
         raise
 
 
-def _refusal(request: Request, resolved: Resolved, problems: list[dict[str, Any]]) -> WarehouseError:
+def _refusal(
+    request: Request, resolved: Resolved, problems: list[dict[str, Any]]
+) -> WarehouseError:
     skus = {ident: code for code, ident in resolved.skus.items()}
     locations = {ident: code for code, ident in resolved.locations.items()}
     lots = {ident: code for (_, code), ident in resolved.lots.items()}
     first = problems[0]
     if first.get("too_much"):
-        return InvalidQuantity(-int(first["asked"]), why=f"bin {locations.get(first['location_id'], '?')!r} would hold "
-                               f"more than {MAX_BALANCE:,} units of sku {skus.get(first['sku_id'], '?')!r}")
+        return InvalidQuantity(
+            -int(first["asked"]),
+            why=f"bin {locations.get(first['location_id'], '?')!r} would hold "
+            f"more than {MAX_BALANCE:,} units of sku {skus.get(first['sku_id'], '?')!r}",
+        )
     where = ["reserved stock"] if request.operation == "release" else []
     if first.get("location_id") in locations:
         where.append(f"location {locations[first['location_id']]!r}")
@@ -153,5 +185,3 @@ def _refusal(request: Request, resolved: Resolved, problems: list[dict[str, Any]
         warehouse=request.warehouse,
         where=", ".join(where),
     )
-
-

@@ -38,7 +38,9 @@ class FirstResult:
 
 
 def request_hash(operation: str, arguments: dict[str, Any]) -> str:
-    canonical = json.dumps({"operation": operation, "arguments": arguments}, sort_keys=True, default=str)
+    canonical = json.dumps(
+        {"operation": operation, "arguments": arguments}, sort_keys=True, default=str
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -48,15 +50,23 @@ def validate_key(key: object) -> str | None:
     return text_value(key, field="key", max_length=KEY_MAX_LENGTH)
 
 
-_INSERT = text("INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:key, :operation, :digest) "
-               "ON CONFLICT (key) DO NOTHING RETURNING key")
-_FIRST = text("SELECT operation, request_hash, operation_id, result FROM idempotency_key WHERE key = :key")
+_INSERT = text(
+    "INSERT INTO idempotency_key (key, operation, request_hash) VALUES (:key, :operation, :digest) "
+    "ON CONFLICT (key) DO NOTHING RETURNING key"
+)
+_FIRST = text(
+    "SELECT operation, request_hash, operation_id, result FROM idempotency_key WHERE key = :key"
+)
 # Waits for a concurrent taker of the same row; if that one applied, the row has a result now.
-_TAKE_OVER = text("UPDATE idempotency_key SET operation = :operation, request_hash = :digest, operation_id = NULL, "
-                  "created_at = now() WHERE key = :key AND result IS NULL RETURNING key")
+_TAKE_OVER = text(
+    "UPDATE idempotency_key SET operation = :operation, request_hash = :digest, operation_id = NULL, "
+    "created_at = now() WHERE key = :key AND result IS NULL RETURNING key"
+)
 
 
-def claim(session: Session, key: str, operation: str, arguments: dict[str, Any]) -> FirstResult | None:
+def claim(
+    session: Session, key: str, operation: str, arguments: dict[str, Any]
+) -> FirstResult | None:
     """Claim `key` for this request. None: go ahead and apply. Otherwise the first result.
 
     A replay reads the row without locking it; only a row without a result (a refused claim
@@ -76,7 +86,9 @@ def claim(session: Session, key: str, operation: str, arguments: dict[str, Any])
 
 def forget(session: Session, key: str) -> None:
     """Drop a claim whose request was refused, so the refusal leaves nothing behind."""
-    session.execute(text("DELETE FROM idempotency_key WHERE key = :key AND result IS NULL"), {"key": key})
+    session.execute(
+        text("DELETE FROM idempotency_key WHERE key = :key AND result IS NULL"), {"key": key}
+    )
 
 
 PRUNE_BATCH = 10_000

@@ -10,10 +10,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from warehouse.stock import validation
-from warehouse.errors import InvalidArgument
 from warehouse.db.retry import conflicts_are_retryable
-from warehouse.stock import execute
+from warehouse.errors import InvalidArgument
+from warehouse.stock import execute, validation
 from warehouse.stock.resolve import Item, Resolved, resolve
 from warehouse.stock.result import StockChange
 from warehouse.stock.statements import DELTA_STATEMENT, ENSURE_ROWS
@@ -21,7 +20,9 @@ from warehouse.stock.statements import DELTA_STATEMENT, ENSURE_ROWS
 
 def _required_location(location: object) -> str:
     if location is None:
-        raise InvalidArgument("location is required: stock is received, adjusted and moved in a named bin")
+        raise InvalidArgument(
+            "location is required: stock is received, adjusted and moved in a named bin"
+        )
     return validation.code(location, field="location")
 
 
@@ -33,7 +34,11 @@ def _apply_deltas(
 ) -> StockChange:
     """Apply (item, signed on_hand delta, movement type) rows; rows gaining stock are created."""
     ids = [resolved.ids(item) for item, _, _ in deltas]
-    growing = [(location, sku, lot) for (sku, location, lot), (_, delta, _) in zip(ids, deltas) if delta > 0]
+    growing = [
+        (location, sku, lot)
+        for (sku, location, lot), (_, delta, _) in zip(ids, deltas, strict=True)
+        if delta > 0
+    ]
     if growing:
         session.execute(
             ENSURE_ROWS,
@@ -56,9 +61,18 @@ def _apply_deltas(
     return execute.run(session, request, DELTA_STATEMENT, params, resolved)
 
 
-def _request(operation, warehouse, key, occurred_at, reference, reason=None, **arguments) -> execute.Request:
-    return execute.request(operation, warehouse, {**arguments, "reason": reason}, key=key, occurred_at=occurred_at,
-                           reference=reference, reason=reason)
+def _request(
+    operation, warehouse, key, occurred_at, reference, reason=None, **arguments
+) -> execute.Request:
+    return execute.request(
+        operation,
+        warehouse,
+        {**arguments, "reason": reason},
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
+        reason=reason,
+    )
 
 
 @conflicts_are_retryable
@@ -76,9 +90,23 @@ def receive(
 ) -> StockChange:
     """Put `qty` of `sku` (of `lot`, when lot-tracked) into bin `location`."""
     warehouse = validation.code(warehouse, field="warehouse")
-    item = Item(validation.code(sku, field="sku"), _required_location(location), validation.optional_code(lot, field="lot"))
+    item = Item(
+        validation.code(sku, field="sku"),
+        _required_location(location),
+        validation.optional_code(lot, field="lot"),
+    )
     qty = validation.quantity(qty)
-    request = _request("receive", warehouse, key, occurred_at, reference, sku=item.sku, qty=qty, location=item.location, lot=item.lot)
+    request = _request(
+        "receive",
+        warehouse,
+        key,
+        occurred_at,
+        reference,
+        sku=item.sku,
+        qty=qty,
+        location=item.location,
+        lot=item.lot,
+    )
     replay = execute.start(session, request)
     if replay is not None:
         return replay
@@ -105,12 +133,27 @@ def adjust(
     A negative adjustment takes only unreserved stock: cut the reservation first if it must go.
     """
     warehouse = validation.code(warehouse, field="warehouse")
-    item = Item(validation.code(sku, field="sku"), _required_location(location), validation.optional_code(lot, field="lot"))
+    item = Item(
+        validation.code(sku, field="sku"),
+        _required_location(location),
+        validation.optional_code(lot, field="lot"),
+    )
     qty = validation.quantity(qty, signed=True)
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidArgument(f"reason={reason!r}: an adjustment needs a reason (1-500 characters)")
     reason = validation.text_value(reason, field="reason", max_length=500)
-    request = _request("adjust", warehouse, key, occurred_at, reference, reason, sku=item.sku, qty=qty, location=item.location, lot=item.lot)
+    request = _request(
+        "adjust",
+        warehouse,
+        key,
+        occurred_at,
+        reference,
+        reason,
+        sku=item.sku,
+        qty=qty,
+        location=item.location,
+        lot=item.lot,
+    )
     replay = execute.start(session, request)
     if replay is not None:
         return replay
@@ -142,10 +185,21 @@ def transfer(
         raise InvalidArgument(f"transfer from {source.location!r} to itself changes nothing")
     qty = validation.quantity(qty)
     request = _request(
-        "transfer", warehouse, key, occurred_at, reference, sku=sku, qty=qty, location=source.location, to_location=target.location, lot=lot
+        "transfer",
+        warehouse,
+        key,
+        occurred_at,
+        reference,
+        sku=sku,
+        qty=qty,
+        location=source.location,
+        to_location=target.location,
+        lot=lot,
     )
     replay = execute.start(session, request)
     if replay is not None:
         return replay
     resolved = resolve(session, warehouse, [source, target])
-    return _apply_deltas(session, request, resolved, [(source, -qty, "transfer_out"), (target, qty, "transfer_in")])
+    return _apply_deltas(
+        session, request, resolved, [(source, -qty, "transfer_out"), (target, qty, "transfer_in")]
+    )

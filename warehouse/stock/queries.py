@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.stock import validation
 from warehouse.errors import UnknownItem
 from warehouse.snapshots.read import on_hand_as_of
+from warehouse.stock import validation
 from warehouse.stock.resolve import Item, flush_pending, resolve
 
 _FILTER = """
@@ -23,7 +23,10 @@ _NOW = text(
     "FROM stock_balance b WHERE " + _FILTER.format(t="b")
 )
 
-def _params(session: Session, warehouse: str, sku: str, location: str | None, lot: str | None) -> dict:
+
+def _params(
+    session: Session, warehouse: str, sku: str, location: str | None, lot: str | None
+) -> dict:
     item = Item(
         validation.code(sku, field="sku"),
         validation.optional_code(location, field="location"),
@@ -31,7 +34,12 @@ def _params(session: Session, warehouse: str, sku: str, location: str | None, lo
     )
     resolved = resolve(session, validation.code(warehouse, field="warehouse"), [item])
     sku_id, location_id, lot_id = resolved.ids(item)
-    return {"warehouse_id": resolved.warehouse_id, "sku_id": sku_id, "location_id": location_id, "lot_id": lot_id}
+    return {
+        "warehouse_id": resolved.warehouse_id,
+        "sku_id": sku_id,
+        "location_id": location_id,
+        "lot_id": lot_id,
+    }
 
 
 def on_hand(
@@ -46,7 +54,9 @@ def on_hand(
     """Units physically held (reserved included), summed over bins and lots unless narrowed;
     with `as_of`, at that moment (from the latest snapshot before it plus the movements since)."""
     if as_of is None:
-        return int(session.execute(_NOW, _params(session, warehouse, sku, location, lot)).one().on_hand)
+        return int(
+            session.execute(_NOW, _params(session, warehouse, sku, location, lot)).one().on_hand
+        )
     return _on_hand_as_of(session, warehouse, sku, location, lot, as_of)
 
 
@@ -70,6 +80,15 @@ def _on_hand_as_of(session: Session, warehouse, sku, location, lot, as_of) -> in
     return value
 
 
-def available(session: Session, *, warehouse: str, sku: str, location: str | None = None, lot: str | None = None) -> int:
+def available(
+    session: Session,
+    *,
+    warehouse: str,
+    sku: str,
+    location: str | None = None,
+    lot: str | None = None,
+) -> int:
     """Units that can be picked or reserved now: on_hand - reserved."""
-    return int(session.execute(_NOW, _params(session, warehouse, sku, location, lot)).one().available)
+    return int(
+        session.execute(_NOW, _params(session, warehouse, sku, location, lot)).one().available
+    )

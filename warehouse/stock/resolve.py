@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from warehouse.errors import UnknownItem
 from warehouse.db.id_cache import IdCache
+from warehouse.errors import UnknownItem
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,17 @@ _RESOLVE = text(
 )
 
 
-def resolve(session: Session, warehouse: str, items: list[Item], locations: tuple[str, ...] = ()) -> Resolved:
+def resolve(
+    session: Session, warehouse: str, items: list[Item], locations: tuple[str, ...] = ()
+) -> Resolved:
     """Ids of `warehouse` and of every SKU, location and lot that `items` name, plus the extra
     `locations` (a count of an empty bin names a bin but no item). UnknownItem names the first
     code not found."""
     flush_pending(session)
     skus = sorted({item.sku for item in items})
-    wanted_locations = sorted({item.location for item in items if item.location is not None} | set(locations))
+    wanted_locations = sorted(
+        {item.location for item in items if item.location is not None} | set(locations)
+    )
     lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
     keys = _keys(warehouse, skus, wanted_locations, lot_pairs)
     cache: IdCache | None = session.info.get("id_cache")
@@ -85,7 +89,8 @@ def resolve(session: Session, warehouse: str, items: list[Item], locations: tupl
         _refuse_unknown(found, warehouse, skus, wanted_locations, lot_pairs)
         if cache is not None:  # promoted to the cache when this transaction commits
             session.info.setdefault("pending_ids", {}).update(
-                {key: found[kind][name] for key, (kind, name) in keys.items()})
+                {key: found[kind][name] for key, (kind, name) in keys.items()}
+            )
     return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
 
 
@@ -104,23 +109,36 @@ def _from_cache(cache: IdCache, keys: dict[tuple, tuple]) -> dict[str, dict] | N
     return found
 
 
-def _from_database(session: Session, warehouse: str, skus: list[str], locations: list[str],
-                   lot_pairs: list[tuple[str, str]]) -> dict[str, dict]:
-    rows = session.execute(_RESOLVE, {
-        "warehouse": warehouse,
-        "skus": skus,
-        "locations": locations,
-        "lot_skus": [sku for sku, _ in lot_pairs],
-        "lot_codes": [lot for _, lot in lot_pairs],
-    }).all()
+def _from_database(
+    session: Session,
+    warehouse: str,
+    skus: list[str],
+    locations: list[str],
+    lot_pairs: list[tuple[str, str]],
+) -> dict[str, dict]:
+    rows = session.execute(
+        _RESOLVE,
+        {
+            "warehouse": warehouse,
+            "skus": skus,
+            "locations": locations,
+            "lot_skus": [sku for sku, _ in lot_pairs],
+            "lot_codes": [lot for _, lot in lot_pairs],
+        },
+    ).all()
     found = _empty()
     for kind, code, sku, ident in rows:
         found[kind][(sku, code) if kind == "lot" else code] = ident
     return found
 
 
-def _refuse_unknown(found: dict[str, dict], warehouse: str, skus: list[str], locations: list[str],
-                    lot_pairs: list[tuple[str, str]]) -> None:
+def _refuse_unknown(
+    found: dict[str, dict],
+    warehouse: str,
+    skus: list[str],
+    locations: list[str],
+    lot_pairs: list[tuple[str, str]],
+) -> None:
     """UnknownItem for the first code the database does not hold, warehouse first."""
     if warehouse not in found["warehouse"]:
         raise UnknownItem("warehouse", warehouse)

@@ -289,7 +289,7 @@ def take_statement(movement_type: str) -> str:
         source_l=mode["source"].format(t="l"),
         # Both columns the CHECKs read, from the locked row: a column left out is taken from the
         # UPDATE's own (snapshot) version when PostgreSQL checks the new row.
-        locked_set_clause=f'{mode["set"].format(t="rt")}, {mode["other"].format(t="rt")}',
+        locked_set_clause=f"{mode['set'].format(t='rt')}, {mode['other'].format(t='rt')}",
         on_hand_delta=mode["on_hand_delta"],
         reserved_delta=mode["reserved_delta"],
         movement_type=movement_type,
@@ -388,7 +388,10 @@ _TAIL = _TAIL.format(topic=STOCK_TOPIC)
 DELTA_STATEMENT = _DELTA_HEAD.format(max_balance=MAX_BALANCE) + _TAIL
 COUNT_STATEMENT = _COUNT_HEAD + _TAIL
 TAKE_STATEMENTS = {movement_type: take_statement(movement_type) for movement_type in TAKE_MODES}
-SINGLE_ROW_TAKE_STATEMENTS = {movement_type: single_row_take_statement(movement_type) for movement_type in TAKE_MODES}
+SINGLE_ROW_TAKE_STATEMENTS = {
+    movement_type: single_row_take_statement(movement_type) for movement_type in TAKE_MODES
+}
+
 
 def _render(statement: str) -> str:
     """The statement with psycopg's %(name)s placeholders, rendered once at import."""
@@ -398,7 +401,12 @@ def _render(statement: str) -> str:
 # Built once: compiling a text() of this size costs ~0.1 ms per call on the hot path.
 RENDERED: dict[str, str] = {
     statement: _render(statement)
-    for statement in (DELTA_STATEMENT, COUNT_STATEMENT, *TAKE_STATEMENTS.values(), *SINGLE_ROW_TAKE_STATEMENTS.values())
+    for statement in (
+        DELTA_STATEMENT,
+        COUNT_STATEMENT,
+        *TAKE_STATEMENTS.values(),
+        *SINGLE_ROW_TAKE_STATEMENTS.values(),
+    )
 }
 
 # Balance rows that a receipt or count may need; ON CONFLICT DO NOTHING takes no lock on rows

@@ -13,11 +13,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from warehouse.metrics import sinks as metrics
-from warehouse.stock import validation
-from warehouse.errors import ConcurrentConflict, InvalidArgument, WarehouseError
 from warehouse.db.retry import conflicts_are_retryable
-from warehouse.stock import execute
+from warehouse.errors import ConcurrentConflict, InvalidArgument, WarehouseError
+from warehouse.metrics import sinks as metrics
+from warehouse.stock import execute, validation
 from warehouse.stock.resolve import Item, resolve
 from warehouse.stock.result import StockChange
 from warehouse.stock.statements import SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
@@ -45,8 +44,14 @@ def _take(
     reference: str | None,
 ) -> StockChange:
     warehouse = validation.code(warehouse, field="warehouse")
-    request = execute.request(operation, warehouse, {"lines": [[line.sku, line.qty, line.location, line.lot] for line in lines]},
-                              key=key, occurred_at=occurred_at, reference=reference)
+    request = execute.request(
+        operation,
+        warehouse,
+        {"lines": [[line.sku, line.qty, line.location, line.lot] for line in lines]},
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
+    )
     replay = execute.start(session, request)
     if replay is not None:
         return replay
@@ -58,7 +63,9 @@ def _take(
     if len(demand) == 1:  # first the atomic guarded update of one row, with no lookup before it
         [(item, qty)] = demand.items()
         params = {"sku": item.sku, "location": item.location, "lot": item.lot, "qty": qty}
-        change = execute.attempt(session, request, SINGLE_ROW_TAKE_STATEMENTS[movement_type], params)
+        change = execute.attempt(
+            session, request, SINGLE_ROW_TAKE_STATEMENTS[movement_type], params
+        )
         if change is not None:
             return change
     resolved = resolve(session, warehouse, list(demand))
@@ -78,7 +85,9 @@ def refusal_kind(refused: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
-def _line(sku: object, qty: object, location: object, lot: object, *, prefix: str = "") -> OrderLine:
+def _line(
+    sku: object, qty: object, location: object, lot: object, *, prefix: str = ""
+) -> OrderLine:
     return OrderLine(
         sku=validation.code(sku, field=f"{prefix}sku"),
         qty=validation.quantity(qty, field=f"{prefix}qty"),
@@ -176,7 +185,9 @@ def _order_line(number: int, raw: OrderLine | Mapping | tuple) -> OrderLine:
         unknown = set(raw) - {"sku", "qty", "location", "lot"}
         if unknown:
             raise InvalidArgument(f"{prefix}unknown field(s) {sorted(unknown)}")
-        return _line(raw.get("sku"), raw.get("qty"), raw.get("location"), raw.get("lot"), prefix=prefix)
+        return _line(
+            raw.get("sku"), raw.get("qty"), raw.get("location"), raw.get("lot"), prefix=prefix
+        )
     if isinstance(raw, tuple) and len(raw) in (2, 3, 4):
         return _line(*raw, *([None] * (4 - len(raw))), prefix=prefix)
     raise InvalidArgument(f"{prefix}{raw!r} is not an order line (sku, qty[, location[, lot]])")

@@ -16,7 +16,9 @@ MAX_BALANCE = 10**15
 CODE_MAX_LENGTH = 64
 
 
-def quantity(value: object, *, field: str = "qty", allow_zero: bool = False, signed: bool = False) -> int:
+def quantity(
+    value: object, *, field: str = "qty", allow_zero: bool = False, signed: bool = False
+) -> int:
     """Return `value` as an int or raise InvalidQuantity.
 
     Quantities are whole units: bools, floats (even 3.0), strings and None are refused rather
@@ -28,7 +30,9 @@ def quantity(value: object, *, field: str = "qty", allow_zero: bool = False, sig
     if abs(number) > BIGINT_MAX:
         raise InvalidQuantity(value, field=field, why="beyond the 64-bit range")
     if abs(number) > MAX_QUANTITY:
-        raise InvalidQuantity(value, field=field, why=f"more than {MAX_QUANTITY:,} units in one call")
+        raise InvalidQuantity(
+            value, field=field, why=f"more than {MAX_QUANTITY:,} units in one call"
+        )
     if number == 0 and not allow_zero:
         raise InvalidQuantity(value, field=field, why="zero changes nothing")
     if number < 0 and not signed:
@@ -44,12 +48,16 @@ def text_value(value: object, *, field: str, max_length: int) -> str:
     if len(value) > max_length:
         raise InvalidArgument(f"{field}={value[:20]!r}... is longer than {max_length} characters")
     if "\x00" in value:
-        raise InvalidArgument(f"{field}={value[:40]!r} holds a NUL byte, which PostgreSQL text cannot store")
+        raise InvalidArgument(
+            f"{field}={value[:40]!r} holds a NUL byte, which PostgreSQL text cannot store"
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        raise InvalidArgument(f"{field}={value[:40]!r} is not valid Unicode text "
-                              f"(character {error.start + 1}: {value[error.start]!r})") from None
+        raise InvalidArgument(
+            f"{field}={value[:40]!r} is not valid Unicode text "
+            f"(character {error.start + 1}: {value[error.start]!r})"
+        ) from None
     return value
 
 
@@ -90,8 +98,10 @@ def business_time(value: object, *, field: str = "occurred_at", change: bool = T
         raise HistoryClosed(f"{local.year:04d}-{local.month:02d}", floor=f"{floor:%Y-%m}")
     skew = settings.max_future_skew_s
     if value > calendar.now() + timedelta(seconds=skew):
-        raise InvalidArgument(f"{field}={value.isoformat()} is more than {skew:,.0f} s in the future "
-                              "(CANGFLOW_MAX_FUTURE_SKEW_S); business time may be backdated, not postdated")
+        raise InvalidArgument(
+            f"{field}={value.isoformat()} is more than {skew:,.0f} s in the future "
+            "(CANGFLOW_MAX_FUTURE_SKEW_S); business time may be backdated, not postdated"
+        )
     return value
 
 

@@ -10,7 +10,9 @@ target_metadata = Base.metadata
 
 def run_migrations_online() -> None:
     connection = config.attributes["connection"]
-    context.configure(connection=connection, target_metadata=target_metadata, transaction_per_migration=True)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, transaction_per_migration=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -15,7 +15,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("CREATE INDEX IF NOT EXISTS ix_idempotency_key_created_at ON idempotency_key (created_at)")
+    op.execute(
+        "CREATE INDEX IF NOT EXISTS ix_idempotency_key_created_at ON idempotency_key (created_at)"
+    )
 
 
 def downgrade() -> None:

@@ -28,7 +28,12 @@ def upgrade() -> None:
         "books_check",
         sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
         sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("checked_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column(
+            "checked_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
         sa.Column("business_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("covered_upto", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ok", sa.Boolean(), nullable=False),
