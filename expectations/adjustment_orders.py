@@ -24,7 +24,7 @@ STATUSES = [
 def expectations(
     *, truth: str = "erp", braked: bool | None = None, max_lines: int | None = None, **_context
 ) -> list[tuple[str, dict]]:
-    suite = [
+    suite: list[tuple[str, dict]] = [
         ("ExpectColumnValuesToNotBeInSet", {"column": "delta", "value_set": [0]}),
         ("ExpectColumnPairValuesToBeEqual", {"column_A": "erp_qty", "column_B": "erp_by_delta"}),
         ("ExpectColumnValuesToBeInSet", {"column": "status", "value_set": STATUSES}),

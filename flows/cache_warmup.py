@@ -7,17 +7,18 @@ of the ledger's last day when there are no statistics yet) written to Redis ahea
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.console import summary_text
 from flows.monitoring import run_metrics
 from flows.runners import task_runner
+from tasks import reporting
 from tasks.cache import find_hot_set, hit_rates, warm_cache
-from tasks.reporting import table_artifact
 
 
-def _warmup_flow(top: int = 1000) -> dict:
+def _warmup_flow(top: int = 1000) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.perf_counter()
     pairs, source = find_hot_set(top)
@@ -26,32 +27,14 @@ def _warmup_flow(top: int = 1000) -> dict:
     for warehouse, sku in pairs:
         by_warehouse.setdefault(warehouse, []).append((warehouse, sku))
     parts = [future.result() for future in warm_cache.map(list(by_warehouse.values()), source)]
-    warmed = {
-        "source": source,
-        "keys": sum(p["keys"] for p in parts),
-        "written": sum(p["written"] for p in parts),
-        "refused_stale": sum(p["refused_stale"] for p in parts),
-        "seconds": max((p["seconds"] for p in parts), default=0.0),
-        "warehouses": len(parts),
-    }
-    rates = hit_rates()
-    summary = {
-        **warmed,
-        "hit_rate_previous_hour": rates["previous_hour"],
-        "hit_rate_this_hour": rates["this_hour"],
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    table_artifact(
-        "cache-warmup",
-        [summary],
-        f"Warmup: {warmed['keys']} keys from {source} in {summary['seconds']} s",
-    )
+    summary = reporting.warmup_summary(source, parts, hit_rates(), time.perf_counter() - started)
+    reporting.warmup_artifact(summary)
     logger.info("summary: %s", summary_text(summary))
     return summary
 
 
 @flow(name="cache-warmup", task_runner=task_runner(), timeout_seconds=30 * 60)
-def warmup_flow(top: int = 1000) -> dict:
+def warmup_flow(top: int = 1000) -> dict[str, Any]:
     """cache-warmup: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("warmup") as run:
         summary = _warmup_flow(top)

@@ -7,6 +7,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -19,6 +20,9 @@ from flows.console import (
     report,
     summary_lines,
 )
+
+if TYPE_CHECKING:  # the command imports the domain lazily, so `--help` stays fast
+    from warehouse.db.roles import Role
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -88,11 +92,12 @@ def _use_local_prefect_server() -> None:
     state = local_server.running(_home())
     if state:
         os.environ["PREFECT_API_URL"] = state.api_url
-        if local_server.auth_string() and not os.environ.get("PREFECT_API_AUTH_STRING"):
-            os.environ["PREFECT_API_AUTH_STRING"] = local_server.auth_string()
+        auth = local_server.auth_string()
+        if auth and not os.environ.get("PREFECT_API_AUTH_STRING"):
+            os.environ["PREFECT_API_AUTH_STRING"] = auth
 
 
-def _database(role: str | None = "app", *, migrated: bool = True):
+def _database(role: Role | None = "app", *, migrated: bool = True):
     """The configured database, acting as `role` (each command takes the least role that can do
     its job: README "Security"); with `migrated`, refuse one that `db upgrade` has not reached."""
     import warehouse
@@ -438,13 +443,13 @@ def run_reconcile(
     ):
         if value < 0:
             bad_argument(option, value, "must be 0 or more")
-    for option, value in (
+    for option, percent in (
         ("--tolerance-pct", tolerance_pct),
         ("--max-differing-pct", max_differing_pct),
         ("--max-delta-pct", max_delta_pct),
     ):
-        if value is not None and not 0 <= value <= 100:
-            bad_argument(option, value, "must be a percentage from 0 to 100")
+        if percent is not None and not 0 <= percent <= 100:
+            bad_argument(option, percent, "must be a percentage from 0 to 100")
     _readable_file("--erp-file", Path(erp_file) if erp_file else None)
     if feed_dir is not None and not Path(feed_dir).is_dir():
         bad_argument("--feed-dir", feed_dir, "is not a folder")

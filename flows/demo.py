@@ -67,7 +67,7 @@ def run_demo(
     burst_workers: int = 16,
     burst_orders: int = 400,
     seed: int = 7,
-    echo: Callable[[str], object] = print,
+    echo: Callable[[str], None] = print,
     flows: bool = True,
     owner: Database | None = None,
 ) -> int:
@@ -226,7 +226,8 @@ def read_through_cache() -> tuple[float, int]:
     if not pairs:
         return 0.0, 0
     weights = [1 / (rank + 1) ** 1.1 for rank in range(len(pairs))]
-    with metrics.use(metrics.RecordingMetrics()) as seen:
+    seen = metrics.RecordingMetrics()
+    with metrics.use(seen):
         for warehouse_code, sku in rng.choices(pairs, weights=weights, k=CACHE_READS):
             with contextlib.suppress(UnknownItem):
                 cache.available(warehouse=warehouse_code, sku=sku)

@@ -74,12 +74,13 @@ def answers(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
     import httpx
 
     auth = auth_string()
+    user, _, password = (auth or "").partition(":")
     try:
         return (
             httpx.get(
                 f"{api_url}/health",
                 timeout=timeout,
-                auth=tuple(auth.split(":", 1)) if auth else None,
+                auth=(user, password) if auth else None,
             ).status_code
             == 200
         )
@@ -135,8 +136,9 @@ def _environment(home: Path, api_url: str | None = None) -> dict[str, str]:
     env.pop("PREFECT_API_URL", None)
     if api_url:
         env["PREFECT_API_URL"] = api_url
-    if auth_string():
-        env["PREFECT_API_AUTH_STRING"] = auth_string()  # what the worker and its runs send
+    auth = auth_string()
+    if auth:
+        env["PREFECT_API_AUTH_STRING"] = auth  # what the worker and its runs send
     return env
 
 
@@ -190,8 +192,9 @@ def start(
     api_url = f"http://{shown_host}:{port}/api"
     server_env = _environment(home, api_url)
     server_env["PREFECT_SERVER_UI_API_URL"] = api_url  # where the UI in a browser finds the API
-    if auth_string():
-        server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string()  # every API call must carry it
+    auth = auth_string()
+    if auth:
+        server_env["PREFECT_SERVER_API_AUTH_STRING"] = auth  # every API call must carry it
     server = _spawn(
         ["prefect", "server", "start", "--host", host, "--port", str(port)],
         server_env,
@@ -239,7 +242,7 @@ def start(
 
 def _terminate(pid: int | None, grace_s: float = 20) -> None:
     """SIGTERM the process group, then SIGKILL what is left after `grace_s`."""
-    if not _alive(pid):
+    if pid is None or not _alive(pid):
         return
     try:
         os.killpg(pid, signal.SIGTERM)

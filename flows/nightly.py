@@ -18,6 +18,7 @@ from flows.partition_rollover import rollover_flow
 from flows.reconcile import reconcile_flow
 from flows.runners import task_runner
 from flows.snapshot import snapshot_flow
+from tasks import reporting
 from tasks.quality import check_books
 
 
@@ -31,13 +32,17 @@ def nightly_flow(
     with run_metrics("nightly"):
         logger = get_run_logger()
         summary = {"snapshot": snapshot_flow()}
-        summary["books"] = check_books()  # the gate: nothing below runs on books that do not add up
+        # The gate: nothing below runs on books that do not add up.
+        summary["books"] = reporting.books_summary(check_books())
         summary["rollover"] = rollover_flow()
         if feed_dir:
             # The same flow, and so the same locks, as the reconcile deployment and runs by hand.
-            summary["reconcile"] = reconcile_flow.with_options(task_runner=task_runner())(
+            reconciled = reconcile_flow.with_options(task_runner=task_runner())(
                 feed_dir=feed_dir, truth=truth, auto_approve_limit=auto_approve_limit
             )
+            # Even a stale run's Completed state reaches this caller as its data, a summary.
+            assert isinstance(reconciled, dict), reconciled
+            summary["reconcile"] = reconciled
             if summary["reconcile"].get("status") == "stale":
                 logger.warning("reconciliation stale: %s", summary["reconcile"]["stale"])
         else:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from datetime import date
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.console import summary_text
 from flows.monitoring import run_metrics
 from flows.snapshot import snapshot_flow
-from tasks.reporting import table_artifact
+from tasks import reporting
 from tasks.rollover import (
     close_due_months,
     premake_partitions,
@@ -28,7 +29,7 @@ from tasks.rollover import (
 from warehouse.history import calendar
 
 
-def _rollover_flow(today: date | None = None) -> dict:
+def _rollover_flow(today: date | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.perf_counter()
     today = today or calendar.today()
@@ -42,67 +43,16 @@ def _rollover_flow(today: date | None = None) -> dict:
     closing = close_due_months(today)
     retired = retire_old_partitions(today)
     keys_pruned = prune_expired_keys()
-    rows = (
-        [
-            {
-                "step": "premake",
-                "partition": m["partition"],
-                "result": "created",
-                "rows moved": m["rows_moved"],
-            }
-            for m in made
-            if m["created"]
-        ]
-        + [
-            {
-                "step": "default rows",
-                "partition": m["partition"],
-                "result": "moved out of default",
-                "rows moved": m["rows_moved"],
-            }
-            for m in moved
-        ]
-        + [
-            {
-                "step": "close",
-                "partition": c["month"],
-                "result": "closed" if c["closed"] else f"open: {c['why']}",
-                "rows moved": 0,
-            }
-            for c in closing
-        ]
-        + [
-            {
-                "step": "retention",
-                "partition": r["partition"],
-                "result": r["summary"],
-                "rows moved": 0,
-            }
-            for r in retired
-        ]
+    summary = reporting.rollover_summary(
+        made, moved, closing, retired, keys_pruned, time.perf_counter() - started
     )
-    summary = {
-        "partitions_created": [m["partition"] for m in made + moved if m["created"]],
-        "rows_moved_from_default": sum(m["rows_moved"] for m in made + moved),
-        "months_closed": [c["month"] for c in closing if c["closed"]],
-        "months_left_open": {c["month"]: c["why"] for c in closing if not c["closed"]},
-        "partitions_retired": [r["partition"] for r in retired],
-        "idempotency_keys_pruned": keys_pruned,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    table_artifact(
-        "partition-rollover",
-        rows,
-        f"Rollover: {len(summary['partitions_created'])} partition(s) created, "
-        f"{summary['rows_moved_from_default']} row(s) moved out of default, {len(summary['months_closed'])} month(s) closed, "
-        f"{len(summary['partitions_retired'])} partition(s) retired, {summary['seconds']} s",
-    )
+    reporting.rollover_artifact(made, moved, closing, retired, summary)
     logger.info("summary: %s", summary_text(summary))
     return summary
 
 
 @flow(name="partition-rollover", timeout_seconds=3 * 3600)
-def rollover_flow(today: date | None = None) -> dict:
+def rollover_flow(today: date | None = None) -> dict[str, Any]:
     """partition-rollover: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("rollover") as run:
         summary = _rollover_flow(today)

@@ -16,15 +16,18 @@ by the next run of the same feed.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
 from flows.console import summary_text
 from flows.monitoring import run_metrics
 from flows.runners import task_runner
+from tasks import reporting
 from tasks.database import database
 from tasks.quality import run_suite
 from tasks.reconcile import (
@@ -44,7 +47,6 @@ from tasks.reconcile import (
     record_rejection,
     start_run,
 )
-from tasks.reporting import safe_cell
 from warehouse.errors import InvalidArgument
 from warehouse.metrics import sinks as metrics
 from warehouse.quality import suites as quality
@@ -52,6 +54,7 @@ from warehouse.reconcile import FeedRejected, RunSettings
 from warehouse.reconcile.exclusive import reconciling
 from warehouse.reconcile.feed import new_attempt, staging_table
 from warehouse.reconcile.freshness import Stale, newest_feed, no_feed, reconciled_before
+from warehouse.reconcile.runs import Difference, Figures
 from warehouse.settings import get_settings
 
 DISCREPANCY_EVENT = "cangflow.reconciliation.discrepancy"
@@ -72,7 +75,7 @@ def _reconcile_flow(
     feed_dir: str | None = None,
     max_feed_age_hours: float | None = None,
     confirm_feed_shape: bool = False,
-):
+) -> dict[str, Any] | State:
     logger = get_run_logger()
     started = time.perf_counter()
     settings = run_settings(
@@ -110,6 +113,7 @@ def _reconcile_flow(
         else configured.reconcile_max_feed_age_hours
     )
     run_id = None  # set once this run holds its feed's lock: its staging tables are then its own
+    assert erp_file is not None  # given, or found or exported above
     with reconciling(database(), wait_seconds=configured.reconcile_wait_seconds) as hold:
         try:
             fed = inspect_feed(erp_file)
@@ -155,16 +159,19 @@ def _reconcile_flow(
         finally:
             if run_id is not None:
                 clean_up(run_id)
+        assert as_of is not None  # a compared run has its feed's as_of
         figures, largest = _order_and_apply(run.id, settings, as_of)
-    figures["seconds"] = round(time.perf_counter() - started, 3)
+    summary = reporting.reconcile_summary(figures, time.perf_counter() - started)
     record_fresh(figures, source)
     count_waiting_lines()
     tell_admin(figures, largest)
-    logger.info("summary: %s", summary_text(figures))
-    return figures
+    logger.info("summary: %s", summary_text(summary))
+    return summary
 
 
-def _order_and_apply(run_id: int, settings: RunSettings, as_of) -> tuple[dict, list[dict]]:
+def _order_and_apply(
+    run_id: int, settings: RunSettings, as_of: datetime
+) -> tuple[Figures, list[Difference]]:
     logger = get_run_logger()
     made, brake = make_orders(run_id, settings, as_of)
     if brake.engaged:
@@ -197,7 +204,7 @@ def _order_and_apply(run_id: int, settings: RunSettings, as_of) -> tuple[dict, l
         # One task per warehouse's order, mapped: threads here, or workers on other hosts.
         warehouses = order_warehouses(run_id)
         applied = [future.result() for future in apply_approved.map(run_id, warehouses)]
-        logger.info("applied to WMS stock, per warehouse: %s", applied)
+        logger.info("applied to WMS stock: %s", "; ".join(str(a) for a in applied))
     return finish_run(run_id)
 
 
@@ -216,8 +223,11 @@ def reconcile_flow(
     feed_dir: str | None = None,
     max_feed_age_hours: float | None = None,
     confirm_feed_shape: bool = False,
-):
-    """erp-reconciliation: see the module docstring. The run records and pushes its own metrics."""
+) -> dict[str, Any] | State:
+    """erp-reconciliation: see the module docstring. The run records and pushes its own metrics.
+
+    Returns the run's summary. A stale run returns a Completed state named Stale, which Prefect
+    makes the run's final state and hands a caller as that state's data: its summary."""
     with run_metrics("reconcile") as run:
         outcome = _reconcile_flow(
             erp_file,
@@ -240,7 +250,7 @@ def reconcile_flow(
         return outcome
 
 
-def report_stale(stale: Stale, source: str):
+def report_stale(stale: Stale, source: str) -> State:
     """A run that found no new feed: it ends Completed, named Stale (its own state in the UI,
     exit code 4 from the command), with an event an automation can turn into a notification,
     a markdown artifact, and the stale gauge the alert rules watch."""
@@ -248,13 +258,7 @@ def report_stale(stale: Stale, source: str):
 
     logger = get_run_logger()
     logger.warning("stale: %s", stale.reason)
-    figures = {
-        "status": "stale",
-        "stale": stale.reason,
-        "run_id": stale.run_id,
-        "feed": stale.feed,
-        "as_of": stale.as_of.isoformat() if stale.as_of else None,
-    }
+    figures = reporting.stale_summary(stale)
     metrics.current().set("cangflow_reconciliation_feed_stale", 1, source=source)
     count_waiting_lines()  # lines keep waiting on a night without a feed: the alert on their age still sees them
     emit_event(
@@ -265,24 +269,18 @@ def report_stale(stale: Stale, source: str):
         },
         payload={**figures, "source": source},
     )
-    create_markdown_artifact(
-        markdown=f"# ERP reconciliation: stale feed\n\n{safe_cell(stale.reason)}\n\nNothing was compared or changed.",
-        key="erp-reconciliation",
-        description="ERP reconciliation notice",
-    )
+    reporting.stale_notice(stale)
     return Completed(message=f"stale: {stale.reason}", name="Stale", data=figures)
 
 
-def record_fresh(figures: dict, source: str) -> None:
+def record_fresh(figures: Figures, source: str) -> None:
     """A feed was reconciled: the stale gauge clears and the feed's as_of is recorded."""
-    from datetime import datetime
-
     sink = metrics.current()
     sink.set("cangflow_reconciliation_feed_stale", 0, source=source)
-    if figures.get("as_of"):
+    if figures.as_of:
         sink.set(
             "cangflow_reconciliation_feed_as_of_timestamp_seconds",
-            datetime.fromisoformat(figures["as_of"]).timestamp(),
+            datetime.fromisoformat(figures.as_of).timestamp(),
             source=source,
         )
 
@@ -321,97 +319,32 @@ def run_settings(
     )
 
 
-def notice_markdown(figures: dict, largest: list[dict]) -> str:
-    lines = [
-        f"# ERP reconciliation run {figures['run_id']} ({figures['truth'].upper()} is the truth)",
-        "",
-        f"Feed `{safe_cell(figures['feed'])}` as of {figures['as_of']}: {figures['feed_rows']:,} rows compared.",
-        "",
-        "| differences | within tolerance | orders | lines for ERP | applied | pending approval | failed | not in feed (reported) |",
-        "|---|---|---|---|---|---|---|---|",
-        (
-            f"| {figures['differences']} | {figures['within_tolerance']} | {figures['orders']} | {figures['lines_for_erp']} "
-            f"| {figures['applied']} | {figures['pending_approval']} | {figures['failed']} | {figures['not_in_feed_reported']} |"
-        ),
-        "",
-        "## Largest differences (ERP minus WMS)",
-        "",
-        "| warehouse | sku | lot | WMS | ERP | delta | kind | within tolerance |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in largest:
-        cells = [
-            row["warehouse"],
-            row["sku"],
-            row["lot"] or "",
-            row["wms_qty"],
-            row["erp_qty"] if row["erp_qty"] is not None else "",
-            row["delta"],
-            row["kind"],
-            "yes" if row["within_tolerance"] else "no",
-        ]
-        lines.append("| " + " | ".join(str(safe_cell(str(c))) for c in cells) + " |")
-    if figures.get("brake"):
-        lines += [
-            "",
-            (
-                f"**Brake: nothing was applied automatically.** The run is over the blast-radius brake: "
-                f"{safe_cell(figures['brake'])}. Its {figures.get('held', 0)} line(s) are held: check the feed, then "
-                f"`cangflow adjustments approve --run {figures['run_id']}` or `reject --run {figures['run_id']} --reason ...`."
-            ),
-        ]
-    if figures["pending_approval"]:
-        lines += [
-            "",
-            (
-                f"{figures['pending_approval']} line(s) wait for approval: `cangflow adjustments list` shows them, "
-                "`cangflow adjustments approve ID` or `reject ID --reason ...` decides."
-            ),
-        ]
-    return "\n".join(lines)
-
-
-def tell_admin(figures: dict, largest: list[dict]) -> None:
+def tell_admin(figures: Figures, largest: list[Difference]) -> None:
     """A markdown artifact always; an event an automation can turn into a notification when
     there are differences beyond tolerance; the configured notification block, if any."""
     from prefect.events import emit_event
 
     from warehouse.settings import get_settings
 
-    body = notice_markdown(figures, largest)
-    create_markdown_artifact(
-        markdown=body, key="erp-reconciliation", description="ERP reconciliation notice"
-    )
-    beyond = figures["differences"] - figures["within_tolerance"]
+    body = reporting.reconcile_notice(figures, largest)
+    beyond = figures.beyond_tolerance
     if beyond <= 0:
         return
     emit_event(
         event=DISCREPANCY_EVENT,
         resource={
-            "prefect.resource.id": f"cangflow.reconciliation.run.{figures['run_id']}",
-            "prefect.resource.name": f"reconciliation run {figures['run_id']}",
+            "prefect.resource.id": f"cangflow.reconciliation.run.{figures.run_id}",
+            "prefect.resource.name": f"reconciliation run {figures.run_id}",
         },
-        payload={
-            key: figures[key]
-            for key in (
-                "run_id",
-                "truth",
-                "as_of",
-                "differences",
-                "within_tolerance",
-                "orders",
-                "applied",
-                "pending_approval",
-                "failed",
-                "held",
-                "brake",
-            )
-        },
+        payload=reporting.discrepancy_payload(figures),
     )
     block = get_settings().notify_block
     if block:
         from prefect.blocks.core import Block
 
-        Block.load(block).notify(
+        # The block's class is known only once loaded; its `notify` is sync-compatible, so
+        # called from this synchronous code it sends before returning.
+        notifier: Any = Block.load(block)
+        notifier.notify(
             body=body, subject=f"cangflow: {beyond} stock difference(s) beyond tolerance"
         )

@@ -10,13 +10,14 @@ long-running process), polling when idle and logging a summary every minute.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.console import summary_text
 from flows.monitoring import run_metrics
+from tasks import reporting
 from tasks.cache import invalidate_cache, prune_outbox, publish_pending
-from tasks.reporting import table_artifact
 from warehouse.metrics import sinks as metrics
 
 IDLE_POLL_S = 0.5
@@ -26,25 +27,17 @@ PRUNE_EVERY_S = 3600.0
 
 def _relay_flow(
     follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.perf_counter()
     if not follow:
         published = publish_pending(max_batches)
         invalidated = invalidate_cache(max_batches)
         pruned = prune_outbox()
-        summary = {
-            **published,
-            **invalidated,
-            **pruned,
-            "seconds": round(time.perf_counter() - started, 3),
-        }
-        table_artifact(
-            "outbox-relay",
-            [summary],
-            f"Relay: {published['published']} published, "
-            f"{invalidated['handled']} handled by the cache consumer",
+        summary = reporting.relay_summary(
+            published, invalidated, pruned, time.perf_counter() - started
         )
+        reporting.relay_artifact(summary)
         logger.info("summary: %s", summary_text(summary))
         return summary
     if metrics_port:
@@ -59,9 +52,9 @@ def _relay_flow(
     while True:  # stopped by a signal; every step is safe to interrupt
         published = publish_pending.fn(max_batches)
         invalidated = invalidate_cache.fn(max_batches)
-        totals["published"] += published["published"]
-        totals["handled"] += invalidated["handled"]
-        totals["redelivered"] += invalidated["redelivered"]
+        totals["published"] += published.published
+        totals["handled"] += invalidated.handled
+        totals["redelivered"] += invalidated.redelivered
         now = time.monotonic()
         if now - last_prune >= PRUNE_EVERY_S:
             prune_outbox.fn()
@@ -70,14 +63,14 @@ def _relay_flow(
             logger.info("relay following: %s so far", totals)
             last_summary = now
         metrics.current().set("cangflow_relay_last_loop_timestamp_seconds", time.time())
-        if published["claimed"] == 0 and invalidated["handled"] == 0:
+        if published.claimed == 0 and invalidated.handled == 0:
             time.sleep(IDLE_POLL_S)
 
 
 @flow(name="outbox-relay")
 def relay_flow(
     follow: bool = False, max_batches: int = 1000, metrics_port: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     """outbox-relay: see the module docstring. The run records and pushes its own metrics."""
     with run_metrics("relay") as run:
         summary = _relay_flow(follow, max_batches, metrics_port)

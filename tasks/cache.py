@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from prefect import task
@@ -10,8 +10,10 @@ from prefect import task
 from tasks.database import database, secret_url
 from warehouse import outbox
 from warehouse.cache import StockCache
-from warehouse.cache.invalidator import CacheInvalidator
-from warehouse.cache.warmup import hot_set, warm
+from warehouse.cache.invalidator import CacheInvalidator, Invalidated, invalidate_due
+from warehouse.cache.remote import RemoteCache
+from warehouse.cache.stats import HitRates
+from warehouse.cache.warmup import Warmed, hot_set, warm
 from warehouse.metrics import sinks as metrics
 from warehouse.reconcile import orders
 from warehouse.settings import get_settings
@@ -28,79 +30,52 @@ def forget() -> None:
     stock_cache.cache_clear()
 
 
+def _remote(cache: StockCache) -> RemoteCache:
+    if cache.remote is None:
+        raise RuntimeError("the relay and the warmup need Redis (CANGFLOW_REDIS_URL)")
+    return cache.remote
+
+
 @task(name="relay-publish", retries=2, retry_delay_seconds=5)
-def publish_pending(max_batches: int = 1000) -> dict:
+def publish_pending(max_batches: int = 1000) -> outbox.PublishRound:
     """Publish until nothing is due (or `max_batches`), one transaction per batch."""
     settings, cache = get_settings(), stock_cache()
-    total = {"claimed": 0, "published": 0, "failed_batches": 0, "last_error": ""}
-    for _ in range(max_batches):
-        with database().session() as session:
-            batch = outbox.publish_batch(
-                session,
-                cache.remote.client,
-                cache.keys,
-                limit=settings.relay_batch,
-                max_length=settings.stream_max_length,
-            )
-        total["claimed"] += batch.claimed
-        total["published"] += batch.published
-        if batch.error:
-            total["failed_batches"] += 1
-            total["last_error"] = batch.error[:200]
-            break  # back off: the messages carry their next attempt time
-        if batch.claimed < settings.relay_batch:
-            break
+    done = outbox.publish_due(
+        database(),
+        _remote(cache).client,
+        cache.keys,
+        batch=settings.relay_batch,
+        max_length=settings.stream_max_length,
+        max_batches=max_batches,
+    )
     with database().session() as session:
         metrics.current().set(
             "cangflow_outbox_oldest_pending_age_seconds", outbox.oldest_pending_age(session)
         )
-    return total
+    return done
 
 
 @task(name="relay-cache-invalidation", retries=2, retry_delay_seconds=5)
-def invalidate_cache(max_batches: int = 1000) -> dict:
-    settings, cache = get_settings(), stock_cache()
-    consumer = CacheInvalidator(cache.remote, cache)
-    handled = redelivered = 0
-    for _ in range(max_batches):
-        result = outbox.consume_batch(
-            database(), cache.remote.client, cache.keys, consumer, count=settings.relay_batch
-        )
-        handled += result.handled
-        redelivered += result.redelivered
-        if result.entries == 0:
-            break
-    return {
-        "handled": handled,
-        "redelivered": redelivered,
-        "pairs_invalidated": consumer.invalidated,
-    }
+def invalidate_cache(max_batches: int = 1000) -> Invalidated:
+    return invalidate_due(
+        database(), stock_cache(), count=get_settings().relay_batch, max_batches=max_batches
+    )
 
 
 @task(name="relay-prune", retries=2, retry_delay_seconds=5)
-def prune_outbox() -> dict:
+def prune_outbox() -> outbox.Pruned:
     settings, cache = get_settings(), stock_cache()
-    keep_s = settings.outbox_retention_days * 86400
+    remote = _remote(cache)
     with database().session() as session:
-        messages, consumed = outbox.prune(session, keep_s=keep_s)
-    trimmed = outbox.trim_streams(
-        cache.remote.client,
-        cache.keys,
-        [*list(CacheInvalidator.topics), orders.ERP_TOPIC],
-        keep_s=keep_s,
-    )
-    idle = outbox.prune_idle_members(
-        cache.remote.client,
-        cache.keys,
-        CacheInvalidator(cache.remote),
-        idle_ms=int(settings.relay_idle_consumer_days * 86_400_000),
-    )
-    return {
-        "messages_pruned": messages,
-        "consumer_records_pruned": consumed,
-        "stream_entries_trimmed": trimmed,
-        "idle_consumers_removed": len(idle),
-    }
+        return outbox.prune_retained(
+            session,
+            remote.client,
+            cache.keys,
+            CacheInvalidator(remote),
+            [*CacheInvalidator.topics, orders.ERP_TOPIC],
+            keep_s=settings.outbox_retention_days * 86400,
+            idle_ms=int(settings.relay_idle_consumer_days * 86_400_000),
+        )
 
 
 @task(name="warmup-hot-set", retries=2, retry_delay_seconds=5)
@@ -109,31 +84,13 @@ def find_hot_set(top: int) -> tuple[list[tuple[str, str]], str]:
 
 
 @task(name="warmup-write", retries=2, retry_delay_seconds=5)
-def warm_cache(pairs: list[tuple[str, str]], source: str) -> dict:
-    done = warm(stock_cache(), pairs, source=source)
-    return {
-        "source": done.source,
-        "keys": done.keys,
-        "written": done.written,
-        "refused_stale": done.refused_stale,
-        "seconds": round(done.seconds, 3),
-    }
+def warm_cache(pairs: list[tuple[str, str]], source: str) -> Warmed:
+    return warm(stock_cache(), pairs, source=source)
 
 
 @task(name="warmup-hit-rates")
-def hit_rates() -> dict:
-    cache = stock_cache()
-    cache.stats.flush()
-    now = datetime.now(UTC)
-    before, before_reads = cache.stats.hit_rate(now - timedelta(hours=1))
-    current, current_reads = cache.stats.hit_rate(now)
-    # Every process's reads, as they counted them in Redis: this hour's so far, else the last.
-    ratio = current if current is not None else before
-    if ratio is not None:
-        metrics.current().set("cangflow_cache_hit_ratio_last_hour", ratio)
-    return {
-        "previous_hour": before,
-        "previous_hour_reads": before_reads,
-        "this_hour": current,
-        "this_hour_reads": current_reads,
-    }
+def hit_rates() -> HitRates:
+    rates = stock_cache().stats.hit_rates(datetime.now(UTC))
+    if rates.latest is not None:
+        metrics.current().set("cangflow_cache_hit_ratio_last_hour", rates.latest)
+    return rates

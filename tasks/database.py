@@ -4,6 +4,7 @@ from the settings (never at import time)."""
 from __future__ import annotations
 
 import threading
+from typing import cast
 
 import warehouse
 from warehouse import Database
@@ -72,7 +73,10 @@ def secret_url(setting: str) -> str | None:
         return None
     from prefect.blocks.system import Secret
 
-    return Secret.load(block).get()
+    # Called from synchronous code, `load` returns the block itself (its type says "or an
+    # awaitable" because the same name serves async callers).
+    secret = cast(Secret, Secret.load(block))
+    return secret.get()
 
 
 def forget() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import get_run_logger, task
 
+from tasks import reporting
 from tasks.database import database
 from warehouse.errors import WarehouseError
+from warehouse.quality.suites import QualityResult
 from warehouse.stock import books
 
 
@@ -14,7 +18,7 @@ class QualityGateFailed(WarehouseError):
 
 
 @task(name="quality-gate-books", retries=1, retry_delay_seconds=10)
-def check_books(full: bool | None = None) -> dict:
+def check_books(full: bool | None = None) -> books.BooksCheck:
     """The books check that is due (incremental, or full on its schedule), recorded; raises
     (failing the run) when anything is wrong, naming the first findings."""
     with database().session() as session:
@@ -23,31 +27,23 @@ def check_books(full: bool | None = None) -> dict:
     if not result.ok:
         shown = "; ".join(result.lines()[:10])
         raise QualityGateFailed(f"{result.summary()}; nothing further is applied: {shown}")
-    return {"kind": result.kind, "ok": True, "summary": result.summary()}
+    return result
 
 
 @task(name="quality-suite", task_run_name="quality-{suite}", retries=1, retry_delay_seconds=10)
-def run_suite(suite: str, **context) -> dict:
+def run_suite(suite: str, **context: Any) -> QualityResult:
     """One suite of expectations/ in the database; its result becomes a table artifact
     (`quality-<suite>`); a failure fails the task naming the failing expectations and sample rows."""
     result = validated(suite, **context)
     if not result.success:
         raise QualityGateFailed(str(result))
-    return {"suite": suite, "expectations": len(result.rows)}
+    return result
 
 
-def validated(suite: str, **context):
+def validated(suite: str, **context: Any) -> QualityResult:
     """Run the suite and leave its result as a table artifact (`quality-<suite>`)."""
-    from tasks.reporting import table_artifact
     from warehouse.quality import suites as quality
 
     result = quality.validate(database("reader"), suite, **context)
-    table_artifact(
-        f"quality-{suite.replace('_', '-')}",
-        [
-            {**row, "arguments": str(row["arguments"]), "sample": str(row["sample"])}
-            for row in result.rows
-        ],
-        str(result)[:2000],
-    )
+    reporting.quality_artifact(result)
     return result

@@ -4,6 +4,7 @@ warehouse.reconcile function. A rejected feed is a result the flow reports, not 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from prefect import task
 
 from tasks.database import database
 from warehouse.metrics import sinks as metrics
+from warehouse.quality.suites import QualityResult
 from warehouse.reconcile import (
     brake,
     checks,
@@ -61,6 +63,7 @@ def load_and_check(
         problems, total, as_of = checks.check_rows(session, run_id, staging, rows)
         if problems:
             raise feed.FeedRejected(fed.path.name, problems, total)
+        assert as_of is not None  # a feed without problems has its one as_of
         shape = profile.measure(session, staging)
         # Checked again under the warehouses' locks (`check_feed_quality`); here it refuses early.
         older = checks.older_than_reconciled(session, run_id, as_of, list(shape.warehouse_ids))
@@ -78,7 +81,7 @@ def load_and_check(
 @task(name="reconcile-feed-quality")
 def check_feed_quality(
     run_id: int, feed_name: str, loaded: runs.Loaded, full_feed: bool, confirmed: bool
-) -> dict:
+) -> QualityResult:
     """Run under the warehouses' locks: the feed is still not older than any feed reconciled for
     its warehouses (one may have finished while this run waited), and the `erp_feed` suite over
     the staged feed holds, against the bounds the previous feed of its scope sets (none when the
@@ -118,11 +121,7 @@ def check_feed_quality(
                 )
             )
         raise feed.FeedRejected(feed_name, reasons)
-    return {
-        "suite": "erp_feed",
-        "expectations": len(result.rows),
-        "compared_with_run": limits.previous_run if limits else None,
-    }
+    return result
 
 
 @task(name="reconcile-reject")
@@ -202,40 +201,27 @@ def order_warehouses(run_id: int) -> list[int]:
     retry_delay_seconds=5,
     timeout_seconds=3600,
 )
-def apply_approved(run_id: int, warehouse_id: int | None = None) -> dict:
+def apply_approved(run_id: int, warehouse_id: int | None = None) -> orders.AppliedLines:
     """ERP truth: each approved line of one warehouse's order (or all) applied in its own
     transaction (keyed: a rerun replays)."""
-    location = get_settings().reconcile_location
-    with database().session() as session:
-        lines = orders.approved_lines(session, run_id, warehouse_id)
-    outcome = {"applied": 0, "failed": 0}
-    for line_id in lines:
-        with database().session() as session:
-            applied = orders.settle(
-                session,
-                line_id,
-                approve=True,
-                by="reconciliation (auto-approved)",
-                reconcile_location=location,
-            )
-        outcome[applied.status] = outcome.get(applied.status, 0) + 1
-    return outcome
+    return orders.apply_approved(
+        database(),
+        run_id,
+        warehouse_id,
+        reconcile_location=get_settings().reconcile_location,
+        by="reconciliation (auto-approved)",
+    )
 
 
 @task(name="reconcile-finish", retries=2, retry_delay_seconds=5)
-def finish_run(run_id: int) -> tuple[dict, list[dict]]:
+def finish_run(run_id: int) -> tuple[runs.Figures, list[runs.Difference]]:
     with database().session() as session:
         figures = runs.summary(session, run_id)
         runs.mark(
-            session,
-            run_id,
-            "done",
-            adjusted=figures["applied"],
-            pending=figures["pending_approval"],
+            session, run_id, "done", adjusted=figures.applied, pending=figures.pending_approval
         )
-        figures["status"] = "done"
-        metrics.current().set("cangflow_reconciliation_last_applied", figures["applied"])
-        return figures, runs.largest(session, run_id)
+        metrics.current().set("cangflow_reconciliation_last_applied", figures.applied)
+        return replace(figures, status="done"), runs.largest(session, run_id)
 
 
 @task(name="reconcile-waiting-lines")

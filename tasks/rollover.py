@@ -23,7 +23,7 @@ def _step(work):
 
 
 @task(name="rollover-premake", retries=2, retry_delay_seconds=10)
-def premake_partitions(today: date) -> list[dict]:
+def premake_partitions(today: date) -> list[partitions.MonthMade]:
     """Partitions of both tables from last month to `premake_months` ahead; rows of a month
     found in the default partition are moved into its new partition."""
     settings = get_settings()
@@ -32,24 +32,18 @@ def premake_partitions(today: date) -> list[dict]:
     for offset in range(-1, settings.premake_months + 1):
         month = partitions.add_months(current, offset)
         for table in partitions.PARTITIONED_TABLES:
-            result = _step(
-                lambda s, t=table, m=month: partitions.ensure_month(
-                    s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
-                )
-            )
             made.append(
-                {
-                    "table": table,
-                    "partition": result.name,
-                    "created": result.created,
-                    "rows_moved": result.rows_moved,
-                }
+                _step(
+                    lambda s, t=table, m=month: partitions.ensure_month(
+                        s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
+                    )
+                )
             )
     return made
 
 
 @task(name="rollover-default-rows", retries=2, retry_delay_seconds=10)
-def rescue_default_rows() -> list[dict]:
+def rescue_default_rows() -> list[partitions.MonthMade]:
     """Rows in a default partition get a partition of their own month (they would block it)."""
     settings = get_settings()
     with database("owner").session() as session:
@@ -60,18 +54,12 @@ def rescue_default_rows() -> list[dict]:
     moved = []
     for table, months in stray.items():
         for month in months:
-            result = _step(
-                lambda s, t=table, m=month: partitions.ensure_month(
-                    s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
-                )
-            )
             moved.append(
-                {
-                    "table": table,
-                    "partition": result.name,
-                    "created": result.created,
-                    "rows_moved": result.rows_moved,
-                }
+                _step(
+                    lambda s, t=table, m=month: partitions.ensure_month(
+                        s, t, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
+                    )
+                )
             )
     with (
         database("owner").session() as session
@@ -89,7 +77,9 @@ def reopened_months() -> list[date]:
 
 
 @task(name="rollover-close", retries=2, retry_delay_seconds=10)
-def close_due_months(today: date) -> list[dict]:
+def close_due_months(today: date) -> list[history.Closing]:
+    """Each month due closes in its own transaction; one that may not (dirty, late movements)
+    stays open with its reason, rolled back, and the others still close."""
     settings = get_settings()
     with database("owner").session() as session:
         due = history.due_months(session, today=today, grace_days=settings.history_grace_days)
@@ -101,28 +91,15 @@ def close_due_months(today: date) -> list[dict]:
                     s, m, lock_timeout_ms=settings.ddl_lock_timeout_ms
                 )
             )
-            outcomes.append(
-                {
-                    "month": partitions.month_label(month),
-                    "closed": True,
-                    "partitions": closed,
-                    "why": "",
-                }
-            )
         except history.NotClosable as refused:
-            outcomes.append(
-                {
-                    "month": partitions.month_label(month),
-                    "closed": False,
-                    "partitions": [],
-                    "why": refused.why,
-                }
-            )
+            outcomes.append(history.Closing(month, False, why=refused.why))
+        else:
+            outcomes.append(history.Closing(month, True, tuple(closed)))
     return outcomes
 
 
 @task(name="rollover-retention", retries=2, retry_delay_seconds=10)
-def retire_old_partitions(today: date) -> list[dict]:
+def retire_old_partitions(today: date) -> list[retention.Retired]:
     settings = get_settings()
     dumps = settings.home / "archive"
     with database("owner").session() as session:
@@ -144,18 +121,7 @@ def retire_old_partitions(today: date) -> list[dict]:
         )
         for p in due
     ]
-    return [
-        {
-            "partition": r.name,
-            "month": partitions.month_label(r.month),
-            "how": r.how,
-            "concurrently": r.concurrently,
-            "dump": r.dump or "",
-            "summary": retention.describe(r),
-        }
-        for r in done
-        if r is not None
-    ]
+    return [r for r in done if r is not None]
 
 
 @task(name="rollover-expired-keys", retries=2, retry_delay_seconds=10)

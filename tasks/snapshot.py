@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 from prefect import task
 
@@ -27,8 +28,11 @@ def ensure_snapshot_partitions(days: tuple[date, ...]) -> list[str]:
     for month in sorted({partitions.month_start(d) for d in days}):
         made = retry.ddl_step(
             database("owner"),
-            lambda s, m=month: partitions.ensure_month(
-                s, "stock_snapshot", m, lock_timeout_ms=settings.ddl_lock_timeout_ms
+            partial(
+                partitions.ensure_month,
+                table="stock_snapshot",
+                month=month,
+                lock_timeout_ms=settings.ddl_lock_timeout_ms,
             ),
             attempts=settings.ddl_attempts,
         )
@@ -38,55 +42,31 @@ def ensure_snapshot_partitions(days: tuple[date, ...]) -> list[str]:
 
 
 @task(name="snapshot-day", task_run_name="snapshot-{day}", retries=2, retry_delay_seconds=[2, 10])
-def build_snapshot_day(day: date, force: bool) -> dict:
+def build_snapshot_day(day: date, force: bool) -> snapshots.DayOutcome:
     """Build and chain-check one day in one transaction. A failed check is a result, not a
-    retry: the rows are rolled back and the flow marks the day dirty."""
+    retry: the rows are rolled back (the exception leaves the session) and the flow marks the
+    day dirty."""
     try:
         with database().session() as session:
             built, check = snapshots.build_checked_day(session, day, force=force)
     except snapshots.SnapshotCheckFailed as failed:
-        return {
-            "day": day,
-            "mode": "failed",
-            "rows": 0,
-            "seconds": None,
-            "check": str(failed.result),
-            "ok": False,
-            "wrong_from": failed.result.wrong_from,
-        }
-    return {
-        "day": day,
-        "mode": built.mode,
-        "rows": built.rows,
-        "seconds": round(built.seconds, 3),
-        "check": "ok" if check else "already built",
-        "ok": True,
-        "wrong_from": None,
-    }
+        return snapshots.DayOutcome.refused(day, failed)
+    return snapshots.DayOutcome.of(built, check)
 
 
 @task(name="snapshot-latest-check", retries=2, retry_delay_seconds=5)
-def verify_latest_snapshot() -> dict:
+def verify_latest_snapshot() -> snapshots.CheckResult | None:
+    """The newest snapshot against the live balances; None when there is no snapshot yet."""
     with database().session() as session:
-        result = snapshots.verify_latest(session)
-    if result is None:
-        return {"ok": True, "day": None, "message": "no snapshot yet"}
-    return {"ok": result.ok, "day": result.day, "message": str(result), "altered": result.altered}
+        return snapshots.verify_latest(session)
 
 
 @task(name="snapshot-chain-audit", retries=1, retry_delay_seconds=10)
-def audit_snapshot_chain() -> dict:
+def audit_snapshot_chain() -> snapshots.ChainRepair:
     """Prove every retained day and mark dirty from the oldest wrong one (committed), so the
     next run rebuilds from a day that is right."""
     with database().session() as session:
-        audit = snapshots.audit_chain(session)
-        marked = snapshots.repair(session, audit) if audit.unrepairable is None else None
-    return {
-        "ok": audit.ok,
-        "message": str(audit),
-        "marked_from": marked,
-        "unrepairable": audit.unrepairable,
-    }
+        return snapshots.audit_and_repair(session)
 
 
 @task(name="snapshot-mark-dirty", retries=2, retry_delay_seconds=5)

@@ -124,6 +124,7 @@ def prefect_engine_bypassed():
         ):
             patch.setattr(module, "get_run_logger", lambda: logger)
         patch.setattr(tasks.reporting, "create_table_artifact", lambda **_: None)
+        patch.setattr(tasks.reporting, "create_markdown_artifact", lambda **_: None)
         yield
 
 

@@ -120,7 +120,7 @@ def rolled(tasks_db):
 
 def test_rows_in_the_default_partition_are_moved_into_their_months_and_reported(rolled):
     assert sum(rolled["in_default"].values()) == MONTHS - 1  # last month's partition existed
-    assert sum(m["rows_moved"] for m in rolled["moved"]) == MONTHS - 1
+    assert sum(m.rows_moved for m in rolled["moved"]) == MONTHS - 1
     with rolled["db"].session() as s:
         assert partitions.rows_in_default(s, "stock_movement") == {}
         assert s.execute(text("SELECT count(*) FROM stock_movement_default")).scalar() == 0
@@ -227,7 +227,7 @@ def test_a_stock_operation_dated_in_a_closed_month_raises_history_closed(rolled)
 
 
 def test_months_past_the_retention_are_archived_and_reads_before_them_are_refused(rolled):
-    retired = {r["partition"] for r in rolled["result"]["retired"]}
+    retired = {r.name for r in rolled["result"]["retired"]}
     assert retired == {
         partition_name("stock_movement", month(-26)),
         partition_name("stock_movement", month(-25)),
@@ -332,9 +332,9 @@ def test_after_months_are_retired_the_books_still_add_up_from_the_opening_balanc
 
 def test_rollover_again_changes_nothing(rolled):
     again = rollover()
-    assert [m for m in again["made"] if m["created"]] == []
+    assert [m for m in again["made"] if m.created] == []
     assert again["moved"] == [] and again["retired"] == []
-    assert [c for c in again["closed"] if c["closed"]] == []
+    assert [c for c in again["closed"] if c.closed] == []
 
 
 def test_two_premakes_at_once_make_each_partition_once_without_error(rolled):
@@ -385,8 +385,8 @@ def test_reopen_is_audited_takes_changes_and_the_next_rollover_closes_it_after_a
         with pytest.raises(history.NotClosable, match=r"dirty|recorded after"):
             history.close_month(s, closed)
     run_snapshots(db)  # what the rollover flow runs first when a month is reopened
-    outcome = {c["month"]: c for c in rollover()["closed"]}
-    assert outcome[month_label(closed)]["closed"], outcome
+    outcome = {c.label: c for c in rollover()["closed"]}
+    assert outcome[month_label(closed)].closed, outcome
     with db.session() as s:
         assert closed in history.closed_months(s)
         assert (
@@ -441,9 +441,7 @@ def test_a_ddl_step_gives_up_on_a_busy_table_instead_of_waiting_and_succeeds_onc
         blocker.rollback()
         blocker.close()
         made = premake_partitions.fn(far)
-        assert partition_name("stock_movement", far) in [
-            m["partition"] for m in made if m["created"]
-        ]
+        assert partition_name("stock_movement", far) in [m.name for m in made if m.created]
     finally:
         get_settings.cache_clear()
 
@@ -491,10 +489,10 @@ def test_drop_mode_killed_after_the_detach_and_during_the_dump_is_finished_by_th
         retired = retire_old_partitions.fn(TODAY)
     finally:
         get_settings.cache_clear()
-    done = {r["partition"]: r for r in retired}
-    assert done[ledger]["how"] == "dropped"
+    done = {r.name: r for r in retired}
+    assert done[ledger].how == "dropped"
     dump = tmp_path / "archive" / f"{ledger}.dump"
-    assert done[ledger]["dump"] == str(dump) and dump.stat().st_size > 0
+    assert done[ledger].dump == str(dump) and dump.stat().st_size > 0
     listing = __import__("subprocess").run(
         ["pg_restore", "--list", str(dump)], capture_output=True, text=True
     )

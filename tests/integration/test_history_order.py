@@ -26,6 +26,7 @@ from tests.integration.test_snapshots import run_snapshots
 from tests.simulation import set_clock
 from warehouse import invariants, stock
 from warehouse.errors import HistoryClosed, InvalidArgument
+from warehouse.history.partitions import month_label
 from warehouse.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -89,8 +90,8 @@ def test_a_movement_before_the_first_snapshot_day_moves_the_first_day_back(early
 def test_its_month_closes_and_an_unmade_older_month_then_refuses_changes(early):
     db, world, sku = early["db"], early["world"], early["sku"]
     set_clock(at(2025, 3, 9, 2))
-    closed = {c["month"]: c for c in rollover(date(2025, 3, 9))["closed"]}
-    assert closed["2025-02"]["closed"], closed
+    closed = {c.label: c for c in rollover(date(2025, 3, 9))["closed"]}
+    assert closed["2025-02"].closed, closed
     # January is inside the floor (2025-01) but has no partition: it is older than a closed month.
     with pytest.raises(HistoryClosed, match="2025-01 is closed: it is older than 2025-02"):
         with db.session() as s:
@@ -120,9 +121,9 @@ def test_it_retires_with_the_books_still_adding_up_and_as_of_before_the_ledger_i
     set_clock(at(2025, 5, 1, 2))  # the floor is 2025-03 now: February retires
     run_snapshots(db)
     result = rollover(date(2025, 5, 1))
-    assert [
-        r["month"] for r in result["retired"] if r["partition"].startswith("stock_movement")
-    ] == ["2025-02"]
+    assert [month_label(r.month) for r in result["retired"] if r.table == "stock_movement"] == [
+        "2025-02"
+    ]
     with db.session() as s:
         assert invariants.check(s) == []
         assert stock.on_hand(s, warehouse=world.warehouse, sku=sku, as_of=at(2025, 3, 3)) == 12

@@ -121,14 +121,11 @@ def test_the_serve_command_serves_the_metrics_of_the_processes_in_the_multiproce
         deadline, page = time.monotonic() + 60, ""
         while time.monotonic() < deadline and not page:
             try:
-                page = (
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
-                    .read()
-                    .decode()
-                )
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as got:
+                    page = got.read().decode()
             except OSError:
                 time.sleep(0.3)
         assert 'cangflow_deductions_attempted_total{operation="deduct"} 2.0' in page, page[:2000]
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.communicate(timeout=30)  # reaps it and closes its pipes

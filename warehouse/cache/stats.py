@@ -12,12 +12,28 @@ import secrets
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from warehouse.cache.remote import RemoteCache, Unavailable
 from warehouse.redis.keys import Keys
 
 KEEP_S = 3 * 3600
+
+
+@dataclass(frozen=True)
+class HitRates:
+    """Every process's cache reads, as they counted them in Redis, by UTC hour."""
+
+    previous_hour: float | None  # None: no reads
+    previous_hour_reads: int
+    this_hour: float | None
+    this_hour_reads: int
+
+    @property
+    def latest(self) -> float | None:
+        """This hour's so far, else the last one's."""
+        return self.this_hour if self.this_hour is not None else self.previous_hour
 
 
 class AccessStats:
@@ -78,13 +94,14 @@ class AccessStats:
                 0,
                 time.monotonic(),
             )
-        if self.remote is None or not reads:
+        remote = self.remote
+        if remote is None or not reads:
             return
         hour = datetime.now(UTC)
         reads_key, hits_key = self.keys.reads(hour), self.keys.hits(hour)
 
         def send() -> None:
-            pipe = self.remote.client.pipeline(transaction=False)
+            pipe = remote.client.pipeline(transaction=False)
             for (warehouse, sku), count in reads.items():
                 pipe.zincrby(reads_key, count, self.keys.member(warehouse, sku))
             for level, count in levels.items():
@@ -95,24 +112,32 @@ class AccessStats:
 
         # Statistics are best effort: losing a second of counts is fine.
         with contextlib.suppress(Unavailable):
-            self.remote.call(send)
+            remote.call(send)
 
     def top(self, count: int, *, now: datetime | None = None) -> list[tuple[str, str]]:
         """The most read pairs over the last hour (this hour's and the previous hour's counts)."""
-        if self.remote is None:
+        remote = self.remote
+        if remote is None:
             return []
         now = now or datetime.now(UTC)
         hours = [self.keys.reads(now), self.keys.reads(now - timedelta(hours=1))]
         scratch = f"{self.keys.namespace}:reads:top:{secrets.token_hex(4)}"
 
         def top_of_union() -> list[str]:
-            pipe = self.remote.client.pipeline(transaction=False)
+            pipe = remote.client.pipeline(transaction=False)
             pipe.zunionstore(scratch, hours)
             pipe.zrevrange(scratch, 0, count - 1)
             pipe.delete(scratch)
             return pipe.execute()[1]
 
-        return [self.keys.parse_member(m) for m in self.remote.call(top_of_union)]
+        return [self.keys.parse_member(m) for m in remote.call(top_of_union)]
+
+    def hit_rates(self, now: datetime) -> HitRates:
+        """The hour before `now`'s and `now`'s own, after flushing this process's counts."""
+        self.flush()
+        before, before_reads = self.hit_rate(now - timedelta(hours=1))
+        current, current_reads = self.hit_rate(now)
+        return HitRates(before, before_reads, current, current_reads)
 
     def hit_rate(self, hour: datetime) -> tuple[float | None, int]:
         """(l1 + l2 hits) / reads in that UTC hour, and the number of reads."""

@@ -159,6 +159,7 @@ class StockCache:
                 return self._load_without_redis(pair)
 
     def _wait_for_peer(self, pair: tuple[str, str]) -> Entry | None:
+        assert self.remote is not None  # only `_load_once` calls this, on its Redis path
         deadline = time.monotonic() + WAIT_FOR_PEER_S
         while time.monotonic() < deadline:
             time.sleep(WAIT_STEP_S)

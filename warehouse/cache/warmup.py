@@ -74,6 +74,7 @@ def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "give
 
 
 def _prepare(cache: StockCache, part: list[tuple[str, str]]):
+    assert cache.remote is not None  # `warm` refused a local-only cache
     keys = [cache.keys.available(warehouse, sku) for warehouse, sku in part]
     generations: list[str] = []
     for start in range(0, len(keys), CHUNK):
@@ -88,6 +89,7 @@ def _prepare(cache: StockCache, part: list[tuple[str, str]]):
 
 
 def _write(cache: StockCache, prepared) -> tuple[int, int, int]:
+    assert cache.remote is not None  # `warm` refused a local-only cache
     part, keys, generations, loaded, load_ms = prepared
     chosen = [i for i, pair in enumerate(part) if pair in loaded]
     written = refused = 0

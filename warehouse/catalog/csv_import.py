@@ -147,7 +147,8 @@ def import_csv(session: Session, kind: str, source: Path | str | bytes) -> Impor
     rows = read_rows(kind, content)
     if kind in _REFERENCES:
         column, table = _REFERENCES[kind]
-        wanted = sorted({row[column] for row in rows})
+        # `_check_row` made the referencing column a code (`validation.code`): always a str.
+        wanted = sorted({code for row in rows if isinstance(code := row[column], str)})
         known = set(
             session.execute(
                 text(f"SELECT code FROM {table} WHERE code = ANY (CAST(:codes AS text[]))"),

@@ -16,6 +16,10 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from warehouse.db.roles import Role
 
 # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); pgserver only keeps a lock
 # file there and the /tmp fallback is fine.
@@ -24,7 +28,7 @@ warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 EMBEDDED_DATABASE = "cangflow"
 
 
-def postgres_url(home: Path, role: str | None = "app") -> str:
+def postgres_url(home: Path, role: Role | None = "app") -> str:
     """Start (or reuse) the embedded server and return a psycopg URL to its `cangflow` database,
     logged in as `role`'s database role (`warehouse.db.roles`; the server trusts its own socket, so
     no password is involved), or as its superuser for None. The first call converts the

@@ -197,8 +197,9 @@ def resolve_url(
     if url:
         return url
     own = getattr(settings, f"{role}_database_url") if role else None
-    if own or settings.database_url:
-        return own or settings.database_url
+    configured_url = own or settings.database_url
+    if configured_url:
+        return configured_url
     configured = [name for name in _DATABASE_SETTINGS if getattr(settings, name)]
     if (
         configured

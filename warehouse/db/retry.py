@@ -42,10 +42,12 @@ def conflicts_are_retryable(operation: Callable[..., T]) -> Callable[..., T]:
         try:
             return operation(*args, **kwargs)
         except DBAPIError as error:
-            if not is_retryable(error):
+            # A DBAPIError is retryable by its SQLSTATE alone: a retryable one has one.
+            sqlstate = _sqlstate(error)
+            if sqlstate is None or not is_retryable(error):
                 raise
             detail = str(getattr(error, "orig", error)).splitlines()[0]
-            raise ConcurrentConflict(operation.__name__, _sqlstate(error), detail) from error
+            raise ConcurrentConflict(operation.__name__, sqlstate, detail) from error
 
     return wrapper
 

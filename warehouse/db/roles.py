@@ -28,6 +28,7 @@ from typing import Literal
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import TupleRow
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +132,9 @@ def convert(
         for role in ROLES
         if _ensure_role(connection, names.of(role), passwords.get(role))
     ]
-    superuser = connection.execute(
-        "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()[0]
+    superuser = _one_row(
+        connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    )[0]
     if not superuser:  # ALTER ... OWNER TO and FOR ROLE need the role's membership
         connection.execute(
             sql.SQL("GRANT {}, {} TO CURRENT_USER").format(
@@ -211,7 +212,7 @@ def grant_if_converted(connection: psycopg.Connection, names: RoleNames) -> bool
     """`grant` on a converted database, when this connection acts as the owner; whether it ran."""
     if not converted(connection, names):
         return False
-    acting = connection.execute("SELECT current_user").fetchone()[0]
+    acting = _one_row(connection.execute("SELECT current_user"))[0]
     if acting != names.owner:
         logger.warning(
             "the roles exist but the migrations ran as %s, not %s: run `cangflow db roles`",
@@ -237,9 +238,11 @@ LEFT JOIN pg_roles r ON r.rolname = %(role)s AND r.rolname <> current_user
 def become(connection: psycopg.Connection, names: RoleNames, role: Role) -> str:
     """SET ROLE to `role`'s name when `_BECOME` says so; the role the session then acts as.
     Left in the session (the caller commits it)."""
-    acting, target = connection.execute(
-        _BECOME, {"role": names.of(role), "staging": STAGING_SCHEMA, "owner": names.owner}
-    ).fetchone()
+    acting, target = _one_row(
+        connection.execute(
+            _BECOME, {"role": names.of(role), "staging": STAGING_SCHEMA, "owner": names.owner}
+        )
+    )
     if target is None:
         return acting
     connection.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(target)))
@@ -249,10 +252,20 @@ def become(connection: psycopg.Connection, names: RoleNames, role: Role) -> str:
 def converted(connection: psycopg.Connection, names: RoleNames) -> bool:
     """Whether `cangflow db roles` converted this database (for these role names)."""
     return bool(
-        connection.execute(
-            f"SELECT {_CONVERTED}", {"staging": STAGING_SCHEMA, "owner": names.owner}
-        ).fetchone()[0]
+        _one_row(
+            connection.execute(
+                f"SELECT {_CONVERTED}", {"staging": STAGING_SCHEMA, "owner": names.owner}
+            )
+        )[0]
     )
+
+
+def _one_row(cursor: psycopg.Cursor[TupleRow]) -> TupleRow:
+    """The row of a query that always returns one: a SELECT of expressions (no FROM, or a
+    LEFT JOIN to one), or the session's own role in pg_roles."""
+    row = cursor.fetchone()
+    assert row is not None  # see above: such a query never returns zero rows
+    return row
 
 
 def _ensure_role(connection: psycopg.Connection, name: str, password: str | None) -> bool:
@@ -305,6 +318,7 @@ def _transfer_ownership(connection: psycopg.Connection, owner: str) -> dict[str,
     before: dict[str, int] = {}
     new_owner = sql.Identifier(owner)
     for kind, schema, name, args, previous in rows:
+        target: sql.Composable
         if kind == "SCHEMA":
             target = sql.Identifier(name)
         elif kind == "FUNCTION":
@@ -338,7 +352,7 @@ def _hand_staging_to_app(connection: psycopg.Connection, app: str) -> None:
 
 
 def _grant_database(connection: psycopg.Connection, names: RoleNames) -> None:
-    database = connection.execute("SELECT current_database()").fetchone()[0]
+    database = _one_row(connection.execute("SELECT current_database()"))[0]
     connection.execute(
         sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}, {}, {}").format(
             sql.Identifier(database), *(sql.Identifier(names.of(role)) for role in ROLES)

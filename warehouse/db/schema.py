@@ -26,7 +26,9 @@ def alembic_config() -> Config:
 
 
 def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None  # None only for a migrations folder without revisions; ours has them
+    return head
 
 
 def current_revision(db: Database) -> str | None:

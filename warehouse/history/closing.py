@@ -10,6 +10,7 @@ audited; the next rollover closes the month again once its snapshots are rebuilt
 from __future__ import annotations
 
 import getpass
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from psycopg import sql
@@ -30,6 +31,20 @@ class NotClosable(WarehouseError):
         self.month = month
         self.why = why
         super().__init__(f"history {month_label(month)} stays open: {why}")
+
+
+@dataclass(frozen=True)
+class Closing:
+    """What the rollover did with one month due to close."""
+
+    month: date
+    closed: bool
+    partitions: tuple[str, ...] = ()  # the partitions made read-only
+    why: str = ""  # left open: the reason (NotClosable.why)
+
+    @property
+    def label(self) -> str:
+        return month_label(self.month)
 
 
 def parse_month(value: str) -> date:
@@ -114,7 +129,7 @@ def _late_movements(session: Session, month: date, watermark) -> int:
         sql.Identifier(partition_name("stock_movement", month)),
         sql.Literal(watermark or "-infinity"),
     )
-    return session.connection().exec_driver_sql(query.as_string(raw)).scalar()
+    return session.connection().exec_driver_sql(query.as_string(raw)).scalar_one()  # count(*)
 
 
 _VERIFIED_AFTER = text(

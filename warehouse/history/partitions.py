@@ -133,7 +133,7 @@ def rows_in_default(session: Session, table: str) -> dict[date, int]:
         default=sql.Identifier(default_name(table)),
     )
     raw = raw_sql.driver(session)
-    rows = session.connection().exec_driver_sql(statement.as_string(raw)).all()
+    rows = session.connection().exec_driver_sql(statement.as_string(raw)).tuples().all()
     return dict(rows)
 
 

@@ -112,6 +112,7 @@ def _move_to_archive(session: Session, partition: partitions.Partition) -> None:
 
 def _forget_snapshot_days(session: Session, partition: partitions.Partition) -> None:
     if partition.table == "stock_snapshot":
+        assert partition.month is not None  # retention handles monthly partitions only (`_finish`)
         # The days are gone from the hot table: readers must not find them as a base.
         session.execute(
             text("DELETE FROM snapshot_day WHERE snapshot_date >= :lo AND snapshot_date < :hi"),
@@ -176,6 +177,9 @@ def _finish(
     starts this step again. Drop mode dumps from `public` under the rollover lock, then drops
     the table and records the month in the same transaction; it never parks the table in the
     archive, where a killed run would leave it looking like archive mode's."""
+    # `due` passes monthly partitions only (never the default one), `leftovers` those named by
+    # their month.
+    assert partition.month is not None
     with db.session() as session:
         partitions.rollover_lock(session)
         if partition.name not in {p.name for p in leftovers(session)}:

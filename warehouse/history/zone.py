@@ -89,10 +89,12 @@ def ensure(session: Session) -> str | None:
 def _remake_ledger_partitions(session: Session) -> None:
     """The ledger's monthly partitions again, with the bounds of the (new) business zone. They
     are empty: the caller found no movement under an exclusive lock."""
-    months = [p for p in partitions.attached(session, "stock_movement") if p.month is not None]
-    for partition in months:
-        partitions.execute_ddl(
-            session, sql.SQL("DROP TABLE {}").format(sql.Identifier(partition.name))
-        )
-    for partition in months:
-        partitions.ensure_month(session, "stock_movement", partition.month)
+    months = [
+        (p.name, p.month)
+        for p in partitions.attached(session, "stock_movement")
+        if p.month is not None
+    ]
+    for name, _ in months:
+        partitions.execute_ddl(session, sql.SQL("DROP TABLE {}").format(sql.Identifier(name)))
+    for _, month in months:
+        partitions.ensure_month(session, "stock_movement", month)

@@ -272,6 +272,7 @@ class PrometheusMetrics(_Deductions):
         with self._lock:
             if name not in self._metrics:
                 kind, description, labels = self.names[name]
+                made: Counter | Gauge | Histogram
                 if kind == "counter":
                     made = Counter(name, description, labels, registry=self.registry)
                 elif kind == "gauge":

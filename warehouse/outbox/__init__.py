@@ -16,18 +16,32 @@ from warehouse.outbox.publish import (
     publish_batch,
     trim_streams,
 )
+from warehouse.outbox.relay import (
+    ConsumeRound,
+    Pruned,
+    PublishRound,
+    consume_due,
+    prune_retained,
+    publish_due,
+)
 
 __all__ = [
+    "ConsumeRound",
     "Consumed",
     "Consumer",
     "Message",
+    "Pruned",
+    "PublishRound",
     "Published",
     "consume_batch",
+    "consume_due",
     "ensure_groups",
     "member",
     "oldest_pending_age",
     "prune",
     "prune_idle_members",
+    "prune_retained",
     "publish_batch",
+    "publish_due",
     "trim_streams",
 ]

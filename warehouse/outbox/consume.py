@@ -132,9 +132,12 @@ def consume_batch(
         fresh = client.xreadgroup(
             consumer.name, member(), {stream: ">"}, count=count, block=block_ms
         )
+        # Our clients keep redis-py's default protocol and legacy responses, so XREADGROUP
+        # answers [[stream, entries], ...]; the stubs also allow the dicts of other settings.
+        assert isinstance(fresh, list)
         entries = list(stale) + [item for _, items in fresh for item in items]
         batches[stream] = [(entry_id, fields) for entry_id, fields in entries if fields]
-    messages = {}
+    messages: dict[int, Message] = {}
     for entries in batches.values():
         for _, fields in entries:
             message = Message.from_entry(fields)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
-from sqlalchemy import text
+from redis.typing import EncodableT, FieldT
+from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
 from warehouse.metrics import sinks as metrics
@@ -68,7 +70,8 @@ SELECT coalesce(extract(epoch FROM now() - (SELECT created_at FROM outbox_messag
 
 def oldest_pending_age(session: Session) -> float:
     """Seconds the oldest unpublished message has waited (0: none waits)."""
-    return float(session.execute(_OLDEST_PENDING).scalar())
+    # One row always (a SELECT without FROM), never NULL (coalesce).
+    return float(session.execute(_OLDEST_PENDING).scalar_one())
 
 
 def publish_batch(
@@ -83,7 +86,10 @@ def publish_batch(
     try:
         pipe = client.pipeline(transaction=False)
         for row in rows:
-            pipe.xadd(keys.stream(row.topic), entry(row), maxlen=max_length, approximate=True)
+            # redis-py types `fields` as an invariant Dict of its union types, where it only
+            # reads the mapping: a dict[str, str] is a valid argument.
+            fields = cast(dict[FieldT, EncodableT], entry(row))
+            pipe.xadd(keys.stream(row.topic), fields, maxlen=max_length, approximate=True)
         pipe.execute()
     except (redis.RedisError, OSError) as error:
         session.execute(_FAILED, {"ids": ids, "error": f"{type(error).__name__}: {error}"[:500]})
@@ -110,8 +116,14 @@ DELETE FROM consumed_message WHERE ctid IN (
 def prune(session: Session, *, keep_s: float, limit: int = 10_000) -> tuple[int, int]:
     """Delete published messages and consumer records older than the retention (one bounded
     batch each, so a long backlog is pruned over several short transactions)."""
-    messages = session.execute(_PRUNE, {"keep_s": keep_s, "limit": limit}).rowcount
-    consumed = session.execute(_PRUNE_CONSUMED, {"keep_s": keep_s * 2, "limit": limit}).rowcount
+    # Session.execute is typed as returning a Result; a DML statement's is a CursorResult.
+    messages = cast(
+        CursorResult[Any], session.execute(_PRUNE, {"keep_s": keep_s, "limit": limit})
+    ).rowcount
+    consumed = cast(
+        CursorResult[Any],
+        session.execute(_PRUNE_CONSUMED, {"keep_s": keep_s * 2, "limit": limit}),
+    ).rowcount
     return messages, consumed
 
 

@@ -139,8 +139,12 @@ def compare(
     try:
         warehouses = warehouse_ids
         if warehouses is None:  # the feed's scope, when the caller has not measured it
-            warehouses = cursor.execute(_WAREHOUSES.format(table=table)).fetchone()[0] or []
-        has_lots = cursor.execute(_HAS_LOTS.format(table=table)).fetchone()[0]
+            scope = cursor.execute(_WAREHOUSES.format(table=table)).fetchone()
+            assert scope is not None  # an aggregate without GROUP BY: one row
+            warehouses = scope[0] or []
+        lots = cursor.execute(_HAS_LOTS.format(table=table)).fetchone()
+        assert lots is not None  # SELECT EXISTS (...): one row
+        has_lots = lots[0]
         statement = _DIFF.format(
             table=table,
             lot_id="l.id" if has_lots else "CAST(NULL AS bigint)",

@@ -15,6 +15,7 @@ told the feed is complete (`full_feed`): a truncated feed must never zero stock 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from warehouse import stock
 from warehouse.catalog import ensure_location
+from warehouse.db.engine import Database
 from warehouse.errors import InvalidArgument, WarehouseError
 
 ERP_TOPIC = "erp.adjustment"
@@ -411,3 +413,35 @@ def acknowledge(session: Session, line_id: int, *, by: str) -> str:
             f"line {line_id} is {line.status}: only a line sent to the ERP (for_erp) is acknowledged"
         )
     return line.status
+
+
+@dataclass(frozen=True)
+class AppliedLines:
+    """An auto-approval round over one warehouse's approved lines (or every warehouse's)."""
+
+    warehouse_id: int | None
+    outcomes: tuple[Applied, ...]
+
+    def counts(self) -> dict[str, int]:
+        """Lines by the status they ended in (applied, failed, ...)."""
+        return dict(Counter(outcome.status for outcome in self.outcomes))
+
+    def __str__(self) -> str:
+        counted = ", ".join(f"{n} {status}" for status, n in sorted(self.counts().items()))
+        return f"warehouse {self.warehouse_id}: {counted or 'no lines'}"
+
+
+def apply_approved(
+    db: Database, run_id: int, warehouse_id: int | None, *, reconcile_location: str, by: str
+) -> AppliedLines:
+    """ERP truth: each approved line of one warehouse's order (or all) settled in its own
+    transaction (keyed: a rerun replays), so one line that cannot apply stops no other."""
+    with db.session() as session:
+        lines = approved_lines(session, run_id, warehouse_id)
+    outcomes = []
+    for line_id in lines:
+        with db.session() as session:
+            outcomes.append(
+                settle(session, line_id, approve=True, by=by, reconcile_location=reconcile_location)
+            )
+    return AppliedLines(warehouse_id, tuple(outcomes))

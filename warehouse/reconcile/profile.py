@@ -83,9 +83,9 @@ def measure(session: Session, staging: str) -> Profile:
     """One pass over the staged (and row-checked) feed."""
     cursor = raw_sql.driver(session).cursor()
     try:
-        rows, zeros, mean, warehouses = cursor.execute(
-            _MEASURE.format(table=quoted(session, staging))
-        ).fetchone()
+        measured = cursor.execute(_MEASURE.format(table=quoted(session, staging))).fetchone()
+        assert measured is not None  # aggregates without GROUP BY: one row
+        rows, zeros, mean, warehouses = measured
     finally:
         cursor.close()
     return Profile(

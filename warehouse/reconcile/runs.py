@@ -206,27 +206,68 @@ WHERE d.run_id = :run ORDER BY abs(d.delta) DESC, w.code, s.code LIMIT :limit
 """)
 
 
-def summary(session: Session, run_id: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Figures:
+    """A run's outcome as an admin reads it: the notice, the event, the flow's summary."""
+
+    run_id: int
+    status: str
+    truth: str
+    feed: str
+    as_of: str | None  # ISO 8601
+    feed_rows: int
+    differences: int
+    within_tolerance: int
+    not_in_feed_reported: int
+    orders: int
+    lines_for_erp: int
+    applied: int
+    pending_approval: int
+    failed: int
+    held: int
+    brake: str  # why the blast-radius brake held the run's lines, or ""
+
+    @property
+    def beyond_tolerance(self) -> int:
+        return self.differences - self.within_tolerance
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One of the largest differences of a run (ERP minus WMS), by codes."""
+
+    warehouse: str
+    sku: str
+    lot: str | None
+    wms_qty: int
+    erp_qty: int | None  # None: not in the feed
+    delta: int
+    kind: str
+    within_tolerance: bool
+
+
+def summary(session: Session, run_id: int) -> Figures:
     row = session.execute(_SUMMARY, {"run": run_id}).mappings().one()
-    return {
-        "run_id": row["id"],
-        "status": row["status"],
-        "truth": row["truth"],
-        "feed": row["feed_name"],
-        "as_of": row["as_of"].isoformat() if row["as_of"] else None,
-        "feed_rows": row["feed_rows"],
-        "differences": row["differences"],
-        "within_tolerance": row["within_tolerance"],
-        "not_in_feed_reported": row["not_in_feed"],
-        "orders": row["orders"],
-        "lines_for_erp": row["for_erp"],
-        "applied": row["applied"],
-        "pending_approval": row["pending_now"],
-        "failed": row["failed"],
-        "held": row["held"],
-        "brake": row["brake"] or "",
-    }
+    return Figures(
+        run_id=row["id"],
+        status=row["status"],
+        truth=row["truth"],
+        feed=row["feed_name"],
+        as_of=row["as_of"].isoformat() if row["as_of"] else None,
+        feed_rows=row["feed_rows"] or 0,
+        differences=row["differences"] or 0,
+        within_tolerance=row["within_tolerance"] or 0,
+        not_in_feed_reported=row["not_in_feed"],
+        orders=row["orders"],
+        lines_for_erp=row["for_erp"],
+        applied=row["applied"],
+        pending_approval=row["pending_now"],
+        failed=row["failed"],
+        held=row["held"],
+        brake=row["brake"] or "",
+    )
 
 
-def largest(session: Session, run_id: int, limit: int = 10) -> list[dict[str, Any]]:
-    return [dict(r) for r in session.execute(_LARGEST, {"run": run_id, "limit": limit}).mappings()]
+def largest(session: Session, run_id: int, limit: int = 10) -> list[Difference]:
+    rows = session.execute(_LARGEST, {"run": run_id, "limit": limit}).mappings()
+    return [Difference(**row) for row in rows]

@@ -59,6 +59,7 @@ def audit_chain(session: Session) -> ChainAudit:
         findings.append(f"the snapshot of {day} was altered after it was verified")
     beyond_repair = [day for day in altered if opening is not None and day <= opening]
     if beyond_repair:
+        assert floor is not None  # days beyond repair need an opening day, which needs a floor
         return ChainAudit(0, tuple(findings), None, _restore_hint(beyond_repair, floor))
     days = [
         row.snapshot_date
@@ -85,6 +86,34 @@ def repair(session: Session, audit: ChainAudit) -> date | None:
         return None
     mark_dirty(session, audit.oldest_wrong, f"chain audit: {'; '.join(audit.findings)}"[:1000])
     return audit.oldest_wrong
+
+
+@dataclass(frozen=True)
+class ChainRepair:
+    """An audit after the latest snapshot disagreed with the live balances, and what it did."""
+
+    audit: ChainAudit
+    marked_from: date | None  # the day marked dirty, from which the next run rebuilds
+
+    def next_step(self) -> str:
+        """What the run's failure tells a person to expect or do."""
+        if self.marked_from is not None:
+            return f"{self.audit}: days from {self.marked_from} are marked dirty for the next run"
+        if self.audit.unrepairable:
+            return str(self.audit)
+        # Every day agrees with the ledger: the live balances are what differs from it.
+        return (
+            "every snapshot day agrees with the ledger, so the live balances differ from it; "
+            "no rebuild changes that: run `cangflow check` to see which"
+        )
+
+
+def audit_and_repair(session: Session) -> ChainRepair:
+    """Rebuilding the newest days cannot fix a wrong older day they were built on: prove every
+    retained day and mark dirty from the oldest wrong one (when its ledger is still kept)."""
+    audit = audit_chain(session)
+    marked = repair(session, audit) if audit.unrepairable is None else None
+    return ChainRepair(audit, marked)
 
 
 def _restore_hint(days: list[date], floor: date) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
 from warehouse.errors import InvalidArgument
@@ -59,8 +60,10 @@ def build_day(
     base = session.execute(statements.BASE_DAY, {"day": day}).first()
     session.execute(statements.DELETE_DAY, {"day": day})
     if base is not None:
-        rows = session.execute(
-            statements.INSERT_INCREMENTAL, increment_params(day, watermark, base)
+        # Session.execute is typed as returning a Result; a DML statement's is a CursorResult.
+        rows = cast(
+            CursorResult[Any],
+            session.execute(statements.INSERT_INCREMENTAL, increment_params(day, watermark, base)),
         ).rowcount
         mode = "incremental"
     else:
@@ -69,8 +72,12 @@ def build_day(
             raise InvalidArgument(
                 f"no snapshot before {day} to build on, and the ledger before {floor} is archived"
             )
-        rows = session.execute(
-            statements.INSERT_FULL, {"day": day, "day_end": day_end(day), "watermark": watermark}
+        rows = cast(
+            CursorResult[Any],
+            session.execute(
+                statements.INSERT_FULL,
+                {"day": day, "day_end": day_end(day), "watermark": watermark},
+            ),
         ).rowcount
         mode = "full"
     seconds = time.perf_counter() - started

@@ -144,12 +144,13 @@ def verify_day(
             {**increment_params(day, this.watermark, base), "limit": SHOWN},
         )
     # (The chain audit compares every day's digest in one statement first, so it skips this.)
-    base_altered = (
+    altered: date | None = None
+    if (
         check_base
         and base is not None
         and is_altered(session, base.snapshot_date, base.content_digest)
-    )
-    altered = base.snapshot_date if base_altered else None
+    ):
+        altered = base.snapshot_date
     result = _result("chain check", day, rows, altered=altered)
     if result.ok and mark_verified:
         session.execute(statements.MARK_VERIFIED, {"day": day})
@@ -163,6 +164,8 @@ def verify_latest(session: Session) -> CheckResult | None:
         return None
     locks.one_day(session, latest.snapshot_date)
     latest = session.execute(statements.THIS_DAY, {"day": latest.snapshot_date}).first()
+    # The day's row was just read, and only retention deletes such rows (of months past it).
+    assert latest is not None
     day = latest.snapshot_date
     params = {"day": day, "day_end": day_end(day), "watermark": latest.watermark, "limit": SHOWN}
     altered = day if is_altered(session, day, latest.content_digest) else None

@@ -56,7 +56,11 @@ class BooksCheck:
         return lines
 
     def summary(self) -> str:
-        scope = "full" if self.kind == "full" else f"incremental since {self.since.isoformat()}"
+        if self.kind == "full":
+            scope = "full"
+        else:
+            assert self.since is not None  # an incremental check records its start
+            scope = f"incremental since {self.since.isoformat()}"
         if self.ok:
             checked = (
                 f", {self.chain.days_checked} snapshot day(s) proven"
@@ -92,9 +96,11 @@ def check_books(
         full = since is None or full_check_due(session)
     if not full and since is None:
         full = True  # nothing passed yet: there is no start to check from
+    result: BooksCheck | None
     if full:
         result = _full(session, limit_per_check)
     else:
+        assert since is not None  # else `full` was set just above
         result = _incremental(session, since, limit_per_check)
         if result is None:  # no snapshot yet: the ledger is the only start
             result = _full(session, limit_per_check)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -139,25 +140,30 @@ _Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_row
 def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
     """Run a stock statement (pre-rendered for psycopg) on the session's own connection."""
     try:
-        return raw_sql.fetchone(session, RENDERED[statement], bound)
+        row = raw_sql.fetchone(session, RENDERED[statement], bound)
     except DBAPIError as error:
-        sqlstate = getattr(error.orig, "sqlstate", None)
-        if sqlstate == HISTORY_CLOSED_SQLSTATE:
+        orig = error.orig
+        if not isinstance(orig, psycopg.Error):  # `raw_sql.fetchone` wraps psycopg's errors only
+            raise
+        if orig.sqlstate == HISTORY_CLOSED_SQLSTATE:
             # Raised by the row trigger on a closed month's ledger partition.
-            raise HistoryClosed(error.orig.diag.message_detail or "that month") from error
-        if sqlstate == HISTORY_BEFORE_CLOSED_SQLSTATE:
+            raise HistoryClosed(orig.diag.message_detail or "that month") from error
+        if orig.sqlstate == HISTORY_BEFORE_CLOSED_SQLSTATE:
             # Raised by the default partition for a month (with no partition) older than a closed one.
             raise HistoryClosed(
-                error.orig.diag.message_detail or "that month",
-                closed_after=error.orig.diag.message_hint or "?",
+                orig.diag.message_detail or "that month",
+                closed_after=orig.diag.message_hint or "?",
             ) from error
-        if sqlstate == HISTORY_RETIRED_SQLSTATE:
+        if orig.sqlstate == HISTORY_RETIRED_SQLSTATE:
             # Raised by the default partition for a month at or before the newest retired one.
             raise HistoryClosed(
-                error.orig.diag.message_detail or "that month",
-                floor=error.orig.diag.message_hint or "?",
+                orig.diag.message_detail or "that month",
+                floor=orig.diag.message_hint or "?",
             ) from error
         raise
+    # Every stock statement ends in a SELECT over one-row CTEs (`op`, aggregates): one row.
+    assert row is not None
+    return row
 
 
 def _refusal(

@@ -19,9 +19,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
 from warehouse.db.engine import Database
@@ -110,10 +110,14 @@ def prune_expired_keys(db: Database, *, older_than: datetime, batch: int = PRUNE
 def prune_expired(session: Session, *, older_than: datetime, batch: int = PRUNE_BATCH) -> int:
     """Delete up to `batch` keys created before `older_than`; rows another transaction holds
     are skipped."""
-    return session.execute(
-        text(
-            "DELETE FROM idempotency_key WHERE key IN (SELECT key FROM idempotency_key WHERE created_at < :cutoff "
-            "ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED)"
+    # Session.execute is typed as returning a Result; a DML statement's is a CursorResult.
+    return cast(
+        CursorResult[Any],
+        session.execute(
+            text(
+                "DELETE FROM idempotency_key WHERE key IN (SELECT key FROM idempotency_key WHERE created_at < :cutoff "
+                "ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED)"
+            ),
+            {"cutoff": older_than, "batch": batch},
         ),
-        {"cutoff": older_than, "batch": batch},
     ).rowcount

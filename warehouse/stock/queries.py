@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypedDict
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -60,10 +61,17 @@ def on_hand(
     return _on_hand_as_of(session, warehouse, sku, location, lot, as_of)
 
 
+class _Codes(TypedDict):
+    sku: str
+    location: str | None
+    lot: str | None
+    warehouse: str
+
+
 def _on_hand_as_of(session: Session, warehouse, sku, location, lot, as_of) -> int:
     """The codes are looked up inside the as-of statement (one round trip); only when one of
     them names nothing does `resolve` run, to say which."""
-    codes = {
+    codes: _Codes = {
         "sku": validation.code(sku, field="sku"),
         "location": validation.optional_code(location, field="location"),
         "lot": validation.optional_code(lot, field="lot"),

@@ -46,7 +46,7 @@ def flush_pending(session: Session) -> None:
 
 def _keys(warehouse: str, skus, locations, lot_pairs) -> dict[tuple, tuple]:
     """Cache key -> (kind, lookup key in Resolved) for everything a request names."""
-    keys = {("warehouse", warehouse): ("warehouse", warehouse)}
+    keys: dict[tuple, tuple] = {("warehouse", warehouse): ("warehouse", warehouse)}
     keys.update({("sku", sku): ("sku", sku) for sku in skus})
     keys.update({("location", warehouse, code): ("location", code) for code in locations})
     keys.update({("lot", sku, code): ("lot", (sku, code)) for sku, code in lot_pairs})

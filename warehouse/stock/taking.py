@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -62,7 +63,12 @@ def _take(
         demand[item] = demand.get(item, 0) + line.qty
     if len(demand) == 1:  # first the atomic guarded update of one row, with no lookup before it
         [(item, qty)] = demand.items()
-        params = {"sku": item.sku, "location": item.location, "lot": item.lot, "qty": qty}
+        params: dict[str, Any] = {
+            "sku": item.sku,
+            "location": item.location,
+            "lot": item.lot,
+            "qty": qty,
+        }
         change = execute.attempt(
             session, request, SINGLE_ROW_TAKE_STATEMENTS[movement_type], params
         )
