@@ -81,6 +81,14 @@ def tcp_forwarder(listen_host: str, target: tuple[str, int]) -> Iterator[int]:
                 with suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
 
+    def relay(client: socket.socket, upstream: socket.socket) -> None:
+        back = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
+        back.start()
+        pipe(client, upstream)
+        back.join()
+        client.close()  # both directions are done: nothing uses either end any more
+        upstream.close()
+
     def accept() -> None:
         while True:
             try:
@@ -88,8 +96,7 @@ def tcp_forwarder(listen_host: str, target: tuple[str, int]) -> Iterator[int]:
             except OSError:
                 return
             upstream = socket.create_connection(target)
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pipe, args=(source, sink), daemon=True).start()
+            threading.Thread(target=relay, args=(client, upstream), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     try:

@@ -322,14 +322,20 @@ def test_two_relays_at_once_publish_each_message_once(cache, db, world):
     for _ in range(30):
         world.stocked_sku(1)
     counts = []
+    # Each relay waits after its first batch until the other has one too: both really publish
+    # (one must not drain all 30 before the other starts), then they race for the rest.
+    both_started = threading.Barrier(2)
 
     def run():
-        total = 0
+        total, batches = 0, 0
         while True:
             with db.session() as s:
                 batch = outbox.publish_batch(
                     s, cache.remote.client, cache.keys, limit=7, max_length=1_000_000
                 )
+            batches += 1
+            if batches == 1:
+                both_started.wait(timeout=30)
             if not batch.claimed:
                 break
             total += batch.published

@@ -68,6 +68,7 @@ def _gx_connection_info(url: str) -> tuple:
             return info.user, info.password, info.host, info.port, info.dbname
         finally:
             raw.close()
+            quality.close_engines(source)
     finally:
         database.dispose()
 

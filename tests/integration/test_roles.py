@@ -356,8 +356,11 @@ def test_the_quality_suites_read_as_the_reader_on_a_shared_url(closed_world):
     )  # the superuser's URL
     try:
         source = quality.datasource(quality.quiet_context(), reader)
-        with source.get_engine().connect() as connection:
-            assert connection.execute(text("SELECT current_user")).scalar_one() == NAMES.reader
+        try:
+            with source.get_engine().connect() as connection:
+                assert connection.execute(text("SELECT current_user")).scalar_one() == NAMES.reader
+        finally:
+            quality.close_engines(source)
     finally:
         reader.dispose()
 
