@@ -8,6 +8,10 @@ they warm up for 1 s, then count committed transactions until a shared stop time
   deduction can write less, so this is the ceiling the domain code is measured against.
 - deduct: `stock.deduct(qty=1)` in one `Database.session()` transaction.
 - deduct_order: `stock.deduct_order` of 50 distinct spread SKUs; reported in lines/s.
+- pgbench floors (`bench.pgbench`, the same clients and seconds): the three statements of a
+  deduction (guarded UPDATE, ledger INSERT, outbox INSERT) in one transaction, and the same as
+  one CTE statement in autocommit. `ratio_to_pgbench_hot` / `ratio_to_pgbench_spread` are
+  deduct's rate over the three-statement floor's (issue 16's goal: >= 0.8).
 Raw and deduct run against one hot SKU (all workers queue on one row lock: lock hand-off speed)
 and against 10,000 spread SKUs (few lock waits: per-transaction cost, where overhead shows).
 
@@ -22,6 +26,8 @@ rolled-back transaction; the plan goes to bench/results/deduct_order_plan.txt.
 Progress goes to stderr; the last line of stdout is one JSON object ("16_workers" in a key name
 stays whatever `--workers` is; `workers` holds the real count).
 """
+
+from __future__ import annotations
 
 import argparse
 import contextlib
@@ -42,6 +48,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 import warehouse
+from bench import pgbench
 from warehouse import catalog, invariants, stock
 from warehouse.catalog import csv_import as catalog_import
 from warehouse.db import schema
@@ -91,6 +98,81 @@ FROM stock_movement m JOIN sku s ON s.id = m.sku_id
 WHERE m.warehouse_id = :warehouse_id
   AND NOT EXISTS (SELECT 1 FROM outbox_message o WHERE o.operation_id = m.operation_id)
 """
+
+
+# The pgbench floors: a deduction's three statements, and the same as one statement. Every
+# transaction writes its ledger row and its outbox message, so the invariants hold afterwards.
+# Spread picks a balance id in [lo, hi] other than the hot one (the bench's ids are contiguous).
+PICK_SPREAD = r"""\set bal random(:lo, :hi - 1)
+\if :bal >= :hot
+\set bal :bal + 1
+\endif
+"""
+PICK_HOT = "\\set bal :hot\n"
+_PAYLOAD = """jsonb_build_object('operation', 'bench_pgbench_deduct', 'operation_id', {op},
+    'warehouse', CAST(:warehouse AS text), 'key', NULL, 'reference', 'bench pgbench floor',
+    'occurred_at', now(), 'items', jsonb_build_array(jsonb_build_object('movement_id', {movement},
+    'movement_type', 'deduction', 'sku', (SELECT code FROM sku WHERE id = {sku}),
+    'location', CAST(:location AS text), 'lot', NULL, 'qty', -1, 'reserved_qty', 0)))"""
+THREE_STATEMENTS = (
+    r"""BEGIN;
+UPDATE stock_balance SET on_hand = on_hand - 1, version = version + 1
+WHERE id = :bal AND on_hand - reserved >= 1 RETURNING warehouse_id, location_id, sku_id \gset
+INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id,
+                            location_id, sku_id, lot_id, qty)
+VALUES (now(), 'deduction', nextval('stock_operation_id_seq'), :bal, :warehouse_id, :location_id,
+        :sku_id, NULL, -1)
+RETURNING id AS movement_id, operation_id \gset
+INSERT INTO outbox_message (topic, message_key, operation_id, payload)
+VALUES ('stock.changed', CAST(:warehouse AS text), :operation_id, """
+    # pgbench binds its variables as parameters of no type: jsonb_build_object needs one.
+    + _PAYLOAD.format(
+        op="CAST(:operation_id AS bigint)",
+        movement="CAST(:movement_id AS bigint)",
+        sku="CAST(:sku_id AS bigint)",
+    )
+    + """);
+END;
+"""
+)
+ONE_STATEMENT = (
+    """WITH taken AS (
+    UPDATE stock_balance SET on_hand = on_hand - 1, version = version + 1
+    WHERE id = :bal AND on_hand - reserved >= 1 RETURNING id, warehouse_id, location_id, sku_id),
+moved AS (
+    INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id,
+                                location_id, sku_id, lot_id, qty)
+    SELECT now(), 'deduction', nextval('stock_operation_id_seq'), id, warehouse_id, location_id,
+           sku_id, NULL, -1
+    FROM taken RETURNING id, operation_id, sku_id)
+INSERT INTO outbox_message (topic, message_key, operation_id, payload)
+SELECT 'stock.changed', CAST(:warehouse AS text), operation_id, """
+    + _PAYLOAD.format(op="operation_id", movement="id", sku="sku_id")
+    + """
+FROM moved;
+"""
+)
+
+
+def pgbench_floor(world: World, script: str, *, hot: bool, workers: int, seconds: float) -> float:
+    """pgbench running `script` on the hot row, or on the spread rows, with the bench's clients."""
+    ids = [row[0] for row in world.rows]
+    if max(ids) - min(ids) + 1 != len(ids):
+        raise SystemExit("pgbench floor: the bench's balance ids are not contiguous")
+    rate = pgbench.run(
+        world.url,
+        (PICK_HOT if hot else PICK_SPREAD) + script,
+        clients=workers,
+        seconds=seconds,
+        variables={
+            "hot": ids[0],
+            "lo": min(ids),
+            "hi": max(ids),
+            "warehouse": world.warehouse,
+            "location": world.location,
+        },
+    )
+    return rate
 
 
 def log(message: str) -> None:
@@ -185,7 +267,18 @@ def make_step(phase: str, world: World, rng: random.Random):
     return order if phase == "order" else deduct
 
 
-PHASES = ("raw_hot", "raw_spread", "deduct_hot", "deduct_spread", "order")
+# The floors next to each other and before the domain code, in one run (same machine state).
+PHASES = (
+    "raw_hot",
+    "pgbench_three_hot",
+    "pgbench_one_hot",
+    "raw_spread",
+    "pgbench_three_spread",
+    "pgbench_one_spread",
+    "deduct_hot",
+    "deduct_spread",
+    "order",
+)
 
 
 def worker(phase: str, number: int, world: World, ready, go, clock, out) -> None:
@@ -320,6 +413,10 @@ def explain_order(db: warehouse.Database, world: World) -> dict:
     return summary
 
 
+def _ratio(measured: float, floor: float) -> float | None:
+    return round(measured / floor, 4) if floor else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -351,8 +448,21 @@ def main(argv: list[str] | None = None) -> int:
     db.dispose()  # forked workers must not inherit an open connection
 
     rates, errors = {}, {}
+    floors = {
+        "pgbench_three_hot": (THREE_STATEMENTS, True),
+        "pgbench_one_hot": (ONE_STATEMENT, True),
+        "pgbench_three_spread": (THREE_STATEMENTS, False),
+        "pgbench_one_spread": (ONE_STATEMENT, False),
+    }
     try:
         for phase in PHASES:
+            if phase in floors:
+                script, hot = floors[phase]
+                rates[phase] = pgbench_floor(
+                    world, script, hot=hot, workers=args.workers, seconds=args.seconds
+                )
+                log(f"{phase:<20} {rates[phase]:10.1f} tx/s ({args.workers} clients)")
+                continue
             rates[phase], errors[phase] = run_phase(phase, world, args.workers, args.seconds)
     finally:  # even after a failed phase, so the raw floor's ledger rows never break the invariants
         with db.session() as s:
@@ -386,6 +496,20 @@ def main(argv: list[str] | None = None) -> int:
                 "spread_ratio_to_raw": round(rates["deduct_spread"] / rates["raw_spread"], 4)
                 if rates["raw_spread"]
                 else None,
+                "pgbench_three_statements_hot_per_s": round(rates["pgbench_three_hot"], 1),
+                "pgbench_one_statement_hot_per_s": round(rates["pgbench_one_hot"], 1),
+                "pgbench_three_statements_spread_per_s": round(rates["pgbench_three_spread"], 1),
+                "pgbench_one_statement_spread_per_s": round(rates["pgbench_one_spread"], 1),
+                "ratio_to_pgbench_hot": _ratio(rates["deduct_hot"], rates["pgbench_three_hot"]),
+                "ratio_to_pgbench_spread": _ratio(
+                    rates["deduct_spread"], rates["pgbench_three_spread"]
+                ),
+                "ratio_to_pgbench_one_statement_hot": _ratio(
+                    rates["deduct_hot"], rates["pgbench_one_hot"]
+                ),
+                "ratio_to_pgbench_one_statement_spread": _ratio(
+                    rates["deduct_spread"], rates["pgbench_one_spread"]
+                ),
                 "order_lines_per_s": round(rates["order"] * ORDER_LINES, 1),
                 "orders_per_s": round(rates["order"], 2),
                 "order_lines": ORDER_LINES,

@@ -42,6 +42,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 import warehouse
+from bench import pgbench
 from bench.common import add_database_arguments, bench_database
 from warehouse import snapshots, stock
 from warehouse.db import schema
@@ -237,6 +238,23 @@ def incremental_vs_floor(conn, db, base: date, day: date, repeats: int) -> dict:
     }
 
 
+PGBENCH_PK_SELECT = """\\set id random(:lo, :hi)
+SELECT on_hand FROM stock_balance WHERE id = :id;
+"""
+
+
+def pgbench_pk_select(conn, db, transactions: int) -> list[float]:
+    """pgbench's primary-key SELECT, one client, as many transactions as the as-of reads: the
+    least a one-row read costs through libpq (autocommit, prepared)."""
+    lo, hi = conn.execute("SELECT min(id), max(id) FROM stock_balance").fetchone()
+    return pgbench.latencies_ms(
+        db.url.render_as_string(hide_password=False),
+        PGBENCH_PK_SELECT,
+        transactions=transactions,
+        variables={"lo": lo, "hi": hi},
+    )
+
+
 def as_of_reads(conn, db, first: date, last: date, seed: int) -> dict:
     """on_hand(as_of=) against a raw PK lookup of the snapshot it starts from, interleaved."""
     items = conn.execute(
@@ -292,13 +310,22 @@ def as_of_reads(conn, db, first: date, last: date, seed: int) -> dict:
     figures["ratio_as_of_p50_to_pk_lookup"] = round(
         figures["as_of_p50_ms"] / figures["pk_lookup_p50_ms"], 2
     )
+    floor = pgbench_pk_select(conn, db, len(as_of_ms))
+    figures.update(
+        pgbench_pk_p50_ms=round(percentile(floor, 50), 3),
+        pgbench_pk_p99_ms=round(percentile(floor, 99), 3),
+    )
+    figures["ratio_as_of_p99_to_pgbench_pk"] = round(
+        figures["as_of_p99_ms"] / figures["pgbench_pk_p99_ms"], 2
+    )
     figures.update(
         as_of_queries=len(as_of_ms), as_of_checked=len(checks), as_of_mismatches=len(mismatches)
     )
     log(
         f"as_of: p50 {figures['as_of_p50_ms']} ms, p99 {figures['as_of_p99_ms']} ms (with session "
         f"{figures['as_of_session_p99_ms']} ms); pk lookup p50 {figures['pk_lookup_p50_ms']} ms, p99 "
-        f"{figures['pk_lookup_p99_ms']} ms; {len(checks)} checked against the ledger, {len(mismatches)} mismatches"
+        f"{figures['pk_lookup_p99_ms']} ms; pgbench primary-key SELECT p99 {figures['pgbench_pk_p99_ms']} ms; "
+        f"{len(checks)} checked against the ledger, {len(mismatches)} mismatches"
     )
     return figures
 

@@ -58,6 +58,7 @@ def http_receiver() -> Iterator[Receiver]:
         yield Receiver(server.server_port, requests)
     finally:
         server.shutdown()
+        server.server_close()  # shutdown stops the loop; this closes the listening socket
 
 
 @contextmanager

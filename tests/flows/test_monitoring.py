@@ -103,7 +103,8 @@ def test_with_a_real_pushgateway_a_failed_run_still_fires_its_alert_after_a_late
                             raise RuntimeError("the books do not add up")
                 except RuntimeError:
                     pass
-            return urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+            with urllib.request.urlopen(url + "/metrics", timeout=5) as page:
+                return page.read().decode()
 
     after_a_failure = pushed([True, False])
     assert (
@@ -128,8 +129,8 @@ def pushgateway_process(binary: str):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(url + "/-/ready", timeout=1)
-                break
+                with urllib.request.urlopen(url + "/-/ready", timeout=1):
+                    break
             except OSError:
                 time.sleep(0.2)
         yield url
