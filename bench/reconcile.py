@@ -430,6 +430,9 @@ def run(args, url: str, skus: int) -> dict:
         autocommit=True,
         application_name="bench.reconcile raw",
     )
+    # The flow's staging tables live in their own schema (warehouse.db.roles.STAGING_SCHEMA);
+    # the raw floors read them by name, as the flow's own statements do.
+    conn.execute("SET search_path TO public, cangflow_staging")
     try:
         with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as folder:
             schema.upgrade(db)

@@ -212,9 +212,8 @@ def demo(
     from flows.console import quiet_console_logs
     from flows.demo import run_demo
 
-    db = _database(
-        migrated=False
-    )  # the demo migrates first (as the owner), then works as the app role
+    # The demo migrates first (as the owner), then works as the app role.
+    db = _database(migrated=False)
     owner = _database("owner", migrated=False)
     quiet_console_logs(debug=DEBUG["on"])
     violations = run_demo(
@@ -780,9 +779,8 @@ def main(arguments: list[str] | None = None) -> int:
     try:
         code = app(args=arguments, standalone_mode=False, prog_name="cangflow")
     except CommandFailed as error:
-        if (
-            DEBUG["on"] and error.__context__ is not None
-        ):  # the failure the command turned into a reason
+        # The failure the command turned into a reason.
+        if DEBUG["on"] and error.__context__ is not None:
             traceback.print_exception(error.__context__)
         report(str(error))
         return int(error.code)

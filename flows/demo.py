@@ -44,9 +44,8 @@ class BurstRequest:
 class BurstResult:
     workers: int
     seconds: float
-    outcomes: Counter = field(
-        default_factory=Counter
-    )  # succeeded, replayed, insufficient, rejected
+    # Succeeded, replayed, insufficient, rejected.
+    outcomes: Counter = field(default_factory=Counter)
     rejections: list[str] = field(default_factory=list)
 
     @property

@@ -244,9 +244,8 @@ def reconcile_flow(
             max_feed_age_hours,
             confirm_feed_shape,
         )
-        run.items = (
-            outcome.get("feed_rows", 0) if isinstance(outcome, dict) else 0
-        )  # a stale run compared none
+        # A stale run compared none.
+        run.items = outcome.get("feed_rows", 0) if isinstance(outcome, dict) else 0
         return outcome
 
 

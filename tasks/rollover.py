@@ -61,9 +61,8 @@ def rescue_default_rows() -> list[partitions.MonthMade]:
                     )
                 )
             )
-    with (
-        database("owner").session() as session
-    ):  # what is left (a partition that could not be made yet): an alert watches it
+    # What is left (a partition that could not be made yet): an alert watches it.
+    with database("owner").session() as session:
         for table in partitions.PARTITIONED_TABLES:
             left = sum(partitions.rows_in_default(session, table).values())
             metrics.current().set("cangflow_partition_default_rows", left, table=table)

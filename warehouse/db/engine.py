@@ -201,9 +201,8 @@ def resolve_url(
     if configured_url:
         return configured_url
     configured = [name for name in _DATABASE_SETTINGS if getattr(settings, name)]
-    if (
-        configured
-    ):  # a server is configured, only not for this role: never fall back to an embedded one
+    # A server is configured, only not for this role: never fall back to an embedded one.
+    if configured:
         wanted = f"CANGFLOW_{role.upper()}_DATABASE_URL or " if role else ""
         raise InvalidArgument(
             f"this step needs {wanted}CANGFLOW_DATABASE_URL (or their Secret blocks); "

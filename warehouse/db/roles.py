@@ -124,9 +124,8 @@ def convert(
     their share; in the caller's transaction. The caller must be able to create roles and
     to act as the present owner (a superuser, or a CREATEROLE member of it)."""
     passwords = passwords or {}
-    connection.execute(
-        "SELECT pg_advisory_xact_lock(%s)", (_CONVERT_LOCK,)
-    )  # two first starts at once
+    # Two first starts at once take turns.
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (_CONVERT_LOCK,))
     created = [
         names.of(role)
         for role in ROLES

@@ -47,9 +47,8 @@ class Retired:
 
 def cutoffs(today: date, retention_months: int) -> dict[str, date]:
     """Per table, months before this leave the hot table."""
-    ledger = history_floor(
-        today, retention_months
-    )  # the one definition the stock API refuses before
+    # The one definition the stock API refuses before.
+    ledger = history_floor(today, retention_months)
     return {"stock_movement": ledger, "stock_snapshot": add_months(ledger, -1)}
 
 

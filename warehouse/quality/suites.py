@@ -32,9 +32,8 @@ SAMPLE_ROWS = 5
 class QualityResult:
     suite: str
     success: bool
-    rows: list[dict[str, Any]] = field(
-        default_factory=list
-    )  # one per expectation, for the artifact
+    # One per expectation, for the artifact.
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def failures(self) -> list[dict[str, Any]]:
