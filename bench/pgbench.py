@@ -28,8 +28,9 @@ def executable() -> str:
     found = shutil.which("pgbench")
     if found:
         return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True):
-        return str(candidate)
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)
+    if installed:  # Debian keeps it out of PATH: the newest version's
+        return str(installed[0])
     raise PgbenchFailed(
         "pgbench is not installed (Debian package: postgresql-contrib or postgresql-<version>)"
     )

@@ -11,7 +11,6 @@ from tasks.database import database, secret_url
 from warehouse import outbox
 from warehouse.cache import StockCache
 from warehouse.cache.invalidator import CacheInvalidator, Invalidated, invalidate_due
-from warehouse.cache.remote import RemoteCache
 from warehouse.cache.stats import HitRates
 from warehouse.cache.warmup import Warmed, hot_set, warm
 from warehouse.metrics import sinks as metrics
@@ -30,19 +29,13 @@ def forget() -> None:
     stock_cache.cache_clear()
 
 
-def _remote(cache: StockCache) -> RemoteCache:
-    if cache.remote is None:
-        raise RuntimeError("the relay and the warmup need Redis (CANGFLOW_REDIS_URL)")
-    return cache.remote
-
-
 @task(name="relay-publish", retries=2, retry_delay_seconds=5)
 def publish_pending(max_batches: int = 1000) -> outbox.PublishRound:
     """Publish until nothing is due (or `max_batches`), one transaction per batch."""
     settings, cache = get_settings(), stock_cache()
     done = outbox.publish_due(
         database(),
-        _remote(cache).client,
+        cache.required_remote("the relay").client,
         cache.keys,
         batch=settings.relay_batch,
         max_length=settings.stream_max_length,
@@ -65,7 +58,7 @@ def invalidate_cache(max_batches: int = 1000) -> Invalidated:
 @task(name="relay-prune", retries=2, retry_delay_seconds=5)
 def prune_outbox() -> outbox.Pruned:
     settings, cache = get_settings(), stock_cache()
-    remote = _remote(cache)
+    remote = cache.required_remote("the relay")
     with database().session() as session:
         return outbox.prune_retained(
             session,

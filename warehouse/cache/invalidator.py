@@ -46,10 +46,9 @@ class Invalidated:
 
 def invalidate_due(db: Database, cache: StockCache, *, count: int, max_batches: int) -> Invalidated:
     """One round of the cache's consumer over what the relay published (`consume_due`)."""
-    if cache.remote is None:
-        raise RuntimeError("invalidating needs Redis; this cache is local-only")
-    consumer = CacheInvalidator(cache.remote, cache)
+    remote = cache.required_remote("invalidating")
+    consumer = CacheInvalidator(remote, cache)
     done = consume_due(
-        db, cache.remote.client, cache.keys, consumer, count=count, max_batches=max_batches
+        db, remote.client, cache.keys, consumer, count=count, max_batches=max_batches
     )
     return Invalidated(done.handled, done.redelivered, consumer.invalidated)

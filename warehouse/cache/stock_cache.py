@@ -87,6 +87,14 @@ class StockCache:
         self.stats = AccessStats(self.remote, self.keys)
         self._unhook = db.on_stock_committed(self.invalidate)
 
+    def required_remote(self, purpose: str) -> RemoteCache:
+        """The Redis level, for work that means nothing without it (warmup, relay)."""
+        if self.remote is None:
+            raise RuntimeError(
+                f"{purpose} needs Redis (CANGFLOW_REDIS_URL); this cache is local-only"
+            )
+        return self.remote
+
     # -- reading -------------------------------------------------------------------------
     def available(self, *, warehouse: str, sku: str) -> int:
         """on_hand - reserved of `sku` in `warehouse`, summed over bins and lots."""

@@ -55,8 +55,7 @@ def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "give
     call per CHUNK keys) and then its stock (one statement), while this thread writes the slice
     before it (one guarded Lua call per CHUNK keys). Reading the generations before the stock is
     what makes a write refuse when a change committed in between (see `remote`)."""
-    if cache.remote is None:
-        raise RuntimeError("warming needs Redis; this cache is local-only")
+    cache.required_remote("warming")
     started = time.perf_counter()
     slices = [pairs[i : i + LOAD_SLICE] for i in range(0, len(pairs), LOAD_SLICE)]
     written = refused = keys_warmed = 0
