@@ -6,8 +6,10 @@ Each phase runs `--workers` (16) processes, one connection each, released togeth
 they warm up for 1 s, then count committed transactions until a shared stop time `--seconds` later.
 - raw floor: plain psycopg, guarded UPDATE of one balance row + ledger INSERT + COMMIT. No
   deduction can write less, so this is the ceiling the domain code is measured against.
-- deduct: `stock.deduct(qty=1)` in one `Database.session()` transaction.
-- deduct_order: `stock.deduct_order` of 50 distinct spread SKUs; reported in lines/s.
+- deduct: `DirectStock(db).deduct(qty=1)`, the direct path (one autocommit statement).
+- deduct_session: `stock.deduct(qty=1)` in one `Database.session()` transaction, the path of a
+  caller that composes several operations in one transaction.
+- deduct_order: `DirectStock(db).deduct_order` of 50 distinct spread SKUs; reported in lines/s.
 - pgbench floors (`bench.pgbench`, the same clients and seconds): the three statements of a
   deduction (guarded UPDATE, ledger INSERT, outbox INSERT) in one transaction, and the same as
   one CTE statement in autocommit. `ratio_to_pgbench_hot` / `ratio_to_pgbench_spread` are
@@ -253,18 +255,25 @@ def make_step(phase: str, world: World, rng: random.Random):
     db = warehouse.connect(world.url, pool_size=1)
     with db.session() as s:  # open the pooled connection before the clock starts
         s.execute(text("SELECT 1"))
-    skus = world.skus[:1] if phase == "deduct_hot" else world.skus[1:]
+    hot = phase in ("deduct_hot", "deduct_session_hot")
+    skus = world.skus[:1] if hot else world.skus[1:]
+    direct = stock.DirectStock(db)
 
     def deduct() -> None:
+        direct.deduct(warehouse=world.warehouse, sku=rng.choice(skus), qty=1)
+
+    def deduct_in_session() -> None:
         with db.session() as s:
             stock.deduct(s, warehouse=world.warehouse, sku=rng.choice(skus), qty=1)
 
     def order() -> None:
-        lines = [(sku, 1) for sku in rng.sample(skus, ORDER_LINES)]
-        with db.session() as s:
-            stock.deduct_order(s, warehouse=world.warehouse, lines=lines)
+        direct.deduct_order(
+            warehouse=world.warehouse, lines=[(sku, 1) for sku in rng.sample(skus, ORDER_LINES)]
+        )
 
-    return order if phase == "order" else deduct
+    if phase == "order":
+        return order
+    return deduct_in_session if phase.startswith("deduct_session") else deduct
 
 
 # The floors next to each other and before the domain code, in one run (same machine state).
@@ -277,6 +286,8 @@ PHASES = (
     "pgbench_one_spread",
     "deduct_hot",
     "deduct_spread",
+    "deduct_session_hot",
+    "deduct_session_spread",
     "order",
 )
 
@@ -503,6 +514,14 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio_to_pgbench_hot": _ratio(rates["deduct_hot"], rates["pgbench_three_hot"]),
                 "ratio_to_pgbench_spread": _ratio(
                     rates["deduct_spread"], rates["pgbench_three_spread"]
+                ),
+                "deduct_session_per_s_16_workers": round(rates["deduct_session_hot"], 1),
+                "deduct_session_spread_per_s": round(rates["deduct_session_spread"], 1),
+                "ratio_session_to_pgbench_hot": _ratio(
+                    rates["deduct_session_hot"], rates["pgbench_three_hot"]
+                ),
+                "ratio_session_to_pgbench_spread": _ratio(
+                    rates["deduct_session_spread"], rates["pgbench_three_spread"]
                 ),
                 "ratio_to_pgbench_one_statement_hot": _ratio(
                     rates["deduct_hot"], rates["pgbench_one_hot"]

@@ -50,3 +50,35 @@ WITH direct AS (
 SELECT count(*) FROM direct FULL JOIN stock_snapshot s USING (snapshot_date, balance_id)
 WHERE direct.on_hand IS DISTINCT FROM s.on_hand OR direct.reserved IS DISTINCT FROM s.reserved
 """)
+
+
+# The two paths a take runs on: in the caller's Session, or direct (its own transaction).
+TAKE_PATHS = ("session", "direct")
+HANDOVERS = "cangflow_stock_direct_handovers_total"
+
+
+def take_on(path: str, db):
+    """`take(session, operation, **arguments)` on `path`: the Session path runs in `session`;
+    the direct path ignores it and commits on its own connection of `db`'s pool, with the ids
+    it names cached first, so that its own statements (not the Session path it hands a request
+    to when an id is not cached) are what meets the other transaction."""
+    from warehouse import stock
+    from warehouse.metrics import sinks as metrics
+    from warehouse.stock.resolve import Item, resolve
+
+    direct = stock.DirectStock(db)
+
+    def take(session, operation: str, **arguments):
+        if path == "session":
+            return getattr(stock, operation)(session, **arguments)
+        lines = arguments.get("lines") or [(arguments["sku"], 0, arguments.get("location"))]
+        with db.session() as cached:
+            resolve(cached, arguments["warehouse"], [Item(*line[:1], *line[2:3]) for line in lines])
+        with metrics.use(metrics.RecordingMetrics()) as recorded:
+            try:
+                return getattr(direct, operation)(**arguments)
+            finally:
+                handovers = [key for key in recorded.counters if key[0] == HANDOVERS]
+                assert not handovers, f"the direct path handed the request over: {handovers}"
+
+    return take

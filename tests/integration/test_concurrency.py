@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 import warehouse
-from tests.integration.helpers import violations
+from tests.integration.helpers import TAKE_PATHS, violations
 from warehouse import stock
 from warehouse.errors import ConcurrentConflict, InsufficientStock
 
@@ -34,6 +34,19 @@ def pool(database_url):
     database.dispose()
 
 
+def own_transaction(path: str, db):
+    """`take(operation, **arguments)` as its own transaction on `path`."""
+    direct = stock.DirectStock(db)
+
+    def take(operation: str, **arguments):
+        if path == "direct":
+            return getattr(direct, operation)(**arguments)
+        with db.session() as s:
+            return getattr(stock, operation)(s, **arguments)
+
+    return take
+
+
 def run_workers(work, workers: int = WORKERS) -> list:
     start = threading.Barrier(workers)
 
@@ -45,7 +58,9 @@ def run_workers(work, workers: int = WORKERS) -> list:
         return list(executor.map(worker, range(workers)))
 
 
-def test_deduct_never_goes_negative_or_loses_updates_under_16_workers(world, pool):
+@pytest.mark.parametrize("path", TAKE_PATHS)
+def test_deduct_never_goes_negative_or_loses_updates_under_16_workers(world, pool, path):
+    take = own_transaction(path, pool)
     initial = 100
     hot = [world.stocked_sku(initial // 2, location=world.locations[i % 2]) for i in range(10)]
     for i, sku in enumerate(hot):  # each hot SKU sits in two bins
@@ -60,16 +75,12 @@ def test_deduct_never_goes_negative_or_loses_updates_under_16_workers(world, poo
         for i in range(per_worker):
             if done_keys and i % 6 == 0:  # a client retrying a request that already applied
                 key, sku, qty = rng.choice(done_keys)
-                with pool.session() as s:
-                    assert stock.deduct(
-                        s, warehouse=world.warehouse, sku=sku, qty=qty, key=key
-                    ).replayed
+                assert take("deduct", warehouse=world.warehouse, sku=sku, qty=qty, key=key).replayed
                 replays += 1
                 continue
             sku, qty, key = rng.choice(hot), rng.randint(1, 3), f"{world.warehouse}-w{number}-{i}"
             try:
-                with pool.session() as s:
-                    change = stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=qty, key=key)
+                change = take("deduct", warehouse=world.warehouse, sku=sku, qty=qty, key=key)
                 assert -change.on_hand_change == qty
                 sold[sku] += qty
                 done_keys.append((key, sku, qty))
@@ -91,7 +102,9 @@ def test_deduct_never_goes_negative_or_loses_updates_under_16_workers(world, poo
     assert violations(world.db) == []
 
 
-def test_deduct_order_never_deadlocks_or_oversells_under_16_workers(world, pool):
+@pytest.mark.parametrize("path", TAKE_PATHS)
+def test_deduct_order_never_deadlocks_or_oversells_under_16_workers(world, pool, path):
+    take = own_transaction(path, pool)
     initial = 60
     hot = [world.stocked_sku(initial, location=world.locations[i % 3]) for i in range(10)]
     per_worker = 25
@@ -104,13 +117,12 @@ def test_deduct_order_never_deadlocks_or_oversells_under_16_workers(world, pool)
             # Lines in random order: the statement must still lock rows in key order.
             lines = [(sku, rng.randint(1, 3)) for sku in rng.sample(hot, rng.randint(2, 5))]
             try:
-                with pool.session() as s:  # no retry wrapper: a deadlock would fail the test
-                    stock.deduct_order(
-                        s,
-                        warehouse=world.warehouse,
-                        lines=lines,
-                        key=f"{world.warehouse}-o{number}-{i}",
-                    )
+                take(  # no retry wrapper: a deadlock would fail the test
+                    "deduct_order",
+                    warehouse=world.warehouse,
+                    lines=lines,
+                    key=f"{world.warehouse}-o{number}-{i}",
+                )
                 for sku, qty in lines:
                     sold[sku] += qty
             except InsufficientStock:
@@ -126,13 +138,23 @@ def test_deduct_order_never_deadlocks_or_oversells_under_16_workers(world, pool)
     assert violations(world.db) == []
 
 
-def test_sixteen_concurrent_repeats_of_one_key_apply_exactly_once(world, pool):
+@pytest.mark.parametrize("paths", [("session",), ("direct",), TAKE_PATHS], ids="+".join)
+def test_sixteen_concurrent_repeats_of_one_key_apply_exactly_once(world, pool, paths):
+    """On one path, or with half the repeats on each (a Session-path claim and a direct
+    statement can deadlock on the key and the row: the loser is retried, as callers do)."""
     sku = world.stocked_sku(100)
     key = "same-request-" + sku
+    takes = [own_transaction(path, pool) for path in paths]
 
-    def work(_number: int):
-        with pool.session() as s:
-            return stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=7, key=key)
+    def work(number: int):
+        take = takes[number % len(takes)]
+        for attempt in range(5):
+            try:
+                return take("deduct", warehouse=world.warehouse, sku=sku, qty=7, key=key)
+            except ConcurrentConflict:
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
 
     changes = run_workers(work)
     assert sum(not change.replayed for change in changes) == 1

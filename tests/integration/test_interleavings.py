@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 import warehouse
+from tests.integration.helpers import TAKE_PATHS, take_on
 from warehouse import stock
 from warehouse.errors import InsufficientStock
 
@@ -86,42 +87,48 @@ def interleave(db, holder, waiter, *, commit: bool = True):
         return future.result(timeout=WAIT_S)
 
 
-def test_a_deduction_waiting_on_a_receipt_applies_on_the_received_stock(world, pool):
+@pytest.mark.parametrize("path", TAKE_PATHS)
+def test_a_deduction_waiting_on_a_receipt_applies_on_the_received_stock(world, pool, path):
+    take = take_on(path, pool)
     sku = world.stocked_sku(5)
     bin_ = world.locations[0]
     change = interleave(
         pool,
         lambda s: stock.receive(s, warehouse=world.warehouse, sku=sku, qty=10, location=bin_),
-        lambda s: stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=8, location=bin_),
+        lambda s: take(s, "deduct", warehouse=world.warehouse, sku=sku, qty=8, location=bin_),
     )
     assert not change.replayed and change.lines[0].on_hand == 7
     assert world.on_hand(sku) == 7
 
 
-def test_a_deduction_waiting_on_a_receipt_that_rolls_back_is_refused_truthfully(world, pool):
+@pytest.mark.parametrize("path", TAKE_PATHS)
+def test_a_deduction_waiting_on_a_receipt_that_rolls_back_is_refused_truthfully(world, pool, path):
+    take = take_on(path, pool)
     sku = world.stocked_sku(5)
     bin_ = world.locations[0]
     with pytest.raises(InsufficientStock, match="asked 8, available 5"):
         interleave(
             pool,
             lambda s: stock.receive(s, warehouse=world.warehouse, sku=sku, qty=10, location=bin_),
-            lambda s: stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=8, location=bin_),
+            lambda s: take(s, "deduct", warehouse=world.warehouse, sku=sku, qty=8, location=bin_),
             commit=False,
         )
     assert world.on_hand(sku) == 5
 
 
+@pytest.mark.parametrize("path", TAKE_PATHS)
 def test_a_single_row_pick_whose_row_a_receipt_changes_meanwhile_takes_from_the_new_total(
-    world, pool
+    world, pool, path
 ):
     """The fast path's guarded UPDATE re-reads the row after the receipt commits (no lost update)."""
+    take = take_on(path, pool)
     sku = world.stocked_sku(5)
     change = interleave(
         pool,
         lambda s: stock.receive(
             s, warehouse=world.warehouse, sku=sku, qty=10, location=world.locations[0]
         ),
-        lambda s: stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=3),
+        lambda s: take(s, "deduct", warehouse=world.warehouse, sku=sku, qty=3),
     )
     assert change.lines[0].on_hand == 12 and world.on_hand(sku) == 12
 
@@ -161,7 +168,9 @@ def test_a_transfer_waiting_on_a_deduction_moves_only_what_is_left(world, pool):
     assert_books_balance(world)
 
 
-def test_an_order_waiting_on_a_count_allocates_from_the_counted_stock(world, pool):
+@pytest.mark.parametrize("path", TAKE_PATHS)
+def test_an_order_waiting_on_a_count_allocates_from_the_counted_stock(world, pool, path):
+    take = take_on(path, pool)
     first, second = world.stocked_sku(10), world.stocked_sku(10)
     bin_ = world.locations[0]
     with pytest.raises(InsufficientStock, match="asked 5, available 4"):
@@ -170,20 +179,24 @@ def test_an_order_waiting_on_a_count_allocates_from_the_counted_stock(world, poo
             lambda s: stock.count(
                 s, warehouse=world.warehouse, location=bin_, lines=[(first, 4), (second, 10)]
             ),
-            lambda s: stock.deduct_order(
-                s, warehouse=world.warehouse, lines=[(second, 2), (first, 5)]
+            lambda s: take(
+                s, "deduct_order", warehouse=world.warehouse, lines=[(second, 2), (first, 5)]
             ),
         )
     change = interleave(
         pool,
         lambda s: stock.count(s, warehouse=world.warehouse, location=bin_, lines=[(first, 6)]),
-        lambda s: stock.deduct_order(s, warehouse=world.warehouse, lines=[(second, 2), (first, 5)]),
+        lambda s: take(
+            s, "deduct_order", warehouse=world.warehouse, lines=[(second, 2), (first, 5)]
+        ),
     )
     assert {line.sku: line.on_hand for line in change.lines} == {first: 1, second: 8}
     assert_books_balance(world)
 
 
-def test_a_release_waiting_on_a_reservation_releases_from_the_new_reserved(world, pool):
+@pytest.mark.parametrize("path", TAKE_PATHS)
+def test_a_release_waiting_on_a_reservation_releases_from_the_new_reserved(world, pool, path):
+    take = take_on(path, pool)
     sku = world.stocked_sku(10)
     bin_ = world.locations[0]
     with pool.session() as s:
@@ -192,20 +205,22 @@ def test_a_release_waiting_on_a_reservation_releases_from_the_new_reserved(world
         interleave(
             pool,
             lambda s: stock.reserve(s, warehouse=world.warehouse, sku=sku, qty=2, location=bin_),
-            lambda s: stock.release(s, warehouse=world.warehouse, sku=sku, qty=9, location=bin_),
+            lambda s: take(s, "release", warehouse=world.warehouse, sku=sku, qty=9, location=bin_),
         )
     change = interleave(
         pool,
         lambda s: stock.reserve(s, warehouse=world.warehouse, sku=sku, qty=1, location=bin_),
-        lambda s: stock.release(s, warehouse=world.warehouse, sku=sku, qty=7, location=bin_),
+        lambda s: take(s, "release", warehouse=world.warehouse, sku=sku, qty=7, location=bin_),
     )
     assert (change.lines[0].reserved, world.available(sku)) == (2, 8)
     assert_books_balance(world)
 
 
-def test_an_order_waiting_on_a_release_takes_the_released_stock(world, pool):
+@pytest.mark.parametrize("path", TAKE_PATHS)
+def test_an_order_waiting_on_a_release_takes_the_released_stock(world, pool, path):
     """The order's UPDATE must set reserved from the locked row too: left to the snapshot's
     version (6 reserved), the new row 10 - 8 = 2 on hand would fail the reserved <= on_hand CHECK."""
+    take = take_on(path, pool)
     sku, other = world.stocked_sku(10), world.stocked_sku(5)
     bin_ = world.locations[0]
     with pool.session() as s:
@@ -213,7 +228,7 @@ def test_an_order_waiting_on_a_release_takes_the_released_stock(world, pool):
     change = interleave(
         pool,
         lambda s: stock.release(s, warehouse=world.warehouse, sku=sku, qty=6, location=bin_),
-        lambda s: stock.deduct_order(s, warehouse=world.warehouse, lines=[(sku, 8), (other, 1)]),
+        lambda s: take(s, "deduct_order", warehouse=world.warehouse, lines=[(sku, 8), (other, 1)]),
     )
     assert {line.sku: (line.on_hand, line.reserved) for line in change.lines} == {
         sku: (2, 0),

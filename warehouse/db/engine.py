@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -75,10 +76,38 @@ class Database:
     def session(self) -> Iterator[Session]:
         """One transaction: commit when the block ends, roll back when it raises. The first
         one (and the first after the setting changed) checks the business time zone first."""
-        if self._zone_checked != calendar.zone_name():
-            self.check_business_zone()
+        self.ensure_business_zone()
         with self._sessions() as session, session.begin():
             yield session
+
+    def ensure_business_zone(self) -> None:
+        """`check_business_zone` unless this process checked the zone in force already."""
+        if self._zone_checked != calendar.zone_name():
+            self.check_business_zone()
+
+    @contextmanager
+    def driver_connection(self, *, autocommit: bool) -> Iterator[psycopg.Connection]:
+        """A psycopg connection of this engine's pool, held outside any Session: for work that
+        is one statement and its commit (the direct stock path). It is set up like every
+        connection of the engine (role, time zone, plan cache); a transaction the caller left
+        open is rolled back, and it goes back to the pool out of autocommit."""
+        self.ensure_business_zone()
+        pooled = self.engine.raw_connection()
+        connection = pooled.driver_connection
+        assert isinstance(connection, psycopg.Connection)
+        try:
+            connection.autocommit = autocommit
+            yield connection
+        except BaseException:
+            if connection.broken:
+                pooled.invalidate()
+            raise
+        finally:
+            if not connection.closed:
+                # Back as the engine's Sessions expect it: no transaction open, autocommit off.
+                connection.rollback()
+                connection.autocommit = False
+            pooled.close()
 
     def check_business_zone(self, *, force: bool = False) -> str | None:
         """Adopt CANGFLOW_BUSINESS_TIMEZONE on a database without history, or raise
@@ -106,8 +135,11 @@ class Database:
 
     def _after_stock_commit(self, session: Session) -> None:
         touched = session.info.pop(TOUCHED_STOCK, None)
-        if not touched:
-            return
+        if touched:
+            self.stock_committed(touched)
+
+    def stock_committed(self, touched: set[tuple[str, str]]) -> None:
+        """Tell the `on_stock_committed` hooks which (warehouse, sku) pairs a commit changed."""
         for hook in list(self._stock_hooks):
             try:
                 hook(touched)

@@ -34,7 +34,15 @@ def driver_of(connection: Connection) -> psycopg.Connection:
 
 def fetchone(session: Session, rendered: str, params: dict[str, Any]) -> tuple | None:
     """The first row of `rendered` (psycopg %(name)s placeholders), prepared on the server."""
-    cursor = driver(session).cursor()
+    return fetchone_on(driver(session), rendered, params)
+
+
+def fetchone_on(
+    connection: psycopg.Connection, rendered: str, params: dict[str, Any]
+) -> tuple | None:
+    """`fetchone` on a psycopg connection of the engine's pool held outside any Session (the
+    direct stock path: `Database.driver_connection`)."""
+    cursor = connection.cursor()
     started = time.perf_counter()
     try:
         row = cursor.execute(rendered, params, prepare=True).fetchone()

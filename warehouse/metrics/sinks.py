@@ -51,6 +51,14 @@ LIBRARY: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("operation",),
     ),
     "cangflow_deduction_seconds": ("histogram", "Time spent in one deduction", ("operation",)),
+    "cangflow_stock_direct_handovers_total": (
+        "counter",
+        (
+            "Direct stock calls the Session path decided (reason: uncached_ids, key, deadlock); "
+            "each costs the round trips the direct path saves"
+        ),
+        ("operation", "reason"),
+    ),
     "cangflow_cache_hits_total": (
         "counter",
         "Stock cache reads answered by a cache level (l1: in-process, l2: Redis)",
@@ -238,6 +246,9 @@ class _Deductions:
 
     def deduction_retried(self: Metrics, operation: str) -> None:
         self.inc("cangflow_deductions_retried_total", operation=operation)
+
+    def direct_handed_over(self: Metrics, operation: str, reason: str) -> None:
+        self.inc("cangflow_stock_direct_handovers_total", operation=operation, reason=reason)
 
     def deduction_latency(self: Metrics, operation: str, seconds: float) -> None:
         self.observe("cangflow_deduction_seconds", seconds, operation=operation)

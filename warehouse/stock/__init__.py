@@ -2,12 +2,14 @@
 transaction, and each call writes balance, ledger movement and outbox message in it."""
 
 from warehouse.stock.counting import count
+from warehouse.stock.direct import DirectStock
 from warehouse.stock.placing import adjust, receive, transfer
 from warehouse.stock.queries import available, on_hand
 from warehouse.stock.result import MovementLine, StockChange
 from warehouse.stock.taking import OrderLine, deduct, deduct_order, release, reserve
 
 __all__ = [
+    "DirectStock",
     "MovementLine",
     "OrderLine",
     "StockChange",

@@ -95,11 +95,20 @@ def attempt(
     session: Session, request: Request, statement: str, params: dict[str, Any]
 ) -> StockChange | None:
     """Run a statement that may decline: the change it applied, or None when it wrote nothing."""
-    operation_id, items = _execute(session, statement, _bound(request, params))
+    change = declinable(raw_sql.driver(session), request, statement, params)
+    if change is not None:
+        touch_stock(session, change.touched())
+    return change
+
+
+def declinable(
+    connection: psycopg.Connection, request: Request, statement: str, params: dict[str, Any]
+) -> StockChange | None:
+    """`attempt` on a psycopg connection: the change, or None when the statement wrote nothing."""
+    operation_id, items = _execute(connection, statement, _bound(request, params))
     if items is None:
         return None
     lines = tuple(MovementLine.from_json(item) for item in items)
-    touch_stock(session, {(request.warehouse, line.sku) for line in lines})
     return StockChange(request.operation, request.warehouse, operation_id, lines, request.key)
 
 
@@ -107,15 +116,33 @@ def run(
     session: Session, request: Request, statement: str, params: dict[str, Any], resolved: Resolved
 ) -> StockChange:
     """Run a statement that applies or refuses; a refusal raises and leaves nothing behind."""
+    outcome = decided(raw_sql.driver(session), request, statement, params, resolved)
+    if isinstance(outcome, WarehouseError):
+        if request.key is not None:
+            idempotency.forget(session, request.key)
+        raise outcome
+    touch_stock(session, outcome.touched())
+    return outcome
+
+
+def decided(
+    connection: psycopg.Connection,
+    request: Request,
+    statement: str,
+    params: dict[str, Any],
+    resolved: Resolved,
+) -> StockChange | WarehouseError:
+    """`run` on a psycopg connection: the change, or the refusal (returned, not raised: the
+    caller first undoes what its own path wrote, then raises it)."""
     row = _Row(
         *_execute(
-            session, statement, {**_bound(request, params), "warehouse_id": resolved.warehouse_id}
+            connection,
+            statement,
+            {**_bound(request, params), "warehouse_id": resolved.warehouse_id},
         )
     )
     if not row.ok:
-        if request.key is not None:
-            idempotency.forget(session, request.key)
-        raise _refusal(request, resolved, row.problems)
+        return _refusal(request, resolved, row.problems)
     if row.moved_rows != row.planned_rows:
         # The guard in the UPDATE refused a row the locked read approved: never expected, so
         # fail loudly; the caller's rollback undoes the rows that did change.
@@ -123,7 +150,6 @@ def run(
             f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}"
         )
     lines = tuple(MovementLine.from_json(item) for item in row.items)
-    touch_stock(session, {(request.warehouse, line.sku) for line in lines})
     return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
 
 
@@ -137,13 +163,14 @@ HISTORY_BEFORE_CLOSED_SQLSTATE = "CGH03"
 _Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
 
 
-def _execute(session: Session, statement: str, bound: dict[str, Any]) -> tuple:
-    """Run a stock statement (pre-rendered for psycopg) on the session's own connection."""
+def _execute(connection: psycopg.Connection, statement: str, bound: dict[str, Any]) -> tuple:
+    """Run a stock statement (pre-rendered for psycopg) on a session's or the direct path's
+    connection."""
     try:
-        row = raw_sql.fetchone(session, RENDERED[statement], bound)
+        row = raw_sql.fetchone_on(connection, RENDERED[statement], bound)
     except DBAPIError as error:
         orig = error.orig
-        if not isinstance(orig, psycopg.Error):  # `raw_sql.fetchone` wraps psycopg's errors only
+        if not isinstance(orig, psycopg.Error):  # `raw_sql.fetchone_on` wraps psycopg's errors only
             raise
         if orig.sqlstate == HISTORY_CLOSED_SQLSTATE:
             # Raised by the row trigger on a closed month's ledger partition.

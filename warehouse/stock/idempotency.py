@@ -4,6 +4,10 @@ The key row is inserted in the operation's own transaction. A concurrent repeat 
 unique key until the first commits (then it replays) or rolls back (then it applies itself), so
 there is no window in which both apply.
 
+The direct path (`warehouse.stock.direct`) claims a key in the applying statement itself,
+with the result, by the same request hash: a repeat fails that INSERT on the unique key and is
+handed to the Session path here, which replays or refuses it.
+
 Keys expire after `idempotency_retention_days` (30 by default): the rollover flow prunes them
 in batches. A request repeated after its key expired is a new request and applies again.
 

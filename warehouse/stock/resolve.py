@@ -94,6 +94,22 @@ def resolve(
     return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
 
 
+def cached(cache: IdCache, warehouse: str, items: list[Item]) -> Resolved | None:
+    """The ids of `warehouse` and of what `items` name from `cache` alone, or None when one is
+    missing (the direct stock path then hands the request to the Session path, which looks
+    them up and caches them on commit)."""
+    keys = _keys(
+        warehouse,
+        {item.sku for item in items},
+        {item.location for item in items if item.location is not None},
+        {(item.sku, item.lot) for item in items if item.lot is not None},
+    )
+    found = _from_cache(cache, keys)
+    if found is None:
+        return None
+    return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
+
+
 def _empty() -> dict[str, dict]:
     return {"warehouse": {}, "sku": {}, "location": {}, "lot": {}}
 

@@ -33,6 +33,10 @@ class StockChange:
     key: str | None = None
     replayed: bool = False  # True when this is the stored result of an earlier call with `key`
 
+    def touched(self) -> set[tuple[str, str]]:
+        """The (warehouse, sku) pairs this change moved: what the cache forgets on commit."""
+        return {(self.warehouse, line.sku) for line in self.lines}
+
     @property
     def movement_ids(self) -> list[int]:
         return [line.movement_id for line in self.lines]

@@ -224,6 +224,38 @@ changed AS (
 )
 """
 
+# How a statement records its result under the request's idempotency key. On the session path
+# `idempotency.claim` inserted the key row before the statement ran (so a concurrent repeat
+# waits on it), and the statement fills in the result. On the direct path (`stock.direct`) the
+# statement inserts the row itself, with its result, once the change is applied: a key some
+# earlier request holds fails that INSERT (a unique violation) and the whole statement with it,
+# and the direct path then hands the request to the session path, which replays.
+_KEYED_CLAIMED = """keyed AS (
+    UPDATE idempotency_key k
+    SET operation_id = op.id, result = coalesce(summary.items, '[]'::jsonb)
+    FROM op, summary{verdict_from}
+    WHERE {verdict_ok}k.key = CAST(:key AS text)
+    RETURNING k.key
+)"""
+_KEYED_INSERTED = """keyed AS (
+    INSERT INTO idempotency_key (key, operation, request_hash, operation_id, result)
+    SELECT CAST(:key AS text), CAST(:operation AS varchar), CAST(:digest AS varchar), op.id,
+           coalesce(summary.items, '[]'::jsonb)
+    FROM op, summary{verdict_from}
+    WHERE {verdict_ok}CAST(:key AS text) IS NOT NULL
+    RETURNING key
+)"""
+# A single-row take has no verdict: its `summary` is empty when it changed nothing.
+_NO_VERDICT = {"verdict_from": "", "verdict_ok": ""}
+_VERDICT = {"verdict_from": ", verdict", "verdict_ok": "verdict.ok AND "}
+
+
+def _keyed(*, direct: bool, verdict: bool) -> str:
+    return (_KEYED_INSERTED if direct else _KEYED_CLAIMED).format(
+        **(_VERDICT if verdict else _NO_VERDICT)
+    )
+
+
 _TAIL = """
 , op AS MATERIALIZED (SELECT nextval('stock_operation_id_seq') AS id)
 -- Movement ids drawn here so the summary reads them without joining the INSERT's output back
@@ -265,13 +297,7 @@ _TAIL = """
     WHERE summary.items IS NOT NULL
     RETURNING id
 )
-, keyed AS (
-    UPDATE idempotency_key k
-    SET operation_id = op.id, result = coalesce(summary.items, '[]'::jsonb)
-    FROM op, summary, verdict
-    WHERE verdict.ok AND k.key = CAST(:key AS text)
-    RETURNING k.key
-)
+, {keyed}
 SELECT verdict.ok, op.id AS operation_id, coalesce(summary.items, '[]'::jsonb) AS items,
        (SELECT coalesce(jsonb_agg(problem), '[]'::jsonb) FROM problems) AS problems,
        (SELECT rows FROM planned) AS planned_rows,
@@ -280,7 +306,11 @@ FROM verdict, op, summary
 """
 
 
-def take_statement(movement_type: str) -> str:
+def _tail(*, direct: bool) -> str:
+    return _TAIL.format(topic=STOCK_TOPIC, keyed=_keyed(direct=direct, verdict=True))
+
+
+def take_statement(movement_type: str, *, direct: bool = False) -> str:
     """The allocating statement: every candidate row locked in key order, then the FEFO plan
     made on current values, so it always applies or refuses truthfully, for any number of lines."""
     mode = TAKE_MODES[movement_type]
@@ -294,7 +324,7 @@ def take_statement(movement_type: str) -> str:
         reserved_delta=mode["reserved_delta"],
         movement_type=movement_type,
     )
-    return head + _TAIL
+    return head + _tail(direct=direct)
 
 
 # The common case of one line whose first FEFO row alone covers it, as the atomic guarded
@@ -362,17 +392,12 @@ box AS (
     FROM summary, op
     RETURNING 1
 ),
-keyed AS (
-    UPDATE idempotency_key k SET operation_id = op.id, result = summary.items
-    FROM summary, op
-    WHERE k.key = CAST(:key AS text)
-    RETURNING 1
-)
+{keyed}
 SELECT op.id AS operation_id, items FROM op LEFT JOIN summary ON true
 """
 
 
-def single_row_take_statement(movement_type: str) -> str:
+def single_row_take_statement(movement_type: str, *, direct: bool = False) -> str:
     mode = TAKE_MODES[movement_type]
     return _SINGLE_ROW_TAKE.format(
         source_b=mode["source"].format(t="b"),
@@ -381,15 +406,23 @@ def single_row_take_statement(movement_type: str) -> str:
         reserved_delta=mode["reserved_delta"],
         movement_type=movement_type,
         topic=STOCK_TOPIC,
+        keyed=_keyed(direct=direct, verdict=False),
     )
 
 
-_TAIL = _TAIL.format(topic=STOCK_TOPIC)
-DELTA_STATEMENT = _DELTA_HEAD.format(max_balance=MAX_BALANCE) + _TAIL
-COUNT_STATEMENT = _COUNT_HEAD + _TAIL
+DELTA_STATEMENT = _DELTA_HEAD.format(max_balance=MAX_BALANCE) + _tail(direct=False)
+COUNT_STATEMENT = _COUNT_HEAD + _tail(direct=False)
 TAKE_STATEMENTS = {movement_type: take_statement(movement_type) for movement_type in TAKE_MODES}
 SINGLE_ROW_TAKE_STATEMENTS = {
     movement_type: single_row_take_statement(movement_type) for movement_type in TAKE_MODES
+}
+# The same statements for the direct path (`warehouse.stock.direct`): they claim the key themselves.
+DIRECT_TAKE_STATEMENTS = {
+    movement_type: take_statement(movement_type, direct=True) for movement_type in TAKE_MODES
+}
+DIRECT_SINGLE_ROW_TAKE_STATEMENTS = {
+    movement_type: single_row_take_statement(movement_type, direct=True)
+    for movement_type in TAKE_MODES
 }
 
 
@@ -406,6 +439,8 @@ RENDERED: dict[str, str] = {
         COUNT_STATEMENT,
         *TAKE_STATEMENTS.values(),
         *SINGLE_ROW_TAKE_STATEMENTS.values(),
+        *DIRECT_TAKE_STATEMENTS.values(),
+        *DIRECT_SINGLE_ROW_TAKE_STATEMENTS.values(),
     )
 }
 

@@ -7,7 +7,7 @@ Without a location or lot the quantity is allocated FEFO across the warehouse's 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from warehouse.db.retry import conflicts_are_retryable
 from warehouse.errors import ConcurrentConflict, InvalidArgument, WarehouseError
 from warehouse.metrics import sinks as metrics
 from warehouse.stock import execute, validation
-from warehouse.stock.resolve import Item, resolve
+from warehouse.stock.resolve import Item, Resolved, resolve
 from warehouse.stock.result import StockChange
 from warehouse.stock.statements import SINGLE_ROW_TAKE_STATEMENTS, TAKE_STATEMENTS
 
@@ -33,17 +33,51 @@ class OrderLine:
     lot: str | None = None
 
 
-def _take(
-    session: Session,
-    *,
-    movement_type: str,
+# The movement each take operation books.
+MOVEMENT_TYPES = {
+    "deduct": "deduction",
+    "deduct_order": "deduction",
+    "reserve": "reservation",
+    "release": "release",
+}
+
+
+@dataclass(frozen=True)
+class Take:
+    """A take operation validated, as both paths (a Session's, and `stock.direct`) run it."""
+
+    movement_type: str
+    request: execute.Request
+    # Identical (sku, location, lot) lines are one demand; the statement allocates per demand.
+    demand: dict[Item, int]
+
+    def single_row(self) -> dict[str, Any] | None:
+        """The parameters of the single-row statement, for a take of one demand; else None."""
+        if len(self.demand) != 1:
+            return None
+        [(item, qty)] = self.demand.items()
+        return {"sku": item.sku, "location": item.location, "lot": item.lot, "qty": qty}
+
+    def allocating(self, resolved: Resolved) -> dict[str, Any]:
+        """The parameters of the allocating (row-locking) statement."""
+        ids = [resolved.ids(item) for item in self.demand]
+        return {
+            "sku_ids": [sku for sku, _, _ in ids],
+            "location_ids": [location for _, location, _ in ids],
+            "lot_ids": [lot for _, _, lot in ids],
+            "qtys": list(self.demand.values()),
+        }
+
+
+def plan(
     operation: str,
+    *,
     warehouse: str,
     lines: list[OrderLine],
     key: str | None,
     occurred_at: datetime | None,
     reference: str | None,
-) -> StockChange:
+) -> Take:
     warehouse = validation.code(warehouse, field="warehouse")
     request = execute.request(
         operation,
@@ -53,36 +87,34 @@ def _take(
         occurred_at=occurred_at,
         reference=reference,
     )
-    replay = execute.start(session, request)
-    if replay is not None:
-        return replay
-    # Identical (sku, location, lot) lines are one demand; the statement allocates per demand.
     demand: dict[Item, int] = {}
     for line in lines:
         item = Item(line.sku, line.location, line.lot)
         demand[item] = demand.get(item, 0) + line.qty
-    if len(demand) == 1:  # first the atomic guarded update of one row, with no lookup before it
-        [(item, qty)] = demand.items()
-        params: dict[str, Any] = {
-            "sku": item.sku,
-            "location": item.location,
-            "lot": item.lot,
-            "qty": qty,
-        }
+    return Take(MOVEMENT_TYPES[operation], request, demand)
+
+
+def take(session: Session, planned: Take) -> StockChange:
+    """Run a take in the session's transaction: a replay, else first the atomic guarded update
+    of one row (no lookup before it), else the allocating statement."""
+    replay = execute.start(session, planned.request)
+    if replay is not None:
+        return replay
+    single = planned.single_row()
+    if single is not None:
         change = execute.attempt(
-            session, request, SINGLE_ROW_TAKE_STATEMENTS[movement_type], params
+            session, planned.request, SINGLE_ROW_TAKE_STATEMENTS[planned.movement_type], single
         )
         if change is not None:
             return change
-    resolved = resolve(session, warehouse, list(demand))
-    ids = [resolved.ids(item) for item in demand]
-    params = {
-        "sku_ids": [sku for sku, _, _ in ids],
-        "location_ids": [location for _, location, _ in ids],
-        "lot_ids": [lot for _, _, lot in ids],
-        "qtys": list(demand.values()),
-    }
-    return execute.run(session, request, TAKE_STATEMENTS[movement_type], params, resolved)
+    resolved = resolve(session, planned.request.warehouse, list(planned.demand))
+    return execute.run(
+        session,
+        planned.request,
+        TAKE_STATEMENTS[planned.movement_type],
+        planned.allocating(resolved),
+        resolved,
+    )
 
 
 def refusal_kind(refused: Exception) -> str:
@@ -91,7 +123,7 @@ def refusal_kind(refused: Exception) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
-def _line(
+def one_line(
     sku: object, qty: object, location: object, lot: object, *, prefix: str = ""
 ) -> OrderLine:
     return OrderLine(
@@ -102,7 +134,7 @@ def _line(
     )
 
 
-def _measured_deduction(operation: str, run):
+def measured_deduction(operation: str, run: Callable[[], StockChange]) -> StockChange:
     sink = metrics.current()
     sink.deduction_attempted(operation)
     started = time.perf_counter()
@@ -133,18 +165,19 @@ def deduct(
     reference: str | None = None,
 ) -> StockChange:
     """Pick `qty` of `sku` from available stock (on_hand - reserved); never below zero."""
-    line = _line(sku, qty, location, lot)
-    return _measured_deduction(
+    line = one_line(sku, qty, location, lot)
+    return measured_deduction(
         "deduct",
-        lambda: _take(
+        lambda: take(
             session,
-            movement_type="deduction",
-            operation="deduct",
-            warehouse=warehouse,
-            lines=[line],
-            key=key,
-            occurred_at=occurred_at,
-            reference=reference,
+            plan(
+                "deduct",
+                warehouse=warehouse,
+                lines=[line],
+                key=key,
+                occurred_at=occurred_at,
+                reference=reference,
+            ),
         ),
     )
 
@@ -163,39 +196,46 @@ def deduct_order(
 
     A line is an `OrderLine`, a mapping with sku/qty[/location/lot], or a (sku, qty) tuple.
     """
+    parsed = order_lines(lines)
+    return measured_deduction(
+        "deduct_order",
+        lambda: take(
+            session,
+            plan(
+                "deduct_order",
+                warehouse=warehouse,
+                lines=parsed,
+                key=key,
+                occurred_at=occurred_at,
+                reference=reference,
+            ),
+        ),
+    )
+
+
+def order_lines(lines: Iterable[OrderLine | Mapping | tuple]) -> list[OrderLine]:
+    """An order's lines validated: at least one, at most MAX_ORDER_LINES, each named by number."""
     parsed = [_order_line(number, raw) for number, raw in enumerate(lines, start=1)]
     if not parsed:
         raise InvalidArgument("an order needs at least one line")
     if len(parsed) > MAX_ORDER_LINES:
         raise InvalidArgument(f"an order has at most {MAX_ORDER_LINES} lines, got {len(parsed)}")
-    return _measured_deduction(
-        "deduct_order",
-        lambda: _take(
-            session,
-            movement_type="deduction",
-            operation="deduct_order",
-            warehouse=warehouse,
-            lines=parsed,
-            key=key,
-            occurred_at=occurred_at,
-            reference=reference,
-        ),
-    )
+    return parsed
 
 
 def _order_line(number: int, raw: OrderLine | Mapping | tuple) -> OrderLine:
     prefix = f"line {number}: "
     if isinstance(raw, OrderLine):
-        return _line(raw.sku, raw.qty, raw.location, raw.lot, prefix=prefix)
+        return one_line(raw.sku, raw.qty, raw.location, raw.lot, prefix=prefix)
     if isinstance(raw, Mapping):
         unknown = set(raw) - {"sku", "qty", "location", "lot"}
         if unknown:
             raise InvalidArgument(f"{prefix}unknown field(s) {sorted(unknown)}")
-        return _line(
+        return one_line(
             raw.get("sku"), raw.get("qty"), raw.get("location"), raw.get("lot"), prefix=prefix
         )
     if isinstance(raw, tuple) and len(raw) in (2, 3, 4):
-        return _line(*raw, *([None] * (4 - len(raw))), prefix=prefix)
+        return one_line(*raw, *([None] * (4 - len(raw))), prefix=prefix)
     raise InvalidArgument(f"{prefix}{raw!r} is not an order line (sku, qty[, location[, lot]])")
 
 
@@ -213,15 +253,16 @@ def reserve(
     reference: str | None = None,
 ) -> StockChange:
     """Set `qty` aside from available stock (FEFO when no location/lot is named)."""
-    return _take(
+    return take(
         session,
-        movement_type="reservation",
-        operation="reserve",
-        warehouse=warehouse,
-        lines=[_line(sku, qty, location, lot)],
-        key=key,
-        occurred_at=occurred_at,
-        reference=reference,
+        plan(
+            "reserve",
+            warehouse=warehouse,
+            lines=[one_line(sku, qty, location, lot)],
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
+        ),
     )
 
 
@@ -239,13 +280,14 @@ def release(
     reference: str | None = None,
 ) -> StockChange:
     """Give back `qty` of reserved stock to available (FEFO order when no location/lot)."""
-    return _take(
+    return take(
         session,
-        movement_type="release",
-        operation="release",
-        warehouse=warehouse,
-        lines=[_line(sku, qty, location, lot)],
-        key=key,
-        occurred_at=occurred_at,
-        reference=reference,
+        plan(
+            "release",
+            warehouse=warehouse,
+            lines=[one_line(sku, qty, location, lot)],
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
+        ),
     )
