@@ -10,6 +10,10 @@ they warm up for 1 s, then count committed transactions until a shared stop time
 - deduct_session: `stock.deduct(qty=1)` in one `Database.session()` transaction, the path of a
   caller that composes several operations in one transaction.
 - deduct_order: `DirectStock(db).deduct_order` of 50 distinct spread SKUs; reported in lines/s.
+- combined_hot: `CombiningDeductions.deduct(qty=1)` of the hot SKU from `--workers` threads of
+  one process (combining gathers the callers of one process), each with its own pooled
+  connection; `ratio_combined_to_pgbench_hot` is its rate over the three-statement pgbench floor
+  on the same row (issue 16's goal: >= 3), with its p50/p99 latency beside deduct_hot's.
 - pgbench floors (`bench.pgbench`, the same clients and seconds): the three statements of a
   deduction (guarded UPDATE, ledger INSERT, outbox INSERT) in one transaction, and the same as
   one CTE statement in autocommit. `ratio_to_pgbench_hot` / `ratio_to_pgbench_spread` are
@@ -46,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -292,30 +297,105 @@ PHASES = (
 )
 
 
+def timed_loop(step, counted_from: float, stop: float) -> tuple[int, int, str | None, list[float]]:
+    """Run `step` until `stop`: (committed in the window, failures, first failure, latencies of
+    the committed ones in the window in seconds)."""
+    done, errors, first_error, latencies = 0, 0, None, []
+    while time.time() < stop:
+        started = time.perf_counter()
+        try:
+            step()
+        except Exception as error:  # counted and reported, never retried
+            errors += 1
+            first_error = first_error or f"{type(error).__name__}: {error}"
+            continue
+        if counted_from <= time.time() < stop:
+            done += 1
+            latencies.append(time.perf_counter() - started)
+    return done, errors, first_error, latencies
+
+
 def worker(phase: str, number: int, world: World, ready, go, clock, out) -> None:
-    done, errors, first_error = 0, 0, None
+    result: tuple = (0, 0, None, [])
     try:
         step = make_step(phase, world, random.Random(f"{phase}-{number}"))
         ready.wait()
         go.wait()
-        counted_from, stop = clock[0], clock[1]
-        while time.time() < stop:
-            try:
-                step()
-            except Exception as error:  # counted and reported, never retried
-                errors += 1
-                first_error = first_error or f"{type(error).__name__}: {error}"
-                continue
-            if counted_from <= time.time() < stop:
-                done += 1
+        result = timed_loop(step, clock[0], clock[1])
     except Exception as error:
-        first_error = f"worker setup failed: {type(error).__name__}: {error}"
+        result = (0, 0, f"worker setup failed: {type(error).__name__}: {error}", [])
         ready.abort()
-    out.put((done, errors, first_error))
+    out.put(result)
 
 
-def run_phase(phase: str, world: World, workers: int, seconds: float) -> tuple[float, int]:
-    """Committed transactions per second over the measured window, and the failure count."""
+def percentile_ms(latencies: list[float], q: float) -> float | None:
+    if not latencies:
+        return None
+    ordered = sorted(latencies)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
+
+
+def combined_count(outcome: str) -> float:
+    """The process's own counter (prometheus_client's default registry) of combined deductions."""
+    value = REGISTRY.get_sample_value(
+        "cangflow_stock_combined_deductions_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+def run_combined_phase(world: World, threads: int, seconds: float) -> dict:
+    """`CombiningDeductions.deduct(qty=1)` of the hot SKU from `threads` threads of this one
+    process (a WMS service's request threads), each its own pooled connection."""
+    db = warehouse.connect(world.url, pool_size=threads)
+    combining = stock.CombiningDeductions(stock.DirectStock(db))
+    ready = threading.Barrier(threads + 1)
+    clock: list[float] = []
+    results: list[tuple] = []
+
+    def run() -> None:
+        with db.session() as s:  # open this thread's pooled connection before the clock starts
+            s.execute(text("SELECT 1"))
+        ready.wait()
+        ready.wait()  # the clock is set between the two waits
+        step = lambda: combining.deduct(warehouse=world.warehouse, sku=world.skus[0], qty=1)  # noqa: E731
+        results.append(timed_loop(step, clock[0], clock[1]))
+
+    outcomes = ("applied", "declined", "failed", "alone")
+    before = {outcome: combined_count(outcome) for outcome in outcomes}
+    pool = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    ready.wait()
+    clock.extend([time.time() + WARMUP_SECONDS, time.time() + WARMUP_SECONDS + seconds])
+    ready.wait()
+    for thread in pool:
+        thread.join()
+    counted = {outcome: combined_count(outcome) - before[outcome] for outcome in outcomes}
+    db.dispose()
+    done, errors = sum(r[0] for r in results), sum(r[1] for r in results)
+    latencies = [latency for r in results for latency in r[3]]
+    figures = {
+        "rate": done / seconds,
+        "errors": errors,
+        "p50_ms": percentile_ms(latencies, 0.50),
+        "p99_ms": percentile_ms(latencies, 0.99),
+        # Of all deductions in the phase (warm-up included), the share a combined statement applied.
+        "combined_share": round(counted["applied"] / max(1, sum(counted.values())), 3),
+    }
+    problems = sorted({r[2] for r in results if r[2]})
+    log(
+        f"combined_hot   {figures['rate']:10.1f} tx/s  ({done} committed, {errors} failed, {threads} "
+        f"threads, {seconds:g} s; p50 {figures['p50_ms']} ms, p99 {figures['p99_ms']} ms)"
+        + "".join(f"\n    first error of a thread: {problem}" for problem in problems)
+    )
+    return figures
+
+
+def run_phase(
+    phase: str, world: World, workers: int, seconds: float
+) -> tuple[float, int, list[float]]:
+    """Committed transactions per second over the measured window, the failure count and the
+    latencies of the committed ones."""
     ctx = mp.get_context(
         "fork"
     )  # the World is inherited, not pickled; no parent connection is open
@@ -350,7 +430,7 @@ def run_phase(phase: str, world: World, workers: int, seconds: float) -> tuple[f
         f"{seconds:g} s)"
         + "".join(f"\n    first error of a worker: {problem}" for problem in problems)
     )
-    return done / seconds, errors
+    return done / seconds, errors, [latency for r in results for latency in r[3]]
 
 
 def explain_order(db: warehouse.Database, world: World) -> dict:
@@ -458,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     db.dispose()  # forked workers must not inherit an open connection
 
-    rates, errors = {}, {}
+    rates, errors, latencies = {}, {}, {}
     floors = {
         "pgbench_three_hot": (THREE_STATEMENTS, True),
         "pgbench_one_hot": (ONE_STATEMENT, True),
@@ -474,7 +554,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 log(f"{phase:<20} {rates[phase]:10.1f} tx/s ({args.workers} clients)")
                 continue
-            rates[phase], errors[phase] = run_phase(phase, world, args.workers, args.seconds)
+            rates[phase], errors[phase], latencies[phase] = run_phase(
+                phase, world, args.workers, args.seconds
+            )
+        combined = run_combined_phase(world, args.workers, args.seconds)
+        errors["combined_hot"] = combined["errors"]
     finally:  # even after a failed phase, so the raw floor's ledger rows never break the invariants
         with db.session() as s:
             params = {
@@ -522,6 +606,15 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 "ratio_session_to_pgbench_spread": _ratio(
                     rates["deduct_session_spread"], rates["pgbench_three_spread"]
+                ),
+                "deduct_hot_p50_ms": percentile_ms(latencies["deduct_hot"], 0.50),
+                "deduct_hot_p99_ms": percentile_ms(latencies["deduct_hot"], 0.99),
+                "combined_hot_per_s": round(combined["rate"], 1),
+                "combined_hot_p50_ms": combined["p50_ms"],
+                "combined_hot_p99_ms": combined["p99_ms"],
+                "combined_share": combined["combined_share"],
+                "ratio_combined_to_pgbench_hot": _ratio(
+                    combined["rate"], rates["pgbench_three_hot"]
                 ),
                 "ratio_to_pgbench_one_statement_hot": _ratio(
                     rates["deduct_hot"], rates["pgbench_one_hot"]

@@ -42,13 +42,32 @@ def fetchone_on(
 ) -> tuple | None:
     """`fetchone` on a psycopg connection of the engine's pool held outside any Session (the
     direct stock path: `Database.driver_connection`)."""
+    rows = _run(connection, rendered, params, all_rows=False)
+    return rows[0] if rows else None
+
+
+def fetchall_on(
+    connection: psycopg.Connection, rendered: str, params: dict[str, Any]
+) -> list[tuple]:
+    """Every row of `rendered` on a psycopg connection, prepared on the server."""
+    return _run(connection, rendered, params, all_rows=True)
+
+
+def _run(
+    connection: psycopg.Connection, rendered: str, params: dict[str, Any], *, all_rows: bool
+) -> list[tuple]:
     cursor = connection.cursor()
     started = time.perf_counter()
     try:
-        row = cursor.execute(rendered, params, prepare=True).fetchone()
+        cursor.execute(rendered, params, prepare=True)
+        if all_rows:
+            rows = cursor.fetchall()
+        else:
+            row = cursor.fetchone()
+            rows = [] if row is None else [row]
     except psycopg.Error as error:
         raise DBAPIError.instance(rendered, params, error, psycopg.Error) from error
     finally:
         cursor.close()
     slow_queries.observe(rendered, time.perf_counter() - started, get_settings().slow_query_s)
-    return row
+    return rows

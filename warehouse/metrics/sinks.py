@@ -51,6 +51,14 @@ LIBRARY: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("operation",),
     ),
     "cangflow_deduction_seconds": ("histogram", "Time spent in one deduction", ("operation",)),
+    "cangflow_stock_combined_deductions_total": (
+        "counter",
+        (
+            "Deductions that went through a combined statement (outcome: applied; declined or "
+            "failed, which then ran alone)"
+        ),
+        ("outcome",),
+    ),
     "cangflow_stock_direct_handovers_total": (
         "counter",
         (
@@ -246,6 +254,10 @@ class _Deductions:
 
     def deduction_retried(self: Metrics, operation: str) -> None:
         self.inc("cangflow_deductions_retried_total", operation=operation)
+
+    def combined_deductions(self: Metrics, outcome: str, count: int) -> None:
+        if count:
+            self.inc("cangflow_stock_combined_deductions_total", count, outcome=outcome)
 
     def direct_handed_over(self: Metrics, operation: str, reason: str) -> None:
         self.inc("cangflow_stock_direct_handovers_total", operation=operation, reason=reason)

@@ -84,7 +84,7 @@ class DirectStock:
         line = taking.one_line(sku, qty, location, lot)
         return taking.measured_deduction(
             "deduct",
-            lambda: self._take(
+            lambda: self.take(
                 taking.plan(
                     "deduct",
                     warehouse=warehouse,
@@ -110,7 +110,7 @@ class DirectStock:
         parsed = taking.order_lines(lines)
         return taking.measured_deduction(
             "deduct_order",
-            lambda: self._take(
+            lambda: self.take(
                 taking.plan(
                     "deduct_order",
                     warehouse=warehouse,
@@ -136,7 +136,7 @@ class DirectStock:
         reference: str | None = None,
     ) -> StockChange:
         """`stock.reserve`, committed on return."""
-        return self._take(
+        return self.take(
             taking.plan(
                 "reserve",
                 warehouse=warehouse,
@@ -161,7 +161,7 @@ class DirectStock:
         reference: str | None = None,
     ) -> StockChange:
         """`stock.release`, committed on return."""
-        return self._take(
+        return self.take(
             taking.plan(
                 "release",
                 warehouse=warehouse,
@@ -172,7 +172,8 @@ class DirectStock:
             )
         )
 
-    def _take(self, planned: Take) -> StockChange:
+    def take(self, planned: Take) -> StockChange:
+        """Run a planned take: directly, else (handed over) on the Session path."""
         try:
             change = self._direct(planned)
         except _HandOver as handover:
