@@ -1,19 +1,28 @@
-"""An ERP feed as staged (one attempt's staging table), after the row checks proved each row
-(whole quantities, known codes, no duplicates). What no row rule can see is the feed's shape:
+"""An ERP feed's shape, after the row checks proved each row (whole quantities, known codes,
+no duplicates, one as_of for the whole feed). What no row rule can see is the feed's shape:
 this suite holds it to the bounds the previous feed of the same scope sets
 (`warehouse.reconcile.profile.bounds`): a truncated export, a feed of zeros, quantities that
-jumped (a unit changed), and one as_of for the whole feed. Without a previous feed to go by
-(the first feed of a scope, or the operator confirmed the shape) only the as_of rule applies."""
+jumped (a unit changed).
 
-from warehouse.db.roles import STAGING_SCHEMA
+The shape is what the load step measured in one SQL pass over the staged feed and kept on the
+run (`profile.measure`, `profile.record`), so the suite reads that one row instead of scanning
+a million-row feed again for each expectation. Without a previous feed to go by (the first
+feed of a scope, or the operator confirmed the shape) it only checks that the run's profile is
+there."""
 
 NAME = "erp_feed"
-# `staging` is a name this code made (erp_feed_<run>_<8 hex digits>), never input.
-QUERY = f'SELECT warehouse, sku, lot, CAST(quantity AS bigint) AS qty, as_of FROM "{STAGING_SCHEMA}"."{{staging}}"'
+# `run_id` is this run's id, never input.
+QUERY = (
+    "SELECT CAST(profile ->> 'rows' AS bigint) AS feed_rows, "
+    "CAST(profile ->> 'zero_pct' AS float8) AS zero_pct, "
+    "CAST(profile ->> 'mean_qty' AS float8) AS mean_qty "
+    "FROM reconciliation_run WHERE id = {run_id:d} AND profile IS NOT NULL"
+)
 
 
 def expectations(
     *,
+    run_id: int,
     previous_run: int | None = None,
     previous_rows: int | None = None,
     min_rows: int | None = None,
@@ -24,13 +33,12 @@ def expectations(
 ) -> list[tuple[str, dict]]:
     suite = [
         (
-            "ExpectColumnUniqueValueCountToBeBetween",
+            "ExpectTableRowCountToEqual",
             {
-                "column": "as_of",
-                "min_value": 1,
-                "max_value": 1,
+                "value": 1,
                 "meta": {
-                    "why": "a feed is one cut of the ERP's books: every row has the same as_of"
+                    "why": f"run {run_id} has no measured profile of its feed: the load step did not "
+                    "finish, so the feed's shape cannot be judged"
                 },
             },
         )
@@ -39,8 +47,9 @@ def expectations(
         return suite
     suite.append(
         (
-            "ExpectTableRowCountToBeBetween",
+            "ExpectColumnValuesToBeBetween",
             {
+                "column": "feed_rows",
                 "min_value": min_rows,
                 "meta": {
                     "why": f"the feed has fewer than {min_rows:,} rows, far fewer than the {previous_rows:,} of the previous "
@@ -52,11 +61,10 @@ def expectations(
     if max_zero_pct is not None:
         suite.append(
             (
-                "ExpectColumnValuesToNotBeInSet",
+                "ExpectColumnValuesToBeBetween",
                 {
-                    "column": "qty",
-                    "value_set": [0],
-                    "mostly": round(1 - max_zero_pct / 100, 6),
+                    "column": "zero_pct",
+                    "max_value": max_zero_pct,
                     "meta": {
                         "why": f"more than {max_zero_pct:.1f}% of the quantities are zero, far more than in the previous "
                         f"feed (run {previous_run}): a broken export?"
@@ -67,9 +75,9 @@ def expectations(
     if mean_low is not None:
         suite.append(
             (
-                "ExpectColumnMeanToBeBetween",
+                "ExpectColumnValuesToBeBetween",
                 {
-                    "column": "qty",
+                    "column": "mean_qty",
                     "min_value": mean_low,
                     "max_value": mean_high,
                     "meta": {

@@ -84,7 +84,7 @@ def check_feed_quality(
 ) -> QualityResult:
     """Run under the warehouses' locks: the feed is still not older than any feed reconciled for
     its warehouses (one may have finished while this run waited), and the `erp_feed` suite over
-    the staged feed holds, against the bounds the previous feed of its scope sets (none when the
+    the feed's shape as the load step measured it holds, against the bounds the previous feed of its scope sets (none when the
     operator confirmed the shape); either failure rejects the feed, naming why. Not retried:
     the same rows give the same answer."""
     from tasks.quality import validated
@@ -98,7 +98,7 @@ def check_feed_quality(
         limits = profile.bounds(
             session, run_id, loaded.warehouse_ids, full_feed=full_feed, confirmed=confirmed
         )
-    context = {"staging": loaded.staging, **(limits.as_context() if limits else {})}
+    context = {"run_id": run_id, **(limits.as_context() if limits else {})}
     result = validated("erp_feed", **context)
     if not result.success:
         reasons = [

@@ -141,50 +141,81 @@ BOUNDS = {
     "mean_low": 25.0,
     "mean_high": 100.0,
 }
+AS_OF = "2026-12-01T00:00:00Z"
 FEEDS = {
-    # name: (rows of (quantity, as_of), the failing expectation's words; None: the control passes)
-    "usual": ([("50", "2026-12-01T00:00:00Z")] * 9 + [("0", "2026-12-01T00:00:00Z")], None),
-    "two as_of": (
-        [("50", "2026-12-01T00:00:00Z")] * 9 + [("50", "2026-12-02T00:00:00Z")],
-        "every row has the same as_of",
-    ),
-    "cut short": ([("50", "2026-12-01T00:00:00Z")] * 4, "fewer than 5 rows"),
-    "zeros": (
-        [("0", "2026-12-01T00:00:00Z")] * 5 + [("90", "2026-12-01T00:00:00Z")] * 5,
-        "of the quantities are zero",
-    ),
-    "jumped": ([("500", "2026-12-01T00:00:00Z")] * 10, "the mean quantity left"),
+    # name: (quantities, the failing expectation's words; None: the control passes). A feed of
+    # two as_of values never gets here: the row checks refuse it (test_reconcile's "as_of mixed").
+    "usual": (["50"] * 9 + ["0"], None),
+    "cut short": (["50"] * 4, "fewer than 5 rows"),
+    "zeros": (["0"] * 5 + ["90"] * 5, "of the quantities are zero"),
+    "jumped": (["500"] * 10, "the mean quantity left"),
 }
+
+
+def _measured_run(db, quantities: list[str] | None) -> int:
+    """A run whose feed (these quantities) was staged and measured as the load step does; with
+    None, a run whose load never got as far as measuring."""
+    from warehouse.reconcile import profile
+
+    with db.session() as s:
+        run_id = s.execute(
+            text(
+                "INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status) "
+                "VALUES (md5(random()::text), 'shape.csv', repeat('0', 64), 'wms', '{}', 'loading') RETURNING id"
+            )
+        ).scalar_one()
+    if quantities is None:
+        return run_id
+    staging = _staged(db, f"erp_feed_{run_id}_0shape00", [(q, AS_OF) for q in quantities])
+    try:
+        with db.session() as s:
+            profile.record(s, run_id, profile.measure(s, staging))
+    finally:
+        with db.session() as s:
+            s.execute(text(f'DROP TABLE "{STAGING_SCHEMA}"."{staging}"'))
+    return run_id
 
 
 @pytest.mark.parametrize("kind", list(FEEDS))
 def test_the_feed_suite_fails_on_each_broken_shape_and_passes_the_usual_one(kind, world, tasks_db):
-    rows, why = FEEDS[kind]
+    quantities, why = FEEDS[kind]
     from tasks.database import database
 
-    staging = _staged(tasks_db, f"erp_feed_999999_{abs(hash(kind)) % 16**8:08x}", rows)
-    try:  # as the flow runs it: the reader reads what the app staged
-        result = quality.validate(database("reader"), "erp_feed", staging=staging, **BOUNDS)
-    finally:
-        with tasks_db.session() as s:
-            s.execute(text(f'DROP TABLE "{STAGING_SCHEMA}"."{staging}"'))
+    run_id = _measured_run(tasks_db, quantities)
+    # As the flow runs it: the reader reads the run's measured shape.
+    result = quality.validate(database("reader"), "erp_feed", run_id=run_id, **BOUNDS)
     if why is None:
-        assert result.success, str(result)
+        assert result.success and len(result.rows) == 4, str(result)
     else:
         assert not result.success and [why in row["why"] for row in result.failures] == [True], str(
             result
         )
 
 
-def test_a_suite_that_cannot_run_is_an_error_not_failed_expectations(tasks_db):
-    """A missing table or a refused privilege says nothing about the data: an error, so that a
-    good feed is never rejected and quarantined for it."""
+def test_the_feed_suite_refuses_a_run_whose_shape_was_never_measured(tasks_db):
+    """No profile must not read as a feed with nothing wrong (every bound holds on no rows)."""
     from tasks.database import database
 
+    run_id = _measured_run(tasks_db, None)
+    for bounds in (BOUNDS, {}):  # with a previous feed to go by, and without
+        result = quality.validate(database("reader"), "erp_feed", run_id=run_id, **bounds)
+        assert not result.success
+        assert "has no measured profile" in result.failures[0]["why"], str(result)
+
+
+def test_a_suite_that_cannot_run_is_an_error_not_failed_expectations(tasks_db, monkeypatch):
+    """A missing table or a refused privilege says nothing about the data: an error, so that a
+    good feed is never rejected and quarantined for it."""
+    import expectations.erp_feed
+    from tasks.database import database
+
+    monkeypatch.setattr(
+        expectations.erp_feed,
+        "QUERY",
+        f'SELECT 1 AS feed_rows FROM "{STAGING_SCHEMA}"."erp_feed_999999_0badf00d" WHERE {{run_id:d}} > 0',
+    )
     with pytest.raises(quality.SuiteCouldNotRun, match=r"could not run .*erp_feed_999999_0badf00d"):
-        quality.validate(
-            database("reader"), "erp_feed", staging="erp_feed_999999_0badf00d", **BOUNDS
-        )
+        quality.validate(database("reader"), "erp_feed", run_id=1, **BOUNDS)
 
 
 def _run_with_lines(db, world, truth: str, statuses: list[str]) -> int:
