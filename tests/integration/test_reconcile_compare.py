@@ -1,0 +1,110 @@
+"""The diff's second statement, on the path of a second night: lines the ERP has not
+acknowledged stay open, night after night, and each compare checks them against the feed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import text
+
+from warehouse.db.roles import STAGING_SCHEMA
+from warehouse.reconcile import compare
+
+pytestmark = pytest.mark.integration
+
+OPEN_LINES = 200
+FEED_ROWS = 100_000
+
+
+def test_open_lines_of_earlier_runs_meet_the_feed_in_one_pass_however_many_they_are(world):
+    """Each open line whose item the new feed covers without a difference is superseded, in a
+    plan that reads the feed once: probed once per line (a nested loop over the lines), a
+    million-row feed was read once for each of 1,000 open lines, minutes on a second night."""
+    skus = [world.stocked_sku(10) for _ in range(OPEN_LINES)]
+    staging = f"erp_feed_{datetime.now(UTC):%H%M%S%f}_0c0ffee0"
+    with world.db.session() as s:
+        warehouse_id = s.execute(
+            text("SELECT id FROM warehouse WHERE code = :code"), {"code": world.warehouse}
+        ).scalar_one()
+        runs = [
+            s.execute(
+                text(
+                    "INSERT INTO reconciliation_run (run_key, feed_name, feed_sha256, truth, settings, status) "
+                    "VALUES (md5(random()::text), 'night.csv', repeat('0', 64), 'wms', '{}', :status) RETURNING id"
+                ),
+                {"status": status},
+            ).scalar_one()
+            for status in ("done", "loading")
+        ]
+        order = s.execute(
+            text(
+                "INSERT INTO adjustment_order (run_id, warehouse_id, truth) VALUES (:run, :w, 'wms') RETURNING id"
+            ),
+            {"run": runs[0], "w": warehouse_id},
+        ).scalar_one()
+        s.execute(
+            text(
+                """INSERT INTO adjustment_order_line (order_id, warehouse_id, sku_id, wms_qty, erp_qty, delta, status, reason)
+                SELECT :order, :w, s.id, 10, 12, 2, 'for_erp', 'night 1' FROM sku s WHERE s.code = ANY(:skus)"""
+            ),
+            {"order": order, "w": warehouse_id, "skus": skus},
+        )
+        table = f'"{STAGING_SCHEMA}"."{staging}"'
+        s.execute(
+            text(
+                f"CREATE TABLE {table} (warehouse text, sku text, lot text, quantity text, as_of text)"
+            )
+        )
+        s.execute(  # the second night's feed: ERP and WMS agree on every item now
+            text(f"INSERT INTO {table} SELECT :wh, unnest(CAST(:skus AS text[])), '', '10', 'x'"),
+            {"wh": world.warehouse, "skus": skus},
+        )
+        s.execute(  # and a feed of real size around them: other warehouses' rows, never analyzed
+            text(
+                f"INSERT INTO {table} SELECT 'OTHER-' || (n % 50), 'SKU-' || n, '', '1', 'x' "
+                "FROM generate_series(1, :rows) n"
+            ),
+            {"rows": FEED_ROWS},
+        )
+    try:
+        with world.db.session() as s:
+            compared = compare.compare(
+                s,
+                runs[1],
+                staging,
+                as_of=datetime.now(UTC),
+                tolerance_abs=0,
+                tolerance_pct=0.0,
+                feed_rows=OPEN_LINES,
+                warehouse_ids=[warehouse_id],
+            )
+            # The plan it ran with (after the compare, so the tables hold what it saw).
+            for name, value in compare.AGREED_NOW_PLANNER.items():
+                s.execute(text("SELECT set_config(:n, :v, true)"), {"n": name, "v": value})
+            plan = "\n".join(
+                s.execute(
+                    text(
+                        "EXPLAIN "
+                        + compare._AGREED_NOW.format(table=table)
+                        .replace("%(", ":")
+                        .replace(")s", "")
+                    ),
+                    {"run": runs[1], "warehouses": [warehouse_id]},
+                ).scalars()
+            )
+            superseded = s.execute(
+                text(
+                    "SELECT count(*) FROM adjustment_order_line WHERE order_id = :order "
+                    "AND status = 'superseded' AND superseded_by_run = :run"
+                ),
+                {"order": order, "run": runs[1]},
+            ).scalar_one()
+    finally:
+        with world.db.session() as s:
+            s.execute(text(f"DROP TABLE {table}"))
+    assert compared.differences == 0
+    assert superseded == OPEN_LINES
+    feed_side = [line for line in plan.splitlines() if staging in line]
+    assert len(feed_side) == 1 and "Seq Scan" in feed_side[0], plan
+    assert "Nested Loop" not in plan and "SubPlan" not in plan, plan
