@@ -4,6 +4,9 @@ a braked run applied (ERP truth) or sent (WMS truth) nothing, and a run that was
 has no held line and no more lines than the brake allows."""
 
 NAME = "adjustment_orders"
+# Simple counts and bounds on the reconciliation's critical path: one SQL statement, no GX
+# import (warehouse.quality.as_sql).
+AS_SQL = True
 QUERY = (
     "SELECT l.id, l.wms_qty, coalesce(l.erp_qty, 0) AS erp_qty, l.delta, l.wms_qty + l.delta AS erp_by_delta, "
     "l.status FROM adjustment_order_line l JOIN adjustment_order o ON o.id = l.order_id WHERE o.run_id = {run_id:d}"

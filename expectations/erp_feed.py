@@ -11,6 +11,9 @@ feed of a scope, or the operator confirmed the shape) it only checks that the ru
 there."""
 
 NAME = "erp_feed"
+# Simple counts and bounds on the reconciliation's critical path: one SQL statement, no GX
+# import (warehouse.quality.as_sql).
+AS_SQL = True
 # `run_id` is this run's id, never input.
 QUERY = (
     "SELECT CAST(profile ->> 'rows' AS bigint) AS feed_rows, "

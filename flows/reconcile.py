@@ -49,7 +49,6 @@ from tasks.reconcile import (
 )
 from warehouse.errors import InvalidArgument
 from warehouse.metrics import sinks as metrics
-from warehouse.quality import suites as quality
 from warehouse.reconcile import FeedRejected, RunSettings
 from warehouse.reconcile.exclusive import reconciling
 from warehouse.reconcile.feed import new_attempt, staging_table
@@ -105,7 +104,6 @@ def _reconcile_flow(
         erp_file = export_erp_query(erp_query)
     if tolerances_file:
         logger.info("tolerance overrides loaded: %d", load_tolerance_overrides(tolerances_file))
-    quality.preload()  # its import overlaps the load and the checks, which wait on PostgreSQL
     configured = get_settings()
     max_age = (
         max_feed_age_hours

@@ -1,1 +1,2 @@
-"""The data-quality suites of `expectations/`, run with Great Expectations in the database."""
+"""The data-quality suites of `expectations/`, run in the database: with Great Expectations, or
+(the small suites that set AS_SQL) as one SQL statement of our own."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from typing import Any
 from sqlalchemy import text
 
 from warehouse.db.engine import Database
-from warehouse.errors import WarehouseError
+from warehouse.quality import as_sql
+from warehouse.quality.as_sql import SuiteCouldNotRun
 
 logger = logging.getLogger("cangflow.quality")
 SAMPLE_ROWS = 5
@@ -51,32 +51,23 @@ class QualityResult:
         )
 
 
-def preload() -> threading.Thread:
-    """Import Great Expectations in the background. Its import takes seconds of CPU; a flow that
-    first loads and checks data in PostgreSQL (waiting on the server, not on Python) starts
-    this first, so the suite that follows does not wait for it."""
-
-    def load() -> None:
-        try:
-            import great_expectations  # noqa: F401
-        except Exception:
-            logger.debug("preloading great_expectations failed", exc_info=True)
-
-    thread = threading.Thread(target=load, name="cangflow-gx-preload", daemon=True)
-    thread.start()
-    return thread
-
-
 def validate(db: Database, suite: str, **context: Any) -> QualityResult:
     """Run `expectations.<suite>` against its query (formatted with `context`, which only ever
-    holds values this code made: dates, ids, our own table names)."""
-    import great_expectations as gx
-
+    holds values this code made: dates, ids, our own table names); a suite that sets `AS_SQL`
+    as one SQL statement (`as_sql`), every other one with Great Expectations."""
     module = importlib.import_module(f"expectations.{suite}")
     if getattr(module, "CONTEXT", None):
         with db.session() as session:
             for name, query in module.CONTEXT.items():
                 context.setdefault(name, session.execute(text(query)).scalar_one())
+    if getattr(module, "AS_SQL", False):
+        expected = module.expectations(**context)
+        if not as_sql.supports(expected):
+            raise ValueError(f"suite {module.NAME} sets AS_SQL but uses expectations only GX runs")
+        rows = as_sql.validate(db, module.NAME, module.QUERY.format(**context), expected)
+        return QualityResult(module.NAME, all(row["success"] for row in rows), rows)
+    import great_expectations as gx
+
     gx_context = quiet_context()
     source = datasource(gx_context, db)
     try:
@@ -111,11 +102,6 @@ def validate(db: Database, suite: str, **context: Any) -> QualityResult:
             }
         )
     return QualityResult(module.NAME, bool(outcome.success), rows)
-
-
-class SuiteCouldNotRun(WarehouseError):
-    """An expectation raised (a missing table, a refused privilege): that says nothing about
-    the data, so it must not read as a failed expectation (a good feed quarantined)."""
 
 
 def _refuse_unrun(suite: str, results) -> None:

@@ -113,7 +113,9 @@ WHERE l.id = a.id
 AGREED_NOW_PLANNER = {"enable_nestloop": "off"}
 
 
-def supersede_agreed(cursor: psycopg.Cursor, table: str, run_id: int, warehouses: list[int]) -> None:
+def supersede_agreed(
+    cursor: psycopg.Cursor, table: str, run_id: int, warehouses: list[int]
+) -> None:
     """Run _AGREED_NOW under AGREED_NOW_PLANNER, restoring the transaction's own settings after."""
     names = list(AGREED_NOW_PLANNER)
     previous = cursor.execute(
