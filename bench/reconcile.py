@@ -35,7 +35,9 @@ Between repetitions (untimed) the run's rows are deleted and the tables vacuumed
    its summary must show exactly the changed rows as differences (exit 1 otherwise), and each
    task run's time is reported (Prefect's task run records). ratio_end_to_end_to_sql =
    end_to_end_s / sql_floor_s (floor COPY + floor diff; issue 16's goal: <= 1.5).
-7. command line: `cangflow run reconcile --erp-file` in a new process against that running
+7. peers: pandas and polars (`uv sync --extra bench`) diff the same file against the balances
+   COPYed out as CSV (imports excluded) and must find the same number of differences.
+8. command line: `cangflow run reconcile --erp-file` in a new process against that running
    Prefect server, on a feed as of now with the same differences: cli_wall_s (its imports and
    Prefect's start-up included, as an engineer waits for it); it must exit 0.
 
@@ -43,6 +45,8 @@ Progress goes to stderr; the last line of stdout is one JSON object.
 """
 
 import argparse
+import importlib
+import io
 import json
 import os
 import shutil
@@ -458,6 +462,67 @@ def end_to_end(conn: psycopg.Connection, path: Path, rows: int, changed: int) ->
     }
 
 
+# The WMS side as a dataframe user gets it: the balances with their codes, COPYed out as CSV.
+PEER_WMS = """
+COPY (SELECT w.code AS warehouse, s.code AS sku, b.on_hand AS wms_qty
+      FROM stock_balance b JOIN warehouse w ON w.id = b.warehouse_id JOIN sku s ON s.id = b.sku_id)
+TO STDOUT WITH (FORMAT csv, HEADER true)
+"""
+
+
+def wms_csv(conn: psycopg.Connection) -> io.BytesIO:
+    out = io.BytesIO()
+    with conn.cursor() as cursor, cursor.copy(PEER_WMS) as copy:
+        for chunk in copy:
+            out.write(chunk)
+    out.seek(0)
+    return out
+
+
+def peer_pandas(conn: psycopg.Connection, path: Path) -> int:
+    import pandas as pd
+
+    feed = pd.read_csv(
+        path, usecols=["warehouse", "sku", "quantity"], dtype={"warehouse": str, "sku": str}
+    )
+    wms = pd.read_csv(wms_csv(conn), dtype={"warehouse": str, "sku": str})
+    joined = feed.merge(wms, on=["warehouse", "sku"], how="outer")
+    return int((joined["quantity"].fillna(0) != joined["wms_qty"].fillna(0)).sum())
+
+
+def peer_polars(conn: psycopg.Connection, path: Path) -> int:
+    import polars as pl
+
+    feed = pl.read_csv(path, columns=["warehouse", "sku", "quantity"])
+    wms = pl.read_csv(wms_csv(conn))
+    joined = feed.join(wms, on=["warehouse", "sku"], how="full", coalesce=True)
+    return joined.filter(pl.col("quantity").fill_null(0) != pl.col("wms_qty").fill_null(0)).height
+
+
+PEERS = {"pandas": peer_pandas, "polars": peer_polars}
+
+
+def peers(conn: psycopg.Connection, path: Path, changed: int) -> dict:
+    """The same feed diffed by the dataframe libraries a team might pick instead, each from the
+    file and the database to its differences (imports excluded): seconds, and whether it found
+    the same number of differences. A peer that is not installed (`uv sync --extra bench`) is
+    reported as such."""
+    figures: dict = {}
+    for name, peer in PEERS.items():
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            figures[f"peer_{name}_s"] = "not installed (uv sync --extra bench)"
+            continue
+        started = time.perf_counter()
+        found = peer(conn, path)
+        seconds = time.perf_counter() - started
+        figures[f"peer_{name}_s"] = round(seconds, 3)
+        figures[f"peer_{name}_same_differences"] = found == changed
+        log(f"peer {name}: {seconds:.2f} s, {found} differences (expected {changed})")
+    return figures
+
+
 def run(args, url: str, skus: int) -> dict:
     db = warehouse.connect(url)
     conn = psycopg.connect(
@@ -491,6 +556,7 @@ def run(args, url: str, skus: int) -> dict:
             if args.explain:
                 explain(conn, db, path)
             seed_yardstick(conn, rows)
+            figures.update(peers(conn, path, changed))
             figures.update(end_to_end(conn, path, rows, changed))
         # The least a reconciliation can cost: the file COPYed and one FULL JOIN writing the
         # differences (the floors above). The flow's in-process time over it (issue 16: <= 1.5).
@@ -498,10 +564,16 @@ def run(args, url: str, skus: int) -> dict:
         figures["ratio_end_to_end_to_sql"] = round(
             figures["end_to_end_s"] / figures["sql_floor_s"], 3
         )
+        for name in PEERS:  # the flow against each dataframe peer that ran (< 1: the flow is ahead)
+            if isinstance(figures.get(f"peer_{name}_s"), float):
+                figures[f"ratio_end_to_end_to_{name}"] = round(
+                    figures["end_to_end_s"] / figures[f"peer_{name}_s"], 3
+                )
         figures["targets_met"] = {
             "ratio_load_to_copy_ge_0.7": figures["ratio_load_to_copy"] >= 0.7,
             "ratio_diff_to_sql_join_ge_0.8": figures["ratio_diff_to_sql_join"] >= 0.8,
             "ratio_end_to_end_to_sql_le_1.5": figures["ratio_end_to_end_to_sql"] <= 1.5,
+            "ahead_of_pandas": figures.get("ratio_end_to_end_to_pandas", 0) < 1,
         }
         return figures
     finally:
@@ -550,7 +622,8 @@ def main(argv: list[str] | None = None) -> int:
             forget()  # the tasks' engine, or DROP ... WITH (FORCE) cuts its connections
     figures["total_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(figures))
-    return 0 if figures["end_to_end_ok"] else 1
+    same = all(figures.get(f"peer_{name}_same_differences", True) for name in PEERS)
+    return 0 if figures["end_to_end_ok"] and same else 1
 
 
 if __name__ == "__main__":
