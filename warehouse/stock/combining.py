@@ -114,19 +114,16 @@ class CombiningDeductions:
         reference: str | None = None,
     ) -> StockChange:
         """`stock.deduct`, committed on return; combined with concurrent ones of its item."""
-        line = taking.one_line(sku, qty, location, lot)
-        return taking.measured_deduction(
-            "deduct",
-            lambda: self._submit(
-                taking.plan(
-                    "deduct",
-                    warehouse=warehouse,
-                    lines=[line],
-                    key=key,
-                    occurred_at=occurred_at,
-                    reference=reference,
-                )
-            ),
+        return taking.deduct_with(
+            self._submit,
+            warehouse=warehouse,
+            sku=sku,
+            qty=qty,
+            location=location,
+            lot=lot,
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
         )
 
     def _submit(self, planned: Take) -> StockChange:

@@ -81,19 +81,16 @@ class DirectStock:
         reference: str | None = None,
     ) -> StockChange:
         """`stock.deduct`, committed on return."""
-        line = taking.one_line(sku, qty, location, lot)
-        return taking.measured_deduction(
-            "deduct",
-            lambda: self.take(
-                taking.plan(
-                    "deduct",
-                    warehouse=warehouse,
-                    lines=[line],
-                    key=key,
-                    occurred_at=occurred_at,
-                    reference=reference,
-                )
-            ),
+        return taking.deduct_with(
+            self.take,
+            warehouse=warehouse,
+            sku=sku,
+            qty=qty,
+            location=location,
+            lot=lot,
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
         )
 
     @conflicts_are_retryable
@@ -107,19 +104,13 @@ class DirectStock:
         reference: str | None = None,
     ) -> StockChange:
         """`stock.deduct_order`, committed on return."""
-        parsed = taking.order_lines(lines)
-        return taking.measured_deduction(
-            "deduct_order",
-            lambda: self.take(
-                taking.plan(
-                    "deduct_order",
-                    warehouse=warehouse,
-                    lines=parsed,
-                    key=key,
-                    occurred_at=occurred_at,
-                    reference=reference,
-                )
-            ),
+        return taking.deduct_order_with(
+            self.take,
+            warehouse=warehouse,
+            lines=lines,
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
         )
 
     @conflicts_are_retryable
@@ -136,15 +127,17 @@ class DirectStock:
         reference: str | None = None,
     ) -> StockChange:
         """`stock.reserve`, committed on return."""
-        return self.take(
-            taking.plan(
-                "reserve",
-                warehouse=warehouse,
-                lines=[taking.one_line(sku, qty, location, lot)],
-                key=key,
-                occurred_at=occurred_at,
-                reference=reference,
-            )
+        return taking.one_line_with(
+            self.take,
+            "reserve",
+            warehouse=warehouse,
+            sku=sku,
+            qty=qty,
+            location=location,
+            lot=lot,
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
         )
 
     @conflicts_are_retryable
@@ -161,15 +154,17 @@ class DirectStock:
         reference: str | None = None,
     ) -> StockChange:
         """`stock.release`, committed on return."""
-        return self.take(
-            taking.plan(
-                "release",
-                warehouse=warehouse,
-                lines=[taking.one_line(sku, qty, location, lot)],
-                key=key,
-                occurred_at=occurred_at,
-                reference=reference,
-            )
+        return taking.one_line_with(
+            self.take,
+            "release",
+            warehouse=warehouse,
+            sku=sku,
+            qty=qty,
+            location=location,
+            lot=lot,
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
         )
 
     def take(self, planned: Take) -> StockChange:

@@ -261,9 +261,12 @@ def _keyed(*, direct: bool, verdict: bool) -> str:
 _TAIL = """
 , op AS MATERIALIZED (SELECT nextval('stock_operation_id_seq') AS id)
 -- Movement ids drawn here so the summary reads them without joining the INSERT's output back
--- to `changed` (a join the planner estimates at one row and runs as a quadratic nested loop).
+-- to `changed` (a join the planner estimates at one row and runs as a quadratic nested loop),
+-- in a fixed order: what leaves a row before what arrives (a transfer's out, then its in), then
+-- by row. The UPDATE returns its rows in whatever order its plan met them.
 , numbered AS MATERIALIZED (
-    SELECT nextval('stock_movement_id_seq') AS movement_id, c.* FROM changed c
+    SELECT nextval('stock_movement_id_seq') AS movement_id, c.*
+    FROM (SELECT * FROM changed ORDER BY on_hand_delta, reserved_delta, balance_id) c
 )
 , moved AS (
     INSERT INTO stock_movement (id, occurred_at, movement_type, operation_id, balance_id, warehouse_id,

@@ -151,6 +151,92 @@ def measured_deduction(operation: str, run: Callable[[], StockChange]) -> StockC
     return change
 
 
+# How a path runs a planned take: in a caller's Session (`take`), or directly (`DirectStock`).
+Runner = Callable[[Take], StockChange]
+
+
+def deduct_with(
+    run: Runner,
+    *,
+    warehouse: str,
+    sku: str,
+    qty: int,
+    location: str | None,
+    lot: str | None,
+    key: str | None,
+    occurred_at: datetime | None,
+    reference: str | None,
+) -> StockChange:
+    """A deduction on `run`'s path: the line checked first (a malformed call is no attempt),
+    then planned and run under the deduction metrics."""
+    line = one_line(sku, qty, location, lot)
+    return measured_deduction(
+        "deduct",
+        lambda: run(
+            plan(
+                "deduct",
+                warehouse=warehouse,
+                lines=[line],
+                key=key,
+                occurred_at=occurred_at,
+                reference=reference,
+            )
+        ),
+    )
+
+
+def deduct_order_with(
+    run: Runner,
+    *,
+    warehouse: str,
+    lines: Iterable[OrderLine | Mapping | tuple],
+    key: str | None,
+    occurred_at: datetime | None,
+    reference: str | None,
+) -> StockChange:
+    """An order's deduction on `run`'s path, as `deduct_with`."""
+    parsed = order_lines(lines)
+    return measured_deduction(
+        "deduct_order",
+        lambda: run(
+            plan(
+                "deduct_order",
+                warehouse=warehouse,
+                lines=parsed,
+                key=key,
+                occurred_at=occurred_at,
+                reference=reference,
+            )
+        ),
+    )
+
+
+def one_line_with(
+    run: Runner,
+    operation: str,
+    *,
+    warehouse: str,
+    sku: str,
+    qty: int,
+    location: str | None,
+    lot: str | None,
+    key: str | None,
+    occurred_at: datetime | None,
+    reference: str | None,
+) -> StockChange:
+    """A reservation or release on `run`'s path (they are not deductions: no deduction metrics)."""
+    return run(
+        plan(
+            operation,
+            warehouse=warehouse,
+            lines=[one_line(sku, qty, location, lot)],
+            key=key,
+            occurred_at=occurred_at,
+            reference=reference,
+        )
+    )
+
+
 @conflicts_are_retryable
 def deduct(
     session: Session,
@@ -165,20 +251,16 @@ def deduct(
     reference: str | None = None,
 ) -> StockChange:
     """Pick `qty` of `sku` from available stock (on_hand - reserved); never below zero."""
-    line = one_line(sku, qty, location, lot)
-    return measured_deduction(
-        "deduct",
-        lambda: take(
-            session,
-            plan(
-                "deduct",
-                warehouse=warehouse,
-                lines=[line],
-                key=key,
-                occurred_at=occurred_at,
-                reference=reference,
-            ),
-        ),
+    return deduct_with(
+        lambda planned: take(session, planned),
+        warehouse=warehouse,
+        sku=sku,
+        qty=qty,
+        location=location,
+        lot=lot,
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
     )
 
 
@@ -196,20 +278,13 @@ def deduct_order(
 
     A line is an `OrderLine`, a mapping with sku/qty[/location/lot], or a (sku, qty) tuple.
     """
-    parsed = order_lines(lines)
-    return measured_deduction(
-        "deduct_order",
-        lambda: take(
-            session,
-            plan(
-                "deduct_order",
-                warehouse=warehouse,
-                lines=parsed,
-                key=key,
-                occurred_at=occurred_at,
-                reference=reference,
-            ),
-        ),
+    return deduct_order_with(
+        lambda planned: take(session, planned),
+        warehouse=warehouse,
+        lines=lines,
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
     )
 
 
@@ -253,16 +328,17 @@ def reserve(
     reference: str | None = None,
 ) -> StockChange:
     """Set `qty` aside from available stock (FEFO when no location/lot is named)."""
-    return take(
-        session,
-        plan(
-            "reserve",
-            warehouse=warehouse,
-            lines=[one_line(sku, qty, location, lot)],
-            key=key,
-            occurred_at=occurred_at,
-            reference=reference,
-        ),
+    return one_line_with(
+        lambda planned: take(session, planned),
+        "reserve",
+        warehouse=warehouse,
+        sku=sku,
+        qty=qty,
+        location=location,
+        lot=lot,
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
     )
 
 
@@ -280,14 +356,15 @@ def release(
     reference: str | None = None,
 ) -> StockChange:
     """Give back `qty` of reserved stock to available (FEFO order when no location/lot)."""
-    return take(
-        session,
-        plan(
-            "release",
-            warehouse=warehouse,
-            lines=[one_line(sku, qty, location, lot)],
-            key=key,
-            occurred_at=occurred_at,
-            reference=reference,
-        ),
+    return one_line_with(
+        lambda planned: take(session, planned),
+        "release",
+        warehouse=warehouse,
+        sku=sku,
+        qty=qty,
+        location=location,
+        lot=lot,
+        key=key,
+        occurred_at=occurred_at,
+        reference=reference,
     )
