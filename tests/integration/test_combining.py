@@ -9,8 +9,10 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 import warehouse
 from tests.integration.helpers import movements_of, outbox_of, violations
@@ -97,17 +99,75 @@ def test_requests_the_batch_leaves_out_run_alone_and_end_truthfully(world):
     assert world.on_hand(sku) == 7
 
 
-def test_a_batch_whose_statement_fails_leaves_every_request_to_run_alone(world):
-    """Two requests of one batch with the same key: the second key INSERT fails the statement."""
+def test_a_key_twice_in_one_batch_applies_once_and_the_repeat_replays(world):
+    """A client's retry queued beside its first try: the repeat stays out of the statement (its
+    key INSERT would fail the whole batch) and replays once its caller runs it alone."""
     sku = world.stocked_sku(10)
     direct = stock.DirectStock(world.db)
     combining = stock.CombiningDeductions(direct)
-    batch = batch_of(world, sku, [2, 2], keys=[f"{sku}-twice", f"{sku}-twice"])
+    batch = batch_of(world, sku, [2, 2, 1], keys=[f"{sku}-twice", f"{sku}-twice", None])
     combining._combine(batch)
-    assert [request.change for request in batch] == [None, None]
-    assert world.on_hand(sku) == 10
-    first, again = (direct.take(request.planned) for request in batch)
-    assert not first.replayed and again.replayed and world.on_hand(sku) == 8
+    first, repeat, other = (request.change for request in batch)
+    assert first is not None and other is not None and repeat is None
+    again = direct.take(batch[1].planned)
+    assert again.replayed and again.operation_id == first.operation_id
+    assert world.on_hand(sku) == 7
+
+
+def _failing_after(monkeypatch, error: Exception, *, run_first: bool) -> None:
+    """The combined statement raises `error`: before it ran, or after it committed (a reply lost
+    with the connection)."""
+    from warehouse.stock import combining as combining_module
+
+    real = combining_module.raw_sql.fetchall_on
+
+    def failing(connection, rendered, params):
+        if run_first:
+            real(connection, rendered, params)
+        raise DBAPIError.instance(rendered, params, error, psycopg.Error)
+
+    monkeypatch.setattr(combining_module.raw_sql, "fetchall_on", failing)
+
+
+def test_a_batch_the_server_refused_leaves_every_request_to_run_alone(world, monkeypatch):
+    sku = world.stocked_sku(10)
+    direct = stock.DirectStock(world.db)
+    combining = stock.CombiningDeductions(direct)
+    batch = batch_of(world, sku, [2, 3])
+    _failing_after(monkeypatch, psycopg.errors.DeadlockDetected("deadlock"), run_first=False)
+    combining._combine(batch)
+    assert [(r.change, r.error) for r in batch] == [(None, None), (None, None)]
+    monkeypatch.undo()
+    for request in batch:
+        direct.take(request.planned)
+    assert world.on_hand(sku) == 5
+
+
+def test_a_batch_whose_connection_was_lost_raises_to_every_caller_and_runs_nothing_again(
+    world, monkeypatch
+):
+    """The statement committed, the reply was lost: running its requests again would deduct
+    them twice, so each caller gets the error, as a lone call would."""
+    sku = world.stocked_sku(10)
+    combining = stock.CombiningDeductions(stock.DirectStock(world.db))
+    _failing_after(monkeypatch, psycopg.OperationalError("connection lost"), run_first=True)
+    with ThreadPoolExecutor(2) as executor:
+        line = (world.warehouse, Item(sku))
+        combining._lines[line] = _Line(in_flight=combining.in_flight)  # full: both queue
+        futures = [
+            executor.submit(combining.deduct, warehouse=world.warehouse, sku=sku, qty=qty)
+            for qty in (2, 3)
+        ]
+        deadline = time.monotonic() + 10
+        while len(combining._lines[line].queue) < 2:
+            assert time.monotonic() < deadline, "the requests never queued"
+            time.sleep(0.01)
+        combining._lead(line, batch_of(world, sku, [1]))  # the batch ahead: one lone pick
+        for future in futures:
+            with pytest.raises(DBAPIError, match="connection lost"):
+                future.result(timeout=10)
+    assert world.on_hand(sku) == 10 - 1 - 2 - 3  # each once: the batch committed, nothing re-ran
+    assert violations(world.db) == []
 
 
 def test_a_batch_waiting_on_a_receipt_applies_on_the_received_stock(world, pool):

@@ -189,3 +189,20 @@ def test_a_repeat_replays_even_when_the_stock_left_no_longer_covers_it(world):
     )
     assert again.replayed and again.operation_id == order.operation_id != pick.operation_id
     assert world.on_hand(sku) == 0 and world.on_hand(other) == 0
+
+
+def test_a_connection_that_breaks_on_its_way_back_is_dropped_not_leaked(database_url, admin_dsn):
+    import psycopg
+
+    db = warehouse.connect(database_url, pool_size=1)
+    try:
+        with db.driver_connection(autocommit=False) as connection:
+            connection.execute("SELECT 1")  # a transaction open when the block ends
+            pid = connection.info.backend_pid
+            with psycopg.connect(admin_dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert db.engine.pool.checkedout() == 0
+        with db.session() as s:  # the pool makes a new connection
+            assert s.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        db.dispose()

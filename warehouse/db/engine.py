@@ -103,11 +103,18 @@ class Database:
                 pooled.invalidate()
             raise
         finally:
-            if not connection.closed:
-                # Back as the engine's Sessions expect it: no transaction open, autocommit off.
-                connection.rollback()
-                connection.autocommit = False
-            pooled.close()
+            try:
+                if not connection.closed:
+                    # Back as the engine's Sessions expect it: no transaction, autocommit off.
+                    connection.rollback()
+                    connection.autocommit = False
+            except psycopg.Error:
+                # The connection broke on the way back: the work is decided already (committed,
+                # or lost with the session); only the connection is dropped, not kept.
+                logger.warning("a direct connection broke while being returned", exc_info=True)
+                pooled.invalidate()
+            finally:
+                pooled.close()
 
     def check_business_zone(self, *, force: bool = False) -> str | None:
         """Adopt CANGFLOW_BUSINESS_TIMEZONE on a database without history, or raise

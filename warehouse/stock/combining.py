@@ -28,9 +28,11 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import psycopg
 from sqlalchemy.exc import DBAPIError
 
 from warehouse.db import raw_sql
+from warehouse.db.retry import conflicts_are_retryable
 from warehouse.metrics import sinks as metrics
 from warehouse.stock import idempotency, taking
 from warehouse.stock.direct import DirectStock
@@ -63,6 +65,9 @@ class _Request:
     # costs measurably more per request on the hot path).
     wake: threading.Lock = field(default_factory=_held_lock)
     change: StockChange | None = None
+    # The batch's statement failed in a way that leaves its outcome unknown (the connection
+    # dropped): every request of the batch raises it rather than run again.
+    error: BaseException | None = None
     batch: list[_Request] | None = None
 
 
@@ -101,6 +106,7 @@ class CombiningDeductions:
         # An item is in the map exactly while one of its batches is at the database.
         self._lines: dict[tuple[str, Item], _Line] = {}
 
+    @conflicts_are_retryable
     def deduct(
         self,
         *,
@@ -143,6 +149,8 @@ class CombiningDeductions:
             batch = request.batch  # None unless this request leads the next batch
         if batch is not None:
             self._lead(line, batch)
+        if request.error is not None:
+            raise request.error
         if request.change is not None:
             return request.change
         return self.direct.take(planned)  # not applied by its batch: alone
@@ -171,17 +179,28 @@ class CombiningDeductions:
                 following[0].wake.release()
 
     def _combine(self, batch: list[_Request]) -> None:
-        """Apply what fits of `batch` in one statement, setting each applied request's change."""
-        first = batch[0].planned.request
-        [item] = batch[0].planned.demand
-        requests = [request.planned.request for request in batch]
+        """Apply what fits of `batch` in one statement, setting each applied request's change
+        (or, when the statement's outcome is unknown, each request's error)."""
+        # A key twice in one batch (a client's retry while its first try waits) would fail the
+        # key INSERT and the whole statement: the repeat stays out and replays afterwards.
+        seen: set[str] = set()
+        included = []
+        for request in batch:
+            key = request.planned.request.key
+            if key is None or key not in seen:
+                included.append(request)
+                if key is not None:
+                    seen.add(key)
+        first = included[0].planned.request
+        [item] = included[0].planned.demand
+        requests = [request.planned.request for request in included]
         params = {
             "warehouse": first.warehouse,
             "operation": "deduct",
             "sku": item.sku,
             "location": item.location,
             "lot": item.lot,
-            "qtys": [request.planned.demand[item] for request in batch],
+            "qtys": [request.planned.demand[item] for request in included],
             "keys": [r.key for r in requests],
             "digests": [
                 None if r.key is None else idempotency.request_hash(r.operation, r.arguments)
@@ -194,13 +213,19 @@ class CombiningDeductions:
         try:
             with self.direct.db.driver_connection(autocommit=True) as connection:
                 rows = raw_sql.fetchall_on(connection, RENDERED[COMBINED_DEDUCTION], params)
-        except DBAPIError:
-            # Whatever failed it (a closed month, a key committed meanwhile, a deadlock), each
-            # request finds out on its own: all of them run alone.
+        except DBAPIError as error:
             sink.combined_deductions("failed", len(batch))
+            if not rolled_back(error):
+                # The statement may have committed before the connection dropped: running
+                # these requests again could apply them twice. Each caller gets the error
+                # (one with a key then replays it; see `DirectStock`).
+                for request in batch:
+                    request.error = error
+            # Otherwise the server refused the statement and nothing of it happened (a closed
+            # month, a key committed meanwhile, a deadlock): each request runs alone.
             return
         for ordinal, operation_id, items in rows:
-            request = batch[ordinal - 1]
+            request = included[ordinal - 1]
             request.change = StockChange(
                 "deduct",
                 first.warehouse,
@@ -212,3 +237,18 @@ class CombiningDeductions:
             self.direct.db.stock_committed({(first.warehouse, item.sku)})
         sink.combined_deductions("applied", len(rows))
         sink.combined_deductions("declined", len(batch) - len(rows))
+
+
+def rolled_back(error: DBAPIError) -> bool:
+    """Whether an autocommit statement that raised `error` certainly changed nothing: the server
+    answered with an error of its own. A lost connection (SQLSTATE class 08, a server shutting
+    down, or no answer at all) leaves it unknown whether the commit happened."""
+    orig = error.orig
+    sqlstate = orig.sqlstate if isinstance(orig, psycopg.Error) else None
+    if sqlstate is None:
+        return False
+    return not (sqlstate.startswith("08") or sqlstate in UNKNOWN_OUTCOME_SQLSTATES)
+
+
+# admin_shutdown, crash_shutdown, cannot_connect_now: the session ended around the statement.
+UNKNOWN_OUTCOME_SQLSTATES = {"57P01", "57P02", "57P03"}
