@@ -441,10 +441,10 @@ def explain_order(db: warehouse.Database, world: World) -> dict:
     captured = []
     original = stock_execute._execute
 
-    def grab(session, statement, bound):
+    def grab(connection, statement, bound):
         if statement == TAKE_STATEMENTS["deduction"]:
             captured.append((RENDERED[statement], dict(bound)))
-        return original(session, statement, bound)
+        return original(connection, statement, bound)
 
     lines = [(sku, 1) for sku in random.Random("explain").sample(world.skus[1:], ORDER_LINES)]
     stock_execute._execute = grab

@@ -226,6 +226,45 @@ def test_a_stock_operation_dated_in_a_closed_month_raises_history_closed(rolled)
         )
 
 
+def test_a_closed_month_refuses_the_direct_and_the_combined_path_too(rolled):
+    """Alone, a direct pick dated in a closed month raises HistoryClosed. In a combined batch it
+    fails the batch's statement; the others then run alone and apply, and it alone is refused."""
+    from warehouse.stock import taking
+    from warehouse.stock.combining import _Request
+
+    world, sku = rolled["world"], rolled["sku"]
+    direct = stock.DirectStock(rolled["db"])
+    direct.deduct(warehouse=world.warehouse, sku=sku, qty=1)  # stock there, and ids cached
+    before = world.on_hand(sku)
+    closed = mid(closed_month())
+    with pytest.raises(HistoryClosed, match=month_label(closed_month())):
+        direct.deduct(warehouse=world.warehouse, sku=sku, qty=1, occurred_at=closed)
+    combining = stock.CombiningDeductions(direct)
+    batch = [
+        _Request(
+            taking.plan(
+                "deduct",
+                warehouse=world.warehouse,
+                lines=[taking.one_line(sku, 1, None, None)],
+                key=None,
+                occurred_at=at,
+                reference=None,
+            )
+        )
+        for at in (None, closed, None)
+    ]
+    combining._combine(batch)
+    assert [(request.change, request.error) for request in batch] == [(None, None)] * 3
+    outcomes = []
+    for request in batch:
+        try:
+            outcomes.append(direct.take(request.planned).on_hand_change)
+        except HistoryClosed:
+            outcomes.append("closed")
+    assert outcomes == [-1, "closed", -1]
+    assert world.on_hand(sku) == before - 2
+
+
 def test_months_past_the_retention_are_archived_and_reads_before_them_are_refused(rolled):
     retired = {r.name for r in rolled["result"]["retired"]}
     assert retired == {

@@ -81,32 +81,38 @@ def resolve(
         {item.location for item in items if item.location is not None} | set(locations)
     )
     lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
-    keys = _keys(warehouse, skus, wanted_locations, lot_pairs)
     cache: IdCache | None = session.info.get("id_cache")
-    found = _from_cache(cache, keys) if cache is not None else None
-    if found is None:
-        found = _from_database(session, warehouse, skus, wanted_locations, lot_pairs)
-        _refuse_unknown(found, warehouse, skus, wanted_locations, lot_pairs)
-        if cache is not None:  # promoted to the cache when this transaction commits
-            session.info.setdefault("pending_ids", {}).update(
-                {key: found[kind][name] for key, (kind, name) in keys.items()}
-            )
-    return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
+    if cache is not None:
+        hit = cached(cache, warehouse, items, locations)
+        if hit is not None:
+            return hit
+    found = _from_database(session, warehouse, skus, wanted_locations, lot_pairs)
+    _refuse_unknown(found, warehouse, skus, wanted_locations, lot_pairs)
+    if cache is not None:  # promoted to the cache when this transaction commits
+        keys = _keys(warehouse, skus, wanted_locations, lot_pairs)
+        session.info.setdefault("pending_ids", {}).update(
+            {key: found[kind][name] for key, (kind, name) in keys.items()}
+        )
+    return _resolved(found, warehouse)
 
 
-def cached(cache: IdCache, warehouse: str, items: list[Item]) -> Resolved | None:
-    """The ids of `warehouse` and of what `items` name from `cache` alone, or None when one is
-    missing (the direct stock path then hands the request to the Session path, which looks
-    them up and caches them on commit)."""
+def cached(
+    cache: IdCache, warehouse: str, items: list[Item], locations: tuple[str, ...] = ()
+) -> Resolved | None:
+    """What `resolve` answers, from `cache` alone; None when one id is missing (the direct
+    stock path then hands the request to the Session path, which looks them up and caches
+    them on commit)."""
     keys = _keys(
         warehouse,
         {item.sku for item in items},
-        {item.location for item in items if item.location is not None},
+        {item.location for item in items if item.location is not None} | set(locations),
         {(item.sku, item.lot) for item in items if item.lot is not None},
     )
     found = _from_cache(cache, keys)
-    if found is None:
-        return None
+    return None if found is None else _resolved(found, warehouse)
+
+
+def _resolved(found: dict[str, dict], warehouse: str) -> Resolved:
     return Resolved(found["warehouse"][warehouse], found["sku"], found["location"], found["lot"])
 
 
