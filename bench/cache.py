@@ -13,7 +13,7 @@ the end (SCAN + UNLINK). One run:
    1,000, keys named like the cache's, 3 times (median); also 2,000 SETs one by one, and the
    cache's own Lua write sent as a raw EVALSHA pipeline (the least a guarded write can cost).
 2. warmup: `warehouse.cache.warmup.warm(cache, pairs)` over all pairs, as the warmup flow runs
-   it; its three steps (generation reads, `load_many`, Lua writes) are timed by wrapping them
+   it; its three steps (the generation counter's read, `load_many`, Lua writes) are timed by wrapping them
    and summed. warm() runs the first two in a loader thread while it writes the slice before,
    so the sums overlap and "other" (the rest) can come out negative. ratio_warmup_to_pipeline =
    warmup keys/s over the floor's. Then once more over the now warm keys (rewarm_*).
@@ -165,7 +165,7 @@ def lua_floor(client: redis.Redis, keys: Keys, n: int) -> float:
 
 def timed_warm(cache: StockCache, pairs: list[tuple[str, str]], prefix: str) -> dict:
     """warm() as the flow runs it, with its three steps' time summed by wrapping them."""
-    spent = {"generations": 0.0, "load_many": 0.0, "write_many": 0.0}
+    spent = {"generation_now": 0.0, "load_many": 0.0, "write_many": 0.0}
 
     def wrap(step, fn):
         def timed(*args, **kwargs):
@@ -178,15 +178,14 @@ def timed_warm(cache: StockCache, pairs: list[tuple[str, str]], prefix: str) -> 
         return timed
 
     remote, load_many = cache.remote, warmup.load_many
-    remote.generations = wrap(
-        "generations", remote.generations
-    )  # instance attributes: undone below
+    # instance attributes: undone below
+    remote.generation_now = wrap("generation_now", remote.generation_now)
     remote.write_many = wrap("write_many", remote.write_many)
     warmup.load_many = wrap("load_many", load_many)
     try:
         done = warmup.warm(cache, pairs)
     finally:
-        del remote.generations, remote.write_many
+        del remote.generation_now, remote.write_many
         warmup.load_many = load_many
     if done.keys != len(pairs) or done.written != len(pairs):
         raise SystemExit(
@@ -195,7 +194,7 @@ def timed_warm(cache: StockCache, pairs: list[tuple[str, str]], prefix: str) -> 
     other = done.seconds - sum(spent.values())
     log(
         f"{prefix}: {len(pairs)} keys in {done.seconds:.2f} s = {len(pairs) / done.seconds:,.0f} keys/s "
-        f"(generations {spent['generations']:.2f} s, load_many {spent['load_many']:.2f} s, "
+        f"(generation_now {spent['generation_now']:.2f} s, load_many {spent['load_many']:.2f} s, "
         f"write_many {spent['write_many']:.2f} s, other {other:.2f} s)"
     )
     return {

@@ -237,6 +237,35 @@ def test_warmup_writes_the_hot_set_and_reads_then_hit_redis(cache, db, world, re
     assert recorded_metrics.value("cangflow_cache_misses_total") == 0
 
 
+def test_a_warmup_whose_load_overlaps_a_commit_does_not_write_its_old_number(
+    cache, other_db, world, monkeypatch
+):
+    """Warmup loads a slice, and before it writes, a deduction commits in another process and
+    the relay invalidates the pair. The warmup's old number must be refused (its generation
+    counter read predates the invalidation); the other pair of the slice is written."""
+    from warehouse.cache import warmup
+
+    changed, untouched = world.stocked_sku(10), world.stocked_sku(4)
+    with other_db.session() as s:  # an earlier change: the pair's hash carries a generation
+        stock.deduct(s, warehouse=world.warehouse, sku=changed, qty=1)
+    cache.remote.invalidate({(world.warehouse, changed)})
+    original = warmup.load_many
+
+    def load_then_a_change_commits(session, pairs):
+        loaded = original(session, pairs)
+        with other_db.session() as s:
+            stock.deduct(s, warehouse=world.warehouse, sku=changed, qty=2)
+        cache.remote.invalidate({(world.warehouse, changed)})
+        return loaded
+
+    monkeypatch.setattr(warmup, "load_many", load_then_a_change_commits)
+    done = warm(cache, [(world.warehouse, changed), (world.warehouse, untouched)])
+    assert done.keys == 2 and done.written == 1
+    assert cache.remote.read(world.warehouse, changed).entry is None  # the loaded 9 refused
+    assert cache.remote.read(world.warehouse, untouched).entry.available == 4
+    assert cache.available(warehouse=world.warehouse, sku=changed) == 7
+
+
 def test_hot_set_is_the_most_read_pairs_of_the_last_hour(cache, world):
     from warehouse.cache.warmup import hot_set
 

@@ -24,23 +24,16 @@ LEFT JOIN sku s ON s.code = :sku
 
 BIG_BATCH = 2000
 
-# Codes to ids first (a hash join each), then the balances grouped by ids: grouping by the
-# text codes of 100k pairs sorted them and spilled to disk.
+# Codes to ids by hash joins, then the balances joined on ids and summed per requested pair.
+# (Grouping by the text codes of 100k pairs sorted them and spilled to disk; semi-joining the
+# balances and grouping them before joining back cost twice this statement.)
 _MANY = """
-WITH k AS MATERIALIZED (
-    SELECT k.n, w.id AS warehouse_id, s.id AS sku_id
-    FROM unnest(%(warehouses)s::text[], %(skus)s::text[]) WITH ORDINALITY AS k(warehouse, sku, n)
-    JOIN warehouse w ON w.code = k.warehouse
-    JOIN sku s ON s.code = k.sku
-),
-sums AS (
-    SELECT b.warehouse_id, b.sku_id, sum(b.on_hand - b.reserved) AS available, sum(b.version) AS version
-    FROM stock_balance b
-    WHERE (b.warehouse_id, b.sku_id) IN (SELECT warehouse_id, sku_id FROM k)
-    GROUP BY b.warehouse_id, b.sku_id
-)
-SELECT k.n, coalesce(sums.available, 0), coalesce(sums.version, 0)
-FROM k LEFT JOIN sums ON sums.warehouse_id = k.warehouse_id AND sums.sku_id = k.sku_id
+SELECT k.n, coalesce(sum(b.on_hand - b.reserved), 0), coalesce(sum(b.version), 0)
+FROM unnest(%(warehouses)b::text[], %(skus)b::text[]) WITH ORDINALITY AS k(warehouse, sku, n)
+JOIN warehouse w ON w.code = k.warehouse
+JOIN sku s ON s.code = k.sku
+LEFT JOIN stock_balance b ON b.warehouse_id = w.id AND b.sku_id = s.id
+GROUP BY k.n
 """
 
 
@@ -69,10 +62,11 @@ def load_many(session: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str,
             cursor.execute(
                 "SELECT set_config('enable_nestloop', 'off', true), set_config('work_mem', '64MB', true)"
             )
+        # The code arrays go in binary (a third less client time than text at 100k pairs).
         cursor.execute(_MANY, {"warehouses": [w for w, _ in pairs], "skus": [s for _, s in pairs]})
         return {
             pairs[n - 1]: Loaded(True, int(available), int(version))
-            for n, available, version in cursor
+            for n, available, version in cursor.fetchall()
         }
     finally:
         cursor.close()

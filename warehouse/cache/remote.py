@@ -48,21 +48,19 @@ for i = 2, #KEYS do
 end
 return #KEYS - 1
 """
-# Warmup, one call per chunk. KEYS: value hashes.
-_GENERATIONS = """
-local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'g') or '0' end
-return out
-"""
-# KEYS: value hashes; ARGV[i]: "generation,version,available,load ms,expiry ms,ttl ms,negative"
-# for KEYS[i]. The same guards as _WRITE, per key.
+# Warmup, one call per chunk. KEYS: value hashes; ARGV[1]: the namespace's generation counter
+# as read before the load; ARGV[i + 1]: "version,available,load ms,expiry ms,ttl ms,negative"
+# for KEYS[i]. Every invalidation gives its keys a generation drawn from that counter, so a key
+# whose generation is above ARGV[1] was invalidated after the load began: refused, as _WRITE
+# refuses a generation that moved. The version guard is _WRITE's.
 _WRITE_MANY = """
+local seen = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local g, v, a, d, x, ttl, n = string.match(ARGV[i], '([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)')
+  local v, a, d, x, ttl, n = string.match(ARGV[i + 1], '([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)')
   local current = redis.call('HMGET', key, 'g', 'v')
-  local current_g, current_v = current[1] or '0', current[2]
-  if current_g ~= g then
+  local current_v = current[2]
+  if tonumber(current[1] or '0') > seen then
     out[i] = -1
   elseif current_v and tonumber(current_v) > tonumber(v) then
     out[i] = 0
@@ -108,7 +106,6 @@ class RemoteCache:
         self._write = client.register_script(_WRITE)
         self._invalidate = client.register_script(_INVALIDATE)
         self._release = client.register_script(_RELEASE)
-        self._generations = client.register_script(_GENERATIONS)
         self._write_many = client.register_script(_WRITE_MANY)
 
     def call(self, work, *args: Any) -> Any:
@@ -160,14 +157,15 @@ class RemoteCache:
             1 if negative else 0,
         ]
 
-    def generations(self, keys: list[str]) -> list[str]:
-        """Each key's generation now, in one call; read BEFORE loading from the database, so
-        a change committed (and invalidated) during the load makes the later write refuse."""
-        return self.call(self._generations, keys, [])
+    def generation_now(self) -> int:
+        """The namespace's generation counter; read BEFORE loading from the database, so a
+        change committed (and invalidated) during the load makes the later write refuse."""
+        return int(self.call(self.client.get, self.keys.generation_counter()) or 0)
 
-    def write_many(self, keys: list[str], packed: list[str]) -> list[int]:
-        """Guarded writes of a chunk in one call (warmup); `packed` per key, see `pack`."""
-        outcomes = self.call(self._write_many, keys, packed)
+    def write_many(self, keys: list[str], generation: int, packed: list[str]) -> list[int]:
+        """Guarded writes of a chunk in one call (warmup), under the counter's value read
+        before the load (`generation_now`); `packed` per key, see `pack`."""
+        outcomes = self.call(self._write_many, keys, [generation, *packed])
         refused = sum(1 for outcome in outcomes if outcome == STALE)
         if refused:
             metrics.current().inc("cangflow_cache_stale_writes_refused_total", refused)
@@ -193,11 +191,9 @@ class RemoteCache:
             self.call(self._release, [self.keys.load_lock(warehouse, sku)], [token])
 
 
-def pack(
-    generation: str, version: int, available: int, load_ms: float, expires_ms: float, ttl_ms: int
-) -> str:
+def pack(version: int, available: int, load_ms: float, expires_ms: float, ttl_ms: int) -> str:
     """One key's arguments for _WRITE_MANY (a known pair: never a negative entry)."""
-    return f"{generation},{version},{available},{load_ms:.3f},{int(expires_ms)},{ttl_ms},0"
+    return f"{version},{available},{load_ms:.3f},{int(expires_ms)},{ttl_ms},0"
 
 
 def now_ms() -> float:

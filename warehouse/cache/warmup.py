@@ -51,10 +51,11 @@ def hot_set(cache: StockCache, top: int) -> tuple[list[tuple[str, str]], str]:
 
 
 def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "given") -> Warmed:
-    """In slices of LOAD_SLICE pairs: a loader thread reads a slice's generations (one Redis
-    call per CHUNK keys) and then its stock (one statement), while this thread writes the slice
-    before it (one guarded Lua call per CHUNK keys). Reading the generations before the stock is
-    what makes a write refuse when a change committed in between (see `remote`)."""
+    """In slices of LOAD_SLICE pairs: a loader thread reads the namespace's generation counter
+    and then the slice's stock (one statement), while this thread writes the slice before it
+    (one guarded Lua call per CHUNK keys). Reading the counter before the stock is what makes a
+    write refuse when a change committed in between: its invalidation drew a higher generation
+    (see `remote`)."""
     cache.required_remote("warming")
     started = time.perf_counter()
     slices = [pairs[i : i + LOAD_SLICE] for i in range(0, len(pairs), LOAD_SLICE)]
@@ -75,21 +76,19 @@ def warm(cache: StockCache, pairs: list[tuple[str, str]], *, source: str = "give
 def _prepare(cache: StockCache, part: list[tuple[str, str]]):
     assert cache.remote is not None  # `warm` refused a local-only cache
     keys = [cache.keys.available(warehouse, sku) for warehouse, sku in part]
-    generations: list[str] = []
-    for start in range(0, len(keys), CHUNK):
-        generations += cache.remote.generations(keys[start : start + CHUNK])
+    generation = cache.remote.generation_now()
     loading = time.perf_counter()
     with cache.db.session() as session:
         loaded = load_many(session, part)
     # XFetch weighs early refresh by how long one load of the key takes: a single load, not
     # this batch's per-key share, is what a refresh would cost.
     load_ms = max((time.perf_counter() - loading) * 1000 / max(len(part) / CHUNK, 1), 1.0)
-    return part, keys, generations, loaded, load_ms
+    return part, keys, generation, loaded, load_ms
 
 
 def _write(cache: StockCache, prepared) -> tuple[int, int, int]:
     assert cache.remote is not None  # `warm` refused a local-only cache
-    part, keys, generations, loaded, load_ms = prepared
+    part, keys, generation, loaded, load_ms = prepared
     chosen = [i for i, pair in enumerate(part) if pair in loaded]
     written = refused = 0
     base_s, jitter = cache.settings.cache_redis_ttl_s, cache.settings.cache_ttl_jitter
@@ -100,10 +99,8 @@ def _write(cache: StockCache, prepared) -> tuple[int, int, int]:
         for i in indexes:  # the same entry as StockCache.entry_for, built without objects
             value = loaded[part[i]]
             ttl_ms = max(1, int(base_s * (1 + random.uniform(-jitter, jitter)) * 1000))
-            packed.append(
-                pack(generations[i], value.version, value.available, load_ms, now + ttl_ms, ttl_ms)
-            )
-        outcomes = cache.remote.write_many([keys[i] for i in indexes], packed)
+            packed.append(pack(value.version, value.available, load_ms, now + ttl_ms, ttl_ms))
+        outcomes = cache.remote.write_many([keys[i] for i in indexes], generation, packed)
         written += sum(1 for o in outcomes if o == WRITTEN)
         refused += sum(1 for o in outcomes if o == STALE)
     return written, refused, len(chosen)

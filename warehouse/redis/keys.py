@@ -23,6 +23,10 @@ class Keys:
 
     @staticmethod
     def member(warehouse: str, sku: str) -> str:
+        # What json.dumps gives, built directly when neither code needs escaping: json.dumps
+        # was a tenth of a 100k-key warmup's client time.
+        if _plain(warehouse) and _plain(sku):
+            return f'["{warehouse}","{sku}"]'
         return json.dumps([warehouse, sku], separators=(",", ":"))
 
     @staticmethod
@@ -40,3 +44,8 @@ class Keys:
 
     def stream(self, topic: str) -> str:
         return f"{self.namespace}:outbox:{topic}"
+
+
+def _plain(code: str) -> bool:
+    """JSON writes it as is: printable ASCII without a quote or a backslash."""
+    return code.isascii() and code.isprintable() and '"' not in code and "\\" not in code
