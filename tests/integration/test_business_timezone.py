@@ -196,6 +196,21 @@ def test_the_sql_day_start_is_the_calendar_day_start_in_every_zone_and_every_day
     assert all(not days for zone, days in plain_differs.items() if zone != "America/Havana")
 
 
+def test_the_sql_day_start_is_inlined_by_the_planner_and_null_in_gives_null_out(db):
+    """Migration 0015: not inlined, the function's body was planned again on every as-of read."""
+    with db.engine.connect() as connection:
+        plan = connection.execute(
+            text(
+                "EXPLAIN VERBOSE SELECT cangflow_day_start(CAST(d AS date) + 1, 'America/New_York') "
+                "FROM generate_series(date '2026-01-01', date '2026-01-02', interval '1 day') AS d"
+            )
+        ).scalars()
+        assert "cangflow_day_start" not in "\n".join(plan)
+        assert connection.execute(
+            text("SELECT cangflow_day_start(NULL, 'UTC'), cangflow_day_start(current_date, NULL)")
+        ).one() == (None, None)
+
+
 # --- snapshots: the closing stock at local midnight ---------------------------------------
 
 

@@ -206,3 +206,66 @@ def test_a_connection_that_breaks_on_its_way_back_is_dropped_not_leaked(database
             assert s.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         db.dispose()
+
+
+def test_a_direct_as_of_read_agrees_with_the_session_path_before_and_after_a_snapshot(world):
+    """One autocommit statement: the same answers as `stock.on_hand(session, as_of=)` from the
+    whole ledger (no snapshot before the day), then from a snapshot plus the movements after
+    it, a backdated one (recorded after the snapshot was built) included."""
+    from datetime import UTC, datetime, timedelta
+
+    from warehouse import snapshots
+    from warehouse.history.calendar import day_of
+
+    sku = world.add_sku()
+    now = datetime.now(UTC)
+    bin_ = world.locations[0]
+
+    def receive(qty, days_ago):
+        with world.db.session() as s:
+            stock.receive(
+                s,
+                warehouse=world.warehouse,
+                sku=sku,
+                qty=qty,
+                location=bin_,
+                occurred_at=now - timedelta(days=days_ago),
+            )
+
+    receive(10, 40)
+    with world.db.session() as s:
+        stock.deduct(
+            s, warehouse=world.warehouse, sku=sku, qty=4, occurred_at=now - timedelta(days=1)
+        )
+    moments = [now - timedelta(days=d, hours=h) for d in (41, 39, 20, 3, 2, 0) for h in (0, 5)]
+    direct = stock.DirectStock(world.db)
+
+    def both(moment):
+        with world.db.session() as s:
+            by_session = stock.on_hand(s, warehouse=world.warehouse, sku=sku, as_of=moment)
+        by_direct = direct.on_hand(warehouse=world.warehouse, sku=sku, as_of=moment)
+        narrowed = direct.on_hand(warehouse=world.warehouse, sku=sku, location=bin_, as_of=moment)
+        return by_session, by_direct, narrowed
+
+    expected = [(0, 0, 0)] * 2 + [(10, 10, 10)] * 8 + [(6, 6, 6)] * 2
+    assert [both(m) for m in moments] == expected
+    with world.db.session() as s:
+        snapshots.build_day(s, day_of(now - timedelta(days=10)))
+    receive(5, 30)  # backdated behind the snapshot, recorded after it was built
+    after = [both(m) for m in moments]
+    assert after == [(0, 0, 0)] * 2 + [(10, 10, 10)] * 2 + [(15, 15, 15)] * 6 + [(11, 11, 11)] * 2
+
+
+def test_a_direct_as_of_read_of_an_unknown_code_names_it(world):
+    from datetime import UTC, datetime
+
+    direct = stock.DirectStock(world.db)
+    with pytest.raises(UnknownItem, match="NO-SUCH-SKU"):
+        direct.on_hand(warehouse=world.warehouse, sku="NO-SUCH-SKU", as_of=datetime.now(UTC))
+    with pytest.raises(UnknownItem, match="NO-SUCH-BIN"):
+        direct.on_hand(
+            warehouse=world.warehouse,
+            sku=world.stocked_sku(1),
+            location="NO-SUCH-BIN",
+            as_of=datetime.now(UTC),
+        )

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections import namedtuple
 from datetime import UTC, date, datetime, timedelta
 
+import psycopg
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
@@ -87,7 +88,7 @@ SELECT i.warehouse_id, i.sku_id, i.location_id, i.lot_id, b.snapshot_date AS bas
 FROM item i LEFT JOIN base b ON true
 """)
 
-# Rendered once for psycopg, and run on the session's connection directly (see `_execute`).
+# Rendered once for psycopg, and run on the psycopg connection directly (see `_execute`).
 _RENDERED = str(_STATEMENT.compile(dialect=PGDialect_psycopg()))
 
 _FROM_LEDGER = text("""
@@ -97,6 +98,7 @@ WHERE m.warehouse_id = :warehouse_id AND m.sku_id = :sku_id
   AND (CAST(:lot_id AS bigint) IS NULL OR m.lot_id = :lot_id)
   AND m.occurred_at <= CAST(:as_of AS timestamptz)
 """)
+_FROM_LEDGER_RENDERED = str(_FROM_LEDGER.compile(dialect=PGDialect_psycopg()))
 
 
 def _month_start(day: date) -> date:
@@ -121,6 +123,27 @@ def on_hand_as_of(
 ) -> int | None:
     """on_hand of the item named by codes at `as_of` (an aware datetime); None when a code
     names nothing (the caller resolves the codes to say which)."""
+    return on_hand_as_of_on(
+        raw_sql.driver(session),
+        warehouse=warehouse,
+        sku=sku,
+        location=location,
+        lot=lot,
+        as_of=as_of,
+    )
+
+
+def on_hand_as_of_on(
+    connection: psycopg.Connection,
+    *,
+    warehouse: str,
+    sku: str,
+    location: str | None = None,
+    lot: str | None = None,
+    as_of: datetime,
+) -> int | None:
+    """`on_hand_as_of` on a psycopg connection: in the caller's transaction, or in autocommit
+    (`stock.DirectStock.on_hand`), where each statement is its own consistent read."""
     day = day_of(as_of)
     params = {
         "warehouse": warehouse,
@@ -134,13 +157,13 @@ def on_hand_as_of(
     since = _month_start(day - timedelta(days=1) if day > date.min else day)
     while True:
         row = _execute(
-            session, {**params, "since": since.isoformat(), "since_start": _first_instant(since)}
+            connection, {**params, "since": since.isoformat(), "since_start": _first_instant(since)}
         )
         if row is None or (location and row.location_id is None) or (lot and row.lot_id is None):
             return None
         _refuse_retired(row.last_retired, as_of)
         if row.base_day is None:
-            return _from_ledger(session, row, as_of)
+            return _from_ledger(connection, row, as_of)
         if row.base_day >= since:
             return int(row.on_hand)
         # The snapshots are behind by more than a month: read again from the base's month
@@ -164,12 +187,12 @@ def _refuse_retired(last_retired: date | None, as_of: datetime) -> None:
         )
 
 
-def _execute(session: Session, params: dict) -> _Row | None:
-    row = raw_sql.fetchone(session, _RENDERED, params)
+def _execute(connection: psycopg.Connection, params: dict) -> _Row | None:
+    row = raw_sql.fetchone_on(connection, _RENDERED, params)
     return None if row is None else _Row(*row)
 
 
-def _from_ledger(session: Session, ids, as_of: datetime) -> int:
+def _from_ledger(connection: psycopg.Connection, ids, as_of: datetime) -> int:
     """No snapshot before the day: the whole ledger, unless its start was archived."""
     if ids.last_retired is not None:
         floor = first_day_after(ids.last_retired)
@@ -183,4 +206,6 @@ def _from_ledger(session: Session, ids, as_of: datetime) -> int:
         "lot_id": ids.lot_id,
         "as_of": as_of,
     }
-    return int(session.execute(_FROM_LEDGER, params).scalar_one())
+    row = raw_sql.fetchone_on(connection, _FROM_LEDGER_RENDERED, params)
+    assert row is not None  # an aggregate without GROUP BY: one row
+    return int(row[0])

@@ -1,5 +1,6 @@
 """The direct stock path: a take (deduct, deduct_order, reserve, release) that is its caller's
-whole transaction, in one round trip.
+whole transaction, in one round trip; and the as-of read (`on_hand(as_of=)`) as one autocommit
+statement.
 
 `stock.deduct(session, ...)` runs in the caller's transaction: BEGIN, the key's claim, the
 statement and COMMIT are round trips of their own, and the ORM Session costs Python time around
@@ -41,7 +42,8 @@ from warehouse.db.engine import Database
 from warehouse.db.retry import conflicts_are_retryable
 from warehouse.errors import WarehouseError
 from warehouse.metrics import sinks as metrics
-from warehouse.stock import execute, idempotency, resolve, taking
+from warehouse.snapshots.read import on_hand_as_of_on
+from warehouse.stock import execute, idempotency, queries, resolve, taking, validation
 from warehouse.stock.result import StockChange
 from warehouse.stock.statements import DIRECT_SINGLE_ROW_TAKE_STATEMENTS, DIRECT_TAKE_STATEMENTS
 from warehouse.stock.taking import OrderLine, Take
@@ -166,6 +168,28 @@ class DirectStock:
             occurred_at=occurred_at,
             reference=reference,
         )
+
+    def on_hand(
+        self,
+        *,
+        warehouse: str,
+        sku: str,
+        as_of: datetime,
+        location: str | None = None,
+        lot: str | None = None,
+    ) -> int:
+        """`stock.on_hand(as_of=)` as one autocommit statement (a read of its own: one MVCC
+        snapshot). A code that names nothing goes to the Session path, which says which."""
+        codes = queries.as_of_codes(warehouse, sku, location, lot)
+        moment = validation.business_time(as_of, field="as_of", change=False)
+        with self.db.driver_connection(autocommit=True) as connection:
+            value = on_hand_as_of_on(connection, **codes, as_of=moment)
+        if value is not None:
+            return value
+        with self.db.session() as session:
+            return queries.on_hand(
+                session, warehouse=warehouse, sku=sku, location=location, lot=lot, as_of=as_of
+            )
 
     def take(self, planned: Take) -> StockChange:
         """Run a planned take: directly, else (handed over) on the Session path."""

@@ -61,22 +61,27 @@ def on_hand(
     return _on_hand_as_of(session, warehouse, sku, location, lot, as_of)
 
 
-class _Codes(TypedDict):
+class AsOfCodes(TypedDict):
     sku: str
     location: str | None
     lot: str | None
     warehouse: str
 
 
-def _on_hand_as_of(session: Session, warehouse, sku, location, lot, as_of) -> int:
-    """The codes are looked up inside the as-of statement (one round trip); only when one of
-    them names nothing does `resolve` run, to say which."""
-    codes: _Codes = {
+def as_of_codes(warehouse, sku, location, lot) -> AsOfCodes:
+    """The codes of an as-of read, validated (the same rules on every path)."""
+    return {
         "sku": validation.code(sku, field="sku"),
         "location": validation.optional_code(location, field="location"),
         "lot": validation.optional_code(lot, field="lot"),
         "warehouse": validation.code(warehouse, field="warehouse"),
     }
+
+
+def _on_hand_as_of(session: Session, warehouse, sku, location, lot, as_of) -> int:
+    """The codes are looked up inside the as-of statement (one round trip); only when one of
+    them names nothing does `resolve` run, to say which."""
+    codes = as_of_codes(warehouse, sku, location, lot)
     as_of = validation.business_time(as_of, field="as_of", change=False)
     flush_pending(session)
     value = on_hand_as_of(session, **codes, as_of=as_of)
