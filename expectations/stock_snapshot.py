@@ -2,6 +2,7 @@
 exist (a snapshot row is a balance row's closing stock)."""
 
 NAME = "stock_snapshot"
+AS_SQL = True  # run as one SQL statement (warehouse.quality.as_sql)
 # Values the expectations need, read first (one row, one column each).
 CONTEXT = {"balance_rows": "SELECT count(*) FROM stock_balance"}
 QUERY = (

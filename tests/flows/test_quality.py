@@ -1,4 +1,4 @@
-"""The data-quality suites (expectations/, run by GX in the database) pass on sound data, fail
+"""The data-quality suites (expectations/, as SQL or by GX in the database) pass on sound data, fail
 naming the expectation and sample values on bad data, and a failing suite stops the flow."""
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def test_sound_balances_pass_every_expectation(world, tasks_db):
     assert result.success and len(result.rows) == 4
 
 
-def test_a_bad_snapshot_fails_naming_the_expectation_and_sample_values(world, tasks_db):
+def test_a_bad_snapshot_fails_naming_the_expectation_and_sample_values(
+    world, tasks_db, monkeypatch
+):
     day = "2001-01-01"  # a day of its own, removed again below
     with tasks_db.session() as s:
         s.execute(
@@ -36,6 +38,7 @@ def test_a_bad_snapshot_fails_naming_the_expectation_and_sample_values(world, ta
         )
     try:
         result = quality.validate(tasks_db, "stock_snapshot", day=day)
+        as_sql, by_gx = _both_engines(tasks_db, "stock_snapshot", monkeypatch, day=day)
     finally:
         with tasks_db.session() as s:
             s.execute(text("DELETE FROM stock_snapshot WHERE snapshot_date = DATE '2001-01-01'"))
@@ -44,6 +47,7 @@ def test_a_bad_snapshot_fails_naming_the_expectation_and_sample_values(world, ta
     assert "expect_column_values_to_be_between" in failed
     assert -3 in failed["expect_column_values_to_be_between"]["sample"]
     assert "-3" in str(result)
+    assert as_sql == by_gx  # the suite runs as SQL; Great Expectations answers the same
 
 
 def test_the_suite_task_fails_the_run_and_leaves_its_table(world, tasks_db, monkeypatch):
@@ -73,7 +77,7 @@ def test_the_suite_task_fails_the_run_and_leaves_its_table(world, tasks_db, monk
 
 
 def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(
-    world, own_admin_db, own_database_url
+    world, own_admin_db, own_database_url, monkeypatch
 ):
     """The table's constraints refuse such rows, so the suite runs here against a copy of the
     table without them (a schema of its own, first on the search path, made by the superuser:
@@ -98,6 +102,8 @@ def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(
     bad = warehouse.connect(own_database_url + "?options=-csearch_path%3Dbad_books", role=None)
     try:
         result = quality.validate(bad, "stock_balance")
+        as_sql, by_gx = _both_engines(bad, "stock_balance", monkeypatch)
+        sound = _both_engines(own_admin_db, "stock_balance", monkeypatch)
     finally:
         bad.dispose()
         with own_admin_db.session() as s:
@@ -110,6 +116,8 @@ def test_the_balance_suite_fails_on_books_the_constraints_would_refuse(
     assert ("expect_column_values_to_be_between", "on_hand") in failed
     assert ("expect_column_pair_values_a_to_be_greater_than_b", "on_hand") in failed
     assert ("expect_compound_columns_to_be_unique", "None") in failed
+    assert as_sql == by_gx  # the suite runs as SQL; Great Expectations answers the same
+    assert sound[0] == sound[1] and sound[0][0]  # and on the sound books: both pass
 
 
 def _staged(db, name: str, rows: list[tuple[str, str]]) -> str:

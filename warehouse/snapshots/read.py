@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import psycopg
 from sqlalchemy import text
@@ -112,25 +113,9 @@ def _first_instant(day: date) -> str:
         return "-infinity"
 
 
-def on_hand_as_of(
-    session: Session,
-    *,
-    warehouse: str,
-    sku: str,
-    location: str | None = None,
-    lot: str | None = None,
-    as_of: datetime,
-) -> int | None:
-    """on_hand of the item named by codes at `as_of` (an aware datetime); None when a code
-    names nothing (the caller resolves the codes to say which)."""
-    return on_hand_as_of_on(
-        raw_sql.driver(session),
-        warehouse=warehouse,
-        sku=sku,
-        location=location,
-        lot=lot,
-        as_of=as_of,
-    )
+def on_hand_as_of(session: Session, **item: Any) -> int | None:
+    """`on_hand_as_of_on` in `session`'s transaction (`item`: its keyword arguments)."""
+    return on_hand_as_of_on(raw_sql.driver(session), **item)
 
 
 def on_hand_as_of_on(
@@ -142,8 +127,10 @@ def on_hand_as_of_on(
     lot: str | None = None,
     as_of: datetime,
 ) -> int | None:
-    """`on_hand_as_of` on a psycopg connection: in the caller's transaction, or in autocommit
-    (`stock.DirectStock.on_hand`), where each statement is its own consistent read."""
+    """on_hand of the item named by codes at `as_of` (an aware datetime); None when a code
+    names nothing (the caller resolves the codes to say which). On a psycopg connection: in the
+    caller's transaction, or in autocommit (`stock.DirectStock.on_hand`), where the statement
+    is a consistent read of its own."""
     day = day_of(as_of)
     params = {
         "warehouse": warehouse,
