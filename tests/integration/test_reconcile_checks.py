@@ -25,7 +25,7 @@ QUANTITIES = [
     "0x1",
     "abc",
     "١٢",
-    "０1",
+    "\uff101",  # a full-width zero, then 1
     "1,000",
     None,
 ]
