@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from sqlalchemy import text as sqlalchemy_text
 
 import warehouse
 from tests.builders import World
@@ -389,3 +390,77 @@ def test_a_role_without_a_url_never_falls_back_to_an_embedded_server_when_anothe
     )
     assert resolve_url(settings=shared, role="reader") == "postgresql+psycopg://admin@db/wms"
     assert not (tmp_path / "pg").exists()  # no embedded server was started
+
+
+def test_db_roles_by_an_admin_who_may_create_roles_but_is_no_superuser(database_url, monkeypatch):
+    """A managed PostgreSQL gives its admin CREATEROLE and CREATEDB, never SUPERUSER. That admin
+    makes the database, migrates it as a single role, converts it with `cangflow db roles`, and
+    then keeps its one URL for everything: each role's sessions must act as that role, the
+    reader's included (acting as the admin itself, the reader could write anything)."""
+    from warehouse.settings import get_settings
+
+    tag = f"{RUN_TAG}_m"
+    admin_role = f"{tag}_admin"
+    names = roles.RoleNames(f"{tag}_owner", f"{tag}_app", f"{tag}_reader")
+    for role in roles.ROLES:
+        monkeypatch.setenv(f"CANGFLOW_{role.upper()}_ROLE", names.of(role))
+    get_settings.cache_clear()
+    server, database = database_url.rsplit("/", 1)
+    name = f"{database}_managed"
+    superuser = login(database_url, None).rsplit("/", 1)[0] + "/postgres"
+    user = psycopg.conninfo.conninfo_to_dict(superuser)["user"]
+    url = f"{server.replace(f'//{user}@', f'//{admin_role}@', 1)}/{name}"
+    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(superuser, autocommit=True) as root:
+        root.execute(f'CREATE ROLE "{admin_role}" LOGIN CREATEROLE CREATEDB NOSUPERUSER')
+    try:
+        with psycopg.connect(dsn.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')  # the admin's own, as on a managed server
+        upgraded = cangflow(url, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        single = warehouse.connect(url, role="app", pool_size=1)
+        try:
+            assert single.acting_role() == admin_role  # not converted yet: its own user
+            world = World.create(single, bins=1)
+            sku = world.stocked_sku(40)
+        finally:
+            single.dispose()
+
+        converted = cangflow(url, "db", "roles")
+        assert converted.returncode == 0, converted.stderr
+        assert f"roles created: {names.owner}, {names.app}, {names.reader}" in converted.stdout
+        first = fingerprint(dsn)
+        owners = {row[2] for row in first if row[0] in ("rel", "function")}
+        assert owners == {names.owner}, first
+        again = cangflow(url, "db", "roles")
+        assert again.returncode == 0, again.stderr
+        assert "ownership moved: 0 objects" in again.stdout
+        assert fingerprint(dsn) == first
+
+        for role in roles.ROLES:  # the admin's one URL, acting as each role in turn
+            acting = warehouse.connect(url, role=role, pool_size=1)
+            try:
+                assert acting.acting_role() == names.of(role)
+            finally:
+                acting.dispose()
+        app = warehouse.connect(url, role="app", pool_size=1)
+        reader = warehouse.connect(url, role="reader", pool_size=1)
+        try:
+            with app.session() as s:
+                stock.deduct(s, warehouse=world.warehouse, sku=sku, qty=15)
+            with reader.session() as s:
+                assert stock.on_hand(s, warehouse=world.warehouse, sku=sku) == 25
+                with pytest.raises(Exception, match="permission denied"):
+                    s.execute(sqlalchemy_text("DELETE FROM outbox_message"))
+        finally:
+            app.dispose()
+            reader.dispose()
+        again = cangflow(url, "db", "upgrade")  # as the owner, through the admin's membership
+        assert again.returncode == 0, again.stderr
+        assert fingerprint(dsn) == first
+    finally:
+        with psycopg.connect(superuser, autocommit=True) as root:
+            root.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for role in (*(names.of(role) for role in roles.ROLES), admin_role):
+                root.execute(f'DROP ROLE IF EXISTS "{role}"')
+        get_settings.cache_clear()

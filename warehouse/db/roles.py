@@ -134,10 +134,13 @@ def convert(
     superuser = _one_row(
         connection.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     )[0]
-    if not superuser:  # ALTER ... OWNER TO and FOR ROLE need the role's membership
+    if not superuser:
+        # ALTER ... OWNER TO and FOR ROLE need the owner's and the app's membership; and an
+        # admin who keeps one URL for everything acts as each role by SET ROLE (`become`), the
+        # reader included (else its reads would run as the admin, who may write anything).
         connection.execute(
-            sql.SQL("GRANT {}, {} TO CURRENT_USER").format(
-                sql.Identifier(names.owner), sql.Identifier(names.app)
+            sql.SQL("GRANT {} TO CURRENT_USER").format(
+                sql.SQL(", ").join(sql.Identifier(names.of(role)) for role in ROLES)
             )
         )
     for schema in ("archive", STAGING_SCHEMA):
@@ -316,6 +319,9 @@ def _transfer_ownership(connection: psycopg.Connection, owner: str) -> dict[str,
     ).fetchall()
     before: dict[str, int] = {}
     new_owner = sql.Identifier(owner)
+    # ALTER ... OWNER TO checks that the new owner may CREATE in the object's schema (superusers
+    # skip the check; a managed server's CREATEROLE admin does not): public's grant comes first.
+    connection.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(new_owner))
     for kind, schema, name, args, previous in rows:
         target: sql.Composable
         if kind == "SCHEMA":
@@ -330,7 +336,6 @@ def _transfer_ownership(connection: psycopg.Connection, owner: str) -> dict[str,
             sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(kind), target, new_owner)
         )
         before[previous] = before.get(previous, 0) + 1
-    connection.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(new_owner))
     return before
 
 
