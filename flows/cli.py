@@ -170,7 +170,7 @@ def db_stop() -> None:
     from warehouse.db.embedded import stop_postgres, stop_redis
 
     stopped = stop_postgres(_home())
-    typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL here")
+    typer.echo("embedded PostgreSQL stopped" if stopped else "no embedded PostgreSQL runs here")
     if stop_redis(_home()):
         typer.echo("embedded Redis stopped")
 

@@ -39,6 +39,19 @@ LONGEST_FIRST = (
 )
 
 
+def pytest_configure(config):
+    """Before the workers start (in the controlling process): run as root, pgserver hands its
+    servers to a system user it makes with `useradd` on its first start, and two workers making
+    it at once on a fresh machine would fail one of them ("user already exists")."""
+    if hasattr(config, "workerinput") or os.geteuid() != 0:
+        return
+    from pgserver.utils import ensure_user_exists
+
+    from warehouse.db.embedded import PGSERVER_USER
+
+    ensure_user_exists(PGSERVER_USER)
+
+
 def pytest_collection_modifyitems(config, items):
     gone = [path for path in LONGEST_FIRST if not (config.rootpath / path).is_file()]
     if gone:  # a renamed file would quietly fall back to collection order

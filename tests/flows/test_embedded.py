@@ -56,5 +56,9 @@ def test_commands_run_on_an_embedded_database_when_no_url_is_set(home):
             assert connection.execute("SELECT current_user").fetchone()[0] == names.of(role)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 connection.execute(statement)
+    # This process holds a pgserver handle on the server (postgres_url above): stop means stop.
     stopped = cangflow(home, "db", "stop")
-    assert "stopped" in stopped.stdout
+    assert "embedded PostgreSQL stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert not (home / "pg" / "postmaster.pid").exists()
+    again = cangflow(home, "db", "stop")
+    assert "no embedded PostgreSQL runs here" in again.stdout, again.stdout + again.stderr

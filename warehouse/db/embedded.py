@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 EMBEDDED_DATABASE = "cangflow"
+# The system user pgserver makes and runs the server as when started by root.
+PGSERVER_USER = "pgserver"
 
 
 def postgres_url(home: Path, role: Role | None = "app") -> str:
@@ -54,13 +56,24 @@ def postgres_url(home: Path, role: Role | None = "app") -> str:
 
 
 def stop_postgres(home: Path) -> bool:
-    import pgserver
+    """Stop the embedded server; whether one was running. pgserver's own stop is skipped while
+    another live process holds a handle on the server (any process that opened it, a Python
+    session or a flow still running): `cangflow db stop` means stop, so pg_ctl stops it, fast
+    (open sessions are ended, their transactions rolled back)."""
+    from pgserver._commands import POSTGRES_BIN_PATH
 
     data = home.resolve() / "pg"
     if not (data / "PG_VERSION").exists():
         return False
-    server = pgserver.get_server(data, cleanup_mode="stop")
-    server.cleanup()
+    pg_ctl = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data)]
+    # Run as root, pgserver runs the server as its system user, which pg_ctl must be too.
+    owner = PGSERVER_USER if os.geteuid() == 0 else None
+    status = subprocess.run([*pg_ctl, "status"], capture_output=True, user=owner)
+    if status.returncode != 0:  # 3: no server runs on this folder
+        return False
+    subprocess.run(
+        [*pg_ctl, "-w", "-m", "fast", "stop"], capture_output=True, check=True, user=owner
+    )
     return True
 
 

@@ -14,17 +14,16 @@ day is what the oldest retained ledger month builds on.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from psycopg import sql
-from sqlalchemy import text
+from sqlalchemy import URL, text
 from sqlalchemy.orm import Session
 
-from warehouse.db import raw_sql
+from warehouse.db import client_programs, raw_sql
 from warehouse.db.engine import Database
 from warehouse.errors import WarehouseError
 from warehouse.history import partitions
@@ -125,14 +124,26 @@ def _forget_snapshot_days(session: Session, partition: partitions.Partition) -> 
 
 def dump(db: Database, name: str, directory: Path, *, schema: str = ARCHIVE_SCHEMA) -> Path:
     """pg_dump of `schema`.`name` (custom format); raises unless it wrote a non-empty file."""
-    pg_dump = shutil.which("pg_dump")
-    if pg_dump is None:
-        raise WarehouseError("retention_mode=drop needs pg_dump on PATH; nothing was dropped")
+    with db.engine.connect() as connection:
+        server = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
+    try:
+        pg_dump = client_programs.for_server("pg_dump", server // 10000)
+    except WarehouseError as error:
+        raise WarehouseError(f"retention_mode=drop: {error}; nothing was dropped") from error
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{name}.dump"
     url = db.url
+    # The password goes by the environment, never on the command line (which `ps` shows to every
+    # user of the machine). URL.set(password=None) would keep it (None there means unchanged).
     env = {**os.environ, **({"PGPASSWORD": url.password} if url.password else {})}
-    dsn = url.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
+    dsn = URL.create(
+        "postgresql",
+        username=url.username,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
+    ).render_as_string()
     done = subprocess.run(
         [pg_dump, "--format=custom", f"--table={schema}.{name}", f"--file={target}", dsn],
         env=env,
