@@ -1,5 +1,5 @@
 """Local stand-ins tests start on free ports: an HTTP receiver (webhook, Pushgateway) and a
-real Prefect server in a subprocess."""
+real Prefect server in a subprocess; the `cangflow` command in a process of its own."""
 
 from __future__ import annotations
 
@@ -15,6 +15,19 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+
+
+def cangflow_run(
+    env: dict[str, str], *arguments: str, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`cangflow ARGUMENTS` in a new process (`python -m flows.cli`) with exactly `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:

@@ -3,12 +3,11 @@
 the books as the app role, and stops it on request."""
 
 import os
-import subprocess
-import sys
 
 import psycopg
 import pytest
 
+from tests.services import cangflow_run
 from warehouse.db import schema
 from warehouse.db.embedded import postgres_url
 from warehouse.db.roles import RoleNames
@@ -17,13 +16,7 @@ from warehouse.db.roles import RoleNames
 def cangflow(home, *arguments):
     env = {key: value for key, value in os.environ.items() if key != "CANGFLOW_DATABASE_URL"}
     env["CANGFLOW_HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *arguments],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return cangflow_run(env, *arguments)
 
 
 @pytest.fixture

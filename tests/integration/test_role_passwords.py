@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 import warehouse
+from tests.services import cangflow_run
 from warehouse.db import client_programs, schema
 from warehouse.db.embedded import postgres_url
 from warehouse.db.roles import ROLES, RoleNames
@@ -42,16 +42,6 @@ def login(url: str, password: str | None) -> psycopg.Connection:
     )
 
 
-def cangflow(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *arguments],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture
 def asking_server(tmp_path):
     """An embedded server converted to the roles; its superuser's URL and each role's URL
@@ -69,7 +59,7 @@ def asking_server(tmp_path):
         yield home, superuser, role_urls
     finally:  # as a user stops it, while this process still holds its pgserver handle on it
         env = {key: value for key, value in os.environ.items() if not key.startswith("CANGFLOW_")}
-        stopped = cangflow({**env, "CANGFLOW_HOME": str(home)}, "db", "stop")
+        stopped = cangflow_run({**env, "CANGFLOW_HOME": str(home)}, "db", "stop")
         assert "embedded PostgreSQL stopped" in stopped.stdout, stopped.stdout + stopped.stderr
         assert not (home / "pg" / "postmaster.pid").exists()  # it did stop
 
@@ -101,7 +91,7 @@ def test_db_roles_sets_each_roles_password_from_its_url_and_the_commands_log_in_
         **{f"CANGFLOW_{role.upper()}_ROLE": names.of(role) for role in ROLES},
         **{f"CANGFLOW_{role.upper()}_DATABASE_URL": url for role, url in role_urls.items()},
     )
-    converted = cangflow(env, "db", "roles")
+    converted = cangflow_run(env, "db", "roles")
     assert converted.returncode == 0, converted.stderr
     assert "roles created: none (they exist)" in converted.stdout  # the embedded start made them
     for url in role_urls.values():  # no password in what the command prints
@@ -118,10 +108,10 @@ def test_db_roles_sets_each_roles_password_from_its_url_and_the_commands_log_in_
 
     # The commands, with only the roles' URLs: each logs in as its own role by its password.
     del env["CANGFLOW_DATABASE_URL"]
-    upgraded = cangflow(env, "db", "upgrade")
+    upgraded = cangflow_run(env, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"at revision {schema.head_revision()}, as role {names.owner}" in upgraded.stdout
-    checked = cangflow(env, "check")
+    checked = cangflow_run(env, "check")
     assert checked.returncode == 0, checked.stderr
     assert "books check (full): ok" in checked.stdout
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +19,7 @@ from sqlalchemy import text as sqlalchemy_text
 import warehouse
 from tests.builders import World
 from tests.conftest import RUN_TAG, _database
+from tests.services import cangflow_run
 from warehouse import snapshots, stock
 from warehouse.db import roles, schema
 from warehouse.history import closing as history
@@ -276,14 +276,7 @@ def books(dsn: str) -> tuple:
 
 
 def cangflow(url: str, *arguments: str) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "CANGFLOW_DATABASE_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *arguments],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=300,
-    )
+    return cangflow_run({**os.environ, "CANGFLOW_DATABASE_URL": url}, *arguments)
 
 
 def test_db_roles_converts_a_single_role_database_with_stock_and_a_rerun_changes_nothing(
