@@ -37,7 +37,7 @@ def _candidates(program: str) -> list[Path]:
 def _major(path: Path) -> int | None:
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):  # not a program this machine can run
         return None
     match = _VERSION.search(done.stdout)
     return int(match.group(1)) if match else None
