@@ -363,6 +363,9 @@ def explain(conn, db, path: Path) -> None:
         ),
     ):
         with conn.transaction(force_rollback=True):
+            if name == "compare._DIFF":  # as compare.compare runs it
+                for setting, value in compare.DIFF_PLANNER.items():
+                    conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
             plan = [
                 row[0]
                 for row in conn.execute(

@@ -76,6 +76,10 @@ _WMS_BY_SKU = """
     SELECT a.warehouse_id, a.sku_id, CAST(NULL AS bigint) AS lot_id, CAST(sum(a.qty) AS bigint) AS qty
     FROM as_of_rows a GROUP BY 1, 2
 """
+# The diff's settings, for its transaction only: hash tables of a million rows in memory; no JIT
+# compile (it cost more than it saved on this one-pass statement); a hash full join, not a merge
+# join over two sorted million-row inputs.
+DIFF_PLANNER = {"work_mem": "256MB", "jit": "off", "enable_mergejoin": "off"}
 _HAS_LOTS = "SELECT EXISTS (SELECT 1 FROM {table} WHERE coalesce(lot, '') <> '')"
 _WAREHOUSES = "SELECT array_agg(w.id) FROM (SELECT DISTINCT warehouse FROM {table}) f JOIN warehouse w ON w.code = f.warehouse"
 
@@ -162,15 +166,10 @@ def compare(
     session.execute(
         text("DELETE FROM reconciliation_difference WHERE run_id = :run"), {"run": run_id}
     )
-    # Hash tables of a million rows in memory for this transaction only; no JIT compile (it
-    # cost more than it saved on this one-pass statement).
-    # A hash full join, not a merge join over two sorted million-row inputs.
-    session.execute(
-        text(
-            "SELECT set_config('work_mem', '256MB', true), set_config('jit', 'off', true), "
-            "set_config('enable_mergejoin', 'off', true)"
+    for name, value in DIFF_PLANNER.items():
+        session.execute(
+            text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value}
         )
-    )
     table = quoted(session, staging)
     cursor = raw_sql.driver(session).cursor()
     try:
