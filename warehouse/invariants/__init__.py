@@ -8,8 +8,9 @@ set-based proof of promises 1-3 over the whole database (every violation found, 
    `tests/integration/test_concurrency.py` (16 workers, with a naive negative control).
 2. The ledger equals the balance: each balance is its opening balance plus its retained
    movements, written by one statement with its outbox message. Statement: the CTEs of
-   `warehouse/stock/statements.py`. Checks: `balance_equals_ledger` and
-   `movement_has_outbox_message` below, run by the books check
+   `warehouse/stock/statements.py`. Checks: `balance_equals_ledger`,
+   `movement_has_outbox_message` and `movement_lot_is_its_balances` (a lot-less movement on a
+   lotted balance row, which no foreign key checks) below, run by the books check
    (`warehouse/stock/books.py`, the nightly's gate). Tests: `tests/integration/test_stateful.py`,
    `test_stress.py`.
 3. A key applies once: a repeat returns the first result, other arguments are a conflict.
@@ -91,6 +92,18 @@ _CHECKS: dict[str, str] = {
         WHERE m.recorded_at >= (SELECT min(created_at) FROM outbox_message) {recent}
           AND NOT EXISTS (SELECT 1 FROM outbox_message o WHERE o.operation_id = m.operation_id)
         GROUP BY m.operation_id
+    """,
+    # 2c. A movement is of its balance row's lot. The composite key fk_stock_movement_balance_lot
+    # (migration 0006) refuses another lot, but PostgreSQL checks no foreign key with a NULL
+    # column, so a lot-less movement on a lotted row is found here instead (a trigger on every
+    # ledger insert would cost the hot path a lookup for what the statements never write).
+    "movement_lot_is_its_balances": """
+        SELECT format('movement %s (operation %s) has no lot, but its balance %s holds lot %s',
+                      m.id, m.operation_id, b.id, lot.code)
+        FROM stock_movement m
+        JOIN stock_balance b ON b.id = m.balance_id
+        JOIN lot ON lot.id = b.lot_id
+        WHERE m.lot_id IS NULL {recent}
     """,
     # 3. A key applies once: all movements under a key belong to the one operation it recorded.
     # Keys expire (the rollover prunes them) and an expired key is free again, so movements under

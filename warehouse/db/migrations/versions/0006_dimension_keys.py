@@ -4,7 +4,8 @@ by hand. Composite foreign keys over composite unique keys; the plain balance_id
 ledger is replaced by the composite one.
 
 A lot-less movement on a balance row that has a lot is the one mismatch left to the statements
-(a foreign key with a NULL column is not checked in PostgreSQL 15).
+(a foreign key with a NULL column is not checked in PostgreSQL 15); the books check finds it
+(`movement_lot_is_its_balances` in warehouse.invariants).
 
 Revision ID: 0006_dimension_keys
 Revises: 0005_idempotency_expiry
