@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from warehouse.errors import WarehouseError
+
 if TYPE_CHECKING:
     from warehouse.db.roles import Role
 
@@ -71,9 +73,14 @@ def stop_postgres(home: Path) -> bool:
     status = subprocess.run([*pg_ctl, "status"], capture_output=True, user=owner)
     if status.returncode != 0:  # 3: no server runs on this folder
         return False
-    subprocess.run(
-        [*pg_ctl, "-w", "-m", "fast", "stop"], capture_output=True, check=True, user=owner
+    stopped = subprocess.run(
+        [*pg_ctl, "-w", "-m", "fast", "stop"], capture_output=True, text=True, user=owner
     )
+    if stopped.returncode != 0:
+        raise WarehouseError(
+            f"the embedded PostgreSQL under {data} did not stop: "
+            f"{(stopped.stderr or stopped.stdout).strip() or f'pg_ctl exit {stopped.returncode}'}"
+        )
     return True
 
 

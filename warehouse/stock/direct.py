@@ -178,8 +178,10 @@ class DirectStock:
         location: str | None = None,
         lot: str | None = None,
     ) -> int:
-        """`stock.on_hand(as_of=)` as one autocommit statement (a read of its own: one MVCC
-        snapshot). A code that names nothing goes to the Session path, which says which."""
+        """`stock.on_hand(as_of=)` in autocommit: one statement, a consistent read of its own
+        (snapshots more than a month behind, or none before the day, take a second statement,
+        whose answer alone is returned). A code that names nothing goes to the Session path,
+        which says which."""
         codes = queries.as_of_codes(warehouse, sku, location, lot)
         moment = validation.business_time(as_of, field="as_of", change=False)
         with self.db.driver_connection(autocommit=True) as connection:
