@@ -11,7 +11,13 @@ import pytest
 from sqlalchemy import text
 
 import warehouse
-from tests.integration.helpers import ledger_counts, movements_of, outbox_of, violations
+from tests.integration.helpers import (
+    HANDOVERS,
+    ledger_counts,
+    movements_of,
+    outbox_of,
+    violations,
+)
 from warehouse import stock
 from warehouse.errors import IdempotencyConflict, InsufficientStock, UnknownItem
 
@@ -128,6 +134,36 @@ def test_an_order_runs_directly_all_or_nothing_once_its_ids_are_cached(world, on
     again = direct.deduct_order(warehouse=world.warehouse, lines=lines, key=f"{skus[0]}-o")
     assert again.replayed and again.operation_id == change.operation_id
     assert [world.on_hand(sku) for sku in skus] == [1, 1, 1]
+    assert violations(world.db) == []
+
+
+def test_an_order_of_codes_this_database_has_not_met_runs_directly_and_caches_their_ids(
+    world, database_url, recorded_metrics
+):
+    """A fresh process (a new Database: no ids cached) looks the codes up in the order's own
+    transaction instead of handing it to the Session path; a code that names nothing still
+    goes there, which names it, and nothing is written."""
+    skus = [world.stocked_sku(5) for _ in range(3)]
+    fresh = warehouse.connect(database_url, pool_size=1)
+    try:
+        direct = stock.DirectStock(fresh)
+        change = direct.deduct_order(warehouse=world.warehouse, lines=[(sku, 2) for sku in skus])
+        assert sorted(line.sku for line in change.lines) == sorted(skus)
+        assert [world.on_hand(sku) for sku in skus] == [3, 3, 3]
+        assert [key for key in recorded_metrics.counters if key[0] == HANDOVERS] == []
+        assert all(fresh.ids.get(("sku", sku)) is not None for sku in skus)
+        assert fresh.ids.get(("warehouse", world.warehouse)) is not None
+
+        before = ledger_counts(world.db)
+        with pytest.raises(UnknownItem, match="NO-SUCH-SKU"):
+            direct.deduct_order(warehouse=world.warehouse, lines=[(skus[0], 1), ("NO-SUCH-SKU", 1)])
+        assert (
+            recorded_metrics.value(HANDOVERS, operation="deduct_order", reason="unknown_code") == 1
+        )
+        assert fresh.ids.get(("sku", "NO-SUCH-SKU")) is None
+        assert ledger_counts(world.db) == before and world.on_hand(skus[0]) == 3
+    finally:
+        fresh.dispose()
     assert violations(world.db) == []
 
 

@@ -12,9 +12,7 @@ the idempotency key itself. Nothing else runs around it.
 
 What one statement cannot decide alone goes to the Session path, in a transaction of its own,
 so each rule stays written once:
-- the single-row statement declined (the first FEFO row does not cover the line, a code is
-  unknown, stock is short, or its guard lost a race) and the ids are not all cached: the
-  Session path looks them up, runs the allocating statement and names any refusal;
+- a code names nothing: the Session path names it (UnknownItem);
 - the request's key is held already (an earlier request with it, or a concurrent one that
   committed first): the Session path replays the first result or raises IdempotencyConflict.
   A refusal under a key goes there too: the statement claims its key only when it applies, so
@@ -24,8 +22,10 @@ so each rule stays written once:
   wanted it (the statement rolled back whole; the Session path then waits for that request).
 
 The allocating statement (an order of several lines, or a line FEFO spreads over rows) runs
-directly when the Database's id cache holds every id it needs, in a transaction committed once
-its row count checks out: two round trips. A refusal commits that transaction too: the
+directly, in a transaction committed once its row count checks out: two round trips when the
+Database's id cache holds every id it needs, else three (the ids it lacks are looked up first
+in that transaction, and cached: they are committed master data). Only a code that names
+nothing goes to the Session path, which names it. A refusal commits that transaction too: the
 statement wrote nothing, and psycopg drops a connection's prepared statements on ROLLBACK.
 """
 
@@ -221,11 +221,15 @@ class DirectStock:
                 )
             if change is not None:
                 return change
-        resolved = resolve.cached(self.db.ids, request.warehouse, list(planned.demand))
-        if resolved is None:
-            raise _HandOver("uncached_ids")
+        items = list(planned.demand)
+        resolved = resolve.cached(self.db.ids, request.warehouse, items)
         statement = DIRECT_TAKE_STATEMENTS[planned.movement_type]
         with self.db.driver_connection(autocommit=False) as connection, _undecided():
+            if resolved is None:  # one round trip more, first in the transaction
+                resolved = resolve.looked_up(connection, self.db.ids, request.warehouse, items)
+                if resolved is None:
+                    connection.commit()  # it read only: a ROLLBACK would drop prepared statements
+                    raise _HandOver("unknown_code")
             outcome = execute.decided(
                 connection,
                 request,

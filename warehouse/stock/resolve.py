@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
 from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
 
+from warehouse.db import raw_sql
 from warehouse.db.id_cache import IdCache
 from warehouse.errors import UnknownItem
 
@@ -67,6 +70,8 @@ _RESOLVE = text(
       ON want.sku = s.code AND want.code = lot.code
     """
 )
+# psycopg's placeholders, rendered once: both paths run the lookup on the driver, prepared.
+_RESOLVE_RENDERED = str(_RESOLVE.compile(dialect=PGDialect_psycopg()))
 
 
 def resolve(
@@ -86,7 +91,7 @@ def resolve(
         hit = cached(cache, warehouse, items, locations)
         if hit is not None:
             return hit
-    found = _from_database(session, warehouse, skus, wanted_locations, lot_pairs)
+    found = _from_database(raw_sql.driver(session), warehouse, skus, wanted_locations, lot_pairs)
     _refuse_unknown(found, warehouse, skus, wanted_locations, lot_pairs)
     if cache is not None:  # promoted to the cache when this transaction commits
         keys = _keys(warehouse, skus, wanted_locations, lot_pairs)
@@ -131,15 +136,33 @@ def _from_cache(cache: IdCache, keys: dict[tuple, tuple]) -> dict[str, dict] | N
     return found
 
 
+def looked_up(
+    connection: psycopg.Connection, cache: IdCache, warehouse: str, items: list[Item]
+) -> Resolved | None:
+    """What `resolve` answers, looked up on a direct connection before its transaction writes
+    anything (so every row it finds was committed, and is never deleted: its id goes into
+    `cache` at once); None when a code names nothing (the Session path then names it)."""
+    skus = sorted({item.sku for item in items})
+    locations = sorted({item.location for item in items if item.location is not None})
+    lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
+    found = _from_database(connection, warehouse, skus, locations, lot_pairs)
+    keys = _keys(warehouse, skus, locations, lot_pairs)
+    if any(name not in found[kind] for kind, name in keys.values()):
+        return None
+    cache.update({key: found[kind][name] for key, (kind, name) in keys.items()})
+    return _resolved(found, warehouse)
+
+
 def _from_database(
-    session: Session,
+    connection: psycopg.Connection,
     warehouse: str,
     skus: list[str],
     locations: list[str],
     lot_pairs: list[tuple[str, str]],
 ) -> dict[str, dict]:
-    rows = session.execute(
-        _RESOLVE,
+    rows = raw_sql.fetchall_on(
+        connection,
+        _RESOLVE_RENDERED,
         {
             "warehouse": warehouse,
             "skus": skus,
@@ -147,7 +170,7 @@ def _from_database(
             "lot_skus": [sku for sku, _ in lot_pairs],
             "lot_codes": [lot for _, lot in lot_pairs],
         },
-    ).all()
+    )
     found = _empty()
     for kind, code, sku, ident in rows:
         found[kind][(sku, code) if kind == "lot" else code] = ident
