@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -222,10 +223,11 @@ def own_admin_db(own_database_url, own_db):
     database.dispose()
 
 
-@pytest.fixture(scope="module")
-def tasks_db(own_database_url, own_db, tmp_path_factory):
-    """`own_db`, with the settings (and so the flows' tasks) pointed at it, and at the test
-    Redis under a namespace of this module's own."""
+@contextmanager
+def flows_pointed_at(database_url: str, home: Path, **settings: str) -> Iterator[None]:
+    """The settings (and so the flows' tasks) pointed at `database_url`, at the test Redis
+    under a namespace of its own and at `home`, plus any other CANGFLOW_* `settings`; the
+    tasks' databases and caches are forgotten on the way in and on the way out."""
     from tasks import cache as cache_tasks
     from tasks.database import forget
     from warehouse.settings import get_settings
@@ -234,14 +236,28 @@ def tasks_db(own_database_url, own_db, tmp_path_factory):
         cache_tasks.forget()
         forget()
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CANGFLOW_DATABASE_URL", own_database_url)
-        patch.setenv("CANGFLOW_REDIS_URL", TEST_REDIS_URL)
-        patch.setenv("CANGFLOW_REDIS_NAMESPACE", f"test-{uuid.uuid4().hex[:10]}")
-        patch.setenv("CANGFLOW_HOME", str(tmp_path_factory.mktemp("cangflow-home")))
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CANGFLOW_DATABASE_URL", database_url)
+            patch.setenv("CANGFLOW_REDIS_URL", TEST_REDIS_URL)
+            patch.setenv("CANGFLOW_REDIS_NAMESPACE", f"test-{uuid.uuid4().hex[:10]}")
+            patch.setenv("CANGFLOW_HOME", str(home))
+            for name, value in settings.items():
+                patch.setenv(name, value)
+            get_settings.cache_clear()
+            forget_all()
+            try:
+                yield
+            finally:
+                forget_all()
+    finally:
         get_settings.cache_clear()
         forget_all()
+
+
+@pytest.fixture(scope="module")
+def tasks_db(own_database_url, own_db, tmp_path_factory):
+    """`own_db`, with the settings (and so the flows' tasks) pointed at it, and at the test
+    Redis under a namespace of this module's own."""
+    with flows_pointed_at(own_database_url, tmp_path_factory.mktemp("cangflow-home")):
         yield own_db
-        forget_all()
-    get_settings.cache_clear()
-    forget_all()

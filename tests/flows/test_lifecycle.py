@@ -8,15 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from datetime import date
 
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import TEST_REDIS_URL, _migrated
+from tests.conftest import _migrated, flows_pointed_at
 from tests.simulation import Plan, Simulation, local, set_clock
-from warehouse.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -27,32 +25,18 @@ ZONE = "America/New_York"
 @pytest.fixture(scope="module")
 def simulated_db(own_database_url, tmp_path_factory):
     """An empty database whose first clock reading is the simulation's first morning, in its zone."""
-    from tasks import cache as cache_tasks
-    from tasks.database import forget
-
-    def forget_all():
-        cache_tasks.forget()
-        forget()
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CANGFLOW_DATABASE_URL", own_database_url)
-        patch.setenv("CANGFLOW_REDIS_URL", TEST_REDIS_URL)
-        patch.setenv("CANGFLOW_REDIS_NAMESPACE", f"test-{uuid.uuid4().hex[:10]}")
-        patch.setenv("CANGFLOW_HOME", str(tmp_path_factory.mktemp("cangflow-home")))
-        patch.setenv("CANGFLOW_BUSINESS_TIMEZONE", ZONE)
-        patch.setenv("CANGFLOW_RETENTION_MONTHS", str(PLAN.retention_months))
-        patch.setenv("CANGFLOW_HISTORY_GRACE_DAYS", str(PLAN.grace_days))
-        patch.setenv(
-            "CANGFLOW_CLOCK", "2000-01-01T00:00:00+00:00"
-        )  # replaced below; restored after
-        get_settings.cache_clear()
+    with flows_pointed_at(
+        own_database_url,
+        tmp_path_factory.mktemp("cangflow-home"),
+        CANGFLOW_BUSINESS_TIMEZONE=ZONE,
+        CANGFLOW_RETENTION_MONTHS=str(PLAN.retention_months),
+        CANGFLOW_HISTORY_GRACE_DAYS=str(PLAN.grace_days),
+        CANGFLOW_CLOCK="2000-01-01T00:00:00+00:00",  # replaced below; restored after
+    ):
         set_clock(local(PLAN.start, 6))
-        forget_all()
         database = _migrated(own_database_url)
         yield database
         database.dispose()
-        forget_all()
-    get_settings.cache_clear()
 
 
 def test_twenty_six_months_of_nights_stay_green(simulated_db, prefect_api):

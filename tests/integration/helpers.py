@@ -60,8 +60,9 @@ HANDOVERS = "cangflow_stock_direct_handovers_total"
 def take_on(path: str, db):
     """`take(session, operation, **arguments)` on `path`: the Session path runs in `session`;
     the direct path ignores it and commits on its own connection of `db`'s pool, with the ids
-    it names cached first, so that it runs as in a process that has met its codes before (its
-    statement and the commit, no lookup) and never hands the request over to the Session path."""
+    of its SKUs and bins cached first, so that it runs as in a process that has met them
+    before (its statement and the commit, no lookup; none of these takes names a lot), and
+    never hands the request over to the Session path."""
     from warehouse import stock
     from warehouse.metrics import sinks as metrics
     from warehouse.stock.resolve import Item, resolve

@@ -99,13 +99,14 @@ def test_a_refusal_names_the_shortage_writes_nothing_and_leaves_the_key_free(wor
     assert not change.replayed and world.on_hand(sku) == 2
 
 
-def test_a_pick_fefo_spreads_over_two_lots_takes_the_earliest_expiry_first(world):
+def test_a_pick_fefo_spreads_over_two_lots_takes_the_earliest_expiry_first(world, recorded_metrics):
     sku = world.add_sku(lots={"OLD": date(2030, 1, 1), "NEW": date(2031, 1, 1)})
     world.receive(sku, 3, location=world.locations[1], lot="NEW")
     world.receive(sku, 2, location=world.locations[0], lot="OLD")
     direct = stock.DirectStock(world.db)
-    direct.deduct(warehouse=world.warehouse, sku=sku, qty=1)  # caches the ids
+    direct.deduct(warehouse=world.warehouse, sku=sku, qty=1)  # OLD's row alone: 1 left there
     change = direct.deduct(warehouse=world.warehouse, sku=sku, qty=3, key=f"{sku}-fefo")
+    assert [key for key in recorded_metrics.counters if key[0] == HANDOVERS] == []
     # FEFO empties the earlier expiry first (the lines come in movement id order).
     assert sorted((line.lot, line.qty) for line in change.lines) == [("NEW", -2), ("OLD", -1)]
     assert key_row(world.db, f"{sku}-fefo").operation_id == change.operation_id

@@ -1,9 +1,12 @@
 """Ids of master data already looked up, per Database.
 
 Ids and codes of warehouses, locations, SKUs and lots never change and rows are never deleted,
-so a resolved id can be reused by every later transaction. Only ids read by a transaction that
-then committed are kept (`warehouse.db.engine` promotes them after commit, drops them after rollback),
-so a rolled-back `ensure_sku` cannot leave behind the id of a row that does not exist.
+so a resolved id can be reused by every later transaction, but only the id of a row that
+certainly exists. So an id goes in either once the transaction that read it committed
+(`warehouse.db.engine` promotes a Session's lookups after commit and drops them after rollback:
+a rolled-back `ensure_sku` cannot leave behind the id of a row that does not exist), or at once
+when it was read by the first statement of a transaction, which sees only rows other
+transactions committed (`warehouse.stock.resolve.looked_up`, the direct stock path).
 """
 
 from __future__ import annotations

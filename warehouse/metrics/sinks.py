@@ -320,7 +320,8 @@ class PrometheusMetrics(_Deductions):
     def _child(self, name: str, labels: dict[str, str]):
         if not labels:
             return self._family(name)
-        key = (name, *labels.items())
+        # Values as the strings prometheus-client makes of them: True and 1 are one dict key.
+        key = (name, *((label, str(value)) for label, value in labels.items()))
         child = self._children.get(key)
         if child is None:  # children are never removed: one made once stays the family's
             child = self._children.setdefault(key, self._family(name).labels(**labels))

@@ -228,7 +228,9 @@ class DirectStock:
             if resolved is None:  # one round trip more, first in the transaction
                 resolved = resolve.looked_up(connection, self.db.ids, request.warehouse, items)
                 if resolved is None:
-                    connection.commit()  # it read only: a ROLLBACK would drop prepared statements
+                    # It read only. A ROLLBACK would drop this connection's prepared statements
+                    # (the Session path's UnknownItem then rolls back the one it runs on).
+                    connection.commit()
                     raise _HandOver("unknown_code")
             outcome = execute.decided(
                 connection,

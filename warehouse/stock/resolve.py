@@ -105,8 +105,7 @@ def cached(
     cache: IdCache, warehouse: str, items: list[Item], locations: tuple[str, ...] = ()
 ) -> Resolved | None:
     """What `resolve` answers, from `cache` alone; None when one id is missing (the direct
-    stock path then hands the request to the Session path, which looks them up and caches
-    them on commit)."""
+    stock path then looks them up itself, `looked_up`)."""
     keys = _keys(
         warehouse,
         {item.sku for item in items},
