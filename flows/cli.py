@@ -264,6 +264,36 @@ def _day(value: str | None, option: str):
         bad_argument(option, value, "is not a date (YYYY-MM-DD)")
 
 
+def _tolerance_file(path: str) -> None:
+    """A tolerance file that reads whole, or exit 2 with its problems (row, column, value)."""
+    from warehouse.reconcile import tolerances
+    from warehouse.reconcile.feed import FeedRejected
+
+    try:
+        tolerances.read_tolerances(Path(path))
+    except FeedRejected as error:
+        fail(f"--tolerances {path!r}: {error}", ExitCode.BAD_ARGUMENTS)
+
+
+def _erp_database(erp_url: str | None) -> None:
+    """--erp-query needs a PostgreSQL URL of the ERP (--erp-url, else CANGFLOW_ERP_URL): exit
+    2 when there is none or it is of another kind (its password never shown)."""
+    from warehouse.reconcile.feed import erp_dsn
+    from warehouse.settings import get_settings
+
+    configured = get_settings().erp_url
+    url = erp_url or (configured.get_secret_value() if configured is not None else None)
+    if not url:
+        fail(
+            "--erp-query needs --erp-url (or CANGFLOW_ERP_URL) to name the ERP database",
+            ExitCode.BAD_ARGUMENTS,
+        )
+    try:
+        erp_dsn(url)
+    except ValueError as error:
+        fail(f"{'--erp-url' if erp_url else 'CANGFLOW_ERP_URL'}: {error}", ExitCode.BAD_ARGUMENTS)
+
+
 def _readable_file(option: str, path: Path | None) -> None:
     """A file the command can read, or exit 2 naming the option and the path."""
     if path is None:
@@ -453,6 +483,10 @@ def run_reconcile(
     if feed_dir is not None and not Path(feed_dir).is_dir():
         bad_argument("--feed-dir", feed_dir, "is not a folder")
     _readable_file("--tolerances", Path(tolerances) if tolerances else None)
+    if tolerances:
+        _tolerance_file(tolerances)
+    if erp_query is not None:
+        _erp_database(erp_url)
     from flows.reconcile import reconcile_flow
 
     if erp_url:
@@ -621,16 +655,20 @@ def history_reopen(
     reason: str = typer.Option(..., "--reason", help="Why, for the audit trail"),
 ) -> None:
     """Reopen one closed month on purpose (audited); the next rollover closes it again."""
-    from warehouse.errors import WarehouseError
+    from warehouse.errors import InvalidArgument, WarehouseError
     from warehouse.history import closing as history
     from warehouse.settings import get_settings
 
+    try:
+        first_day = history.parse_month(month)
+    except InvalidArgument:
+        bad_argument("MONTH", month, "is not a month (YYYY-MM)")
     db = _database("owner")
     try:
         with db.session() as session:
             opened = history.reopen_month(
                 session,
-                history.parse_month(month),
+                first_day,
                 reason=reason,
                 lock_timeout_ms=get_settings().ddl_lock_timeout_ms,
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.database import database
+from warehouse.errors import WarehouseError
 from warehouse.metrics import sinks as metrics
 from warehouse.quality.suites import QualityResult
 from warehouse.reconcile import (
@@ -32,7 +33,17 @@ def inspect_feed(path: str) -> feed.FeedFile:
     return feed.inspect(Path(path), max_bytes=get_settings().feed_max_bytes)
 
 
-@task(name="reconcile-tolerances", retries=2, retry_delay_seconds=5)
+def _not_refused(task, task_run, state) -> bool:
+    """Retry what may pass next time (a dropped connection), never a refusal of the input."""
+    return not isinstance(state.data, WarehouseError)
+
+
+@task(
+    name="reconcile-tolerances",
+    retries=2,
+    retry_delay_seconds=5,
+    retry_condition_fn=_not_refused,
+)
 def load_tolerance_overrides(path: str) -> int:
     with database().session() as session:
         return tolerances.load_tolerances(session, Path(path))

@@ -72,7 +72,10 @@ def files(surroundings):
     unreadable.chmod(0)
     folder = base / "a-folder"
     folder.mkdir()
+    bad_tolerances = base / "bad-tolerances.csv"
+    bad_tolerances.write_text("sku,category,abs,pct\nSKU-1,,x,5\n")
     return {
+        "bad_tolerances": bad_tolerances,
         "feed": feed,
         "unreadable": unreadable,
         "folder": folder,
@@ -109,6 +112,26 @@ CASES = {
         ["run", "reconcile", "--erp-file", "{feed}", "--tolerances", "{missing}"],
         "--tolerances '{missing}': no such file",
     ),
+    "tolerances file with a bad cell": (
+        ["run", "reconcile", "--erp-file", "{feed}", "--tolerances", "{bad_tolerances}"],
+        (
+            "--tolerances '{bad_tolerances}': tolerance file bad-tolerances.csv rejected, "
+            "nothing applied: row 1 (line 2), column abs, value 'x'"
+        ),
+    ),
+    "erp query and no erp database": (
+        ["run", "reconcile", "--erp-query", "SELECT 1"],
+        "--erp-query needs --erp-url (or CANGFLOW_ERP_URL)",
+    ),
+    "erp database of another kind": (
+        ["run", "reconcile", "--erp-query", "SELECT 1", "--erp-url", "mysql://u:hunter2@h/db"],
+        "--erp-url: cangflow needs a postgresql+psycopg:// URL, got mysql://",
+    ),
+    "erp database not a URL": (
+        ["run", "reconcile", "--erp-query", "SELECT 1", "--erp-url", "hunter2"],
+        "--erp-url: is not a database URL",
+    ),
+    "month to reopen": (["history", "reopen", "2026-1", "--reason", "x"], "MONTH '2026-1'"),
     "no feed at all": (["run", "reconcile"], "give --erp-file PATH"),
     "quantity not a number": (
         ["run", "reconcile", "--erp-file", "{feed}", "--tolerance-abs", "x"],
@@ -135,6 +158,7 @@ def test_a_bad_argument_exits_2_naming_it_and_leaves_no_trace(case, surroundings
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert expected.format(**files) in lines[0], lines[0]
+    assert "hunter2" not in done.stdout + done.stderr  # a password never shows
     assert traces(surroundings) == before  # no run created, nothing quarantined, no metric pushed
 
 

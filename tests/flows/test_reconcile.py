@@ -16,6 +16,7 @@ from sqlalchemy import text
 from flows.reconcile import reconcile_flow
 from tests.builders import World
 from warehouse import stock
+from warehouse.errors import InvalidArgument
 from warehouse.reconcile import FeedRejected, orders
 
 pytestmark = pytest.mark.integration
@@ -190,6 +191,11 @@ def test_erp_truth_applies_small_lines_holds_large_ones_and_approval_applies_onc
     assert {line["sku"]: line["status"] for line in lines_of(tasks_db, summary["run_id"])}[
         large
     ] == "applied"
+    with tasks_db.session() as s, pytest.raises(InvalidArgument, match="is applied already"):
+        orders.decide(s, lines[large]["id"], approve=False, by="tester", note="changed my mind")
+    assert {line["sku"]: line["status"] for line in lines_of(tasks_db, summary["run_id"])}[
+        large
+    ] == "applied"
 
 
 def test_differences_within_tolerance_are_recorded_not_adjusted(
@@ -213,6 +219,30 @@ def test_differences_within_tolerance_are_recorded_not_adjusted(
     finally:  # the test's clean-up: tolerances are never deleted by cangflow, so the app role may not
         with own_admin_db.session() as s:
             s.execute(text("DELETE FROM reconciliation_tolerance"))
+
+
+def test_a_tolerance_file_naming_an_unknown_sku_is_refused_once_not_retried(
+    world, tasks_db, tmp_path
+):
+    """Its task retries what may pass next time (a dropped connection); a refusal of the file
+    would only be refused again, 10 s later."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    overrides = tmp_path / "tolerances.csv"
+    overrides.write_text("sku,category,abs,pct\nNO-SUCH-SKU,,1,0\n")
+    feed = write_feed(tmp_path, wms_rows(tasks_db, world), name="feed-tolerances.csv")
+    state = reconcile_flow(erp_file=feed, tolerances_file=str(overrides), return_state=True)
+    with pytest.raises(FeedRejected, match=r"tolerance file tolerances.csv rejected.*NO-SUCH-SKU"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
+    [tolerances_run] = [run for run in task_runs if run.name.startswith("reconcile-tolerances")]
+    assert tolerances_run.run_count == 1 and tolerances_run.state.is_failed()
 
 
 def test_a_movement_after_the_feeds_as_of_is_not_flagged(world, tasks_db, tmp_path):

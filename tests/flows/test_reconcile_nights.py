@@ -101,6 +101,13 @@ def test_a_standing_difference_approved_from_the_queue_leaves_the_erps_number(
     assert cangflow(["adjustments", "approve", str(line["id"])]) == 0  # again: applied once
     assert world.on_hand(sku) == 40
     capsys.readouterr()
+    # The contrary decision is refused, not reported as done: exit 1, the line stays applied.
+    assert cangflow(["adjustments", "reject", str(line["id"]), "--reason", "no"]) == 1
+    assert f"line {line['id']}: refused: line {line['id']} is applied already" in (
+        capsys.readouterr().out
+    )
+    assert world.on_hand(sku) == 40
+    capsys.readouterr()
     assert cangflow(["adjustments", "show", str(line["id"])]) == 0
     shown = capsys.readouterr().out
     assert "status: applied" in shown and "erp-night-2.csv" in shown and "movement_ids" in shown

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from warehouse.db import roles, slow_queries
@@ -24,19 +25,27 @@ logger = logging.getLogger(__name__)
 TOUCHED_STOCK = "touched_stock"
 
 
+def postgres_url(url: str) -> URL:
+    """`url` as a postgresql+psycopg URL; ValueError (never showing the password) for a URL of
+    another kind, or for something that is not a URL at all."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError("is not a database URL (postgresql://user@host/database)") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername != "postgresql+psycopg":
+        raise ValueError(f"cangflow needs a postgresql+psycopg:// URL, got {parsed.drivername}://")
+    return parsed
+
+
 class Database:
     """An engine plus a session factory. Create it with `warehouse.connect()`."""
 
     def __init__(
         self, url: str, *, pool_size: int = 5, echo: bool = False, role: Role | None = None
     ):
-        parsed = make_url(url)
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        if parsed.drivername != "postgresql+psycopg":
-            raise ValueError(
-                f"cangflow needs a postgresql+psycopg:// URL, got {parsed.drivername}://"
-            )
+        parsed = postgres_url(url)
         self.url = parsed
         self.engine: Engine = create_engine(
             parsed,

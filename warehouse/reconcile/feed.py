@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from warehouse.db import raw_sql
+from warehouse.db.engine import postgres_url
 from warehouse.db.roles import STAGING_SCHEMA
 from warehouse.errors import WarehouseError
 
@@ -53,13 +54,20 @@ class Problem:
 class FeedRejected(WarehouseError):
     """The feed was refused whole; nothing was applied."""
 
-    def __init__(self, feed: str, problems: list[Problem], total: int | None = None):
+    def __init__(
+        self,
+        feed: str,
+        problems: list[Problem],
+        total: int | None = None,
+        *,
+        kind: str = "ERP feed",
+    ):
         self.feed = feed
         self.problems = problems
         self.total = total if total is not None else len(problems)
         shown = "; ".join(str(p) for p in problems[:5])
         more = f" (and {self.total - 5} more)" if self.total > 5 else ""
-        super().__init__(f"ERP feed {feed} rejected, nothing applied: {shown}{more}")
+        super().__init__(f"{kind} {feed} rejected, nothing applied: {shown}{more}")
 
 
 @dataclass(frozen=True)
@@ -238,10 +246,15 @@ def _copy_problem(error: psycopg.Error) -> Problem:
     return Problem(line - 1 if line and line > 1 else None, column, None, why)
 
 
+def erp_dsn(url: str) -> str:
+    """The libpq form of an ERP database URL; ValueError for one that is not PostgreSQL's."""
+    return postgres_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def export_query(url: str, query: str, target: Path) -> None:
     """Write the rows of an ERP database query as a feed file (COPY ... TO STDOUT); the file
     then goes through every check like any other feed."""
-    dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    dsn = erp_dsn(url)
     with (
         psycopg.connect(dsn) as connection,
         connection.cursor() as cursor,

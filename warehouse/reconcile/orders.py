@@ -348,8 +348,9 @@ def decide(
     """A person's decision on a waiting line (pending approval, or held by the brake). Approving
     an ERP-truth line makes it `approved`, applied in the same transaction by the caller's
     `apply_line`; approving a WMS-truth line sends it to the ERP (`for_erp`). Deciding a line
-    twice changes nothing the second time; a line a newer run superseded cannot be decided
-    (its difference is the newer line's)."""
+    twice changes nothing the second time; the contrary decision on a line decided already
+    (rejecting one approved, applied or sent to the ERP; approving one rejected) is refused, as
+    is deciding a line a newer run superseded (its difference is the newer line's)."""
     changed = session.execute(
         _DECIDE, {"line": line_id, "approve": approve, "by": by, "note": note}
     ).first()
@@ -368,6 +369,11 @@ def decide(
             raise InvalidArgument(
                 f"line {line_id} was superseded by run {line.superseded_by_run}{newer}: "
                 "decide on the newest line of that difference (`cangflow adjustments list`)"
+            )
+        if (line.status == "rejected") != (not approve):
+            raise InvalidArgument(
+                f"line {line_id} is {line.status} already: only a line waiting for approval "
+                f"can be {'approved' if approve else 'rejected'}"
             )
         return line.status
     return changed.status

@@ -4,6 +4,7 @@ checked whole first like every feed: a bad cell names its line, column and value
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -26,21 +27,32 @@ ON CONFLICT (category) WHERE category IS NOT NULL DO UPDATE SET abs_qty = exclud
 """)
 
 
-def load_tolerances(session: Session, path: Path) -> int:
+KIND = "tolerance file"
+
+
+@dataclass(frozen=True)
+class Override:
+    line: int  # the data row's number (1 is the first after the header)
+    sku: str
+    category: str
+    abs_qty: int
+    pct: Decimal
+
+
+def read_tolerances(path: Path) -> list[Override]:
+    """The overrides of a tolerance file, checked whole (FeedRejected naming each bad row,
+    column and value); no database: the command checks the file before anything starts."""
     with path.open(newline="", encoding="utf-8") as stream:
-        rows = list(csv.reader(stream))
+        try:
+            rows = list(csv.reader(stream))
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise FeedRejected(
+                path.name, [Problem(None, None, None, f"is not a CSV file ({error})")], kind=KIND
+            ) from None
     if not rows or rows[0] != HEADER:
-        raise FeedRejected(
-            path.name,
-            [
-                Problem(
-                    None,
-                    "header",
-                    ",".join(rows[0]) if rows else "",
-                    f"expected the header {','.join(HEADER)}",
-                )
-            ],
-        )
+        found = ",".join(rows[0]) if rows else ""
+        problem = Problem(None, "header", found, f"expected the header {','.join(HEADER)}")
+        raise FeedRejected(path.name, [problem], kind=KIND)
     problems, parsed = [], []
     for number, row in enumerate(rows[1:], start=1):
         if len(row) != 4:
@@ -69,20 +81,27 @@ def load_tolerances(session: Session, path: Path) -> int:
                 Problem(number, "pct", pct_text, "is not a percentage between 0 and 100")
             )
             continue
-        parsed.append((number, sku, category, abs_text, pct))
+        if abs_text.isdigit():
+            parsed.append(Override(number, sku, category, int(abs_text), pct))
     if problems:
-        raise FeedRejected(path.name, problems)
-    for number, sku, category, abs_text, pct in parsed:
-        if sku:
-            if (
-                session.execute(_UPSERT_SKU, {"sku": sku, "abs": int(abs_text), "pct": pct}).first()
-                is None
-            ):
-                raise FeedRejected(
-                    path.name, [Problem(number, "sku", sku, "is not a known SKU code")]
-                )
+        raise FeedRejected(path.name, problems, kind=KIND)
+    return parsed
+
+
+def load_tolerances(session: Session, path: Path) -> int:
+    """Store the overrides of a tolerance file (an unknown SKU code refuses the whole file)."""
+    overrides = read_tolerances(path)
+    for override in overrides:
+        if override.sku:
+            known = session.execute(
+                _UPSERT_SKU, {"sku": override.sku, "abs": override.abs_qty, "pct": override.pct}
+            ).first()
+            if known is None:
+                problem = Problem(override.line, "sku", override.sku, "is not a known SKU code")
+                raise FeedRejected(path.name, [problem], kind=KIND)
         else:
             session.execute(
-                _UPSERT_CATEGORY, {"category": category, "abs": int(abs_text), "pct": pct}
+                _UPSERT_CATEGORY,
+                {"category": override.category, "abs": override.abs_qty, "pct": override.pct},
             )
-    return len(parsed)
+    return len(overrides)
