@@ -383,6 +383,23 @@ def test_a_bad_feed_is_rejected_whole_quarantined_and_changes_nothing(
         assert "row " in message, message  # names the row
 
 
+def test_unbalanced_quotes_are_named_on_the_line_where_the_field_opens(world, tasks_db, tmp_path):
+    """COPY reports the line where the file ended, still inside the quotes; the row to fix is
+    where the quoted field opened (here the first of three), with quotes closed normally after."""
+    stamp = now().isoformat()
+    rows = [
+        f'{world.warehouse},"{world.skus[0]},,5,{stamp}',
+        f'{world.warehouse},"{world.skus[1]}",,5,{stamp}',
+        f'{world.warehouse},"say ""hi""",,5,{stamp}',
+    ]
+    path = tmp_path / "open-quote.csv"
+    path.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(FeedRejected) as rejected:
+        reconcile_flow(erp_file=str(path))
+    message = str(rejected.value)
+    assert "row 1 (line 2)" in message and "never closed (unbalanced quotes)" in message, message
+
+
 def test_the_feed_can_come_from_an_erp_database_query(
     world, tasks_db, own_admin_db, own_database_url, tmp_path, monkeypatch
 ):

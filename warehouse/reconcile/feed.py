@@ -230,20 +230,38 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
                     copy.write(chunk)
             rows = cursor.rowcount
     except psycopg.errors.DataError as error:  # bad encoding, quoting, field counts
-        raise FeedRejected(feed.path.name, [_copy_problem(error)]) from None
+        raise FeedRejected(feed.path.name, [_copy_problem(error, feed.path)]) from None
     # Statistics for the checks and the diff: without them the planner guesses ~100 rows.
     session.execute(text(f"ANALYZE {table}"))
     return rows
 
 
-def _copy_problem(error: psycopg.Error) -> Problem:
+def _copy_problem(error: psycopg.Error, path: Path) -> Problem:
     found = _CONTEXT.search(error.diag.context or "")
     line = int(found.group(1)) if found else None
     column = found.group(2) if found and found.group(2) else None
-    why = (error.diag.message_primary or str(error)).replace("CSV", "the CSV")
+    why = error.diag.message_primary or str(error)
     if "unterminated" in why:
-        why += " (unbalanced quotes)"
+        # COPY names the line where the file ended, still inside the quotes: the line to fix
+        # is the one where that quoted field opened.
+        line = _unclosed_quote_line(path) or line
+        why = "a quoted field opens on this line and is never closed (unbalanced quotes)"
     return Problem(line - 1 if line and line > 1 else None, column, None, why)
+
+
+def _unclosed_quote_line(path: Path) -> int | None:
+    """The line (1 = the header) where a quoted field that never closes opens: the last line
+    where the running count of quote characters turned odd, the count being odd at the end (a
+    doubled quote inside a field adds two, so it never turns the count)."""
+    opened, inside = None, False
+    with path.open("rb") as stream:
+        for number, text_line in enumerate(stream, start=1):
+            quotes = text_line.count(b'"')
+            if quotes % 2:
+                if not inside:
+                    opened = number
+                inside = not inside
+    return opened if inside else None
 
 
 def erp_dsn(url: str) -> str:
