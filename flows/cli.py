@@ -264,11 +264,33 @@ def _day(value: str | None, option: str):
         bad_argument(option, value, "is not a date (YYYY-MM-DD)")
 
 
+def _one_feed_source(erp_file: str | None, feed_dir: str | None, erp_query: str | None) -> None:
+    """Exactly one way to the feed, or exit 2."""
+    given = [
+        option
+        for option, value in (
+            ("--erp-file", erp_file),
+            ("--feed-dir", feed_dir),
+            ("--erp-query", erp_query),
+        )
+        if value is not None
+    ]
+    if not given:
+        fail(
+            "give --erp-file PATH, --feed-dir DIR, or --erp-query with --erp-url",
+            ExitCode.BAD_ARGUMENTS,
+        )
+    if len(given) > 1:
+        fail(f"give one of {', '.join(given)}, not several", ExitCode.BAD_ARGUMENTS)
+
+
 def _tolerance_file(path: str) -> None:
-    """A tolerance file that reads whole, or exit 2 with its problems (row, column, value)."""
+    """A tolerance file that can be read and reads whole, or exit 2 naming what is wrong (the
+    file, or each bad row, column and value)."""
     from warehouse.reconcile import tolerances
     from warehouse.reconcile.feed import FeedRejected
 
+    _readable_file("--tolerances", Path(path))
     try:
         tolerances.read_tolerances(Path(path))
     except FeedRejected as error:
@@ -307,6 +329,25 @@ def _readable_file(option: str, path: Path | None) -> None:
             probe.read(1)
     except OSError as error:
         bad_argument(option, str(path), f"cannot be read ({error.strerror or error})")
+
+
+def _temporary_api_deaf_to_ctrl_c() -> None:
+    """With no server to record runs on, start the temporary API now, with SIGINT blocked (its
+    process inherits the mask). A terminal's Ctrl-C goes to the whole process group: it killed
+    the temporary API under a following relay, whose last report then retried for more than a
+    minute, and the command hung. The API still stops with this process (SIGTERM)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import signal
+
+    from prefect.client.orchestration import get_client
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        with get_client(sync_client=True) as client:
+            client.api_healthcheck()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _run_flow(flow, **parameters):
@@ -375,9 +416,11 @@ def run_relay(
     from flows.relay import relay_flow
 
     typer.echo("outbox relay:" + (" following, Ctrl-C stops" if follow else ""))
+    if follow:
+        _temporary_api_deaf_to_ctrl_c()
     try:
         _run_flow(relay_flow, follow=follow, metrics_port=metrics_port)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the loop took over
         typer.echo("relay stopped")
 
 
@@ -446,22 +489,7 @@ def run_reconcile(
 ) -> None:
     """Compare the ERP's book stock with the WMS and raise adjustment orders. Exit code 4: no
     new feed (stale)."""
-    given = [
-        option
-        for option, value in (
-            ("--erp-file", erp_file),
-            ("--feed-dir", feed_dir),
-            ("--erp-query", erp_query),
-        )
-        if value is not None
-    ]
-    if not given:
-        fail(
-            "give --erp-file PATH, --feed-dir DIR, or --erp-query with --erp-url",
-            ExitCode.BAD_ARGUMENTS,
-        )
-    if len(given) > 1:
-        fail(f"give one of {', '.join(given)}, not several", ExitCode.BAD_ARGUMENTS)
+    _one_feed_source(erp_file, feed_dir, erp_query)
     if max_feed_age_hours is not None and max_feed_age_hours <= 0:
         bad_argument("--max-feed-age-hours", max_feed_age_hours, "must be more than 0")
     if truth not in ("wms", "erp"):
@@ -482,7 +510,6 @@ def run_reconcile(
     _readable_file("--erp-file", Path(erp_file) if erp_file else None)
     if feed_dir is not None and not Path(feed_dir).is_dir():
         bad_argument("--feed-dir", feed_dir, "is not a folder")
-    _readable_file("--tolerances", Path(tolerances) if tolerances else None)
     if tolerances:
         _tolerance_file(tolerances)
     if erp_query is not None:

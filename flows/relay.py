@@ -9,7 +9,11 @@ long-running process), polling when idle and logging a summary every minute.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -49,22 +53,49 @@ def _relay_flow(
         logger.info("serving /metrics on port %d", metrics_port)
     totals = {"published": 0, "handled": 0, "redelivered": 0}
     last_summary = last_prune = time.monotonic()
-    while True:  # stopped by a signal; every step is safe to interrupt
-        published = publish_pending.fn(max_batches)
-        invalidated = invalidate_cache.fn(max_batches)
-        totals["published"] += published.published
-        totals["handled"] += invalidated.handled
-        totals["redelivered"] += invalidated.redelivered
-        now = time.monotonic()
-        if now - last_prune >= PRUNE_EVERY_S:
-            prune_outbox.fn()
-            last_prune = now
-        if now - last_summary >= SUMMARY_EVERY_S:
-            logger.info("relay following: %s so far", totals)
-            last_summary = now
-        metrics.current().set("cangflow_relay_last_loop_timestamp_seconds", time.time())
-        if published.claimed == 0 and invalidated.handled == 0:
-            time.sleep(IDLE_POLL_S)
+    with _until_stopped() as stopped:
+        while not stopped.is_set():
+            _follow_once(max_batches, totals, stopped)
+            now = time.monotonic()
+            if now - last_prune >= PRUNE_EVERY_S:
+                prune_outbox.fn()
+                last_prune = now
+            if now - last_summary >= SUMMARY_EVERY_S:
+                logger.info("relay following: %s so far", totals)
+                last_summary = now
+    logger.info("relay stopped: %s in %.0f s", totals, time.perf_counter() - started)
+    return {**totals, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _follow_once(max_batches: int, totals: dict[str, int], stopped: threading.Event) -> None:
+    """One round: publish what is due, run the cache's consumer; wait a little when idle."""
+    published = publish_pending.fn(max_batches)
+    invalidated = invalidate_cache.fn(max_batches)
+    totals["published"] += published.published
+    totals["handled"] += invalidated.handled
+    totals["redelivered"] += invalidated.redelivered
+    metrics.current().set("cangflow_relay_last_loop_timestamp_seconds", time.time())
+    if published.claimed == 0 and invalidated.handled == 0:
+        stopped.wait(IDLE_POLL_S)
+
+
+@contextmanager
+def _until_stopped() -> Iterator[threading.Event]:
+    """Set on SIGINT (Ctrl-C) or SIGTERM (a service manager's stop): the loop ends after its
+    round and the flow returns, so the run ends Completed rather than Crashed (an interrupt
+    thrown into the middle of a step). Every step commits or rolls back whole either way."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped  # only the main thread may take signals: an interrupt stops it as before
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: stopped.set())
+    try:
+        yield stopped
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @flow(name="outbox-relay")

@@ -78,16 +78,20 @@ def test_warmup_flow_warms_the_most_moved_then_the_most_read(world):
     assert artifact_rows("cache-warmup")[0]["keys"] == second["keys"]
 
 
-def test_relay_follow_mode_publishes_new_changes_until_stopped(
+def test_relay_follow_mode_publishes_new_changes_until_ctrl_c_stops_it_completed(
     world, tasks_db, own_database_url, tmp_path
 ):
+    """On the temporary API (no server), as run by hand in a terminal: Ctrl-C goes to the whole
+    process group. The relay ends its round and its run Completed, and the command exits 0;
+    it used to be recorded Crashed, or to hang while its last report met a killed API."""
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     env.update(CANGFLOW_DATABASE_URL=own_database_url, PREFECT_HOME=str(tmp_path / "prefect"))
     follow = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "run", "relay", "--follow"],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -101,6 +105,11 @@ def test_relay_follow_mode_publishes_new_changes_until_stopped(
         while _unpublished(tasks_db) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _unpublished(tasks_db) == 0
+        os.killpg(follow.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+        said, _ = follow.communicate(timeout=120)
+        assert follow.returncode == 0, said
+        assert "(Completed)" in said and "relay stopped" in said, said
     finally:
-        os.killpg(follow.pid, signal.SIGKILL)
-        follow.wait(timeout=30)
+        if follow.poll() is None:
+            os.killpg(follow.pid, signal.SIGKILL)
+            follow.wait(timeout=30)
