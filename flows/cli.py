@@ -577,21 +577,24 @@ def adjustments_ack(
     line_ids: list[int] = typer.Argument(..., help="Lines the ERP confirmed"),
 ) -> None:
     """Close lines sent to the ERP (WMS truth) that it confirmed; a difference found again
-    later is then sent again."""
+    later is then sent again. Each line in its own transaction, as approve and reject decide
+    theirs; exits 1 when any line was refused."""
     import getpass
 
     from warehouse.errors import WarehouseError
     from warehouse.reconcile import orders
 
     db = _database()
-    try:
-        with db.session() as session:
-            for line_id in line_ids:
-                typer.echo(
-                    f"line {line_id}: {orders.acknowledge(session, line_id, by=getpass.getuser())}"
-                )
-    except WarehouseError as error:
-        fail(str(error), ExitCode.CHECK_FAILED)
+    refused = 0
+    for line_id in line_ids:
+        try:
+            with db.session() as session:
+                status = orders.acknowledge(session, line_id, by=getpass.getuser())
+        except WarehouseError as error:
+            status, refused = f"refused: {error}", refused + 1
+        typer.echo(f"line {line_id}: {status}")
+    if refused:
+        fail(f"{refused} of {len(line_ids)} line(s) not acknowledged", ExitCode.CHECK_FAILED)
 
 
 def _decide(line_ids: list[int], run: int | None, approve: bool, reason: str | None) -> None:
@@ -658,6 +661,8 @@ def adjustments_reject(
     run: int = typer.Option(None, "--run", help="Every line of this run waiting for approval"),
 ) -> None:
     """Reject pending lines: WMS stock stays as it is."""
+    if not reason.strip():
+        bad_argument("--reason", reason, "say why: it goes on each line and its audit trail")
     _decide(line_ids, run, False, reason)
 
 

@@ -100,6 +100,7 @@ def test_a_standing_difference_approved_from_the_queue_leaves_the_erps_number(
     )  # nothing waits any more
     assert cangflow(["adjustments", "approve", str(line["id"])]) == 0  # again: applied once
     assert world.on_hand(sku) == 40
+    assert cangflow(["adjustments", "reject", str(line["id"]), "--reason", " "]) == 2
     capsys.readouterr()
     # The contrary decision is refused, not reported as done: exit 1, the line stays applied.
     assert cangflow(["adjustments", "reject", str(line["id"]), "--reason", "no"]) == 1
@@ -149,7 +150,15 @@ def test_with_the_wms_as_the_truth_the_erp_is_asked_once_until_it_acknowledges(
     assert open_lines(tasks_db, world) == []
     night(tmp_path, world, sku, 25, "wms", 4)
     assert len(erp_messages(tasks_db, world)) == 3
-    assert cangflow(["adjustments", "ack", str(asked["id"])]) == 1  # superseded, not sent any more
+    [fourth] = open_lines(tasks_db, world)
+    capsys.readouterr()
+    # One refused line (superseded, not sent any more) holds back none of the others.
+    assert cangflow(["adjustments", "ack", str(asked["id"]), str(fourth["id"])]) == 1
+    said = capsys.readouterr()
+    assert f"line {asked['id']}: refused: line {asked['id']} is superseded" in said.out
+    assert f"line {fourth['id']}: acknowledged" in said.out
+    assert "1 of 2 line(s) not acknowledged" in said.err
+    assert open_lines(tasks_db, world) == []
 
 
 def test_a_line_whose_difference_is_gone_by_the_next_night_cannot_be_approved(
