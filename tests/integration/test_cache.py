@@ -266,6 +266,28 @@ def test_a_warmup_whose_load_overlaps_a_commit_does_not_write_its_old_number(
     assert cache.available(warehouse=world.warehouse, sku=changed) == 7
 
 
+def test_a_warmup_write_that_fails_mid_slice_leaves_no_reply_behind_for_the_next_command(
+    cache, world, monkeypatch
+):
+    """The warmup sends a chunk before reading the reply to the one before. When a reply is an
+    error (here a key holding a plain string, which the script cannot read as a hash), the
+    replies still queued must go with their connection, not to the next command on it."""
+    from warehouse.cache import warmup
+
+    monkeypatch.setattr(warmup, "CHUNK", 2)
+    skus = [world.stocked_sku(i + 1) for i in range(5)]
+    cache.remote.client.set(cache.keys.available(world.warehouse, skus[0]), "not a hash")
+    with pytest.raises(Unavailable, match="WRONGTYPE"):
+        warm(cache, [(world.warehouse, sku) for sku in skus])
+    for _ in range(3):  # every pooled connection answers its own commands
+        assert cache.remote.client.ping() is True
+        assert cache.remote.generation_now() >= 0
+    cache.remote.client.delete(cache.keys.available(world.warehouse, skus[0]))
+    done = warm(cache, [(world.warehouse, sku) for sku in skus])
+    assert done.written == 5
+    assert [cache.available(warehouse=world.warehouse, sku=sku) for sku in skus] == [1, 2, 3, 4, 5]
+
+
 def test_hot_set_is_the_most_read_pairs_of_the_last_hour(cache, world):
     from warehouse.cache.warmup import hot_set
 

@@ -106,7 +106,6 @@ class RemoteCache:
         self._write = client.register_script(_WRITE)
         self._invalidate = client.register_script(_INVALIDATE)
         self._release = client.register_script(_RELEASE)
-        self._write_many = client.register_script(_WRITE_MANY)
 
     def call(self, work, *args: Any) -> Any:
         if not self.breaker.allow():
@@ -162,13 +161,34 @@ class RemoteCache:
         change committed (and invalidated) during the load makes the later write refuse."""
         return int(self.call(self.client.get, self.keys.generation_counter()) or 0)
 
-    def write_many(self, keys: list[str], generation: int, packed: list[str]) -> list[int]:
-        """Guarded writes of a chunk in one call (warmup), under the counter's value read
-        before the load (`generation_now`); `packed` per key, see `pack`."""
-        outcomes = self.call(self._write_many, keys, [generation, *packed])
-        refused = sum(1 for outcome in outcomes if outcome == STALE)
+    def write_many(self, chunks: list[tuple[list[str], int, list[str]]]) -> list[list[int]]:
+        """Guarded writes (warmup), one script call per chunk of (keys, the generation counter's
+        value read before their load (`generation_now`), `pack`ed arguments per key); the
+        outcomes per chunk. The next chunk is sent before the reply to the one before is read,
+        so Redis always has the next call queued while this process reads and encodes."""
+        outcomes = self.call(self._pipelined_writes, chunks)
+        refused = sum(1 for chunk in outcomes for outcome in chunk if outcome == STALE)
         if refused:
             metrics.current().inc("cangflow_cache_stale_writes_refused_total", refused)
+        return outcomes
+
+    def _pipelined_writes(self, chunks: list[tuple[list[str], int, list[str]]]) -> list[list[int]]:
+        if not chunks:
+            return []
+        sha = self.client.script_load(_WRITE_MANY)  # loaded again if Redis restarted
+        connection = self.client.connection_pool.get_connection()
+        outcomes: list[list[int]] = []
+        try:
+            for index, (keys, generation, packed) in enumerate(chunks):
+                connection.send_command("EVALSHA", sha, len(keys), *keys, generation, *packed)
+                if index:
+                    outcomes.append(connection.read_response())
+            outcomes.append(connection.read_response())
+        except BaseException:
+            connection.disconnect()  # replies may be left unread: never hand it back as is
+            raise
+        finally:
+            self.client.connection_pool.release(connection)
         return outcomes
 
     def invalidate(self, pairs: set[tuple[str, str]]) -> int:

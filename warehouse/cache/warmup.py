@@ -109,10 +109,8 @@ def _write(
     cache: StockCache, chunks: list[tuple[list[str], int, list[str]]]
 ) -> tuple[int, int, int]:
     assert cache.remote is not None  # `warm` refused a local-only cache
-    written = refused = keys = 0
-    for chunk_keys, generation, packed in chunks:
-        outcomes = cache.remote.write_many(chunk_keys, generation, packed)
+    written = refused = 0
+    for outcomes in cache.remote.write_many(chunks):
         written += outcomes.count(WRITTEN)
         refused += outcomes.count(STALE)
-        keys += len(chunk_keys)
-    return written, refused, keys
+    return written, refused, sum(len(keys) for keys, _, _ in chunks)
