@@ -370,7 +370,8 @@ def decide(
                 f"line {line_id} was superseded by run {line.superseded_by_run}{newer}: "
                 "decide on the newest line of that difference (`cangflow adjustments list`)"
             )
-        if (line.status == "rejected") != (not approve):
+        contrary = line.status == "rejected" if approve else line.status != "rejected"
+        if contrary:
             raise InvalidArgument(
                 f"line {line_id} is {line.status} already: only a line waiting for approval "
                 f"can be {'approved' if approve else 'rejected'}"

@@ -81,11 +81,7 @@ def resolve(
     `locations` (a count of an empty bin names a bin but no item). UnknownItem names the first
     code not found."""
     flush_pending(session)
-    skus = sorted({item.sku for item in items})
-    wanted_locations = sorted(
-        {item.location for item in items if item.location is not None} | set(locations)
-    )
-    lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
+    skus, wanted_locations, lot_pairs = _wanted(items, locations)
     cache: IdCache | None = session.info.get("id_cache")
     if cache is not None:
         hit = cached(cache, warehouse, items, locations)
@@ -95,9 +91,7 @@ def resolve(
     _refuse_unknown(found, warehouse, skus, wanted_locations, lot_pairs)
     if cache is not None:  # promoted to the cache when this transaction commits
         keys = _keys(warehouse, skus, wanted_locations, lot_pairs)
-        session.info.setdefault("pending_ids", {}).update(
-            {key: found[kind][name] for key, (kind, name) in keys.items()}
-        )
+        session.info.setdefault("pending_ids", {}).update(_ids(found, keys))
     return _resolved(found, warehouse)
 
 
@@ -106,14 +100,26 @@ def cached(
 ) -> Resolved | None:
     """What `resolve` answers, from `cache` alone; None when one id is missing (the direct
     stock path then looks them up itself, `looked_up`)."""
-    keys = _keys(
-        warehouse,
-        {item.sku for item in items},
-        {item.location for item in items if item.location is not None} | set(locations),
-        {(item.sku, item.lot) for item in items if item.lot is not None},
-    )
+    keys = _keys(warehouse, *_wanted(items, locations))
     found = _from_cache(cache, keys)
     return None if found is None else _resolved(found, warehouse)
+
+
+def _wanted(
+    items: list[Item], locations: tuple[str, ...] = ()
+) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """The SKU codes, bin codes (the items' and the extra `locations`) and (sku, lot) pairs
+    that `items` name, each once and sorted."""
+    return (
+        sorted({item.sku for item in items}),
+        sorted({item.location for item in items if item.location is not None} | set(locations)),
+        sorted({(item.sku, item.lot) for item in items if item.lot is not None}),
+    )
+
+
+def _ids(found: dict[str, dict], keys: dict[tuple, tuple]) -> dict[tuple, int]:
+    """The cache's entries for `keys`, from what the database `found` (every key found)."""
+    return {key: found[kind][name] for key, (kind, name) in keys.items()}
 
 
 def _resolved(found: dict[str, dict], warehouse: str) -> Resolved:
@@ -141,14 +147,12 @@ def looked_up(
     """What `resolve` answers, looked up on a direct connection before its transaction writes
     anything (so every row it finds was committed, and is never deleted: its id goes into
     `cache` at once); None when a code names nothing (the Session path then names it)."""
-    skus = sorted({item.sku for item in items})
-    locations = sorted({item.location for item in items if item.location is not None})
-    lot_pairs = sorted({(item.sku, item.lot) for item in items if item.lot is not None})
-    found = _from_database(connection, warehouse, skus, locations, lot_pairs)
-    keys = _keys(warehouse, skus, locations, lot_pairs)
+    wanted = _wanted(items)
+    found = _from_database(connection, warehouse, *wanted)
+    keys = _keys(warehouse, *wanted)
     if any(name not in found[kind] for kind, name in keys.values()):
         return None
-    cache.update({key: found[kind][name] for key, (kind, name) in keys.items()})
+    cache.update(_ids(found, keys))
     return _resolved(found, warehouse)
 
 
