@@ -216,6 +216,8 @@ def touch_stock(session: Session, pairs) -> None:
 def _set_session_defaults(dbapi_connection, _record) -> None:
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'UTC'")
+        # Dates and timestamps in ISO text, as `warehouse.db.prepared` reads them.
+        cursor.execute("SET DateStyle = 'ISO, MDY'")
         # Statements we prepare (psycopg prepares a statement on its second run) keep one
         # generic plan. Left to choose, the server flipped the as-of read to re-planning every
         # partition on each call once the ledger was large (~2 ms a call at 10M movements);

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from warehouse.db import slow_queries
+from warehouse.db import prepared, slow_queries
 from warehouse.settings import get_settings
 
 
@@ -56,18 +56,24 @@ def fetchall_on(
 def _run(
     connection: psycopg.Connection, rendered: str, params: dict[str, Any], *, all_rows: bool
 ) -> list[tuple]:
-    cursor = connection.cursor()
     started = time.perf_counter()
     try:
-        cursor.execute(rendered, params, prepare=True)
-        if all_rows:
-            rows = cursor.fetchall()
+        if prepared.usable(connection):  # a statement that is its own transaction: libpq directly
+            rows = prepared.fetch(connection, rendered, params)
         else:
-            row = cursor.fetchone()
-            rows = [] if row is None else [row]
+            rows = _in_transaction(connection, rendered, params, all_rows=all_rows)
     except psycopg.Error as error:
         raise DBAPIError.instance(rendered, params, error, psycopg.Error) from error
-    finally:
-        cursor.close()
     slow_queries.observe(rendered, time.perf_counter() - started, get_settings().slow_query_s)
-    return rows
+    return rows if all_rows else rows[:1]
+
+
+def _in_transaction(
+    connection: psycopg.Connection, rendered: str, params: dict[str, Any], *, all_rows: bool
+) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(rendered, params, prepare=True)
+        if all_rows:
+            return cursor.fetchall()
+        row = cursor.fetchone()
+        return [] if row is None else [row]
