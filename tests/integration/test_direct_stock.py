@@ -306,3 +306,39 @@ def test_a_direct_as_of_read_of_an_unknown_code_names_it(world):
             location="NO-SUCH-BIN",
             as_of=datetime.now(UTC),
         )
+
+
+def test_an_order_that_would_change_other_rows_than_planned_fails_whole_in_its_one_statement(
+    world, one_connection, admin_db
+):
+    """The allocating statement is its own transaction: when it changes fewer balance rows
+    than it planned (here a trigger silently skips one row's UPDATE), it must fail itself
+    before it commits, or the other line's deduction would stay applied alone."""
+    kept, skipped = world.stocked_sku(5), world.stocked_sku(5)
+    direct = stock.DirectStock(one_connection)
+    lines = [(kept, 2), (skipped, 2)]
+    direct.deduct_order(warehouse=world.warehouse, lines=lines)  # ids cached: one statement
+    before = ledger_counts(world.db)
+    trigger = f"skip_{skipped.lower().replace('-', '_')}"
+    with admin_db.session() as s:  # no cangflow role may create a trigger
+        sku_id = s.execute(text("SELECT id FROM sku WHERE code = :c"), {"c": skipped}).scalar_one()
+        s.execute(
+            text(f"""
+            CREATE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RETURN NULL; END $$;
+            CREATE TRIGGER {trigger} BEFORE UPDATE ON stock_balance FOR EACH ROW
+            WHEN (OLD.sku_id = {int(sku_id)})
+            EXECUTE FUNCTION {trigger}();
+            """)
+        )
+    try:
+        with pytest.raises(
+            RuntimeError, match="deduct_order: planned 2 balance rows but changed 1"
+        ):
+            direct.deduct_order(warehouse=world.warehouse, lines=lines)
+    finally:
+        with admin_db.session() as s:
+            s.execute(text(f"DROP TRIGGER {trigger} ON stock_balance; DROP FUNCTION {trigger}()"))
+    assert ledger_counts(world.db) == before
+    assert [world.on_hand(kept), world.on_hand(skipped)] == [3, 3]
+    assert violations(world.db) == []

@@ -34,7 +34,8 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 
-_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# psycopg's placeholders, and its escape of a literal percent sign.
+_PLACEHOLDER = re.compile(r"%(?:\((\w+)\)s|%)")
 # SQLSTATE 26000: the prepared statement this connection had is gone (psycopg's DEALLOCATE ALL).
 _MISSING = "26000"
 
@@ -102,6 +103,8 @@ class _Statement:
         names: list[str] = []
 
         def number_of(found: re.Match) -> str:
+            if found.group(1) is None:
+                return "%"
             if found.group(1) not in names:
                 names.append(found.group(1))
             return f"${names.index(found.group(1)) + 1}"

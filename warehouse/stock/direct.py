@@ -22,11 +22,11 @@ so each rule stays written once:
   wanted it (the statement rolled back whole; the Session path then waits for that request).
 
 The allocating statement (an order of several lines, or a line FEFO spreads over rows) runs
-directly, in a transaction committed once its row count checks out: two round trips when the
-Database's id cache holds every id it needs, else three (the ids it lacks are looked up first
-in that transaction, and cached: they are committed master data). Only a code that names
-nothing goes to the Session path, which names it. A refusal commits that transaction too: the
-statement wrote nothing, and psycopg drops a connection's prepared statements on ROLLBACK.
+directly too, as one autocommit statement: one round trip when the Database's id cache holds
+every id it needs, else two (the ids it lacks are looked up first and cached: they are
+committed master data, never deleted). Only a code that names nothing goes to the Session path,
+which names it. The statement checks its own row count (it fails when it changed other rows
+than it planned), so nothing needs a transaction around it.
 """
 
 from __future__ import annotations
@@ -224,14 +224,13 @@ class DirectStock:
         items = list(planned.demand)
         resolved = resolve.cached(self.db.ids, request.warehouse, items)
         statement = DIRECT_TAKE_STATEMENTS[planned.movement_type]
-        with self.db.driver_connection(autocommit=False) as connection, _undecided():
-            if resolved is None:  # one round trip more, first in the transaction
+        with self.db.driver_connection(autocommit=True) as connection, _undecided():
+            if resolved is None:  # one round trip more: the ids it lacks, cached from then on
                 resolved = resolve.looked_up(connection, self.db.ids, request.warehouse, items)
                 if resolved is None:
-                    # It read only. A ROLLBACK would drop this connection's prepared statements
-                    # (the Session path's UnknownItem then rolls back the one it runs on).
-                    connection.commit()
                     raise _HandOver("unknown_code")
+            # Its own transaction: a refusal writes nothing, and a change of other rows than
+            # planned fails the statement itself (`statements._TAIL`).
             outcome = execute.decided(
                 connection,
                 request,
@@ -239,7 +238,6 @@ class DirectStock:
                 {**planned.allocating(resolved), "digest": digest},
                 resolved,
             )
-            connection.commit()  # a refusal wrote nothing: its commit keeps the prepared statements
         if isinstance(outcome, WarehouseError):
             if request.key is not None:  # a repeat of a request that applied is a replay
                 raise _HandOver("key")

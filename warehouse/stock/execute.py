@@ -143,12 +143,6 @@ def decided(
     )
     if not row.ok:
         return _refusal(request, resolved, row.problems)
-    if row.moved_rows != row.planned_rows:
-        # The guard in the UPDATE refused a row the locked read approved: never expected, so
-        # fail loudly; the caller's rollback undoes the rows that did change.
-        raise RuntimeError(
-            f"{request.operation}: planned {row.planned_rows} balance rows but changed {row.moved_rows}"
-        )
     lines = tuple(MovementLine.from_json(item) for item in row.items)
     return StockChange(request.operation, request.warehouse, row.operation_id, lines, request.key)
 
@@ -160,7 +154,10 @@ HISTORY_RETIRED_SQLSTATE = "CGH02"
 # The same trigger, for a month without a partition older than a closed month (migration 0010).
 HISTORY_BEFORE_CLOSED_SQLSTATE = "CGH03"
 
-_Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows")
+# Raised by the statement itself when it changed other balance rows than it planned (migration 0016).
+STATEMENT_FAILED_SQLSTATE = "CGS01"
+
+_Row = namedtuple("_Row", "ok operation_id items problems planned_rows moved_rows failed")
 
 
 def _execute(connection: psycopg.Connection, statement: str, bound: dict[str, Any]) -> tuple:
@@ -181,6 +178,8 @@ def _execute(connection: psycopg.Connection, statement: str, bound: dict[str, An
                 orig.diag.message_detail or "that month",
                 closed_after=orig.diag.message_hint or "?",
             ) from error
+        if orig.sqlstate == STATEMENT_FAILED_SQLSTATE:
+            raise RuntimeError(orig.diag.message_primary) from error
         if orig.sqlstate == HISTORY_RETIRED_SQLSTATE:
             # Raised by the default partition for a month at or before the newest retired one.
             raise HistoryClosed(

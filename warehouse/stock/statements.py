@@ -305,9 +305,15 @@ _TAIL = """
 , {keyed}
 SELECT verdict.ok, op.id AS operation_id, coalesce(summary.items, '[]'::jsonb) AS items,
        (SELECT coalesce(jsonb_agg(problem), '[]'::jsonb) FROM problems) AS problems,
-       (SELECT rows FROM planned) AS planned_rows,
-       (SELECT count(*) FROM moved) AS moved_rows
-FROM verdict, op, summary
+       counted.planned_rows, counted.moved_rows,
+       -- A change of other rows than planned fails the statement (never expected: a plan
+       -- made on locked rows), so that it can be its own transaction (migration 0016).
+       CASE WHEN verdict.ok AND counted.moved_rows <> counted.planned_rows
+            THEN cangflow_statement_failed(format('%s: planned %s balance rows but changed %s',
+                 CAST(:operation AS text), counted.planned_rows, counted.moved_rows))
+       END AS failed
+FROM verdict, op, summary,
+     (SELECT (SELECT rows FROM planned) AS planned_rows, (SELECT count(*) FROM moved) AS moved_rows) AS counted
 """
 
 
