@@ -198,6 +198,19 @@ def test_erp_truth_applies_small_lines_holds_large_ones_and_approval_applies_onc
     ] == "applied"
 
 
+def test_a_feed_ending_in_blank_lines_reconciles_as_the_same_feed_without_them(
+    world, tasks_db, tmp_path
+):
+    rows = wms_rows(tasks_db, world)
+    changed = world.skus[0]
+    feed = [(w, s, lot, q + 3 if s == changed else q) for w, s, lot, q in rows]
+    path = Path(write_feed(tmp_path, feed, name="blank-tail.csv"))
+    path.write_bytes(path.read_bytes() + b"\n  \n\n")  # as some editors and spreadsheets save
+    summary = reconcile_flow(erp_file=str(path))
+    assert summary["feed_rows"] == len(rows) and summary["differences"] == 1
+    assert [line["sku"] for line in lines_of(tasks_db, summary["run_id"])] == [changed]
+
+
 def test_differences_within_tolerance_are_recorded_not_adjusted(
     world, tasks_db, own_admin_db, tmp_path
 ):

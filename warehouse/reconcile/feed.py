@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 from psycopg import sql
@@ -226,7 +228,7 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
     try:
         with raw.cursor() as cursor:
             with cursor.copy(statement) as copy, feed.path.open("rb") as stream:
-                while chunk := stream.read(CHUNK):
+                for chunk in _without_blank_tail(stream):
                     copy.write(chunk)
             rows = cursor.rowcount
     except psycopg.errors.DataError as error:  # bad encoding, quoting, field counts
@@ -234,6 +236,28 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
     # Statistics for the checks and the diff: without them the planner guesses ~100 rows.
     session.execute(text(f"ANALYZE {table}"))
     return rows
+
+
+def _without_blank_tail(stream: BinaryIO) -> Iterator[bytes]:
+    """The file's bytes in chunks, less the blank lines it ends with (an editor's or a
+    spreadsheet's last empty line), which COPY would read as a row with every field missing.
+    A blank line between rows stays, and is refused as such; spaces ending the last row stay
+    part of its last field."""
+    held = b""
+    while chunk := stream.read(CHUNK):
+        data = held + chunk if held else chunk
+        content_end = len(data.rstrip(b" \t\r\n"))
+        ends = [
+            found
+            for found in (data.find(b"\n", content_end), data.find(b"\r", content_end))
+            if found >= 0
+        ]
+        cut = min(
+            ends, default=len(data)
+        )  # a blank tail starts at the first line end after the content
+        held = data[cut:]  # it may be the start of the next row: prepended to the next chunk
+        if cut:
+            yield data[:cut]
 
 
 def _copy_problem(error: psycopg.Error, path: Path) -> Problem:
