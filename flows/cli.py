@@ -695,6 +695,8 @@ def history_reopen(
         first_day = history.parse_month(month)
     except InvalidArgument:
         bad_argument("MONTH", month, "is not a month (YYYY-MM)")
+    if not reason.strip():
+        bad_argument("--reason", reason, "say why: it goes on the audit trail")
     db = _database("owner")
     try:
         with db.session() as session:

@@ -132,6 +132,10 @@ CASES = {
         "--erp-url: is not a database URL",
     ),
     "month to reopen": (["history", "reopen", "2026-1", "--reason", "x"], "MONTH '2026-1'"),
+    "reopen with a blank reason": (
+        ["history", "reopen", "2026-01", "--reason", "  "],
+        "--reason '  ': say why",
+    ),
     "no feed at all": (["run", "reconcile"], "give --erp-file PATH"),
     "quantity not a number": (
         ["run", "reconcile", "--erp-file", "{feed}", "--tolerance-abs", "x"],
