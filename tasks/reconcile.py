@@ -247,7 +247,12 @@ def count_waiting_lines() -> orders.Waiting:
     return waiting
 
 
-@task(name="reconcile-export-erp", retries=2, retry_delay_seconds=10)
+@task(
+    name="reconcile-export-erp",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=_not_refused,
+)
 def export_erp_query(query: str) -> str:
     """Run the ERP query (CANGFLOW_ERP_URL: never a parameter, so it stays out of run records)
     and write its rows as a feed file; the file then goes through every check."""

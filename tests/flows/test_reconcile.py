@@ -443,3 +443,34 @@ def test_the_feed_can_come_from_an_erp_database_query(
         get_settings.cache_clear()
     assert summary["differences"] == 1 and summary["lines_for_erp"] == 1
     assert own_database_url.split("@")[-1] not in str(summary)
+
+
+def test_an_erp_query_the_erp_database_refuses_is_named_and_not_retried(
+    world, tasks_db, own_database_url, monkeypatch
+):
+    from warehouse.reconcile import feed
+    from warehouse.settings import get_settings
+
+    sent = []
+    export = feed.export_query
+
+    def counted(url, query, target):
+        sent.append(query)
+        return export(url, query, target)
+
+    monkeypatch.setattr(feed, "export_query", counted)
+    monkeypatch.setenv("CANGFLOW_ERP_URL", own_database_url)
+    get_settings.cache_clear()
+    feeds = get_settings().home / "feeds"
+    exported = set(feeds.glob("erp-*.csv"))
+    before = counts(tasks_db)
+    try:
+        with pytest.raises(
+            feed.QueryRefused, match='refused --erp-query: syntax error at or near "SELEC"'
+        ):
+            reconcile_flow(erp_query="SELEC warehouse FROM erp_book")
+    finally:
+        get_settings.cache_clear()
+    assert sent == ["SELEC warehouse FROM erp_book"]  # once: it would be refused again
+    assert counts(tasks_db) == before
+    assert set(feeds.glob("erp-*.csv")) == exported  # no empty feed file left behind

@@ -293,18 +293,34 @@ def erp_dsn(url: str) -> str:
     return postgres_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+class QueryRefused(WarehouseError):
+    """The ERP database refused the feed's query as written (the run fails, exit 1)."""
+
+
 def export_query(url: str, query: str, target: Path) -> None:
     """Write the rows of an ERP database query as a feed file (COPY ... TO STDOUT); the file
     then goes through every check like any other feed."""
     dsn = erp_dsn(url)
-    with (
-        psycopg.connect(dsn) as connection,
-        connection.cursor() as cursor,
-        target.open("wb") as out,
-    ):
-        statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
-            sql.SQL(query)
-        )
-        with cursor.copy(statement) as copy:
-            for chunk in copy:
-                out.write(chunk)
+    try:
+        with (
+            psycopg.connect(dsn) as connection,
+            connection.cursor() as cursor,
+            target.open("wb") as out,
+        ):
+            statement = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
+                sql.SQL(query)
+            )
+            with cursor.copy(statement) as copy:
+                for chunk in copy:
+                    out.write(chunk)
+    except psycopg.Error as error:
+        target.unlink(missing_ok=True)  # a part of the rows is no feed
+        if (error.sqlstate or "")[:2] in _QUERY_REFUSED:
+            why = error.diag.message_primary or str(error)
+            raise QueryRefused(f"the ERP database refused --erp-query: {why}") from None
+        raise
+
+
+# SQLSTATE classes of a query the ERP database refuses as written (syntax, names, privileges,
+# its data, an unsupported feature): it would be refused again, so it is not retried.
+_QUERY_REFUSED = {"42", "22", "0A", "21"}
