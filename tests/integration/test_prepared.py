@@ -1,6 +1,7 @@
 """`warehouse.db.prepared`: autocommit statements sent through libpq itself. What goes in as
 text must arrive as the value it was (quotes, backslashes, braces, NULLs in arrays; zones on
-timestamps), what comes back must read as psycopg would have read it, and a statement that
+timestamps), what comes back must read as psycopg would have read it (what it cannot read is
+refused before the statement runs), an interrupt cancels the statement, and a statement that
 psycopg deallocated behind its back (its DEALLOCATE ALL after a ROLLBACK) is prepared again."""
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def test_parameters_and_columns_keep_their_values_through_the_text_forms(autocom
     assert row[6] == at and row[6].utcoffset() == timedelta(0)  # the same instant, read in UTC
     assert row[7:11] == (True, date(2026, 2, 28), True, 2**62)
     assert row[11:13] == ("Lager-Ä 'quoted'", "Lager-Ä 'quoted'")
-    assert row[13] == Decimal("2.50") and row[14] == 3 and isinstance(row[14], int)
+    assert row[13] == Decimal("2.50") and row[14] == Decimal(3)  # numeric: Decimal, as psycopg
     assert row[15:] == ("Lager-Ä 'quoted'", None, "100%")  # %% is psycopg's escape of %
 
 
@@ -77,9 +78,43 @@ def test_a_naive_timestamp_or_an_unknown_type_is_refused_before_anything_is_sent
         )
     with pytest.raises(TypeError, match="no text form for a parameter of type dict"):
         prepared.fetch(autocommit, "SELECT CAST(%(x)s AS jsonb)", {"x": {"a": 1}})
-    with pytest.raises(TypeError, match=r"column 0 \(stamp\) has type oid 1114"):
-        prepared.fetch(autocommit, "SELECT CAST(now() AS timestamp) AS stamp", {})
     assert autocommit.execute("SELECT 1").fetchone() == (1,)  # the connection is still usable
+
+
+def test_a_column_it_cannot_read_is_refused_before_the_statement_runs(autocommit):
+    """An autocommit statement has committed by the time its rows are read: a column of a type
+    it does not read must stop it at prepare time, not after its writes."""
+    autocommit.execute("CREATE TEMP TABLE written (n int)")
+    with pytest.raises(psycopg.NotSupportedError, match=r"column 0 \(stamp\) has type oid 1114"):
+        prepared.fetch(
+            autocommit,
+            "INSERT INTO written VALUES (CAST(%(n)s AS int)) RETURNING CAST(now() AS timestamp) AS stamp",
+            {"n": 1},
+        )
+    assert autocommit.execute("SELECT count(*) FROM written").fetchone() == (0,)
+    with pytest.raises(psycopg.DataError, match=r"column 0 \(day\)"):  # Python has no such date
+        prepared.fetch(autocommit, "SELECT CAST('infinity' AS date) AS day", {})
+
+
+def test_an_interrupt_cancels_the_statement_on_the_server(autocommit):
+    """Ctrl-C (or a task timeout raised into the thread) while a direct call waits: the
+    statement is cancelled, as psycopg's cursor does, not finished and committed first."""
+    import _thread
+    import threading
+
+    autocommit.execute("CREATE TEMP TABLE slow_writes (n int)")
+    timer = threading.Timer(0.3, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepared.fetch(
+                autocommit,
+                "INSERT INTO slow_writes SELECT CAST(%(n)s AS int) FROM pg_sleep(3) RETURNING n",
+                {"n": 1},
+            )
+    finally:
+        timer.cancel()
+    assert autocommit.execute("SELECT count(*) FROM slow_writes").fetchone() == (0,)
 
 
 def test_a_statement_deallocated_behind_its_back_is_prepared_again(autocommit):

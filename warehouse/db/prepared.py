@@ -1,22 +1,25 @@
-"""One autocommit statement sent through libpq itself (psycopg's `PGconn`): the direct path's
-calls that are a whole transaction in one statement (a single-row take, an as-of read).
+"""One autocommit statement sent through libpq itself (psycopg's `PGconn`): every call of the
+direct stock path that is a whole transaction in one statement (a take, an order, a combined
+deduction, an as-of read, the id lookup before an order).
 
 Why: psycopg's cursor (query conversion, a Transformer dumping each parameter and loading each
-value, its prepared-statement bookkeeping, its wait loop) cost about 45 us of CPU on this
-machine for a statement the server runs in 80 us; its PQexecPrepared underneath costs a few.
-On 2 cores shared by the clients and the server, that client CPU is throughput lost.
+value, its prepared-statement bookkeeping) cost about 45 us of CPU on this machine for a
+statement the server runs in 80 us; PQsendQueryPrepared underneath costs a few. On 2 cores
+shared by the clients and the server, that client CPU is throughput lost.
 
 What it does instead: the statement is prepared once per connection under a name of its own
-(`cangflow_<n>`, never psycopg's `_pg3_*`), parameters go as text (the statements cast every
-parameter, so the server knows each type), results come back as text and are read by column
-type (the types the stock and as-of statements return; any other fails loudly). The blocking
-libpq call releases the GIL.
+(`cangflow_<n>`, never psycopg's `_pg3_*`), and its result columns are checked then: each must
+be of a type `_rows` reads (bool, ints, text, json, numeric, date, timestamptz), because an
+autocommit statement has committed before its rows are read. Parameters go as text (the
+statements cast every parameter, so the server knows each type); values come back as psycopg
+reads them (numeric as Decimal). The statement is waited for through psycopg's own wait, so an
+interrupt (Ctrl-C, a task timeout) cancels it on the server as psycopg's cursor does.
 
-Only on a connection in autocommit with no transaction open: psycopg answers a ROLLBACK it
-sends by deallocating every prepared statement of the connection (ours with its own), and a
-statement found missing is then prepared again and run again, which is only safe when the
-failed attempt was a transaction of its own that changed nothing. In a transaction the caller
-uses psycopg's cursor (`raw_sql`).
+Only on a connection in autocommit with no transaction open, in UTF-8: psycopg deallocates every
+prepared statement of a connection (ours with its own) after a ROLLBACK, a DROP, ALTER or
+DISCARD it sends, and a statement found missing is then prepared again and run again, which is
+only safe when the failed attempt was a transaction of its own that changed nothing. In a
+transaction the caller uses psycopg's cursor (`raw_sql`).
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ from typing import Any, cast
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg import pq
+from psycopg import generators, pq
 
 # psycopg's placeholders, and its escape of a literal percent sign.
 _PLACEHOLDER = re.compile(r"%(?:\((\w+)\)s|%)")
 # SQLSTATE 26000: the prepared statement this connection had is gone (psycopg's DEALLOCATE ALL).
 _MISSING = "26000"
+_ALREADY_PREPARED = "42P05"
+# `usable` admits UTF8 connections only.
+_ENCODING = "utf-8"
 
 
 def _text(value: Any) -> str | None:
@@ -71,10 +77,6 @@ def _array_element(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _numeric(text: str) -> int | Decimal:
-    return int(text) if text.lstrip("-").isdigit() else Decimal(text)
-
-
 def _unchanged(text: str) -> str:
     return text
 
@@ -90,7 +92,7 @@ _DECODERS: dict[int, Callable[[str], Any]] = {
     1043: _unchanged,  # varchar
     114: json.loads,  # json
     3802: json.loads,  # jsonb
-    1700: _numeric,  # numeric (a sum of bigints)
+    1700: Decimal,  # numeric (a sum of bigints), read as psycopg reads it
     1082: date.fromisoformat,  # date
     1184: datetime.fromisoformat,  # timestamptz
 }
@@ -113,9 +115,9 @@ class _Statement:
         self.sql = _PLACEHOLDER.sub(number_of, rendered).encode()
         self.names = tuple(names)
 
-    def values(self, params: Mapping[str, Any], encoding: str) -> list[bytes | None]:
+    def values(self, params: Mapping[str, Any]) -> list[bytes | None]:
         texts = [_text(params[name]) for name in self.names]
-        return [None if text is None else text.encode(encoding) for text in texts]
+        return [None if text is None else text.encode(_ENCODING) for text in texts]
 
 
 _statements: dict[str, _Statement] = {}
@@ -133,67 +135,95 @@ def _statement(rendered: str) -> _Statement:
 
 
 def usable(connection: psycopg.Connection) -> bool:
-    """Whether `fetch` may run on `connection` (autocommit, no transaction open)."""
+    """Whether `fetch` may run on `connection`: autocommit, no transaction open, and text that is
+    UTF-8 both ways (psycopg's cursor handles a SQL_ASCII database's bytes; this module does not)."""
+    pgconn = connection.pgconn
     return (
-        connection.autocommit and connection.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        connection.autocommit
+        and pgconn.transaction_status == pq.TransactionStatus.IDLE
+        and pgconn.parameter_status(b"client_encoding") == b"UTF8"
     )
 
 
 def fetch(connection: psycopg.Connection, rendered: str, params: Mapping[str, Any]) -> list[tuple]:
     """The rows of `rendered` run as one autocommit statement on `connection` (see `usable`).
-    Errors are psycopg's, as its cursor raises them."""
+    Errors are psycopg's, as its cursor raises them; a value that cannot be read is a DataError."""
     statement = _statement(rendered)
-    encoding = connection.info.encoding
-    values = statement.values(params, encoding)
+    values = statement.values(params)
     pgconn = connection.pgconn
     names = _prepared.get(connection)
     if names is None:
         with _statements_lock:
             names = _prepared.setdefault(connection, set())
-    for attempt in (1, 2):
-        if statement.name not in names:
-            _check(pgconn, pgconn.prepare(statement.name, statement.sql), encoding)
-            names.add(statement.name)
-        # None is a NULL to libpq (psycopg sends its NULLs so), though PGconn's stub omits it.
-        result = pgconn.exec_prepared(statement.name, cast(Any, values))
-        if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-            return _rows(result, encoding)
-        error = _error(pgconn, result, encoding)
-        if error.sqlstate == _MISSING and attempt == 1:
-            names.discard(statement.name)  # deallocated under us: prepare it again, once
-            continue
-        raise error
+    with connection.lock:
+        for attempt in (1, 2):
+            if statement.name not in names:
+                _prepare(connection, statement)
+                names.add(statement.name)
+            # None is a NULL to libpq (psycopg sends its NULLs so), though PGconn's stub omits it.
+            pgconn.send_query_prepared(statement.name, cast(Any, values))
+            result = _result(connection)
+            if result.status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
+                return _rows(result)
+            error = _error(pgconn, result)
+            if error.sqlstate == _MISSING and attempt == 1:
+                names.discard(statement.name)  # deallocated under us: prepare it again, once
+                continue
+            raise error
     raise AssertionError("unreachable")
 
 
-def _check(pgconn: pq.abc.PGconn, result: pq.abc.PGresult, encoding: str) -> None:
-    if result.status != pq.ExecStatus.COMMAND_OK:
-        raise _error(pgconn, result, encoding)
+def _result(connection: psycopg.Connection) -> pq.abc.PGresult:
+    """The statement's result, waited for as psycopg's cursor waits: an interrupt (Ctrl-C, a
+    task timeout) cancels the statement on the server instead of waiting for it to finish."""
+    results = connection.wait(generators.execute(connection.pgconn))
+    return results[0]
 
 
-def _error(pgconn: pq.abc.PGconn, result: pq.abc.PGresult, encoding: str) -> psycopg.Error:
+def _prepare(connection: psycopg.Connection, statement: _Statement) -> None:
+    """Prepare `statement` and check, before it ever runs, that every column it returns is of a
+    type `_rows` reads: an autocommit statement has committed by the time its rows are read."""
+    pgconn = connection.pgconn
+    pgconn.send_prepare(statement.name, statement.sql)
+    prepared = _result(connection)
+    if prepared.status != pq.ExecStatus.COMMAND_OK:
+        error = _error(pgconn, prepared)
+        # Prepared already: an interrupt landed after the server prepared it, before it was noted.
+        if error.sqlstate != _ALREADY_PREPARED:
+            raise error
+    pgconn.send_describe_prepared(statement.name)
+    described = _result(connection)
+    if described.status != pq.ExecStatus.COMMAND_OK:
+        raise _error(pgconn, described)
+    for column in range(described.nfields):
+        if described.ftype(column) not in _DECODERS:
+            name = (described.fname(column) or b"?").decode()
+            raise psycopg.NotSupportedError(
+                f"column {column} ({name}) has type oid {described.ftype(column)}, which "
+                "`warehouse.db.prepared` does not read"
+            )
+
+
+def _error(pgconn: pq.abc.PGconn, result: pq.abc.PGresult) -> psycopg.Error:
     """The exception psycopg's cursor raises for `result`: the server's error by its SQLSTATE,
     or, with none (the connection was lost), an OperationalError."""
     if not result.error_field(pq.DiagnosticField.SQLSTATE) and pgconn.status == pq.ConnStatus.BAD:
-        return psycopg.OperationalError(result.get_error_message(encoding))
-    return pg_errors.error_from_result(result, encoding=encoding)
+        return psycopg.OperationalError(result.get_error_message(_ENCODING))
+    return pg_errors.error_from_result(result, encoding=_ENCODING)
 
 
-def _rows(result: pq.abc.PGresult, encoding: str) -> list[tuple]:
-    decoders = []
-    for column in range(result.nfields):
-        decoder = _DECODERS.get(result.ftype(column))
-        if decoder is None:
-            raise TypeError(
-                f"column {column} ({(result.fname(column) or b'?').decode()}) has type oid "
-                f"{result.ftype(column)}, which `warehouse.db.prepared` does not read"
-            )
-        decoders.append(decoder)
+def _rows(result: pq.abc.PGresult) -> list[tuple]:
+    decoders = [_DECODERS[result.ftype(column)] for column in range(result.nfields)]
     rows = []
     for row in range(result.ntuples):
         values = []
         for column, decoder in enumerate(decoders):
             raw = result.get_value(row, column)
-            values.append(None if raw is None else decoder(raw.decode(encoding)))
+            try:
+                values.append(None if raw is None else decoder(raw.decode(_ENCODING)))
+            except ValueError as error:  # 'infinity', a BC date: what Python's types cannot hold
+                raise psycopg.DataError(
+                    f"column {column} ({(result.fname(column) or b'?').decode()}): {error}"
+                ) from None
         rows.append(tuple(values))
     return rows

@@ -1,7 +1,9 @@
-"""One statement run on a session's own connection, inside its transaction, through psycopg
-itself: on the hot paths (stock statements, as-of reads) SQLAlchemy's per-execute bookkeeping
-cost as much CPU as the statement. Callers still see SQLAlchemy's exceptions (IntegrityError,
-OperationalError with .orig.sqlstate, ...), and slow statements are counted like any other."""
+"""One statement run through the driver itself, not SQLAlchemy: on the hot paths (stock
+statements, as-of reads) SQLAlchemy's per-execute bookkeeping cost as much CPU as the statement.
+Inside a transaction (a session's connection) it goes through psycopg's cursor; on a connection
+in autocommit (the direct path's) through libpq (`warehouse.db.prepared`). Either way callers
+see SQLAlchemy's exceptions wrapping psycopg's (IntegrityError, OperationalError with
+.orig.sqlstate, ...), and slow statements are counted like any other."""
 
 from __future__ import annotations
 

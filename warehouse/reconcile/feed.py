@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +30,7 @@ from warehouse.errors import WarehouseError
 
 HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
 CHUNK = 1 << 20
+MAX_BLANK_TAIL = 1 << 16
 MAX_HEADER_BYTES = 4096
 _CONTEXT = re.compile(r"COPY \w+, line (\d+)(?:, column (\w+))?")
 
@@ -103,32 +104,37 @@ def inspect(path: Path, *, max_bytes: int) -> FeedFile:
                 )
             ],
         )
-    digest = hashlib.sha256()
-    lines_before = 0
+    digest = (
+        hashlib.sha256()
+    )  # of what COPY will read: the same feed saved with a blank tail is the same
     with path.open("rb") as stream:
         first = stream.read(MAX_HEADER_BYTES)
         _check_header(name, first)
-        chunk, offset = first, 0
-        while chunk:
+        for chunk in _without_blank_tail(_refusing_nul(name, _chunks(stream, first))):
             digest.update(chunk)
-            nul = chunk.find(b"\x00")
-            if nul >= 0:
-                line = lines_before + chunk.count(b"\n", 0, nul) + 1
-                raise FeedRejected(
-                    name,
-                    [
-                        Problem(
-                            line - 1 if line > 1 else None,
-                            None,
-                            None,
-                            f"a NUL byte at byte {offset + nul} (line {line})",
-                        )
-                    ],
-                )
-            lines_before += chunk.count(b"\n")
-            offset += len(chunk)
-            chunk = stream.read(CHUNK)
     return FeedFile(path, digest.hexdigest(), size)
+
+
+def _chunks(stream: BinaryIO, first: bytes = b"") -> Iterator[bytes]:
+    if first:
+        yield first
+    while chunk := stream.read(CHUNK):
+        yield chunk
+
+
+def _refusing_nul(name: str, chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks as they are; a NUL byte (which COPY would take for the end of a value)
+    rejects the feed naming its line."""
+    lines_before = offset = 0
+    for chunk in chunks:
+        nul = chunk.find(b"\x00")
+        if nul >= 0:
+            line = lines_before + chunk.count(b"\n", 0, nul) + 1
+            problem = f"a NUL byte at byte {offset + nul} (line {line})"
+            raise FeedRejected(name, [Problem(line - 1 if line > 1 else None, None, None, problem)])
+        lines_before += chunk.count(b"\n")
+        offset += len(chunk)
+        yield chunk
 
 
 def _check_header(name: str, start: bytes) -> None:
@@ -228,7 +234,7 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
     try:
         with raw.cursor() as cursor:
             with cursor.copy(statement) as copy, feed.path.open("rb") as stream:
-                for chunk in _without_blank_tail(stream):
+                for chunk in _without_blank_tail(_chunks(stream)):
                     copy.write(chunk)
             rows = cursor.rowcount
     except psycopg.errors.DataError as error:  # bad encoding, quoting, field counts
@@ -238,24 +244,22 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
     return rows
 
 
-def _without_blank_tail(stream: BinaryIO) -> Iterator[bytes]:
-    """The file's bytes in chunks, less the blank lines it ends with (an editor's or a
-    spreadsheet's last empty line), which COPY would read as a row with every field missing.
-    A blank line between rows stays, and is refused as such; spaces ending the last row stay
-    part of its last field."""
+def _without_blank_tail(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The chunks less the blank lines the file ends with (an editor's or a spreadsheet's last
+    empty line), which COPY would read as a row with every field missing. A blank line between
+    rows stays, and is refused as such; spaces ending the last row stay part of its last field.
+    A blank run longer than MAX_BLANK_TAIL is no editor's habit: it goes on, and is refused
+    (and what is held stays small: each chunk is scanned once more at most)."""
     held = b""
-    while chunk := stream.read(CHUNK):
+    for chunk in chunks:
         data = held + chunk if held else chunk
         content_end = len(data.rstrip(b" \t\r\n"))
-        ends = [
-            found
-            for found in (data.find(b"\n", content_end), data.find(b"\r", content_end))
-            if found >= 0
-        ]
-        cut = min(
-            ends, default=len(data)
-        )  # a blank tail starts at the first line end after the content
-        held = data[cut:]  # it may be the start of the next row: prepended to the next chunk
+        line_ends = (data.find(b"\n", content_end), data.find(b"\r", content_end))
+        # A blank tail starts at the first line end after the content.
+        cut = min((found for found in line_ends if found >= 0), default=len(data))
+        if len(data) - cut > MAX_BLANK_TAIL:
+            cut = len(data)
+        held = data[cut:]  # maybe the start of the next row: it goes first in the next chunk
         if cut:
             yield data[:cut]
 
