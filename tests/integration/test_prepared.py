@@ -189,3 +189,26 @@ def test_a_connection_lost_under_a_direct_take_fails_that_call_and_the_pool_reco
         assert change.lines[0].on_hand == 7 and world.on_hand(sku) == 7
     finally:
         database.dispose()
+
+
+def test_the_direct_path_takes_this_route_and_sessions_keep_to_psycopg(world, database_url):
+    """What the benchmarks' figures rest on: a direct take, order and as-of read run as
+    statements prepared by this module (named cangflow_<n>) on the pooled connection."""
+    from datetime import UTC, datetime
+
+    database = warehouse.connect(database_url, pool_size=1)
+    try:
+        sku, other = world.stocked_sku(10), world.stocked_sku(10)
+        direct = stock.DirectStock(database)
+        direct.deduct(warehouse=world.warehouse, sku=sku, qty=1)
+        direct.deduct_order(warehouse=world.warehouse, lines=[(sku, 1), (other, 1)])
+        direct.on_hand(warehouse=world.warehouse, sku=sku, as_of=datetime.now(UTC))
+        with database.driver_connection(autocommit=True) as connection:
+            names = connection.execute(
+                "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'cangflow\\_%'"
+            ).fetchall()
+        statements = " ".join(row[0] for row in names)
+        assert len(names) >= 4, names  # single-row take, id lookup, order, as-of read
+        assert "FOR UPDATE OF b" in statements and "snapshot_day" in statements
+    finally:
+        database.dispose()
