@@ -104,9 +104,8 @@ def inspect(path: Path, *, max_bytes: int) -> FeedFile:
                 )
             ],
         )
-    digest = (
-        hashlib.sha256()
-    )  # of what COPY will read: the same feed saved with a blank tail is the same
+    # Of what COPY will read: the same feed saved again with a blank tail is the same feed.
+    digest = hashlib.sha256()
     with path.open("rb") as stream:
         first = stream.read(MAX_HEADER_BYTES)
         _check_header(name, first)
