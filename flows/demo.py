@@ -199,13 +199,26 @@ def reconcile_sample(echo: Callable[[str], object], run) -> None:
         rows = sample_data.erp_feed(session, path, as_of=as_of, differences=5)
     echo(f"ERP reconciliation of {path} ({rows:,} rows, 5 SKUs booked off) ...")
     done = run(reconcile_flow, erp_file=str(path))
+    echo(reconciliation_line(done))
+
+
+def reconciliation_line(done: dict) -> str:
+    """The demo's one line about its reconciliation run (its summary `done`). Lines the
+    blast-radius brake held are said to be waiting, with the command that releases them: a
+    demo on few SKUs differs in a large share of them and is braked."""
     if done["status"] == "stale":
-        echo(f"reconciliation: stale, {done['stale']}")
-    else:
-        echo(
-            f"reconciliation: {done['differences']} difference(s), {done['orders']} order(s), "
-            f"{done['lines_for_erp']} line(s) for the ERP, WMS stock unchanged"
+        return f"reconciliation: stale, {done['stale']}"
+    line = (
+        f"reconciliation: {done['differences']} difference(s), {done['orders']} order(s), "
+        f"{done['lines_for_erp']} line(s) for the ERP"
+    )
+    if done.get("held"):
+        releases = "applies them" if done["truth"] == "erp" else "sends them"
+        line += (
+            f", {done['held']} held by the brake ({done['brake']}): "
+            f"cangflow adjustments approve --run {done['run_id']} {releases}"
         )
+    return line + ", WMS stock unchanged"
 
 
 WARM_TOP = 1000
