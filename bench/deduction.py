@@ -23,6 +23,14 @@ they warm up for 1 s, then count committed transactions until a shared stop time
   deduction (guarded UPDATE, ledger INSERT, outbox INSERT) in one transaction, and the same as
   one CTE statement in autocommit. `ratio_to_pgbench_hot` / `ratio_to_pgbench_spread` are
   deduct's rate over the three-statement floor's (issue 16's goal: >= 0.8).
+- pgbench_domain_spread: the direct path's own single-row statement, run by pgbench on the
+  spread rows: what the statement costs with nothing around it but libpq
+  (`ratio_domain_statement_to_pgbench_spread`; deduct's gap beyond it is the Python client's).
+- order floors (pgbench, the same clients and seconds, 50 random spread SKUs per order):
+  `order_floor_lines_per_s`, one plain set-based statement (guarded UPDATE of the 50 rows, their
+  ledger lines, one outbox message), and `pgbench_domain_order_lines_per_s`, the direct path's
+  allocating statement for the same order; `ratio_order_to_sql_floor` is deduct_order's rate
+  over the plain statement's.
 Raw and deduct run against one hot SKU (all workers queue on one row lock: lock hand-off speed)
 and against 10,000 spread SKUs (few lock waits: per-transaction cost, where overhead shows).
 
@@ -65,7 +73,12 @@ from warehouse import catalog, invariants, stock
 from warehouse.catalog import csv_import as catalog_import
 from warehouse.db import schema
 from warehouse.stock import resolve
-from warehouse.stock.statements import TAKE_STATEMENTS
+from warehouse.stock.statements import (
+    DIRECT_SINGLE_ROW_TAKE_STATEMENTS,
+    DIRECT_TAKE_STATEMENTS,
+    RENDERED,
+    TAKE_STATEMENTS,
+)
 
 STOCK_PER_ROW = 10**9
 WARMUP_SECONDS = 1.0
@@ -167,25 +180,141 @@ FROM moved;
 )
 
 
-def pgbench_floor(world: World, script: str, *, hot: bool, workers: int, seconds: float) -> float:
-    """pgbench running `script` on the hot row, or on the spread rows, with the bench's clients."""
+# The order floor: a 50-line deduction of 50 random spread SKUs as one plain set-based statement
+# (the guarded UPDATE of their rows, their ledger lines, one outbox message with every line),
+# none of the domain's FEFO plan, verdict or row-count check. What a set-based design can
+# reach on this machine, next to deduct_order. pgbench draws SKU ids (s1..s50, the hot one
+# skipped); the same draw may repeat an id (about once in eight orders: one line fewer).
+def order_draws() -> str:
+    return "".join(
+        f"\\set s{n} random(:lo_sku, :hi_sku - 1)\n\\if :s{n} >= :hot_sku\n\\set s{n} :s{n} + 1\n\\endif\n"
+        for n in range(1, ORDER_LINES + 1)
+    )
+
+
+ORDER_SKU_IDS = "CAST(ARRAY[{}] AS bigint[])".format(
+    ", ".join(f"CAST(:s{n} AS bigint)" for n in range(1, ORDER_LINES + 1))
+)
+ORDER_FLOOR = f"""WITH taken AS (
+    UPDATE stock_balance SET on_hand = on_hand - 1, version = version + 1
+    WHERE warehouse_id = CAST(:warehouse_id AS smallint) AND sku_id = ANY ({ORDER_SKU_IDS})
+      AND on_hand - reserved >= 1
+    RETURNING id, warehouse_id, location_id, sku_id),
+op AS MATERIALIZED (SELECT nextval('stock_operation_id_seq') AS id),
+moved AS (
+    INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id,
+                                location_id, sku_id, lot_id, qty)
+    SELECT now(), 'deduction', op.id, t.id, t.warehouse_id, t.location_id, t.sku_id, NULL, -1
+    FROM taken t, op RETURNING id, sku_id)
+INSERT INTO outbox_message (topic, message_key, operation_id, payload)
+SELECT 'stock.changed', CAST(:warehouse AS text), (SELECT id FROM op), jsonb_build_object(
+    'operation', 'bench_pgbench_order', 'operation_id', (SELECT id FROM op),
+    'warehouse', CAST(:warehouse AS text), 'key', NULL, 'reference', 'bench pgbench floor',
+    'occurred_at', now(), 'items', jsonb_agg(jsonb_build_object('movement_id', m.id,
+    'movement_type', 'deduction', 'sku', s.code, 'location', CAST(:location AS text), 'lot', NULL,
+    'qty', -1, 'reserved_qty', 0) ORDER BY m.id))
+FROM moved m JOIN sku s ON s.id = m.sku_id;
+"""
+
+
+def domain_script(rendered: str, values: dict[str, str]) -> str:
+    """A domain statement (psycopg's %(name)s placeholders) as a pgbench script: each parameter
+    replaced by the pgbench expression in `values` (a parameter it lacks is a KeyError: the
+    statement changed, and this bench with it)."""
+    script = re.sub(r"%\((\w+)\)s", lambda found: values[found.group(1)], rendered)
+    return script.replace("%%", "%").strip().rstrip(";") + ";\n"
+
+
+def domain_single_row_script() -> str:
+    """The direct path's single-row deduction statement as pgbench runs it on the spread rows
+    (`:bal`): the same statement with nothing around it but libpq. pgbench draws numbers, not
+    codes, so the SKU's code is one lookup of the drawn row's, inside the statement."""
+    return domain_script(
+        RENDERED[DIRECT_SINGLE_ROW_TAKE_STATEMENTS["deduction"]],
+        {
+            "warehouse": ":warehouse",
+            "sku": "(SELECT s.code FROM stock_balance b JOIN sku s ON s.id = b.sku_id WHERE b.id = :bal)",
+            "location": "NULL",
+            "lot": "NULL",
+            "qty": "1",
+            "occurred_at": "CAST(now() AS text)",
+            "reference": "NULL",
+            "reason": "NULL",
+            "key": "NULL",
+            "operation": "'deduct'",
+            "digest": "NULL",
+        },
+    )
+
+
+def domain_order_script() -> str:
+    """The direct path's allocating statement for a 50-line order of the drawn SKUs, as pgbench
+    runs it."""
+    nothing = f"CAST(array_fill(NULL::bigint, ARRAY[{ORDER_LINES}]) AS bigint[])"
+    return order_draws() + domain_script(
+        RENDERED[DIRECT_TAKE_STATEMENTS["deduction"]],
+        {
+            "sku_ids": ORDER_SKU_IDS,
+            "location_ids": nothing,
+            "lot_ids": nothing,
+            "qtys": f"array_fill(1::bigint, ARRAY[{ORDER_LINES}])",
+            "warehouse_id": "CAST(:warehouse_id AS smallint)",
+            "warehouse": ":warehouse",
+            "occurred_at": "CAST(now() AS text)",
+            "reference": "NULL",
+            "reason": "NULL",
+            "key": "NULL",
+            "operation": "'deduct_order'",
+            "digest": "NULL",
+        },
+    )
+
+
+def order_variables(world: World) -> dict[str, object]:
+    """The pgbench variables of the order scripts (`order_draws`)."""
+    sku_ids = [row[3] for row in world.rows]
+    if max(sku_ids) - min(sku_ids) + 1 != len(sku_ids):
+        raise SystemExit("pgbench order floor: the bench's SKU ids are not contiguous")
+    return {
+        "hot_sku": sku_ids[0],
+        "lo_sku": min(sku_ids),
+        "hi_sku": max(sku_ids),
+        "warehouse_id": world.rows[0][1],
+        "warehouse": world.warehouse,
+        "location": world.location,
+    }
+
+
+def pgbench_orders(world: World, script: str, *, workers: int, seconds: float) -> float:
+    """pgbench running an order `script` over the spread SKUs (ids drawn by `order_draws`)."""
+    return pgbench.run(
+        world.url, script, clients=workers, seconds=seconds, variables=order_variables(world)
+    )
+
+
+def floor_variables(world: World) -> dict[str, object]:
+    """The pgbench variables of the row-drawing scripts (PICK_HOT, PICK_SPREAD)."""
     ids = [row[0] for row in world.rows]
     if max(ids) - min(ids) + 1 != len(ids):
         raise SystemExit("pgbench floor: the bench's balance ids are not contiguous")
-    rate = pgbench.run(
+    return {
+        "hot": ids[0],
+        "lo": min(ids),
+        "hi": max(ids),
+        "warehouse": world.warehouse,
+        "location": world.location,
+    }
+
+
+def pgbench_floor(world: World, script: str, *, hot: bool, workers: int, seconds: float) -> float:
+    """pgbench running `script` on the hot row, or on the spread rows, with the bench's clients."""
+    return pgbench.run(
         world.url,
         (PICK_HOT if hot else PICK_SPREAD) + script,
         clients=workers,
         seconds=seconds,
-        variables={
-            "hot": ids[0],
-            "lo": min(ids),
-            "hi": max(ids),
-            "warehouse": world.warehouse,
-            "location": world.location,
-        },
+        variables=floor_variables(world),
     )
-    return rate
 
 
 def log(message: str) -> None:
@@ -300,6 +429,9 @@ PHASES = (
     "raw_spread",
     "pgbench_three_spread",
     "pgbench_one_spread",
+    "pgbench_domain_spread",
+    "pgbench_order_floor",
+    "pgbench_domain_order",
     "deduct_hot",
     "deduct_spread",
     "deduct_session_hot",
@@ -556,6 +688,11 @@ def main(argv: list[str] | None = None) -> int:
         "pgbench_one_hot": (ONE_STATEMENT, True),
         "pgbench_three_spread": (THREE_STATEMENTS, False),
         "pgbench_one_spread": (ONE_STATEMENT, False),
+        "pgbench_domain_spread": (domain_single_row_script(), False),
+    }
+    order_floors = {
+        "pgbench_order_floor": order_draws() + ORDER_FLOOR,
+        "pgbench_domain_order": domain_order_script(),
     }
     try:
         for phase in PHASES:
@@ -565,6 +702,12 @@ def main(argv: list[str] | None = None) -> int:
                     world, script, hot=hot, workers=args.workers, seconds=args.seconds
                 )
                 log(f"{phase:<20} {rates[phase]:10.1f} tx/s ({args.workers} clients)")
+                continue
+            if phase in order_floors:
+                rates[phase] = pgbench_orders(
+                    world, order_floors[phase], workers=args.workers, seconds=args.seconds
+                )
+                log(f"{phase:<20} {rates[phase]:10.1f} orders/s ({args.workers} clients)")
                 continue
             rates[phase], errors[phase], latencies[phase] = run_phase(
                 phase, world, args.workers, args.seconds
@@ -635,6 +778,16 @@ def main(argv: list[str] | None = None) -> int:
                     rates["deduct_spread"], rates["pgbench_one_spread"]
                 ),
                 "order_lines_per_s": round(rates["order"] * ORDER_LINES, 1),
+                "order_floor_lines_per_s": round(rates["pgbench_order_floor"] * ORDER_LINES, 1),
+                "ratio_order_to_sql_floor": _ratio(rates["order"], rates["pgbench_order_floor"]),
+                # The domain's own statements run by pgbench: the server's share of their cost.
+                "pgbench_domain_order_lines_per_s": round(
+                    rates["pgbench_domain_order"] * ORDER_LINES, 1
+                ),
+                "pgbench_domain_spread_per_s": round(rates["pgbench_domain_spread"], 1),
+                "ratio_domain_statement_to_pgbench_spread": _ratio(
+                    rates["pgbench_domain_spread"], rates["pgbench_three_spread"]
+                ),
                 "orders_per_s": round(rates["order"], 2),
                 "order_cold_lines_per_s": round(rates["order_cold"] * ORDER_LINES, 1),
                 "order_lines": ORDER_LINES,

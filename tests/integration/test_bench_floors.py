@@ -1,0 +1,63 @@
+"""The pgbench scripts of bench/deduction.py run the domain's own statements (rendered from
+warehouse.stock.statements, parameters filled by pgbench) and the plain order floor: each must
+still run against the current schema and statements, take stock and keep the invariants. A
+statement that gains a parameter, or a column the floor writes that the ledger loses, fails here
+rather than in the next benchmark run."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from bench import deduction, pgbench
+from warehouse import invariants
+
+SPREAD = 60  # enough SKUs for a 50-line order; draws repeat, which the statements must take too
+
+
+def _stock(db, world) -> tuple[int, int, int]:
+    """(units on hand, movements, outbox messages) of the bench world's warehouse."""
+    with db.session() as s:
+        return tuple(
+            s.execute(
+                text(
+                    """SELECT (SELECT sum(on_hand) FROM stock_balance WHERE warehouse_id = :w),
+                              (SELECT count(*) FROM stock_movement WHERE warehouse_id = :w),
+                              (SELECT count(*) FROM outbox_message WHERE message_key = :code)"""
+                ),
+                {"w": world.rows[0][1], "code": world.warehouse},
+            ).one()
+        )
+
+
+def test_the_domain_statements_and_the_order_floor_run_under_pgbench(admin_db):
+    world = deduction.build_world(admin_db, SPREAD)
+    url = admin_db.url.render_as_string(hide_password=False)
+    on_hand, movements, messages = _stock(admin_db, world)
+
+    pgbench.latencies_ms(
+        url,
+        deduction.PICK_SPREAD + deduction.domain_single_row_script(),
+        transactions=5,
+        variables=deduction.floor_variables(world),
+    )
+    after_single = _stock(admin_db, world)
+    # Five deductions of one unit, each its ledger line and its outbox message.
+    assert after_single == (on_hand - 5, movements + 5, messages + 5)
+
+    for script in (
+        deduction.domain_order_script(),
+        deduction.order_draws() + deduction.ORDER_FLOOR,
+    ):
+        before = _stock(admin_db, world)
+        pgbench.latencies_ms(
+            url, script, transactions=2, variables=deduction.order_variables(world)
+        )
+        after = _stock(admin_db, world)
+        taken, lines, sent = before[0] - after[0], after[1] - before[1], after[2] - before[2]
+        # Two orders of 50 drawn SKUs (a repeated draw is one line more of the same row for
+        # the domain statement, one row fewer for the floor): one message per order.
+        assert sent == 2
+        assert 2 <= lines <= 100 and lines <= taken <= 100
+
+    with admin_db.session() as s:
+        assert invariants.check(s) == []
