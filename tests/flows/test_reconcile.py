@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -307,6 +308,14 @@ def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(
 
 # -- bad feeds ----------------------------------------------------------------------------------
 
+
+def _lot_of_a_new_sku(world) -> str:
+    """A lot code that exists, of another SKU than the feed row names."""
+    lot = f"LOT-{uuid.uuid4().hex[:8]}"
+    world.add_sku(lots={lot: None})
+    return lot
+
+
 BAD_FEEDS = {
     "missing column": lambda w, t: (
         "warehouse,sku,lot,quantity\n" + f"{w.warehouse},{w.skus[0]},,5\n"
@@ -325,6 +334,10 @@ BAD_FEEDS = {
     ),
     "unknown warehouse": lambda w, t: HEADER + "\n" + f"NOWHERE,{w.skus[0]},,5,{t}\n",
     "unknown sku": lambda w, t: HEADER + "\n" + f"{w.warehouse},NO-SUCH-SKU,,5,{t}\n",
+    "unknown lot": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},NO-SUCH-LOT,5,{t}\n",
+    "lot of another sku": lambda w, t: (
+        HEADER + "\n" + f"{w.warehouse},{w.skus[0]},{_lot_of_a_new_sku(w)},5,{t}\n"
+    ),
     "padded code": lambda w, t: HEADER + "\n" + f"{w.warehouse}, {w.skus[0]},,5,{t}\n",
     "case-mangled code": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0].lower()},,5,{t}\n",
     "as_of missing": lambda w, t: HEADER + "\n" + f"{w.warehouse},{w.skus[0]},,5,\n",

@@ -40,14 +40,18 @@ SELECT count(*) AS rows,
        bool_or(coalesce(lot, '') <> '') AS has_lots
 FROM {{table}}
 """
+# Rows whose code names nothing, counted by an anti join of the feed against the codes (one
+# hash of the master table, probed once per row): a third of the time of the distinct codes
+# first (a hash aggregate of the feed's 100,000 SKUs out of a million rows), and the same answer
+# to the only question asked here, whether there are any. Lots only when the feed has any.
 _FAST_CODES = """
-SELECT (SELECT count(*) FROM (SELECT DISTINCT warehouse FROM {table}) d
-        WHERE NOT EXISTS (SELECT 1 FROM warehouse w WHERE w.code = d.warehouse)) AS unknown_warehouses,
-       (SELECT count(*) FROM (SELECT DISTINCT sku FROM {table}) d
-        WHERE NOT EXISTS (SELECT 1 FROM sku s WHERE s.code = d.sku)) AS unknown_skus,
-       (SELECT count(*) FROM (SELECT DISTINCT sku, lot FROM {table} WHERE coalesce(lot, '') <> '') d
-        WHERE NOT EXISTS (SELECT 1 FROM lot l JOIN sku s ON s.id = l.sku_id
-                          WHERE s.code = d.sku AND l.code = d.lot)) AS unknown_lots
+SELECT (SELECT count(*) FROM {table} f WHERE NOT EXISTS (SELECT 1 FROM warehouse w WHERE w.code = f.warehouse)),
+       (SELECT count(*) FROM {table} f WHERE NOT EXISTS (SELECT 1 FROM sku s WHERE s.code = f.sku))
+"""
+_FAST_LOTS = """
+SELECT count(*) FROM {table} f
+WHERE coalesce(f.lot, '') <> ''
+  AND NOT EXISTS (SELECT 1 FROM lot l JOIN sku s ON s.id = l.sku_id WHERE s.code = f.sku AND l.code = f.lot)
 """
 # Counted, not EXISTS: with EXISTS the planner prefers a sorted (first-row-fast) aggregate.
 _FAST_DUPLICATES = """
@@ -186,6 +190,7 @@ def check_rows(
     if not suspect:
         suspect = (
             any(_query(session, _FAST_CODES, table).fetchone())
+            or (has_lots and _query(session, _FAST_LOTS, table).fetchone()[0])
             or _query(session, _FAST_DUPLICATES, table).fetchone()[0]
             or (has_lots and _query(session, _FAST_MIXED_LOTS, table).fetchone()[0])
         )
