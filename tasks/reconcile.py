@@ -261,8 +261,6 @@ def export_erp_query(query: str) -> str:
         raise ValueError(
             "--erp-query needs CANGFLOW_ERP_URL (or --erp-url) to name the ERP database"
         )
-    folder = settings.home / "feeds"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"erp-{datetime.now().strftime('%Y%m%dT%H%M%S')}.csv"
+    target = feed.new_export_file(settings.home / "feeds", datetime.now())
     feed.export_query(settings.erp_url.get_secret_value(), query, target)
     return str(target)

@@ -44,3 +44,45 @@ def test_the_fast_quantity_check_agrees_with_the_regex_on_every_kind_of_value(db
     assert len(rows) == len(QUANTITIES)
     assert [(r.quantity, r.fast) for r in rows] == [(r.quantity, r.regex) for r in rows]
     assert sum(r.fast for r in rows) == len(QUANTITIES) - 4  # only the four digit strings pass
+
+
+def test_rows_are_named_by_their_place_in_the_file_past_the_staging_sequence_blocks(
+    db, world, tmp_path
+):
+    """The staging table numbers rows from an identity sequence that hands out blocks of
+    numbers (feed._SEQ_CACHE): a bad row after several blocks is still named by its place in
+    the file, and so is the duplicate it repeats."""
+    from datetime import UTC, datetime
+
+    from warehouse.catalog import csv_import
+    from warehouse.reconcile import checks, feed
+
+    sku = world.add_sku()
+    stamp = datetime.now(UTC).isoformat()
+    rows = feed._SEQ_CACHE * 2 + 500
+    with db.session() as s:  # one SKU per row, in one set-based import
+        csv_import.import_csv(
+            s,
+            "skus",
+            (
+                "code,name,category\n" + "".join(f"{sku}-{n},,\n" for n in range(1, rows + 1))
+            ).encode(),
+        )
+    bad, repeated = feed._SEQ_CACHE * 2 + 7, feed._SEQ_CACHE + 3
+    lines = [f"{world.warehouse},{sku}-{n},,1,{stamp}" for n in range(1, rows + 1)]
+    lines[bad - 1] = f"{world.warehouse},{sku}-{bad},,1.5,{stamp}"
+    lines[rows - 1] = lines[repeated - 1]  # the last row repeats an earlier one
+    path = tmp_path / "long.csv"
+    path.write_text("warehouse,sku,lot,quantity,as_of\n" + "\n".join(lines) + "\n")
+    staging = feed.staging_table(0, "0badfeed")
+    with db.session() as s:
+        assert feed.load(s, staging, feed.inspect(path, max_bytes=10**9)) == rows
+        problems, _, _ = checks.check_rows(s, 0, staging, rows)
+        s.execute(text(f"DROP TABLE {feed.quoted(s, staging)}"))
+    named = {(p.row, p.column, p.why) for p in problems}
+    assert (bad, "quantity", "is fractional; quantities are whole units") in named
+    assert (
+        rows,
+        "warehouse,sku,lot",
+        f"repeats row {repeated} (one row per warehouse, sku and lot)",
+    ) in named

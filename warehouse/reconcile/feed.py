@@ -11,10 +11,12 @@ few set-based queries over the loaded text.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -186,7 +188,8 @@ def new_attempt() -> str:
 
 def staging_table(run_id: int, attempt: str) -> str:
     """One attempt's own staging table: UNLOGGED and without indexes, so COPY runs at full
-    speed; `seq` numbers the rows in file order (one COPY inserts them in order)."""
+    speed; `seq` numbers the rows in file order (one COPY inserts them in order; its identity
+    sequence hands this one backend blocks of numbers, so they stay consecutive)."""
     if not re.fullmatch(r"[0-9a-f]{8}", attempt):
         raise ValueError(f"attempt tag {attempt!r}: 8 hex digits")
     return f"{STAGING_PREFIX}{int(run_id)}_{attempt}"
@@ -214,6 +217,9 @@ WHERE c.relkind = 'r' AND n.nspname = '{STAGING_SCHEMA}' AND c.relname LIKE 'erp
 """
 
 
+_SEQ_CACHE = 10_000
+
+
 def load(session: Session, staging: str, feed: FeedFile) -> int:
     """COPY the file into the attempt's staging table (made anew); the number of data rows.
     COPY's own errors (encoding, quotes, missing or extra fields) become a rejection naming the line."""
@@ -221,7 +227,9 @@ def load(session: Session, staging: str, feed: FeedFile) -> int:
     session.execute(text(f"DROP TABLE IF EXISTS {table}"))
     session.execute(
         text(
-            f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY, "
+            # CACHE: a block of numbers per sequence access instead of one (a fifth of COPY's
+            # time on a million rows); only this COPY draws from it, so they stay consecutive.
+            f"CREATE UNLOGGED TABLE {table} (seq bigint GENERATED ALWAYS AS IDENTITY (CACHE {_SEQ_CACHE}), "
             "warehouse text, sku text, lot text, quantity text, as_of text)"
         )
     )
@@ -298,6 +306,22 @@ def erp_dsn(url: str) -> str:
 
 class QueryRefused(WarehouseError):
     """The ERP database refused the feed's query as written (the run fails, exit 1)."""
+
+
+def new_export_file(folder: Path, moment: datetime) -> Path:
+    """A new, empty feed file of this export alone, named by `moment`: erp-<stamp>.csv, or
+    erp-<stamp>-2.csv and so on when an export of the same second has one (created exclusively,
+    so a second export never writes over the first's rows, nor removes them when it fails)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = moment.strftime("%Y%m%dT%H%M%S")
+    for number in itertools.count(1):
+        target = folder / (f"erp-{stamp}.csv" if number == 1 else f"erp-{stamp}-{number}.csv")
+        try:
+            target.open("xb").close()
+        except FileExistsError:
+            continue
+        return target
+    raise AssertionError("unreachable")
 
 
 def export_query(url: str, query: str, target: Path) -> None:
