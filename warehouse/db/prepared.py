@@ -69,6 +69,11 @@ def _text(value: Any) -> str | None:
 
 def _array_element(value: Any) -> str:
     """An element of a one-dimensional array literal: NULL, or quoted with \\ and \" escaped."""
+    # The common elements first (an order's ids and quantities): digits need no quotes.
+    if value is None:
+        return "NULL"
+    if type(value) is int:
+        return str(value)
     if isinstance(value, list | tuple):
         raise TypeError("only one-dimensional arrays are sent")
     text = _text(value)

@@ -24,9 +24,12 @@ def quantity(
     Quantities are whole units: bools, floats (even 3.0), strings and None are refused rather
     than coerced, because a coerced "3" or 2.9999 in a stock feed is a bug upstream.
     """
-    if isinstance(value, bool) or not isinstance(value, Integral):
+    if type(value) is int:  # the usual case, without the slower check of the Integral ABC
+        number = value
+    elif isinstance(value, bool) or not isinstance(value, Integral):
         raise InvalidQuantity(value, field=field, why=f"must be an int, not {type(value).__name__}")
-    number = int(value)
+    else:
+        number = int(value)
     if abs(number) > BIGINT_MAX:
         raise InvalidQuantity(value, field=field, why="beyond the 64-bit range")
     if abs(number) > MAX_QUANTITY:
