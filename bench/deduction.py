@@ -270,37 +270,34 @@ def domain_order_script() -> str:
     )
 
 
-def order_variables(world: World) -> dict[str, object]:
-    """The pgbench variables of the order scripts (`order_draws`)."""
-    sku_ids = [row[3] for row in world.rows]
-    if max(sku_ids) - min(sku_ids) + 1 != len(sku_ids):
-        raise SystemExit("pgbench order floor: the bench's SKU ids are not contiguous")
-    return {
-        "hot_sku": sku_ids[0],
-        "lo_sku": min(sku_ids),
-        "hi_sku": max(sku_ids),
-        "warehouse_id": world.rows[0][1],
-        "warehouse": world.warehouse,
-        "location": world.location,
-    }
+def _drawn_range(ids: list[int], kind: str) -> tuple[int, int, int]:
+    """(the hot one, the lowest, the highest) of the bench's `kind` ids, which pgbench
+    draws as numbers from that range: they must be contiguous."""
+    if max(ids) - min(ids) + 1 != len(ids):
+        raise SystemExit(f"pgbench floors: the bench's {kind} ids are not contiguous")
+    return ids[0], min(ids), max(ids)
 
 
 def pgbench_orders(world: World, script: str, *, workers: int, seconds: float) -> float:
     """pgbench running an order `script` over the spread SKUs (ids drawn by `order_draws`)."""
     return pgbench.run(
-        world.url, script, clients=workers, seconds=seconds, variables=order_variables(world)
+        world.url, script, clients=workers, seconds=seconds, variables=pgbench_variables(world)
     )
 
 
-def floor_variables(world: World) -> dict[str, object]:
-    """The pgbench variables of the row-drawing scripts (PICK_HOT, PICK_SPREAD)."""
-    ids = [row[0] for row in world.rows]
-    if max(ids) - min(ids) + 1 != len(ids):
-        raise SystemExit("pgbench floor: the bench's balance ids are not contiguous")
+def pgbench_variables(world: World) -> dict[str, object]:
+    """The variables of every pgbench script here: the hot and spread balance ids (PICK_HOT,
+    PICK_SPREAD) and SKU ids (`order_draws`) as ranges, the warehouse and its bin."""
+    hot, lo, hi = _drawn_range([row[0] for row in world.rows], "balance")
+    hot_sku, lo_sku, hi_sku = _drawn_range([row[3] for row in world.rows], "SKU")
     return {
-        "hot": ids[0],
-        "lo": min(ids),
-        "hi": max(ids),
+        "hot": hot,
+        "lo": lo,
+        "hi": hi,
+        "hot_sku": hot_sku,
+        "lo_sku": lo_sku,
+        "hi_sku": hi_sku,
+        "warehouse_id": world.rows[0][1],
         "warehouse": world.warehouse,
         "location": world.location,
     }
@@ -313,7 +310,7 @@ def pgbench_floor(world: World, script: str, *, hot: bool, workers: int, seconds
         (PICK_HOT if hot else PICK_SPREAD) + script,
         clients=workers,
         seconds=seconds,
-        variables=floor_variables(world),
+        variables=pgbench_variables(world),
     )
 
 

@@ -38,7 +38,7 @@ def test_the_domain_statements_and_the_order_floor_run_under_pgbench(admin_db):
         url,
         deduction.PICK_SPREAD + deduction.domain_single_row_script(),
         transactions=5,
-        variables=deduction.floor_variables(world),
+        variables=deduction.pgbench_variables(world),
     )
     after_single = _stock(admin_db, world)
     # Five deductions of one unit, each its ledger line and its outbox message.
@@ -50,7 +50,7 @@ def test_the_domain_statements_and_the_order_floor_run_under_pgbench(admin_db):
     ):
         before = _stock(admin_db, world)
         pgbench.latencies_ms(
-            url, script, transactions=2, variables=deduction.order_variables(world)
+            url, script, transactions=2, variables=deduction.pgbench_variables(world)
         )
         after = _stock(admin_db, world)
         taken, lines, sent = before[0] - after[0], after[1] - before[1], after[2] - before[2]
