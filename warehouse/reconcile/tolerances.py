@@ -15,16 +15,31 @@ from warehouse.reconcile.feed import FeedRejected, Problem
 
 HEADER = ["sku", "category", "abs", "pct"]
 
-_UPSERT_SKU = text("""
-INSERT INTO reconciliation_tolerance (sku_id, abs_qty, pct)
-SELECT id, :abs, :pct FROM sku WHERE code = :sku
-ON CONFLICT (sku_id) WHERE sku_id IS NOT NULL DO UPDATE SET abs_qty = excluded.abs_qty, pct = excluded.pct
-RETURNING id
+# Set-based: the file's SKU rows in one statement, its category rows in another.
+_UNKNOWN_SKUS = text("""
+SELECT t.line, t.sku FROM unnest(CAST(:lines AS int[]), CAST(:skus AS text[])) AS t(line, sku)
+WHERE NOT EXISTS (SELECT 1 FROM sku s WHERE s.code = t.sku)
+ORDER BY t.line
 """)
-_UPSERT_CATEGORY = text("""
-INSERT INTO reconciliation_tolerance (category, abs_qty, pct) VALUES (:category, :abs, :pct)
+_UPSERT_SKUS = text("""
+INSERT INTO reconciliation_tolerance (sku_id, abs_qty, pct)
+SELECT s.id, t.abs_qty, t.pct
+FROM unnest(CAST(:skus AS text[]), CAST(:abs AS bigint[]), CAST(:pct AS numeric[])) AS t(sku, abs_qty, pct)
+JOIN sku s ON s.code = t.sku
+ON CONFLICT (sku_id) WHERE sku_id IS NOT NULL DO UPDATE SET abs_qty = excluded.abs_qty, pct = excluded.pct
+""")
+_UPSERT_CATEGORIES = text("""
+INSERT INTO reconciliation_tolerance (category, abs_qty, pct)
+SELECT t.category, t.abs_qty, t.pct
+FROM unnest(CAST(:categories AS text[]), CAST(:abs AS bigint[]), CAST(:pct AS numeric[])) AS t(category, abs_qty, pct)
 ON CONFLICT (category) WHERE category IS NOT NULL DO UPDATE SET abs_qty = excluded.abs_qty, pct = excluded.pct
 """)
+# What a cell may hold: a tolerance beyond any stock is a keying error, and a category is
+# stored in 64 characters.
+ABS_MAX = 10**12
+CATEGORY_MAX = 64
+# Unknown SKUs named in a refusal, at most.
+SHOWN = 50
 
 
 KIND = "tolerance file"
@@ -54,6 +69,7 @@ def read_tolerances(path: Path) -> list[Override]:
         problem = Problem(None, "header", found, f"expected the header {','.join(HEADER)}")
         raise FeedRejected(path.name, [problem], kind=KIND)
     problems, parsed = [], []
+    first_row: dict[tuple[str, str], int] = {}  # (sku, category) -> the row that named it first
     for number, row in enumerate(rows[1:], start=1):
         if len(row) != 4:
             problems.append(
@@ -61,7 +77,8 @@ def read_tolerances(path: Path) -> list[Override]:
             )
             continue
         sku, category, abs_text, pct_text = row
-        if bool(sku) == bool(category):
+        target_ok = bool(sku) != bool(category)
+        if not target_ok:
             problems.append(
                 Problem(
                     number,
@@ -70,8 +87,26 @@ def read_tolerances(path: Path) -> list[Override]:
                     "give exactly one of sku or category",
                 )
             )
-        if not abs_text.isdigit():
-            problems.append(Problem(number, "abs", abs_text, "is not a whole number >= 0"))
+        elif len(category) > CATEGORY_MAX:
+            problems.append(
+                Problem(number, "category", category, f"is longer than {CATEGORY_MAX} characters")
+            )
+        elif (sku, category) in first_row:  # two values for one target: which one is meant?
+            problems.append(
+                Problem(
+                    number,
+                    "sku" if sku else "category",
+                    sku or category,
+                    f"repeats row {first_row[(sku, category)]} (one row per sku or category)",
+                )
+            )
+        else:
+            first_row[(sku, category)] = number
+        abs_ok = abs_text.isascii() and abs_text.isdigit() and int(abs_text) <= ABS_MAX
+        if not abs_ok:
+            problems.append(
+                Problem(number, "abs", abs_text, f"is not a whole number from 0 to {ABS_MAX}")
+            )
         try:
             pct = Decimal(pct_text)
             if pct < 0 or pct > 100:
@@ -81,7 +116,7 @@ def read_tolerances(path: Path) -> list[Override]:
                 Problem(number, "pct", pct_text, "is not a percentage between 0 and 100")
             )
             continue
-        if abs_text.isdigit():
+        if abs_ok:
             parsed.append(Override(number, sku, category, int(abs_text), pct))
     if problems:
         raise FeedRejected(path.name, problems, kind=KIND)
@@ -89,19 +124,28 @@ def read_tolerances(path: Path) -> list[Override]:
 
 
 def load_tolerances(session: Session, path: Path) -> int:
-    """Store the overrides of a tolerance file (an unknown SKU code refuses the whole file)."""
+    """Store the overrides of a tolerance file, all or nothing: a SKU code that names nothing
+    refuses the whole file (every such row named), before anything is written."""
     overrides = read_tolerances(path)
-    for override in overrides:
-        if override.sku:
-            known = session.execute(
-                _UPSERT_SKU, {"sku": override.sku, "abs": override.abs_qty, "pct": override.pct}
-            ).first()
-            if known is None:
-                problem = Problem(override.line, "sku", override.sku, "is not a known SKU code")
-                raise FeedRejected(path.name, [problem], kind=KIND)
-        else:
+    by_sku = [o for o in overrides if o.sku]
+    by_category = [o for o in overrides if o.category]
+    unknown = session.execute(
+        _UNKNOWN_SKUS, {"lines": [o.line for o in by_sku], "skus": [o.sku for o in by_sku]}
+    ).all()
+    if unknown:
+        problems = [Problem(line, "sku", sku, "is not a known SKU code") for line, sku in unknown]
+        raise FeedRejected(path.name, problems[:SHOWN], total=len(problems), kind=KIND)
+    for statement, targets, rows in (
+        (_UPSERT_SKUS, "skus", by_sku),
+        (_UPSERT_CATEGORIES, "categories", by_category),
+    ):
+        if rows:
             session.execute(
-                _UPSERT_CATEGORY,
-                {"category": override.category, "abs": override.abs_qty, "pct": override.pct},
+                statement,
+                {
+                    targets: [o.sku or o.category for o in rows],
+                    "abs": [o.abs_qty for o in rows],
+                    "pct": [o.pct for o in rows],
+                },
             )
     return len(overrides)
