@@ -181,10 +181,11 @@ FROM moved;
 
 
 # The order floor: a 50-line deduction of 50 random spread SKUs as one plain set-based statement
-# (the guarded UPDATE of their rows, their ledger lines, one outbox message with every line),
-# none of the domain's FEFO plan, verdict or row-count check. What a set-based design can
-# reach on this machine, next to deduct_order. pgbench draws SKU ids (s1..s50, the hot one
-# skipped); the same draw may repeat an id (about once in eight orders: one line fewer).
+# (its rows locked in key order, as concurrent orders must lock them or deadlock; the guarded
+# UPDATE of those rows, their ledger lines, one outbox message with every line), none of the
+# domain's FEFO plan, verdict or row-count check. What a set-based design can reach on this
+# machine, next to deduct_order. pgbench draws SKU ids (s1..s50, the hot one skipped); the same
+# draw may repeat an id (about once in eight orders: one line fewer).
 def order_draws() -> str:
     return "".join(
         f"\\set s{n} random(:lo_sku, :hi_sku - 1)\n\\if :s{n} >= :hot_sku\n\\set s{n} :s{n} + 1\n\\endif\n"
@@ -195,11 +196,14 @@ def order_draws() -> str:
 ORDER_SKU_IDS = "CAST(ARRAY[{}] AS bigint[])".format(
     ", ".join(f"CAST(:s{n} AS bigint)" for n in range(1, ORDER_LINES + 1))
 )
-ORDER_FLOOR = f"""WITH taken AS (
-    UPDATE stock_balance SET on_hand = on_hand - 1, version = version + 1
-    WHERE warehouse_id = CAST(:warehouse_id AS smallint) AND sku_id = ANY ({ORDER_SKU_IDS})
-      AND on_hand - reserved >= 1
-    RETURNING id, warehouse_id, location_id, sku_id),
+ORDER_FLOOR = f"""WITH locked AS MATERIALIZED (
+    SELECT id FROM stock_balance
+    WHERE warehouse_id = CAST(:warehouse_id AS bigint) AND sku_id = ANY ({ORDER_SKU_IDS})
+    ORDER BY id FOR UPDATE),
+taken AS (
+    UPDATE stock_balance b SET on_hand = b.on_hand - 1, version = b.version + 1
+    FROM locked WHERE b.id = locked.id AND b.on_hand - b.reserved >= 1
+    RETURNING b.id, b.warehouse_id, b.location_id, b.sku_id),
 op AS MATERIALIZED (SELECT nextval('stock_operation_id_seq') AS id),
 moved AS (
     INSERT INTO stock_movement (occurred_at, movement_type, operation_id, balance_id, warehouse_id,
@@ -228,7 +232,8 @@ def domain_script(rendered: str, values: dict[str, str]) -> str:
 def domain_single_row_script() -> str:
     """The direct path's single-row deduction statement as pgbench runs it on the spread rows
     (`:bal`): the same statement with nothing around it but libpq. pgbench draws numbers, not
-    codes, so the SKU's code is one lookup of the drawn row's, inside the statement."""
+    codes, so the SKU's code is looked up from the drawn row inside the statement (where the
+    statement names it: twice)."""
     return domain_script(
         RENDERED[DIRECT_SINGLE_ROW_TAKE_STATEMENTS["deduction"]],
         {
@@ -258,7 +263,7 @@ def domain_order_script() -> str:
             "location_ids": nothing,
             "lot_ids": nothing,
             "qtys": f"array_fill(1::bigint, ARRAY[{ORDER_LINES}])",
-            "warehouse_id": "CAST(:warehouse_id AS smallint)",
+            "warehouse_id": "CAST(:warehouse_id AS bigint)",
             "warehouse": ":warehouse",
             "occurred_at": "CAST(now() AS text)",
             "reference": "NULL",

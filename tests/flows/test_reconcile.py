@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from flows.reconcile import reconcile_flow
 from tests.builders import World
-from warehouse import stock
+from warehouse import catalog, stock
 from warehouse.errors import InvalidArgument
 from warehouse.reconcile import FeedRejected, orders
 
@@ -310,9 +310,12 @@ def test_a_run_cut_short_at_any_step_is_finished_by_the_next_with_no_duplicates(
 
 
 def _lot_of_a_new_sku(world) -> str:
-    """A lot code that exists, of another SKU than the feed row names."""
-    lot = f"LOT-{uuid.uuid4().hex[:8]}"
-    world.add_sku(lots={lot: None})
+    """A lot code that exists, of another SKU than the feed row names (made outside the world's
+    SKUs, which the feeds of later tests list)."""
+    sku, lot = f"SKU-{uuid.uuid4().hex[:8]}", f"LOT-{uuid.uuid4().hex[:8]}"
+    with world.db.session() as session:
+        catalog.ensure_sku(session, sku)
+        catalog.ensure_lot(session, sku, lot, None)
     return lot
 
 

@@ -68,7 +68,8 @@ def _text(value: Any) -> str | None:
 
 
 def _array_element(value: Any) -> str:
-    """An element of a one-dimensional array literal: NULL, or quoted with \\ and \" escaped."""
+    """An element of a one-dimensional array literal: NULL, an int's digits, or anything else
+    quoted with \\ and \" escaped."""
     # The common elements first (an order's ids and quantities): digits need no quotes.
     if value is None:
         return "NULL"

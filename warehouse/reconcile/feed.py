@@ -326,11 +326,10 @@ def new_export_file(folder: Path, moment: datetime) -> Path:
 
 def export_query(url: str, query: str, target: Path) -> None:
     """Write the rows of an ERP database query as a feed file (COPY ... TO STDOUT); the file
-    then goes through every check like any other feed."""
-    dsn = erp_dsn(url)
+    then goes through every check like any other feed. On any failure `target` is removed."""
     try:
         with (
-            psycopg.connect(dsn) as connection,
+            psycopg.connect(erp_dsn(url)) as connection,
             connection.cursor() as cursor,
             target.open("wb") as out,
         ):
@@ -345,6 +344,9 @@ def export_query(url: str, query: str, target: Path) -> None:
         if (error.sqlstate or "")[:2] in _QUERY_REFUSED:
             why = error.diag.message_primary or str(error)
             raise QueryRefused(f"the ERP database refused --erp-query: {why}") from None
+        raise
+    except BaseException:  # a bad URL, an interrupt: no rows, or a part of them, is no feed
+        target.unlink(missing_ok=True)
         raise
 
 

@@ -102,7 +102,12 @@ def read_tolerances(path: Path) -> list[Override]:
             )
         else:
             first_row[(sku, category)] = number
-        abs_ok = abs_text.isascii() and abs_text.isdigit() and int(abs_text) <= ABS_MAX
+        abs_ok = (
+            abs_text.isascii()
+            and abs_text.isdigit()
+            and len(abs_text) <= len(str(ABS_MAX))  # int() of a 5,000-digit cell raises
+            and int(abs_text) <= ABS_MAX
+        )
         if not abs_ok:
             problems.append(
                 Problem(number, "abs", abs_text, f"is not a whole number from 0 to {ABS_MAX}")
