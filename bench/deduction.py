@@ -1,6 +1,12 @@
 """Deduction throughput: how close `warehouse.stock` gets to what PostgreSQL itself can do.
 
     CANGFLOW_DATABASE_URL=postgresql+psycopg://... uv run python -m bench.deduction [--seconds 10]
+                                                                  [--repeats 1]
+
+With --repeats N every phase below, floors included, runs N times in rounds (the whole list,
+then again), and each figure is the median of its rounds (`phase_runs` lists them): on a noisy
+machine a ratio then compares medians measured in the same rounds, not two single readings
+taken a minute apart.
 
 Each phase runs `--workers` (16) processes, one connection each, released together by a barrier;
 they warm up for 1 s, then count committed transactions until a shared stop time `--seconds` later.
@@ -55,10 +61,12 @@ import multiprocessing as mp
 import os
 import random
 import re
+import statistics
 import sys
 import threading
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -650,6 +658,12 @@ def explain_order(db: warehouse.Database, world: World) -> dict:
     return summary
 
 
+def _median(values: list) -> float | None:
+    """The median of the rounds' figures that exist (a round with no commit has no p99)."""
+    found = [value for value in values if value is not None]
+    return statistics.median(found) if found else None
+
+
 def _ratio(measured: float, floor: float) -> float | None:
     return round(measured / floor, 4) if floor else None
 
@@ -665,10 +679,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--spread-skus", type=int, default=10_000, help="SKUs of the spread phases (default 10000)"
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of every phase, floors included; each figure is its median (default 1)",
+    )
     args = parser.parse_args(argv)
     url = os.environ.get("CANGFLOW_DATABASE_URL")
     if not url:
         parser.error("set CANGFLOW_DATABASE_URL to the postgresql+psycopg:// URL to benchmark")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.spread_skus < ORDER_LINES:
         parser.error(f"--spread-skus must be at least {ORDER_LINES}")
 
@@ -684,7 +706,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     db.dispose()  # forked workers must not inherit an open connection
 
-    rates, errors, latencies = {}, {}, {}
+    runs: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, int] = defaultdict(int)
+    latencies: dict[str, list[float]] = defaultdict(list)
+    combined_runs: list[dict] = []
     floors = {
         "pgbench_three_hot": (THREE_STATEMENTS, True),
         "pgbench_one_hot": (ONE_STATEMENT, True),
@@ -697,25 +722,28 @@ def main(argv: list[str] | None = None) -> int:
         "pgbench_domain_order": domain_order_script(),
     }
     try:
-        for phase in PHASES:
-            if phase in floors:
-                script, hot = floors[phase]
-                rates[phase] = pgbench_floor(
-                    world, script, hot=hot, workers=args.workers, seconds=args.seconds
-                )
-                log(f"{phase:<20} {rates[phase]:10.1f} tx/s ({args.workers} clients)")
-                continue
-            if phase in order_floors:
-                rates[phase] = pgbench_orders(
-                    world, order_floors[phase], workers=args.workers, seconds=args.seconds
-                )
-                log(f"{phase:<20} {rates[phase]:10.1f} orders/s ({args.workers} clients)")
-                continue
-            rates[phase], errors[phase], latencies[phase] = run_phase(
-                phase, world, args.workers, args.seconds
-            )
-        combined = run_combined_phase(world, args.workers, args.seconds)
-        errors["combined_hot"] = combined["errors"]
+        for round_number in range(1, args.repeats + 1):
+            if args.repeats > 1:
+                log(f"round {round_number}/{args.repeats}")
+            for phase in PHASES:
+                if phase in floors:
+                    script, hot = floors[phase]
+                    rate = pgbench_floor(
+                        world, script, hot=hot, workers=args.workers, seconds=args.seconds
+                    )
+                    log(f"{phase:<20} {rate:10.1f} tx/s ({args.workers} clients)")
+                elif phase in order_floors:
+                    rate = pgbench_orders(
+                        world, order_floors[phase], workers=args.workers, seconds=args.seconds
+                    )
+                    log(f"{phase:<20} {rate:10.1f} orders/s ({args.workers} clients)")
+                else:
+                    rate, failed, measured = run_phase(phase, world, args.workers, args.seconds)
+                    errors[phase] += failed
+                    latencies[phase].extend(measured)
+                runs[phase].append(rate)
+            combined_runs.append(run_combined_phase(world, args.workers, args.seconds))
+            errors["combined_hot"] += combined_runs[-1]["errors"]
     finally:  # even after a failed phase, so the raw floor's ledger rows never break the invariants
         with db.session() as s:
             params = {
@@ -726,6 +754,13 @@ def main(argv: list[str] | None = None) -> int:
             log(
                 f"gave {s.execute(text(BACKFILL_OUTBOX), params).rowcount} raw-floor operations their outbox messages"
             )
+    # Each phase's median over the rounds: the floors and the domain code alike, so a ratio
+    # compares medians measured in the same rounds.
+    rates = {phase: statistics.median(values) for phase, values in runs.items()}
+    combined = {
+        figure: _median([run[figure] for run in combined_runs])
+        for figure in ("rate", "p50_ms", "p99_ms", "combined_share")
+    }
     plan = explain_order(db, world)
     with db.session() as s:
         violations = invariants.check(s)
@@ -794,10 +829,14 @@ def main(argv: list[str] | None = None) -> int:
                 "order_cold_lines_per_s": round(rates["order_cold"] * ORDER_LINES, 1),
                 "order_lines": ORDER_LINES,
                 "seconds_per_phase": args.seconds,
+                "repeats": args.repeats,
+                "phase_runs": {
+                    phase: [round(v, 1) for v in values] for phase, values in runs.items()
+                },
                 "warmup_seconds": WARMUP_SECONDS,
                 "workers": args.workers,
                 "spread_skus": args.spread_skus,
-                "failed_transactions": errors,
+                "failed_transactions": dict(errors),
                 "postgres_version": version,
                 **plan,
                 "invariant_violations": len(violations),
