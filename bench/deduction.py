@@ -33,8 +33,9 @@ they warm up for 1 s, then count committed transactions until a shared stop time
   spread rows: what the statement costs with nothing around it but libpq
   (`ratio_domain_statement_to_pgbench_spread`; deduct's gap beyond it is the Python client's).
 - order floors (pgbench, the same clients and seconds, 50 random spread SKUs per order):
-  `order_floor_lines_per_s`, one plain set-based statement (guarded UPDATE of the 50 rows, their
-  ledger lines, one outbox message), and `pgbench_domain_order_lines_per_s`, the direct path's
+  `order_floor_lines_per_s`, one plain set-based statement (the 50 rows locked in key order,
+  their guarded UPDATE, ledger lines and one outbox message), and
+  `pgbench_domain_order_lines_per_s`, the direct path's
   allocating statement for the same order; `ratio_order_to_sql_floor` is deduct_order's rate
   over the plain statement's.
 Raw and deduct run against one hot SKU (all workers queue on one row lock: lock hand-off speed)
