@@ -591,7 +591,6 @@ def run_phase(
 def explain_order(db: warehouse.Database, world: World) -> dict:
     """EXPLAIN (ANALYZE, BUFFERS) of the deduction statement exactly as deduct_order sends it."""
     from warehouse.stock import execute as stock_execute
-    from warehouse.stock.statements import RENDERED
 
     captured = []
     original = stock_execute._execute

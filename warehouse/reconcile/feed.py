@@ -339,14 +339,11 @@ def export_query(url: str, query: str, target: Path) -> None:
             with cursor.copy(statement) as copy:
                 for chunk in copy:
                     out.write(chunk)
-    except psycopg.Error as error:
-        target.unlink(missing_ok=True)  # a part of the rows is no feed
-        if (error.sqlstate or "")[:2] in _QUERY_REFUSED:
+    except BaseException as error:  # a refusal, a lost connection, a bad URL, an interrupt
+        target.unlink(missing_ok=True)  # no rows, or a part of them, is no feed
+        if isinstance(error, psycopg.Error) and (error.sqlstate or "")[:2] in _QUERY_REFUSED:
             why = error.diag.message_primary or str(error)
             raise QueryRefused(f"the ERP database refused --erp-query: {why}") from None
-        raise
-    except BaseException:  # a bad URL, an interrupt: no rows, or a part of them, is no feed
-        target.unlink(missing_ok=True)
         raise
 
 
