@@ -32,6 +32,13 @@ they warm up for 1 s, then count committed transactions until a shared stop time
 - pgbench_domain_spread: the direct path's own single-row statement, run by pgbench on the
   spread rows: what the statement costs with nothing around it but libpq
   (`ratio_domain_statement_to_pgbench_spread`; deduct's gap beyond it is the Python client's).
+- python_domain_spread: the same statement sent by the leanest Python client there is, one
+  process per worker as deduct's: a plain psycopg connection set up as the engine's, the
+  statement sent through `warehouse.db.prepared` (libpq, prepared, one autocommit round trip)
+  with the parameters the direct path would bind, and nothing else: no validation, metrics,
+  pool or result objects. `ratio_python_floor_to_pgbench_spread` is what any Python caller of
+  this statement reaches on the machine; `ratio_to_python_floor_spread` is deduct over it, the
+  share left after cangflow's own client code.
 - order floors (pgbench, the same clients and seconds, 50 random spread SKUs per order):
   `order_floor_lines_per_s`, one plain set-based statement (the 50 rows locked in key order,
   their guarded UPDATE, ledger lines and one outbox message), and
@@ -69,6 +76,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -80,7 +88,7 @@ import warehouse
 from bench import pgbench
 from warehouse import catalog, invariants, stock
 from warehouse.catalog import csv_import as catalog_import
-from warehouse.db import schema
+from warehouse.db import prepared, schema
 from warehouse.stock import resolve
 from warehouse.stock.statements import (
     DIRECT_SINGLE_ROW_TAKE_STATEMENTS,
@@ -384,6 +392,8 @@ def build_world(db: warehouse.Database, spread: int) -> World:
 
 def make_step(phase: str, world: World, rng: random.Random):
     """Open this worker's connection and return a function running one transaction of `phase`."""
+    if phase == "python_domain_spread":
+        return python_floor_step(world, rng, python_floor_connection(world))
     if phase.startswith("raw"):
         dsn = world.url.replace("postgresql+psycopg://", "postgresql://", 1)
         conn = psycopg.connect(dsn, application_name="bench.deduction raw")
@@ -432,6 +442,50 @@ def make_step(phase: str, world: World, rng: random.Random):
     return deduct_in_session if phase.startswith("deduct_session") else deduct
 
 
+def python_floor_connection(world: World) -> psycopg.Connection:
+    """A plain psycopg connection in autocommit with the session settings every engine
+    connection has (`warehouse.db.engine`)."""
+    dsn = world.url.replace("postgresql+psycopg://", "postgresql://", 1)
+    conn = psycopg.connect(dsn, autocommit=True, application_name="bench.deduction python floor")
+    for setting in (
+        "TIME ZONE 'UTC'",
+        "DateStyle = 'ISO, MDY'",
+        "plan_cache_mode = force_generic_plan",
+    ):
+        conn.execute(f"SET {setting}")
+    return conn
+
+
+def python_floor_step(world: World, rng: random.Random, conn: psycopg.Connection):
+    """One worker of the python_domain_spread floor: the direct path's single-row deduction
+    statement on `conn`, through `warehouse.db.prepared`, and nothing around it."""
+    statement = RENDERED[DIRECT_SINGLE_ROW_TAKE_STATEMENTS["deduction"]]
+    skus = world.skus[1:]
+
+    def deduct() -> None:
+        [(_operation, items)] = prepared.fetch(
+            conn,
+            statement,
+            {
+                "warehouse": world.warehouse,
+                "sku": rng.choice(skus),
+                "location": None,
+                "lot": None,
+                "qty": 1,
+                "occurred_at": datetime.now(UTC),
+                "reference": None,
+                "reason": None,
+                "key": None,
+                "operation": "deduct",
+                "digest": None,
+            },
+        )
+        if items is None:  # declined: a floor that skipped its write would measure nothing
+            raise RuntimeError("the single-row statement declined a spread deduction")
+
+    return deduct
+
+
 # The floors next to each other and before the domain code, in one run (same machine state).
 PHASES = (
     "raw_hot",
@@ -441,6 +495,7 @@ PHASES = (
     "pgbench_three_spread",
     "pgbench_one_spread",
     "pgbench_domain_spread",
+    "python_domain_spread",
     "pgbench_order_floor",
     "pgbench_domain_order",
     "deduct_hot",
@@ -824,6 +879,14 @@ def main(argv: list[str] | None = None) -> int:
                 "pgbench_domain_spread_per_s": round(rates["pgbench_domain_spread"], 1),
                 "ratio_domain_statement_to_pgbench_spread": _ratio(
                     rates["pgbench_domain_spread"], rates["pgbench_three_spread"]
+                ),
+                # The same statement from the leanest Python client: what is left to cangflow.
+                "python_domain_spread_per_s": round(rates["python_domain_spread"], 1),
+                "ratio_python_floor_to_pgbench_spread": _ratio(
+                    rates["python_domain_spread"], rates["pgbench_three_spread"]
+                ),
+                "ratio_to_python_floor_spread": _ratio(
+                    rates["deduct_spread"], rates["python_domain_spread"]
                 ),
                 "orders_per_s": round(rates["order"], 2),
                 "order_cold_lines_per_s": round(rates["order_cold"] * ORDER_LINES, 1),

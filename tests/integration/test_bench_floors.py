@@ -66,3 +66,23 @@ def test_the_domain_statements_and_the_order_floor_run_under_pgbench(admin_db):
 
     with admin_db.session() as s:
         assert invariants.check(s) == []
+
+
+def test_the_python_floor_runs_the_direct_statement_and_keeps_the_invariants(admin_db):
+    """The python_domain_spread floor sends the direct path's own statement: each call takes one
+    unit of a spread SKU and writes its ledger line and outbox message, never the hot SKU's."""
+    import random
+
+    world = deduction.build_world(admin_db, SPREAD)
+    on_hand, movements, messages = _stock(admin_db, world)
+    with deduction.python_floor_connection(world) as conn:
+        step = deduction.python_floor_step(world, random.Random(7), conn)
+        for _ in range(5):
+            step()
+    assert _stock(admin_db, world) == (on_hand - 5, movements + 5, messages + 5)
+    with admin_db.session() as s:
+        hot = s.execute(
+            text("SELECT on_hand FROM stock_balance WHERE id = :id"), {"id": world.rows[0][0]}
+        ).scalar_one()
+        assert hot == deduction.STOCK_PER_ROW
+        assert invariants.check(s) == []
