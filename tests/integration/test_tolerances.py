@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -107,3 +108,23 @@ def test_a_file_is_stored_whole_and_loading_it_again_updates_the_same_rows(
             {"skus": skus, "categories": categories},
         ).scalar_one()
     assert count == 33
+
+
+def test_a_percentage_finer_than_the_column_is_refused_not_rounded(tmp_path):
+    """pct is stored as numeric(7, 3): 0.0004 % would be stored as 0.000 (no tolerance at all)
+    and 1.2345 as 1.235, silently. Trailing zeros and exponents that fit are taken."""
+    path = tmp_path / "tolerances.csv"
+    path.write_text(HEADER + "A,,1,0.0004\nB,,1,1.2345\nC,,1,1.5000\nD,,1,1E+2\nE,,1,2.125\n")
+    with pytest.raises(FeedRejected) as rejected:
+        tolerances.read_tolerances(path)
+    why = "has more than 3 decimal places (tolerances are kept to 0.001 %)"
+    assert [(p.row, p.column, p.value, p.why) for p in rejected.value.problems] == [
+        (1, "pct", "0.0004", why),
+        (2, "pct", "1.2345", why),
+    ]
+    path.write_text(HEADER + "C,,1,1.5000\nD,,1,1E+2\nE,,1,2.125\n")
+    assert [o.pct for o in tolerances.read_tolerances(path)] == [
+        Decimal("1.5"),
+        Decimal("100"),
+        Decimal("2.125"),
+    ]

@@ -38,6 +38,8 @@ ON CONFLICT (category) WHERE category IS NOT NULL DO UPDATE SET abs_qty = exclud
 # stored in 64 characters.
 ABS_MAX = 10**12
 CATEGORY_MAX = 64
+# The percentage column's scale (numeric(7, 3)): a finer value would be stored rounded.
+PCT_PLACES = 3
 # Unknown SKUs named in a refusal, at most.
 SHOWN = 50
 
@@ -119,6 +121,17 @@ def read_tolerances(path: Path) -> list[Override]:
         except InvalidOperation:
             problems.append(
                 Problem(number, "pct", pct_text, "is not a percentage between 0 and 100")
+            )
+            continue
+        if pct.normalize().as_tuple().exponent < -PCT_PLACES:  # stored rounded: say so instead
+            problems.append(
+                Problem(
+                    number,
+                    "pct",
+                    pct_text,
+                    f"has more than {PCT_PLACES} decimal places (tolerances are kept to "
+                    f"{Decimal(1).scaleb(-PCT_PLACES)} %)",
+                )
             )
             continue
         if abs_ok:
