@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.database import database
-from warehouse.errors import WarehouseError
+from warehouse.errors import InvalidArgument, WarehouseError
 from warehouse.metrics import sinks as metrics
 from warehouse.quality.suites import QualityResult
 from warehouse.reconcile import (
@@ -257,8 +257,8 @@ def export_erp_query(query: str) -> str:
     """Run the ERP query (CANGFLOW_ERP_URL: never a parameter, so it stays out of run records)
     and write its rows as a feed file; the file then goes through every check."""
     settings = get_settings()
-    if settings.erp_url is None:
-        raise ValueError(
+    if settings.erp_url is None:  # a setting to fix: refused, not retried
+        raise InvalidArgument(
             "--erp-query needs CANGFLOW_ERP_URL (or --erp-url) to name the ERP database"
         )
     target = feed.new_export_file(settings.home / "feeds", datetime.now())

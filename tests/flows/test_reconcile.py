@@ -490,3 +490,58 @@ def test_an_erp_query_the_erp_database_refuses_is_named_and_not_retried(
     assert sent == ["SELEC warehouse FROM erp_book"]  # once: it would be refused again
     assert counts(tasks_db) == before
     assert set(feeds.glob("erp-*.csv")) == exported  # no empty feed file left behind
+
+
+@pytest.mark.parametrize(
+    ("erp_url", "why"),
+    [
+        ("mysql://erp:hunter2@erp-host/books", "needs a postgresql\\+psycopg:// URL, got mysql://"),
+        (None, "--erp-query needs CANGFLOW_ERP_URL"),
+    ],
+)
+def test_an_erp_url_to_fix_fails_at_once_and_is_not_retried(
+    world, tasks_db, monkeypatch, erp_url, why
+):
+    """A deployment whose CANGFLOW_ERP_URL is not PostgreSQL's (or is missing) is a setting to
+    fix: the export fails on its first attempt (before: two retries, 10 s apart, for nothing),
+    never showing the password, and leaves no feed file."""
+    from prefect import task as prefect_task
+
+    from flows import reconcile as reconcile_module
+    from tasks import reconcile as reconcile_tasks
+    from warehouse.errors import InvalidArgument
+    from warehouse.reconcile import feed
+    from warehouse.settings import get_settings
+
+    attempts = []
+    export = reconcile_tasks.export_erp_query.fn
+
+    @prefect_task(
+        name="reconcile-export-erp",
+        retries=2,
+        retry_delay_seconds=0,
+        retry_condition_fn=reconcile_tasks._not_refused,
+    )
+    def counted(query: str) -> str:  # the task's own code and retry rule, without the wait
+        attempts.append(query)
+        return export(query)
+
+    monkeypatch.setattr(reconcile_module, "export_erp_query", counted)
+    if erp_url is None:
+        monkeypatch.delenv("CANGFLOW_ERP_URL", raising=False)
+    else:
+        monkeypatch.setenv("CANGFLOW_ERP_URL", erp_url)
+    get_settings.cache_clear()
+    feeds = get_settings().home / "feeds"
+    exported = set(feeds.glob("erp-*.csv"))
+    before = counts(tasks_db)
+    try:
+        with pytest.raises(InvalidArgument, match=why) as failed:
+            reconcile_flow(erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_book")
+    finally:
+        get_settings.cache_clear()
+    assert len(attempts) == 1
+    assert "hunter2" not in str(failed.value)
+    assert counts(tasks_db) == before
+    assert set(feeds.glob("erp-*.csv")) == exported
+    assert isinstance(failed.value, feed.WarehouseError)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from warehouse.db import raw_sql
 from warehouse.db.engine import postgres_url
 from warehouse.db.roles import STAGING_SCHEMA
-from warehouse.errors import WarehouseError
+from warehouse.errors import InvalidArgument, WarehouseError
 
 HEADER = ("warehouse", "sku", "lot", "quantity", "as_of")
 CHUNK = 1 << 20
@@ -300,8 +300,13 @@ def _unclosed_quote_line(path: Path) -> int | None:
 
 
 def erp_dsn(url: str) -> str:
-    """The libpq form of an ERP database URL; ValueError for one that is not PostgreSQL's."""
-    return postgres_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The libpq form of an ERP database URL; InvalidArgument (a ValueError, never showing the
+    password) for one that is not PostgreSQL's: a setting to fix, which no retry would pass."""
+    try:
+        parsed = postgres_url(url)
+    except ValueError as error:
+        raise InvalidArgument(str(error)) from None
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class QueryRefused(WarehouseError):
