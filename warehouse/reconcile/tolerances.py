@@ -123,7 +123,7 @@ def read_tolerances(path: Path) -> list[Override]:
                 Problem(number, "pct", pct_text, "is not a percentage between 0 and 100")
             )
             continue
-        if pct.normalize().as_tuple().exponent < -PCT_PLACES:  # stored rounded: say so instead
+        if pct != round(pct, PCT_PLACES):  # the column would store it rounded: say so instead
             problems.append(
                 Problem(
                     number,
