@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 from warehouse.db import roles, slow_queries
+from warehouse.db.direct_lane import DirectLane
 from warehouse.db.id_cache import IdCache
 from warehouse.db.roles import Role
 from warehouse.errors import InvalidArgument
@@ -21,6 +22,10 @@ from warehouse.history import calendar
 from warehouse.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+# Connections older than this are replaced (a server-side idle timeout or a failover otherwise
+# leaves dead ones behind); a caller waits this long for a free one, then fails.
+POOL_RECYCLE_S = 1800
+POOL_TIMEOUT_S = 30.0
 # session.info key: (warehouse, sku) pairs whose stock the transaction changed.
 TOUCHED_STOCK = "touched_stock"
 
@@ -53,7 +58,8 @@ class Database:
             max_overflow=pool_size,
             # No ping per checkout (a round trip on every transaction); connections are
             # recycled instead, and a dead one fails its transaction, which callers retry.
-            pool_recycle=1800,
+            pool_recycle=POOL_RECYCLE_S,
+            pool_timeout=POOL_TIMEOUT_S,
             echo=echo,
             # Server-side prepared statements after 2 runs: the stock statements are long CTEs
             # whose planning would otherwise cost more than their execution.
@@ -80,6 +86,15 @@ class Database:
         # The CANGFLOW_BUSINESS_TIMEZONE last found to agree with the database's zone.
         self._zone_checked: str | None = None
         self._zone_lock = threading.Lock()
+        # The direct path's autocommit connections, apart from the Sessions' pool and bounded
+        # as it is (so a process may hold up to twice the pool's connections in all).
+        self._direct_lane = DirectLane(
+            self.engine,
+            limit=2 * pool_size,
+            keep=pool_size,
+            recycle=POOL_RECYCLE_S,
+            timeout=POOL_TIMEOUT_S,
+        )
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -96,11 +111,16 @@ class Database:
 
     @contextmanager
     def driver_connection(self, *, autocommit: bool) -> Iterator[psycopg.Connection]:
-        """A psycopg connection of this engine's pool, held outside any Session: for work that
-        is one statement and its commit (the direct stock path). It is set up like every
-        connection of the engine (role, time zone, plan cache); a transaction the caller left
-        open is rolled back, and it goes back to the pool out of autocommit."""
+        """A psycopg connection held outside any Session, set up like every connection of the
+        engine (role, time zone, plan cache). In autocommit (the direct stock path: work that is
+        one statement and its commit) one of the direct lane's (`warehouse.db.direct_lane`);
+        else one of the engine's pool, whose transaction the caller left open is rolled back
+        and which goes back to the pool out of autocommit."""
         self.ensure_business_zone()
+        if autocommit:
+            with self._direct_lane.connection() as held:
+                yield held
+            return
         pooled = self.engine.raw_connection()
         connection = pooled.driver_connection
         assert isinstance(connection, psycopg.Connection)
@@ -188,6 +208,7 @@ class Database:
             return connection.exec_driver_sql("SELECT current_user").scalar_one()
 
     def dispose(self) -> None:
+        self._direct_lane.close()
         self.engine.dispose()
 
     def __repr__(self) -> str:
