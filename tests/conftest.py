@@ -198,6 +198,17 @@ def raw_dsn(database_url) -> str:
 
 
 @pytest.fixture
+def one_connection(database_url):
+    """A Database with a pool of one connection (and a direct lane of up to two): every call
+    of a kind reuses the same one."""
+    import warehouse
+
+    database = warehouse.connect(database_url, pool_size=1)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
 def recorded_metrics():
     from warehouse.metrics import sinks as metrics
 

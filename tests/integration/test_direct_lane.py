@@ -18,21 +18,15 @@ from warehouse.db.direct_lane import DirectLane
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def one(database_url):
-    """A Database with a pool of one connection (and a lane of up to two)."""
-    db = warehouse.connect(database_url, pool_size=1)
-    yield db
-    db.dispose()
-
-
 def _pid(db) -> int:
     with db.driver_connection(autocommit=True) as connection:
         return connection.info.backend_pid
 
 
-def test_direct_calls_reuse_one_connection_set_up_as_the_engines_and_outside_the_pool(one):
-    with one.driver_connection(autocommit=True) as connection:
+def test_direct_calls_reuse_one_connection_set_up_as_the_engines_and_outside_the_pool(
+    one_connection,
+):
+    with one_connection.driver_connection(autocommit=True) as connection:
         first = connection.info.backend_pid
         settings = connection.execute(
             "SELECT current_setting('TimeZone'), current_setting('DateStyle'), "
@@ -40,32 +34,34 @@ def test_direct_calls_reuse_one_connection_set_up_as_the_engines_and_outside_the
         ).fetchone()
         assert connection.autocommit
         # The pool's one connection is free for a Session while the lane's is out.
-        assert one.engine.pool.checkedout() == 0
-        with one.session() as s:
+        assert one_connection.engine.pool.checkedout() == 0
+        with one_connection.session() as s:
             assert s.execute(text("SELECT 1")).scalar_one() == 1
-    assert settings == ("UTC", "ISO, MDY", "force_generic_plan", one.acting_role())
-    assert _pid(one) == first == _pid(one)
+    assert settings == ("UTC", "ISO, MDY", "force_generic_plan", one_connection.acting_role())
+    assert _pid(one_connection) == first == _pid(one_connection)
 
 
-def test_a_connection_that_broke_is_dropped_and_the_next_call_gets_a_working_one(one, admin_dsn):
+def test_a_connection_that_broke_is_dropped_and_the_next_call_gets_a_working_one(
+    one_connection, admin_dsn
+):
     with pytest.raises(psycopg.OperationalError):
-        with one.driver_connection(autocommit=True) as connection:
+        with one_connection.driver_connection(autocommit=True) as connection:
             broken = connection.info.backend_pid
             with psycopg.connect(admin_dsn, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (broken,))
             connection.execute("SELECT 1")
-    assert one._direct_lane.idle() == 0
-    assert _pid(one) != broken
+    assert one_connection._direct_lane.idle() == 0
+    assert _pid(one_connection) != broken
 
 
 def test_a_transaction_left_open_is_rolled_back_and_the_connection_is_back_in_autocommit(
-    one, admin_dsn
+    one_connection, admin_dsn
 ):
-    with one.driver_connection(autocommit=True) as connection:
+    with one_connection.driver_connection(autocommit=True) as connection:
         pid = connection.info.backend_pid
         connection.autocommit = False
         connection.execute("CREATE TEMPORARY TABLE left_open (n int)")
-    with one.driver_connection(autocommit=True) as connection:
+    with one_connection.driver_connection(autocommit=True) as connection:
         assert connection.info.backend_pid == pid
         assert connection.autocommit
         assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -73,8 +69,8 @@ def test_a_transaction_left_open_is_rolled_back_and_the_connection_is_back_in_au
         assert connection.execute("SELECT to_regclass('pg_temp.left_open')").fetchone() == (None,)
 
 
-def test_at_most_limit_are_out_and_a_caller_past_it_waits_then_fails(one):
-    lane = DirectLane(one.engine, limit=1, keep=1, recycle=1800, timeout=0.2)
+def test_at_most_limit_are_out_and_a_caller_past_it_waits_then_fails(one_connection):
+    lane = DirectLane(one_connection.engine, limit=1, keep=1, recycle=1800, timeout=0.2)
     try:
         with lane.connection():
             with pytest.raises(
@@ -98,8 +94,8 @@ def _held_pid(lane: DirectLane) -> int:
         return connection.info.backend_pid
 
 
-def test_idle_connections_beyond_keep_are_closed_and_old_ones_replaced(one):
-    lane = DirectLane(one.engine, limit=3, keep=1, recycle=1800, timeout=1)
+def test_idle_connections_beyond_keep_are_closed_and_old_ones_replaced(one_connection):
+    lane = DirectLane(one_connection.engine, limit=3, keep=1, recycle=1800, timeout=1)
     try:
         with lane.connection() as a, lane.connection() as b, lane.connection() as c:
             held = [a, b, c]
@@ -127,13 +123,13 @@ def test_dispose_closes_the_idle_ones_and_those_out_when_they_come_back(database
     db.dispose()
 
 
-def test_a_forked_child_makes_its_own_connection_and_leaves_the_parents_working(one):
-    parent = _pid(one)
+def test_a_forked_child_makes_its_own_connection_and_leaves_the_parents_working(one_connection):
+    parent = _pid(one_connection)
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child: report the backend its own call used, then leave at once
         try:
-            os.write(write, str(_pid(one)).encode())
+            os.write(write, str(_pid(one_connection)).encode())
         finally:
             os._exit(0)
     os.close(write)
@@ -141,6 +137,8 @@ def test_a_forked_child_makes_its_own_connection_and_leaves_the_parents_working(
     os.close(read)
     os.waitpid(child, 0)
     assert reported not in (0, parent)
-    with one.driver_connection(autocommit=True) as connection:  # the parent's, still alive
+    with one_connection.driver_connection(
+        autocommit=True
+    ) as connection:  # the parent's, still alive
         assert connection.info.backend_pid == parent
         assert connection.execute("SELECT 1").fetchone() == (1,)

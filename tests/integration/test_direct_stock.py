@@ -24,14 +24,6 @@ from warehouse.errors import IdempotencyConflict, InsufficientStock, UnknownItem
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def one_connection(database_url):
-    """A Database with a single pooled connection: every call below reuses the same one."""
-    database = warehouse.connect(database_url, pool_size=1)
-    yield database
-    database.dispose()
-
-
 def key_row(db, key: str):
     with db.session() as s:
         return s.execute(

@@ -114,31 +114,35 @@ def read_tolerances(path: Path) -> list[Override]:
             problems.append(
                 Problem(number, "abs", abs_text, f"is not a whole number from 0 to {ABS_MAX}")
             )
-        try:
-            pct = Decimal(pct_text)
-            if pct < 0 or pct > 100:
-                raise InvalidOperation
-        except InvalidOperation:
-            problems.append(
-                Problem(number, "pct", pct_text, "is not a percentage between 0 and 100")
-            )
-            continue
-        if pct != round(pct, PCT_PLACES):  # the column would store it rounded: say so instead
-            problems.append(
-                Problem(
-                    number,
-                    "pct",
-                    pct_text,
-                    f"has more than {PCT_PLACES} decimal places (tolerances are kept to "
-                    f"{Decimal(1).scaleb(-PCT_PLACES)} %)",
-                )
-            )
+        pct = _percentage(number, pct_text)
+        if isinstance(pct, Problem):
+            problems.append(pct)
             continue
         if abs_ok:
             parsed.append(Override(number, sku, category, int(abs_text), pct))
     if problems:
         raise FeedRejected(path.name, problems, kind=KIND)
     return parsed
+
+
+def _percentage(number: int, text: str) -> Decimal | Problem:
+    """A pct cell's value, or the problem naming it: 0 to 100, with no more decimal places than
+    the column keeps (a finer value would be stored rounded, silently)."""
+    try:
+        pct = Decimal(text)
+        if pct < 0 or pct > 100:
+            raise InvalidOperation
+    except InvalidOperation:
+        return Problem(number, "pct", text, "is not a percentage between 0 and 100")
+    if pct != round(pct, PCT_PLACES):
+        return Problem(
+            number,
+            "pct",
+            text,
+            f"has more than {PCT_PLACES} decimal places (tolerances are kept to "
+            f"{Decimal(1).scaleb(-PCT_PLACES)} %)",
+        )
+    return pct
 
 
 def load_tolerances(session: Session, path: Path) -> int:
