@@ -22,8 +22,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 
 import psycopg
 from psycopg import pq
@@ -45,31 +44,38 @@ class DirectLane:
         """A fresh lane for this process (at start, and in a child after a fork, where a lock
         the parent's threads held stays held: every primitive is new)."""
         self._lock = threading.Lock()
+        # Waited on only at the limit: a plain count under the lock is a tenth of the cost of
+        # a semaphore (threading's is Python code around a Condition) on every call.
+        self._freed = threading.Condition(self._lock)
+        self._out = 0
         self._pid = os.getpid()
         self._idle: list[tuple[psycopg.Connection, float, int]] = []  # made at, generation
-        self._slots = threading.BoundedSemaphore(self.limit)
         # close() starts a new generation: a connection of an older one is closed on return.
         self._generation = 0
 
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self) -> _Lease:
+        """`with lane.connection() as connection:` one connection, in autocommit, until the
+        block ends."""
         if self._pid != os.getpid():
             self._reset()
-        slots = self._slots
-        if not slots.acquire(timeout=self.timeout):
-            raise PoolTimeout(
-                f"no direct connection free within {self.timeout:g} s ({self.limit} in use)"
-            )
-        try:
-            connection, made_at, generation = self._take()
-            try:
-                yield connection
-            finally:
-                self._give_back(connection, made_at, generation)
-        finally:
-            slots.release()
+        return _Lease(self)
 
     def _take(self) -> tuple[psycopg.Connection, float, int]:
+        with self._lock:
+            if self._out >= self.limit and not self._freed.wait_for(
+                lambda: self._out < self.limit, timeout=self.timeout
+            ):
+                raise PoolTimeout(
+                    f"no direct connection free within {self.timeout:g} s ({self.limit} in use)"
+                )
+            self._out += 1
+        try:
+            return self._idle_or_new()
+        except BaseException:
+            self._release()
+            raise
+
+    def _idle_or_new(self) -> tuple[psycopg.Connection, float, int]:
         now = time.monotonic()
         while True:
             with self._lock:
@@ -82,6 +88,11 @@ class DirectLane:
                 return connection, made_at, generation
             _close_quietly(connection)
 
+    def _release(self) -> None:
+        with self._lock:
+            self._out -= 1
+            self._freed.notify()
+
     def _make(self) -> psycopg.Connection:
         pooled = self._engine.raw_connection()  # the engine's "connect" events set it up
         connection = pooled.driver_connection
@@ -91,6 +102,14 @@ class DirectLane:
         return connection
 
     def _give_back(self, connection: psycopg.Connection, made_at: float, generation: int) -> None:
+        try:
+            self._keep_or_close(connection, made_at, generation)
+        finally:
+            self._release()
+
+    def _keep_or_close(
+        self, connection: psycopg.Connection, made_at: float, generation: int
+    ) -> None:
         if connection.closed or connection.broken:
             _close_quietly(connection)
             return
@@ -129,6 +148,23 @@ class DirectLane:
     def idle(self) -> int:
         with self._lock:
             return len(self._idle)
+
+
+class _Lease:
+    """One connection of a lane for a `with` block (a class, not a generator: this runs on every
+    direct call)."""
+
+    __slots__ = ("_held", "_lane")
+
+    def __init__(self, lane: DirectLane) -> None:
+        self._lane = lane
+
+    def __enter__(self) -> psycopg.Connection:
+        self._held = self._lane._take()
+        return self._held[0]
+
+    def __exit__(self, *_exc: object) -> None:
+        self._lane._give_back(*self._held)
 
 
 def _close_quietly(connection: psycopg.Connection) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 from sqlalchemy import Engine, create_engine, event
@@ -109,23 +109,25 @@ class Database:
         if self._zone_checked != calendar.zone_name():
             self.check_business_zone()
 
-    @contextmanager
-    def driver_connection(self, *, autocommit: bool) -> Iterator[psycopg.Connection]:
-        """A psycopg connection held outside any Session, set up like every connection of the
-        engine (role, time zone, plan cache). In autocommit (the direct stock path: work that is
-        one statement and its commit) one of the direct lane's (`warehouse.db.direct_lane`);
-        else one of the engine's pool, whose transaction the caller left open is rolled back
-        and which goes back to the pool out of autocommit."""
+    def driver_connection(self, *, autocommit: bool) -> AbstractContextManager[psycopg.Connection]:
+        """`with db.driver_connection(autocommit=...) as connection:` a psycopg connection held
+        outside any Session, set up like every connection of the engine (role, time zone, plan
+        cache). In autocommit (the direct stock path: work that is one statement and its
+        commit) one of the direct lane's (`warehouse.db.direct_lane`); else one of the engine's
+        pool, whose transaction the caller left open is rolled back and which goes back to the
+        pool out of autocommit."""
         self.ensure_business_zone()
         if autocommit:
-            with self._direct_lane.connection() as held:
-                yield held
-            return
+            return self._direct_lane.connection()
+        return self._pooled_driver_connection()
+
+    @contextmanager
+    def _pooled_driver_connection(self) -> Iterator[psycopg.Connection]:
         pooled = self.engine.raw_connection()
         connection = pooled.driver_connection
         assert isinstance(connection, psycopg.Connection)
         try:
-            connection.autocommit = autocommit
+            connection.autocommit = False
             yield connection
         except BaseException:
             if connection.broken:
