@@ -142,3 +142,54 @@ def test_a_forked_child_makes_its_own_connection_and_leaves_the_parents_working(
     ) as connection:  # the parent's, still alive
         assert connection.info.backend_pid == parent
         assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_more_threads_than_the_limit_share_it_one_connection_each_and_lose_nothing(
+    world, database_url, monkeypatch
+):
+    """12 threads deducting through a lane of at most 4 connections (pool_size 2): each call
+    waits its turn, no connection is ever out to two calls at once, and every unit lands."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from warehouse import invariants, stock
+
+    db = warehouse.connect(database_url, pool_size=2)
+    try:
+        sku = world.stocked_sku(300)
+        lane = db._direct_lane
+        out: set[int] = set()
+        most, shared = [0], []
+        guard = threading.Lock()
+        take, give_back = lane._take, lane._give_back
+
+        def spied_take():
+            held = take()
+            with guard:
+                if id(held[0]) in out:  # one connection out to two calls at once
+                    shared.append(id(held[0]))
+                out.add(id(held[0]))
+                most[0] = max(most[0], len(out))
+            return held
+
+        def spied_give_back(connection, made_at, generation):
+            with guard:
+                out.discard(id(connection))
+            give_back(connection, made_at, generation)
+
+        monkeypatch.setattr(lane, "_take", spied_take)
+        monkeypatch.setattr(lane, "_give_back", spied_give_back)
+        direct = stock.DirectStock(db)
+
+        def pick(_):
+            for _ in range(25):
+                direct.deduct(warehouse=world.warehouse, sku=sku, qty=1)
+
+        with ThreadPoolExecutor(12) as executor:
+            list(executor.map(pick, range(12)))
+        assert shared == []
+        assert world.on_hand(sku) == 0
+        assert 1 < most[0] <= lane.limit == 4
+        with db.session() as s:
+            assert invariants.check(s) == []
+    finally:
+        db.dispose()
