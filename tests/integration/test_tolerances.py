@@ -128,3 +128,16 @@ def test_a_percentage_finer_than_the_column_is_refused_not_rounded(tmp_path):
         Decimal("100"),
         Decimal("2.125"),
     ]
+
+
+def test_a_nul_byte_in_a_cell_is_named_not_sent_to_the_database(tmp_path):
+    """PostgreSQL text cannot hold a NUL byte: a cell with one would fail the load with a
+    database error (retried by the task) instead of naming the row and column."""
+    path = tmp_path / "tolerances.csv"
+    path.write_text(HEADER + "A\x00B,,1,0\n,ca\x00t,1,0\nC,,1,0\n")
+    with pytest.raises(FeedRejected) as rejected:
+        tolerances.read_tolerances(path)
+    assert [(p.row, p.column, p.value, p.why) for p in rejected.value.problems] == [
+        (1, "sku", "A\\0B", "holds a NUL byte (shown as \\0)"),
+        (2, "category", "ca\\0t", "holds a NUL byte (shown as \\0)"),
+    ]

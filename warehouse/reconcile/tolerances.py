@@ -78,6 +78,10 @@ def read_tolerances(path: Path) -> list[Override]:
                 Problem(number, None, ",".join(row), f"has {len(row)} fields, expected 4")
             )
             continue
+        nul = _nul_cell(number, row)
+        if nul is not None:
+            problems.append(nul)
+            continue
         sku, category, abs_text, pct_text = row
         target_ok = bool(sku) != bool(category)
         if not target_ok:
@@ -123,6 +127,17 @@ def read_tolerances(path: Path) -> list[Override]:
     if problems:
         raise FeedRejected(path.name, problems, kind=KIND)
     return parsed
+
+
+def _nul_cell(number: int, row: list[str]) -> Problem | None:
+    """The first cell holding a NUL byte (PostgreSQL text cannot store one: the load would fail
+    with a database error, and be retried, instead of naming the cell)."""
+    for column, cell in zip(HEADER, row, strict=True):
+        if "\x00" in cell:
+            return Problem(
+                number, column, cell.replace("\x00", "\\0"), "holds a NUL byte (shown as \\0)"
+            )
+    return None
 
 
 def _percentage(number: int, text: str) -> Decimal | Problem:
