@@ -89,6 +89,7 @@ from bench import pgbench
 from warehouse import catalog, invariants, stock
 from warehouse.catalog import csv_import as catalog_import
 from warehouse.db import prepared, schema
+from warehouse.db.engine import set_session_defaults
 from warehouse.stock import resolve
 from warehouse.stock.statements import (
     DIRECT_SINGLE_ROW_TAKE_STATEMENTS,
@@ -447,12 +448,7 @@ def python_floor_connection(world: World) -> psycopg.Connection:
     connection has (`warehouse.db.engine`)."""
     dsn = world.url.replace("postgresql+psycopg://", "postgresql://", 1)
     conn = psycopg.connect(dsn, autocommit=True, application_name="bench.deduction python floor")
-    for setting in (
-        "TIME ZONE 'UTC'",
-        "DateStyle = 'ISO, MDY'",
-        "plan_cache_mode = force_generic_plan",
-    ):
-        conn.execute(f"SET {setting}")
+    set_session_defaults(conn)
     return conn
 
 

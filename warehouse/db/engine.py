@@ -65,7 +65,7 @@ class Database:
             # whose planning would otherwise cost more than their execution.
             connect_args={"prepare_threshold": 2, "application_name": "cangflow"},
         )
-        event.listen(self.engine, "connect", _set_session_defaults)
+        event.listen(self.engine, "connect", set_session_defaults)
         # The role this engine's work needs (warehouse.db.roles): taken with SET ROLE when the URL
         # logs in as a user who may act as it, on a database `cangflow db roles` converted.
         self.role = role
@@ -236,7 +236,9 @@ def touch_stock(session: Session, pairs) -> None:
     session.info.setdefault(TOUCHED_STOCK, set()).update(pairs)
 
 
-def _set_session_defaults(dbapi_connection, _record) -> None:
+def set_session_defaults(dbapi_connection, _record=None) -> None:
+    """The session settings every connection of the engine gets (a "connect" event); also for a
+    connection made outside it that must behave the same (bench.deduction's Python floor)."""
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'UTC'")
         # Dates and timestamps in ISO text, as `warehouse.db.prepared` reads them.
