@@ -86,3 +86,38 @@ def test_rows_are_named_by_their_place_in_the_file_past_the_staging_sequence_blo
         "warehouse,sku,lot",
         f"repeats row {repeated} (one row per warehouse, sku and lot)",
     ) in named
+
+
+@pytest.mark.parametrize(
+    "lots",
+    [('""', ""), ("", '""'), ("L1", "L1")],
+    ids=["empty-then-none", "none-then-empty", "same-lot"],
+)
+def test_a_repeated_key_is_found_by_the_fast_pass_whatever_its_lot_spelling(
+    db, world, tmp_path, lots
+):
+    """The fast pass counts keys by a hash of warehouse, sku and lot, where no lot (an empty
+    CSV field) and an empty one ("") are the same key, as the detailed rule says. A hash that
+    told them apart would pass this feed as valid with its SKU booked twice."""
+    from datetime import UTC, datetime
+
+    from warehouse.reconcile import checks, feed
+
+    other, sku = world.add_sku(), world.add_sku(lots={"L1": None})
+    stamp = datetime.now(UTC).isoformat()
+    path = tmp_path / "repeated.csv"
+    path.write_text(
+        "warehouse,sku,lot,quantity,as_of\n"
+        f"{world.warehouse},{other},,1,{stamp}\n"
+        f"{world.warehouse},{sku},{lots[0]},5,{stamp}\n"
+        f"{world.warehouse},{sku},{lots[1]},6,{stamp}\n"
+    )
+    staging = feed.staging_table(0, "0dab1e75")
+    with db.session() as s:
+        rows = feed.load(s, staging, feed.inspect(path, max_bytes=10**6))
+        problems, total, as_of = checks.check_rows(s, 0, staging, rows)
+        s.execute(text(f"DROP TABLE {feed.quoted(s, staging)}"))
+    assert as_of is None and total == 1
+    assert [(p.row, p.column, p.why) for p in problems] == [
+        (3, "warehouse,sku,lot", "repeats row 2 (one row per warehouse, sku and lot)")
+    ]

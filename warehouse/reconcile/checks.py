@@ -27,8 +27,16 @@ NOT_DIGITS_1_TO_13 = (
     "(quantity IS NULL OR length(quantity) NOT BETWEEN 1 AND 13"
     " OR btrim(quantity, '0123456789') <> '')"
 )
-# Fast path: a valid feed (the usual case) is proven valid by three cheap set-based passes.
-# Only when one of them finds something does the detailed query below name each problem.
+# The row's key (warehouse, sku, lot; no lot and an empty one alike) as a 64-bit hash. Equal keys
+# give equal hashes, so fewer distinct hashes than rows is every repeated key found; two keys
+# that collide (about one feed in 37 million at a million rows) only send the feed through the
+# exact query below, which then finds nothing. Counted distinct over bigints in the fast pass's
+# own scan: 0.25 s on a million rows, where grouping by the three text columns was a second
+# scan of 0.7 s.
+KEY_HASH = "hashtextextended(warehouse || chr(31) || sku || chr(31) || coalesce(lot, ''), 0)"
+# Fast path: a valid feed (the usual case) is proven valid by two cheap set-based passes (three
+# or four when it books lots). Only when one of them finds something does the detailed query
+# below name each problem.
 _FAST_ROWS = f"""
 SELECT count(*) AS rows,
        count(*) FILTER (WHERE {NOT_DIGITS_1_TO_13}
@@ -37,7 +45,8 @@ SELECT count(*) AS rows,
        max(greatest(length(warehouse), length(sku), coalesce(length(lot), 0))) AS longest_code,
        count(*) FILTER (WHERE as_of IS NULL OR as_of = '') AS no_as_of,
        min(as_of) AS first_as_of, max(as_of) AS last_as_of,
-       bool_or(coalesce(lot, '') <> '') AS has_lots
+       bool_or(coalesce(lot, '') <> '') AS has_lots,
+       count(DISTINCT {KEY_HASH}) AS keys
 FROM {{table}}
 """
 # Rows whose code names nothing, counted by an anti join of the feed against the codes (one
@@ -52,10 +61,6 @@ _FAST_LOTS = """
 SELECT count(*) FROM {table} f
 WHERE coalesce(f.lot, '') <> ''
   AND NOT EXISTS (SELECT 1 FROM lot l JOIN sku s ON s.id = l.sku_id WHERE s.code = f.sku AND l.code = f.lot)
-"""
-# Counted, not EXISTS: with EXISTS the planner prefers a sorted (first-row-fast) aggregate.
-_FAST_DUPLICATES = """
-SELECT count(*) FROM (SELECT 1 FROM {table} GROUP BY warehouse, sku, coalesce(lot, '') HAVING count(*) > 1) d
 """
 _FAST_MIXED_LOTS = """
 SELECT count(*) FROM (SELECT 1 FROM {table} GROUP BY warehouse, sku
@@ -177,9 +182,12 @@ def check_rows(
         "shown": SHOWN,
     }
     rows = _query(session, _FAST_ROWS, table, params).fetchone()
-    _, bad_quantity, empty_codes, longest, no_as_of, first_as_of, last_as_of, has_lots = rows
+    total, bad_quantity, empty_codes, longest, no_as_of, first_as_of, last_as_of, has_lots, keys = (
+        rows
+    )
     suspect = (
-        bad_quantity
+        keys != total  # a key repeated (or two keys of one hash)
+        or bad_quantity
         or empty_codes
         or (longest or 0) > CODE_MAX
         or no_as_of
@@ -191,7 +199,6 @@ def check_rows(
         suspect = (
             any(_query(session, _FAST_CODES, table).fetchone())
             or (has_lots and _query(session, _FAST_LOTS, table).fetchone()[0])
-            or _query(session, _FAST_DUPLICATES, table).fetchone()[0]
             or (has_lots and _query(session, _FAST_MIXED_LOTS, table).fetchone()[0])
         )
     if suspect:
