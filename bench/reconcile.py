@@ -34,7 +34,10 @@ Between repetitions (untimed) the run's rows are deleted and the tables vacuumed
    flow call (server start excluded),
    its summary must show exactly the changed rows as differences (exit 1 otherwise), and each
    task run's time is reported (Prefect's task run records). ratio_end_to_end_to_sql =
-   end_to_end_s / sql_floor_s (floor COPY + floor diff; issue 16's goal: <= 1.5).
+   end_to_end_s / sql_floor_s (floor COPY + floor diff; issue 16's goal: <= 1.5). Issue 16
+   measures "from its start to the differences recorded": end_to_end_to_differences_s (the call
+   to the compare task's end) and ratio_to_differences_to_sql; end_to_end_s, the whole call
+   with the orders and Prefect's end of the run, is the stricter of the two.
 7. command line: `cangflow run reconcile --erp-file` in a new process against that running
    Prefect server, on a feed as of now with the same differences: cli_wall_s (its imports and
    Prefect's start-up included, as an engineer waits for it); it must exit 0.
@@ -425,7 +428,7 @@ def end_to_end(conn: psycopg.Connection, path: Path, rows: int, changed: int) ->
     started = time.perf_counter()
     with prefect_test_harness(server_startup_timeout=180):
         log(f"end to end: Prefect test server up in {time.perf_counter() - started:.1f} s")
-        started = time.perf_counter()
+        started, called_at = time.perf_counter(), datetime.now(UTC)
         state = reconcile_flow(erp_file=str(copy), tolerance_abs=0, return_state=True)
         seconds = time.perf_counter() - started
         summary = state.result()
@@ -434,6 +437,11 @@ def end_to_end(conn: psycopg.Connection, path: Path, rows: int, changed: int) ->
             tasks = client.read_task_runs(flow_run_filter=flow_run)
         cli = command_line(conn, path.with_name("erp-feed-command.csv"), PREFECT_API_URL.value())
     steps = {}
+    # The issue's own measure: from the flow's call to its differences recorded (the compare
+    # task's end; the task records' clock is this machine's), without the orders, the
+    # summary and Prefect's end of the run after them.
+    compared = [t for t in tasks if t.name.startswith("reconcile-compare") and t.end_time]
+    to_differences = (compared[0].end_time - called_at).total_seconds() if compared else None
     for task in sorted(tasks, key=lambda t: t.start_time or t.expected_start_time):
         ran = (
             (task.end_time - task.start_time).total_seconds()
@@ -457,6 +465,7 @@ def end_to_end(conn: psycopg.Connection, path: Path, rows: int, changed: int) ->
         "end_to_end_s": round(seconds, 3),
         "end_to_end_rows_per_s": round(rows / seconds),
         "end_to_end_flow_seconds": summary["seconds"],
+        "end_to_end_to_differences_s": None if to_differences is None else round(to_differences, 3),
         "end_to_end_tasks_s": steps,
         "end_to_end_differences": summary["differences"],
         "end_to_end_lines_for_erp": summary["lines_for_erp"],
@@ -568,6 +577,10 @@ def run(args, url: str, skus: int) -> dict:
         figures["ratio_end_to_end_to_sql"] = round(
             figures["end_to_end_s"] / figures["sql_floor_s"], 3
         )
+        if figures.get("end_to_end_to_differences_s") is not None:
+            figures["ratio_to_differences_to_sql"] = round(
+                figures["end_to_end_to_differences_s"] / figures["sql_floor_s"], 3
+            )
         for name in PEERS:  # the flow against each dataframe peer that ran (< 1: the flow is ahead)
             if isinstance(figures.get(f"peer_{name}_s"), float):
                 figures[f"ratio_end_to_end_to_{name}"] = round(
