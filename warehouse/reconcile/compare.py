@@ -83,8 +83,10 @@ _WMS_BY_SKU = """
     SELECT a.warehouse_id, a.sku_id, CAST(NULL AS bigint), NULL, a.qty FROM as_of_rows a
 """
 # The diff's settings, for its transaction only: a hash aggregate of two million rows in
-# memory; no JIT compile (it cost more than it saved on this one-pass statement).
-DIFF_PLANNER = {"work_mem": "256MB", "jit": "off"}
+# memory; no JIT compile (it cost more than it saved on this one-pass statement); the feed
+# hash-joined to the codes, never merge-joined after sorting a million rows (the staging table
+# is never ANALYZEd, so the planner's estimates of it are guesses).
+DIFF_PLANNER = {"work_mem": "256MB", "jit": "off", "enable_mergejoin": "off"}
 _HAS_LOTS = "SELECT EXISTS (SELECT 1 FROM {table} WHERE coalesce(lot, '') <> '')"
 _WAREHOUSES = "SELECT array_agg(w.id) FROM (SELECT DISTINCT warehouse FROM {table}) f JOIN warehouse w ON w.code = f.warehouse"
 
