@@ -41,8 +41,10 @@ Between repetitions (untimed) the run's rows are deleted and the tables vacuumed
 7. command line: `cangflow run reconcile --erp-file` in a new process against that running
    Prefect server, on a feed as of now with the same differences: cli_wall_s (its imports and
    Prefect's start-up included, as an engineer waits for it); it must exit 0.
-8. peers (after the flow): pandas and polars (`uv sync --extra bench`) diff the same file against the balances
-   COPYed out as CSV (imports excluded) and must find the same number of differences.
+8. peers (after the flow; `uv sync --extra bench`), each from the file to its differences,
+   imports excluded, each must find the same number of differences: pandas and polars diff the
+   file against the balances COPYed out as CSV; reladiff's join diff runs in the database on
+   the file COPYed into a table, against a view of the balances by code.
 
 Progress goes to stderr; the last line of stdout is one JSON object.
 """
@@ -511,11 +513,53 @@ def peer_polars(conn: psycopg.Connection, path: Path) -> int:
     return joined.filter(pl.col("quantity").fill_null(0) != pl.col("wms_qty").fill_null(0)).height
 
 
-PEERS = {"pandas": peer_pandas, "polars": peer_polars}
+# reladiff's join diff runs in the database both tables are in: the feed COPYed into a table of
+# its own (timed: a reladiff user loads the file first), the WMS side a view of the balances by
+# code, both under the same column names, keyed by warehouse and SKU.
+RELADIFF_TABLES = """
+DROP TABLE IF EXISTS bench_peer_feed;
+CREATE UNLOGGED TABLE bench_peer_feed (warehouse text, sku text, lot text, qty bigint, as_of text);
+CREATE OR REPLACE VIEW bench_peer_wms AS
+SELECT w.code AS warehouse, s.code AS sku, b.on_hand AS qty
+FROM stock_balance b JOIN warehouse w ON w.id = b.warehouse_id JOIN sku s ON s.id = b.sku_id
+"""
+
+
+def peer_reladiff(conn: psycopg.Connection, path: Path) -> int:
+    """reladiff's join diff (`diff_tables`, algorithm JOINDIFF, its defaults: the keys checked unique first),
+    after a COPY of the file; the differing keys it reports (a changed row comes out as a `-`
+    and a `+` line)."""
+    import reladiff
+
+    conn.execute(RELADIFF_TABLES)
+    with (
+        conn.cursor() as cursor,
+        cursor.copy(
+            "COPY bench_peer_feed FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')"
+        ) as copy,
+        path.open("rb") as feed_file,
+    ):
+        while chunk := feed_file.read(feed.CHUNK):
+            copy.write(chunk)
+    info = conn.info
+    uri = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    keys, compared = ("warehouse", "sku"), ("qty",)
+    erp = reladiff.connect_to_table(uri, "bench_peer_feed", keys, extra_columns=compared)
+    wms = reladiff.connect_to_table(uri, "bench_peer_wms", keys, extra_columns=compared)
+    try:
+        differences = reladiff.diff_tables(erp, wms, algorithm=reladiff.Algorithm.JOINDIFF)
+        return len({row[:2] for _, row in differences})
+    finally:
+        erp.database.close()
+        wms.database.close()
+        conn.execute("DROP TABLE bench_peer_feed; DROP VIEW bench_peer_wms")
+
+
+PEERS = {"pandas": peer_pandas, "polars": peer_polars, "reladiff": peer_reladiff}
 
 
 def peers(conn: psycopg.Connection, path: Path, changed: int) -> dict:
-    """The same feed diffed by the dataframe libraries a team might pick instead, each from the
+    """The same feed diffed by the libraries a team might pick instead, each from the
     file and the database to its differences (imports excluded): seconds, and whether it found
     the same number of differences. A peer that is not installed (`uv sync --extra bench`) is
     reported as such."""
@@ -581,7 +625,7 @@ def run(args, url: str, skus: int) -> dict:
             figures["ratio_to_differences_to_sql"] = round(
                 figures["end_to_end_to_differences_s"] / figures["sql_floor_s"], 3
             )
-        for name in PEERS:  # the flow against each dataframe peer that ran (< 1: the flow is ahead)
+        for name in PEERS:  # the flow against each peer that ran (< 1: the flow is ahead)
             if isinstance(figures.get(f"peer_{name}_s"), float):
                 figures[f"ratio_end_to_end_to_{name}"] = round(
                     figures["end_to_end_s"] / figures[f"peer_{name}_s"], 3
