@@ -541,11 +541,18 @@ def peer_reladiff(conn: psycopg.Connection, path: Path) -> int:
     ):
         while chunk := feed_file.read(feed.CHUNK):
             copy.write(chunk)
-    info = conn.info
-    uri = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+    info = conn.info  # the bench's own connection settings, a socket directory or a password too
+    where = {
+        "driver": "postgresql",
+        "host": info.host,
+        "port": info.port,
+        "user": info.user,
+        "dbname": info.dbname,
+        **({"password": info.password} if info.password else {}),
+    }
     keys, compared = ("warehouse", "sku"), ("qty",)
-    erp = reladiff.connect_to_table(uri, "bench_peer_feed", keys, extra_columns=compared)
-    wms = reladiff.connect_to_table(uri, "bench_peer_wms", keys, extra_columns=compared)
+    erp = reladiff.connect_to_table(where, "bench_peer_feed", keys, extra_columns=compared)
+    wms = reladiff.connect_to_table(where, "bench_peer_wms", keys, extra_columns=compared)
     try:
         differences = reladiff.diff_tables(erp, wms, algorithm=reladiff.Algorithm.JOINDIFF)
         return len({row[:2] for _, row in differences})

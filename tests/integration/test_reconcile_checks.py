@@ -121,3 +121,32 @@ def test_a_repeated_key_is_found_by_the_fast_pass_whatever_its_lot_spelling(
     assert [(p.row, p.column, p.why) for p in problems] == [
         (3, "warehouse,sku,lot", "repeats row 2 (one row per warehouse, sku and lot)")
     ]
+
+
+def test_a_valid_feed_is_proven_valid_by_the_fast_passes_alone(db, world, tmp_path, monkeypatch):
+    """The detailed query (one full scan per rule, a sort for the repeats) runs only when a fast
+    pass found something. A valid feed, rows without a lot among rows with one, must not reach
+    it: a key hash that came out NULL for a row without a lot, say, would send every night's
+    feed down the slow path."""
+    from datetime import UTC, datetime
+
+    from warehouse.reconcile import checks, feed
+
+    plain, by_lot = world.add_sku(), world.add_sku(lots={"L1": None, "L2": None})
+    stamp = datetime.now(UTC).isoformat()
+    path = tmp_path / "valid.csv"
+    path.write_text(
+        "warehouse,sku,lot,quantity,as_of\n"
+        f"{world.warehouse},{plain},,1,{stamp}\n"
+        f'{world.warehouse},{world.add_sku()},"",2,{stamp}\n'
+        f"{world.warehouse},{by_lot},L1,3,{stamp}\n"
+        f"{world.warehouse},{by_lot},L2,4,{stamp}\n"
+    )
+    monkeypatch.setattr(checks, "_ROW_PROBLEMS", "SELECT 1 / 0 WHERE %(shown)s > 0")
+    staging = feed.staging_table(0, "0fa57000")
+    with db.session() as s:
+        rows = feed.load(s, staging, feed.inspect(path, max_bytes=10**6))
+        problems, total, as_of = checks.check_rows(s, 0, staging, rows)
+        s.execute(text(f"DROP TABLE {feed.quoted(s, staging)}"))
+    assert (problems, total) == ([], 0)
+    assert as_of == datetime.fromisoformat(stamp)

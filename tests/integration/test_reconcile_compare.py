@@ -112,12 +112,15 @@ def test_open_lines_of_earlier_runs_meet_the_feed_in_one_pass_however_many_they_
     assert "Nested Loop" not in plan and "SubPlan" not in plan, plan
 
 
-def test_every_kind_of_key_meets_its_wms_side_as_of_the_feed(world):
+@pytest.mark.parametrize(
+    "booked_by_lot", [True, False], ids=["feed-with-lots", "feed-without-lots"]
+)
+def test_every_kind_of_key_meets_its_wms_side_as_of_the_feed(world, booked_by_lot):
     """The diff per key: a SKU in several bins is summed; a SKU the feed books by lot compares
     lot by lot (a lot missing on either side is named); a SKU booked without lots compares with
     its lots summed; stock missing from the feed, or a feed row without stock, is named; an
     empty balance missing from the feed is no difference; stock received after the feed's
-    as_of is not."""
+    as_of is not. A feed without any lot (the usual one) takes the diff's other keying."""
     bins = world.locations
     in_two_bins, differs_in_two_bins = world.add_sku(), world.add_sku()
     for sku, first, second in ((in_two_bins, 10, 5), (differs_in_two_bins, 4, 6)):
@@ -140,8 +143,7 @@ def test_every_kind_of_key_meets_its_wms_side_as_of_the_feed(world):
     feed = [
         (in_two_bins, "", 15),
         (differs_in_two_bins, "", 12),
-        (by_lot, "L1", 7),
-        (by_lot, "L3", 2),
+        *([(by_lot, "L1", 7), (by_lot, "L3", 2)] if booked_by_lot else [(by_lot, "", 12)]),
         (lots_summed, "", 9),
         (no_stock, "", 4),
         (received_later, "", 5),
@@ -191,13 +193,19 @@ def test_every_kind_of_key_meets_its_wms_side_as_of_the_feed(world):
     finally:
         with world.db.session() as s:
             s.execute(text(f"DROP TABLE {table}"))
-    assert sorted(tuple(row) for row in found) == sorted(
-        [
-            (differs_in_two_bins, None, 10, 12, 2, "differs"),
-            (by_lot, "L2", 3, None, -3, "not_in_feed"),
-            (by_lot, "L3", 0, 2, 2, "not_in_wms"),
-            (not_in_feed, None, 8, None, -8, "not_in_feed"),
-            (no_stock, None, 0, 4, 4, "not_in_wms"),
-        ]
+    by_lot_differences = (
+        [(by_lot, "L2", 3, None, -3, "not_in_feed"), (by_lot, "L3", 0, 2, 2, "not_in_wms")]
+        if booked_by_lot
+        else [(by_lot, None, 10, 12, 2, "differs")]  # its two lots, summed
     )
-    assert (compared.differences, compared.not_in_feed) == (5, 2)
+    expected = [
+        (differs_in_two_bins, None, 10, 12, 2, "differs"),
+        *by_lot_differences,
+        (not_in_feed, None, 8, None, -8, "not_in_feed"),
+        (no_stock, None, 0, 4, 4, "not_in_wms"),
+    ]
+    assert sorted(tuple(row) for row in found) == sorted(expected)
+    assert (compared.differences, compared.not_in_feed) == (
+        len(expected),
+        sum(row[5] == "not_in_feed" for row in expected),
+    )

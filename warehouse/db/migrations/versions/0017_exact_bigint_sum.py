@@ -4,9 +4,10 @@ PostgreSQL's sum(bigint) adds up in a numeric (or 128-bit) state allocated apart
 group, which is most of the cost of a hash aggregate with a million groups: the reconciliation
 diff (`warehouse.reconcile.compare`) groups the feed's rows and the WMS rows by key, a million
 of each, and spent about 0.2 s of its 1.4 s in that state. This aggregate keeps a bigint, passed
-by value, added with int8pl, which raises "bigint out of range" on overflow exactly where the
-built-in sum's cast back to bigint did: the same answers, or the same error. No rows (or only
-NULLs) sum to NULL, as sum's do.
+by value, added with int8pl, which raises "bigint out of range" on overflow: the same answers
+as the built-in sum cast back to bigint, except that a running total past 9.2 x 10^18 units
+fails even where later rows would have brought the sum back in range (the built-in sum's cast
+failed only on the final sum). No rows (or only NULLs) sum to NULL, as sum's do.
 
 Revision ID: 0017_exact_bigint_sum
 Revises: 0016_statement_guard
