@@ -1,4 +1,7 @@
-"""The feed's fast row checks: a cheaper expression must say what the regex it replaced says."""
+"""The feed's fast row checks: a cheaper expression must say what the regex it replaced says; a
+repeated key is found however its lot is spelt; a valid feed never reaches the detailed query."""
+
+import uuid
 
 import pytest
 from sqlalchemy import text
@@ -88,6 +91,27 @@ def test_rows_are_named_by_their_place_in_the_file_past_the_staging_sequence_blo
     ) in named
 
 
+def _checked(db, path, rows: list[tuple]) -> tuple:
+    """check_rows over a feed of `rows` (warehouse, sku, lot as written in the file, quantity),
+    as of now, loaded into a staging table of its own (dropped after)."""
+    from datetime import UTC, datetime
+
+    from warehouse.reconcile import checks, feed
+
+    stamp = datetime.now(UTC).isoformat()
+    path.write_text(
+        "warehouse,sku,lot,quantity,as_of\n"
+        + "".join(f"{w},{sku},{lot},{qty},{stamp}\n" for w, sku, lot, qty in rows)
+    )
+    staging = feed.staging_table(0, uuid.uuid4().hex[:8])
+    with db.session() as s:
+        loaded = feed.load(s, staging, feed.inspect(path, max_bytes=10**6))
+        try:
+            return checks.check_rows(s, 0, staging, loaded)
+        finally:
+            s.execute(text(f"DROP TABLE {feed.quoted(s, staging)}"))
+
+
 @pytest.mark.parametrize(
     "lots",
     [('""', ""), ("", '""'), ("L1", "L1")],
@@ -99,24 +123,16 @@ def test_a_repeated_key_is_found_by_the_fast_pass_whatever_its_lot_spelling(
     """The fast pass counts keys by a hash of warehouse, sku and lot, where no lot (an empty
     CSV field) and an empty one ("") are the same key, as the detailed rule says. A hash that
     told them apart would pass this feed as valid with its SKU booked twice."""
-    from datetime import UTC, datetime
-
-    from warehouse.reconcile import checks, feed
-
     other, sku = world.add_sku(), world.add_sku(lots={"L1": None})
-    stamp = datetime.now(UTC).isoformat()
-    path = tmp_path / "repeated.csv"
-    path.write_text(
-        "warehouse,sku,lot,quantity,as_of\n"
-        f"{world.warehouse},{other},,1,{stamp}\n"
-        f"{world.warehouse},{sku},{lots[0]},5,{stamp}\n"
-        f"{world.warehouse},{sku},{lots[1]},6,{stamp}\n"
+    problems, total, as_of = _checked(
+        db,
+        tmp_path / "repeated.csv",
+        [
+            (world.warehouse, other, "", 1),
+            (world.warehouse, sku, lots[0], 5),
+            (world.warehouse, sku, lots[1], 6),
+        ],
     )
-    staging = feed.staging_table(0, "0dab1e75")
-    with db.session() as s:
-        rows = feed.load(s, staging, feed.inspect(path, max_bytes=10**6))
-        problems, total, as_of = checks.check_rows(s, 0, staging, rows)
-        s.execute(text(f"DROP TABLE {feed.quoted(s, staging)}"))
     assert as_of is None and total == 1
     assert [(p.row, p.column, p.why) for p in problems] == [
         (3, "warehouse,sku,lot", "repeats row 2 (one row per warehouse, sku and lot)")
@@ -128,25 +144,18 @@ def test_a_valid_feed_is_proven_valid_by_the_fast_passes_alone(db, world, tmp_pa
     pass found something. A valid feed, rows without a lot among rows with one, must not reach
     it: a key hash that came out NULL for a row without a lot, say, would send every night's
     feed down the slow path."""
-    from datetime import UTC, datetime
-
-    from warehouse.reconcile import checks, feed
+    from warehouse.reconcile import checks
 
     plain, by_lot = world.add_sku(), world.add_sku(lots={"L1": None, "L2": None})
-    stamp = datetime.now(UTC).isoformat()
-    path = tmp_path / "valid.csv"
-    path.write_text(
-        "warehouse,sku,lot,quantity,as_of\n"
-        f"{world.warehouse},{plain},,1,{stamp}\n"
-        f'{world.warehouse},{world.add_sku()},"",2,{stamp}\n'
-        f"{world.warehouse},{by_lot},L1,3,{stamp}\n"
-        f"{world.warehouse},{by_lot},L2,4,{stamp}\n"
-    )
     monkeypatch.setattr(checks, "_ROW_PROBLEMS", "SELECT 1 / 0 WHERE %(shown)s > 0")
-    staging = feed.staging_table(0, "0fa57000")
-    with db.session() as s:
-        rows = feed.load(s, staging, feed.inspect(path, max_bytes=10**6))
-        problems, total, as_of = checks.check_rows(s, 0, staging, rows)
-        s.execute(text(f"DROP TABLE {feed.quoted(s, staging)}"))
-    assert (problems, total) == ([], 0)
-    assert as_of == datetime.fromisoformat(stamp)
+    problems, total, as_of = _checked(
+        db,
+        tmp_path / "valid.csv",
+        [
+            (world.warehouse, plain, "", 1),
+            (world.warehouse, world.add_sku(), '""', 2),
+            (world.warehouse, by_lot, "L1", 3),
+            (world.warehouse, by_lot, "L2", 4),
+        ],
+    )
+    assert (problems, total) == ([], 0) and as_of is not None
