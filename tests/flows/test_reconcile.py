@@ -542,8 +542,6 @@ def test_an_erp_url_to_fix_fails_at_once_and_is_not_retried(
     """A deployment whose CANGFLOW_ERP_URL is not PostgreSQL's (or is missing) is a setting to
     fix: the export fails on its first attempt (before: two retries, 10 s apart, for nothing),
     never showing the password, and leaves no feed file."""
-    from prefect import task as prefect_task
-
     from flows import reconcile as reconcile_module
     from tasks import reconcile as reconcile_tasks
     from warehouse.errors import InvalidArgument
@@ -551,19 +549,18 @@ def test_an_erp_url_to_fix_fails_at_once_and_is_not_retried(
     from warehouse.settings import get_settings
 
     attempts = []
-    export = reconcile_tasks.export_erp_query.fn
 
-    @prefect_task(
-        name="reconcile-export-erp",
-        retries=2,
-        retry_delay_seconds=0,
-        retry_condition_fn=reconcile_tasks._not_refused,
+    def counted_settings():  # the export task's first call, once per attempt
+        attempts.append(1)
+        return get_settings()
+
+    monkeypatch.setattr(reconcile_tasks, "get_settings", counted_settings)
+    # The task itself, its retries and retry rule, without the wait between attempts.
+    monkeypatch.setattr(
+        reconcile_module,
+        "export_erp_query",
+        reconcile_tasks.export_erp_query.with_options(retry_delay_seconds=0),
     )
-    def counted(query: str) -> str:  # the task's own code and retry rule, without the wait
-        attempts.append(query)
-        return export(query)
-
-    monkeypatch.setattr(reconcile_module, "export_erp_query", counted)
     if erp_url is None:
         monkeypatch.delenv("CANGFLOW_ERP_URL", raising=False)
     else:
