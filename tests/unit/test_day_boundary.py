@@ -23,32 +23,26 @@ def clock(monkeypatch):
     get_settings.cache_clear()
 
 
-def test_ten_minutes_before_midnight_it_sleeps_into_the_next_day(clock, monkeypatch):
-    monkeypatch.setenv("CANGFLOW_BUSINESS_TIMEZONE", "UTC")
-    clock(datetime(2026, 12, 6, 23, 50, tzinfo=UTC))
+@pytest.mark.parametrize(
+    ("zone", "moment", "wait"),
+    [
+        ("UTC", datetime(2026, 12, 6, 23, 50, tzinfo=UTC), 601),  # sleeps into the next day
+        ("UTC", datetime(2026, 12, 6, 23, 0, tzinfo=UTC), 0),  # an hour before: goes on
+        # Midnight is the business zone's: 23:50 UTC is 07:50 the next morning in Shanghai,
+        # a whole day ahead; 15:50 UTC is 23:50 there.
+        ("Asia/Shanghai", datetime(2026, 12, 6, 23, 50, tzinfo=UTC), 0),
+        ("Asia/Shanghai", datetime(2026, 12, 6, 15, 50, tzinfo=UTC), 601),
+    ],
+    ids=["utc-10-min-before", "utc-an-hour-before", "shanghai-morning", "shanghai-10-min-before"],
+)
+def test_a_run_this_close_to_the_business_midnight_sleeps_past_it(
+    clock, monkeypatch, zone, moment, wait
+):
+    monkeypatch.setenv("CANGFLOW_BUSINESS_TIMEZONE", zone)
+    clock(moment)
     slept = []
-    assert wait_for_a_whole_day(MARGIN, sleep=slept.append) == 601
-    assert slept == [601]
-
-
-def test_midnight_is_the_business_zones(clock, monkeypatch):
-    # 23:50 UTC is 07:50 the next morning in Shanghai: a whole day ahead, no wait.
-    monkeypatch.setenv("CANGFLOW_BUSINESS_TIMEZONE", "Asia/Shanghai")
-    clock(datetime(2026, 12, 6, 23, 50, tzinfo=UTC))
-    slept = []
-    assert wait_for_a_whole_day(MARGIN, sleep=slept.append) == 0
-    # 15:50 UTC is 23:50 there.
-    clock(datetime(2026, 12, 6, 15, 50, tzinfo=UTC))
-    assert wait_for_a_whole_day(MARGIN, sleep=slept.append) == 601
-    assert slept == [601]
-
-
-def test_an_hour_before_midnight_it_goes_on(clock, monkeypatch):
-    monkeypatch.setenv("CANGFLOW_BUSINESS_TIMEZONE", "UTC")
-    clock(datetime(2026, 12, 6, 23, 0, tzinfo=UTC))
-    slept = []
-    assert wait_for_a_whole_day(MARGIN, sleep=slept.append) == 0
-    assert slept == []
+    assert wait_for_a_whole_day(MARGIN, sleep=slept.append) == wait
+    assert slept == ([wait] if wait else [])
 
 
 def test_a_pinned_clock_never_waits(monkeypatch):
