@@ -28,6 +28,15 @@ def _stored(db, skus: list[str], categories: list[str]) -> dict[str, tuple[int, 
     return {target: (abs_qty, pct) for target, abs_qty, pct in rows}
 
 
+def _refused(path, rows: str) -> list[tuple]:
+    """The problems (row, column, value, why) for which read_tolerances refuses a file of
+    HEADER and `rows`."""
+    path.write_text(HEADER + rows)
+    with pytest.raises(FeedRejected) as rejected:
+        tolerances.read_tolerances(path)
+    return [(p.row, p.column, p.value, p.why) for p in rejected.value.problems]
+
+
 @pytest.fixture
 def forget(admin_db):
     """Deletes the tolerances a test stored (the app role never deletes them)."""
@@ -61,10 +70,7 @@ def test_every_unknown_sku_is_named_and_nothing_is_stored(db, world, tmp_path, f
 
 def test_a_repeated_sku_or_category_is_refused_naming_the_row_it_repeats(tmp_path):
     path = tmp_path / "tolerances.csv"
-    path.write_text(HEADER + "A,,1,0\n,bolts,2,5\nA,,3,0\n,bolts,2,5\n,nuts,99999999999999,0\n")
-    with pytest.raises(FeedRejected) as rejected:
-        tolerances.read_tolerances(path)
-    assert [(p.row, p.column, p.value, p.why) for p in rejected.value.problems] == [
+    assert _refused(path, "A,,1,0\n,bolts,2,5\nA,,3,0\n,bolts,2,5\n,nuts,99999999999999,0\n") == [
         (3, "sku", "A", "repeats row 1 (one row per sku or category)"),
         (4, "category", "bolts", "repeats row 2 (one row per sku or category)"),
         (5, "abs", "99999999999999", "is not a whole number from 0 to 1000000000000"),
@@ -114,11 +120,8 @@ def test_a_percentage_finer_than_the_column_is_refused_not_rounded(tmp_path):
     """pct is stored as numeric(7, 3): 0.0004 % would be stored as 0.000 (no tolerance at all)
     and 1.2345 as 1.235, silently. Trailing zeros and exponents that fit are taken."""
     path = tmp_path / "tolerances.csv"
-    path.write_text(HEADER + "A,,1,0.0004\nB,,1,1.2345\nC,,1,1.5000\nD,,1,1E+2\nE,,1,2.125\n")
-    with pytest.raises(FeedRejected) as rejected:
-        tolerances.read_tolerances(path)
     why = "has more than 3 decimal places (tolerances are kept to 0.001 %)"
-    assert [(p.row, p.column, p.value, p.why) for p in rejected.value.problems] == [
+    assert _refused(path, "A,,1,0.0004\nB,,1,1.2345\nC,,1,1.5000\nD,,1,1E+2\nE,,1,2.125\n") == [
         (1, "pct", "0.0004", why),
         (2, "pct", "1.2345", why),
     ]
@@ -133,11 +136,7 @@ def test_a_percentage_finer_than_the_column_is_refused_not_rounded(tmp_path):
 def test_a_nul_byte_in_a_cell_is_named_not_sent_to_the_database(tmp_path):
     """PostgreSQL text cannot hold a NUL byte: a cell with one would fail the load with a
     database error (retried by the task) instead of naming the row and column."""
-    path = tmp_path / "tolerances.csv"
-    path.write_text(HEADER + "A\x00B,,1,0\n,ca\x00t,1,0\nC,,1,0\n")
-    with pytest.raises(FeedRejected) as rejected:
-        tolerances.read_tolerances(path)
-    assert [(p.row, p.column, p.value, p.why) for p in rejected.value.problems] == [
+    assert _refused(tmp_path / "tolerances.csv", "A\x00B,,1,0\n,ca\x00t,1,0\nC,,1,0\n") == [
         (1, "sku", "A\\0B", "holds a NUL byte (shown as \\0)"),
         (2, "category", "ca\\0t", "holds a NUL byte (shown as \\0)"),
     ]
