@@ -5,6 +5,7 @@ every kind of bad feed is rejected whole, quarantined, and changes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import uuid
@@ -498,11 +499,33 @@ def test_the_feed_can_come_from_an_erp_database_query(
     assert own_database_url.split("@")[-1] not in str(summary)
 
 
+@contextlib.contextmanager
+def _export_changes_nothing(tasks_db, monkeypatch, erp_url: str | None):
+    """CANGFLOW_ERP_URL set to `erp_url` (unset for None) while the block runs a reconcile whose
+    export fails: after it, no stock, order or message has changed, and no feed file is left
+    (not even an empty one)."""
+    from warehouse.settings import get_settings
+
+    if erp_url is None:
+        monkeypatch.delenv("CANGFLOW_ERP_URL", raising=False)
+    else:
+        monkeypatch.setenv("CANGFLOW_ERP_URL", erp_url)
+    get_settings.cache_clear()
+    feeds = get_settings().home / "feeds"
+    exported = set(feeds.glob("erp-*.csv"))
+    before = counts(tasks_db)
+    try:
+        yield
+    finally:
+        get_settings.cache_clear()
+    assert counts(tasks_db) == before
+    assert set(feeds.glob("erp-*.csv")) == exported
+
+
 def test_an_erp_query_the_erp_database_refuses_is_named_and_not_retried(
     world, tasks_db, own_database_url, monkeypatch
 ):
     from warehouse.reconcile import feed
-    from warehouse.settings import get_settings
 
     sent = []
     export = feed.export_query
@@ -512,21 +535,14 @@ def test_an_erp_query_the_erp_database_refuses_is_named_and_not_retried(
         return export(url, query, target)
 
     monkeypatch.setattr(feed, "export_query", counted)
-    monkeypatch.setenv("CANGFLOW_ERP_URL", own_database_url)
-    get_settings.cache_clear()
-    feeds = get_settings().home / "feeds"
-    exported = set(feeds.glob("erp-*.csv"))
-    before = counts(tasks_db)
-    try:
-        with pytest.raises(
+    with (
+        _export_changes_nothing(tasks_db, monkeypatch, own_database_url),
+        pytest.raises(
             feed.QueryRefused, match='refused --erp-query: syntax error at or near "SELEC"'
-        ):
-            reconcile_flow(erp_query="SELEC warehouse FROM erp_book")
-    finally:
-        get_settings.cache_clear()
+        ),
+    ):
+        reconcile_flow(erp_query="SELEC warehouse FROM erp_book")
     assert sent == ["SELEC warehouse FROM erp_book"]  # once: it would be refused again
-    assert counts(tasks_db) == before
-    assert set(feeds.glob("erp-*.csv")) == exported  # no empty feed file left behind
 
 
 @pytest.mark.parametrize(
@@ -561,21 +577,11 @@ def test_an_erp_url_to_fix_fails_at_once_and_is_not_retried(
         "export_erp_query",
         reconcile_tasks.export_erp_query.with_options(retry_delay_seconds=0),
     )
-    if erp_url is None:
-        monkeypatch.delenv("CANGFLOW_ERP_URL", raising=False)
-    else:
-        monkeypatch.setenv("CANGFLOW_ERP_URL", erp_url)
-    get_settings.cache_clear()
-    feeds = get_settings().home / "feeds"
-    exported = set(feeds.glob("erp-*.csv"))
-    before = counts(tasks_db)
-    try:
-        with pytest.raises(InvalidArgument, match=why) as failed:
-            reconcile_flow(erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_book")
-    finally:
-        get_settings.cache_clear()
+    with (
+        _export_changes_nothing(tasks_db, monkeypatch, erp_url),
+        pytest.raises(InvalidArgument, match=why) as failed,
+    ):
+        reconcile_flow(erp_query="SELECT warehouse, sku, lot, quantity, as_of FROM erp_book")
     assert len(attempts) == 1
     assert "hunter2" not in str(failed.value)
-    assert counts(tasks_db) == before
-    assert set(feeds.glob("erp-*.csv")) == exported
     assert isinstance(failed.value, feed.WarehouseError)
