@@ -153,14 +153,19 @@ def write_feed(conn: psycopg.Connection, path: Path) -> str:
     return as_of
 
 
+def copy_file(cursor: psycopg.Cursor, statement: str, path: Path) -> int:
+    """The file sent through `statement` (a COPY ... FROM STDIN) in the flow's chunks; its rows."""
+    with cursor.copy(statement) as copy, path.open("rb") as stream:
+        while chunk := stream.read(feed.CHUNK):
+            copy.write(chunk)
+    return cursor.rowcount
+
+
 def floor_load(conn: psycopg.Connection, path: Path) -> tuple[float, int]:
     conn.execute("TRUNCATE bench_copy")
     started = time.perf_counter()
     with conn.transaction(), conn.cursor() as cursor:
-        with cursor.copy(FLOOR_COPY) as copy, path.open("rb") as stream:
-            while chunk := stream.read(feed.CHUNK):
-                copy.write(chunk)
-        rows = cursor.rowcount
+        rows = copy_file(cursor, FLOOR_COPY, path)
     return time.perf_counter() - started, rows
 
 
@@ -526,21 +531,18 @@ FROM stock_balance b JOIN warehouse w ON w.id = b.warehouse_id JOIN sku s ON s.i
 
 
 def peer_reladiff(conn: psycopg.Connection, path: Path) -> int:
-    """reladiff's join diff (`diff_tables`, algorithm JOINDIFF, its defaults: the keys checked unique first),
-    after a COPY of the file; the differing keys it reports (a changed row comes out as a `-`
-    and a `+` line)."""
+    """reladiff's join diff (`diff_tables`, algorithm JOINDIFF, with its defaults: the keys are
+    checked unique first), after a COPY of the file; the differing keys it reports (a changed
+    row comes out as a `-` and a `+` line)."""
     import reladiff
 
     conn.execute(RELADIFF_TABLES)
-    with (
-        conn.cursor() as cursor,
-        cursor.copy(
-            "COPY bench_peer_feed FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')"
-        ) as copy,
-        path.open("rb") as feed_file,
-    ):
-        while chunk := feed_file.read(feed.CHUNK):
-            copy.write(chunk)
+    with conn.cursor() as cursor:
+        copy_file(
+            cursor,
+            "COPY bench_peer_feed FROM STDIN WITH (FORMAT csv, HEADER true, ENCODING 'UTF8')",
+            path,
+        )
     info = conn.info  # the bench's own connection settings, a socket directory or a password too
     where = {
         "driver": "postgresql",
