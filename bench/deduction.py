@@ -434,7 +434,7 @@ def make_step(phase: str, world: World, rng: random.Random):
         )
 
     if phase == "order":
-        with db.driver_connection(autocommit=True) as connection:
+        with db.direct_connection() as connection:
             items = [resolve.Item(sku) for sku in skus]
             if resolve.looked_up(connection, db.ids, world.warehouse, items) is None:
                 raise RuntimeError("the bench's SKUs were not found")

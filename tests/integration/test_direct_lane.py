@@ -19,14 +19,14 @@ pytestmark = pytest.mark.integration
 
 
 def _pid(db) -> int:
-    with db.driver_connection(autocommit=True) as connection:
+    with db.direct_connection() as connection:
         return connection.info.backend_pid
 
 
 def test_direct_calls_reuse_one_connection_set_up_as_the_engines_and_outside_the_pool(
     one_connection,
 ):
-    with one_connection.driver_connection(autocommit=True) as connection:
+    with one_connection.direct_connection() as connection:
         first = connection.info.backend_pid
         settings = connection.execute(
             "SELECT current_setting('TimeZone'), current_setting('DateStyle'), "
@@ -45,7 +45,7 @@ def test_a_connection_that_broke_is_dropped_and_the_next_call_gets_a_working_one
     one_connection, admin_dsn
 ):
     with pytest.raises(psycopg.OperationalError):
-        with one_connection.driver_connection(autocommit=True) as connection:
+        with one_connection.direct_connection() as connection:
             broken = connection.info.backend_pid
             with psycopg.connect(admin_dsn, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (broken,))
@@ -57,11 +57,11 @@ def test_a_connection_that_broke_is_dropped_and_the_next_call_gets_a_working_one
 def test_a_transaction_left_open_is_rolled_back_and_the_connection_is_back_in_autocommit(
     one_connection, admin_dsn
 ):
-    with one_connection.driver_connection(autocommit=True) as connection:
+    with one_connection.direct_connection() as connection:
         pid = connection.info.backend_pid
         connection.autocommit = False
         connection.execute("CREATE TEMPORARY TABLE left_open (n int)")
-    with one_connection.driver_connection(autocommit=True) as connection:
+    with one_connection.direct_connection() as connection:
         assert connection.info.backend_pid == pid
         assert connection.autocommit
         assert connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
@@ -111,8 +111,8 @@ def test_idle_connections_beyond_keep_are_closed_and_old_ones_replaced(one_conne
 
 def test_dispose_closes_the_idle_ones_and_those_out_when_they_come_back(database_url):
     db = warehouse.connect(database_url, pool_size=2)
-    with db.driver_connection(autocommit=True) as out:
-        with db.driver_connection(autocommit=True) as idle_later:
+    with db.direct_connection() as out:
+        with db.direct_connection() as idle_later:
             pass
         assert db._direct_lane.idle() == 1
         db.dispose()
@@ -137,9 +137,7 @@ def test_a_forked_child_makes_its_own_connection_and_leaves_the_parents_working(
     os.close(read)
     os.waitpid(child, 0)
     assert reported not in (0, parent)
-    with one_connection.driver_connection(
-        autocommit=True
-    ) as connection:  # the parent's, still alive
+    with one_connection.direct_connection() as connection:  # the parent's, still alive
         assert connection.info.backend_pid == parent
         assert connection.execute("SELECT 1").fetchone() == (1,)
 

@@ -111,7 +111,7 @@ def test_an_order_runs_directly_all_or_nothing_once_its_ids_are_cached(world, on
     direct = stock.DirectStock(one_connection)
     lines = [(sku, 2) for sku in skus]
     direct.deduct_order(warehouse=world.warehouse, lines=lines)  # looks the ids up, caches them
-    with one_connection.driver_connection(autocommit=True) as connection:
+    with one_connection.direct_connection() as connection:
         prepared_before = connection.execute("SELECT count(*) FROM pg_prepared_statements")
         prepared_before = prepared_before.fetchone()[0]
     before = ledger_counts(world.db)
@@ -119,7 +119,7 @@ def test_an_order_runs_directly_all_or_nothing_once_its_ids_are_cached(world, on
         direct.deduct_order(warehouse=world.warehouse, lines=[(skus[0], 1), (skus[1], 4)])
     assert ledger_counts(world.db) == before
     assert [world.on_hand(sku) for sku in skus] == [3, 3, 3]
-    with one_connection.driver_connection(autocommit=True) as connection:
+    with one_connection.direct_connection() as connection:
         prepared = connection.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
     assert prepared[0] >= prepared_before > 0, "the refusal dropped the prepared statements"
     change = direct.deduct_order(warehouse=world.warehouse, lines=lines, key=f"{skus[0]}-o")
@@ -225,13 +225,16 @@ def test_a_connection_that_breaks_on_its_way_back_is_dropped_not_leaked(database
 
     db = warehouse.connect(database_url, pool_size=1)
     try:
-        with db.driver_connection(autocommit=False) as connection:
-            connection.execute("SELECT 1")  # a transaction open when the block ends
+        with db.direct_connection() as connection:
+            connection.execute("BEGIN")  # a transaction open when the block ends
             pid = connection.info.backend_pid
             with psycopg.connect(admin_dsn, autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         assert db.engine.pool.checkedout() == 0
-        with db.session() as s:  # the pool makes a new connection
+        assert db._direct_lane.idle() == 0  # its rollback failed: closed, not kept
+        with db.direct_connection() as connection:  # the lane makes a new one
+            assert connection.info.backend_pid != pid
+        with db.session() as s:
             assert s.execute(text("SELECT 1")).scalar_one() == 1
     finally:
         db.dispose()

@@ -38,7 +38,7 @@ ROUND_TRIP = (
 @pytest.fixture
 def autocommit(database_url):
     database = warehouse.connect(database_url, pool_size=1)
-    with database.driver_connection(autocommit=True) as connection:
+    with database.direct_connection() as connection:
         yield connection
     database.dispose()
 
@@ -177,7 +177,7 @@ def test_a_connection_lost_under_a_direct_take_fails_that_call_and_the_pool_reco
         sku = world.stocked_sku(10)
         direct = stock.DirectStock(database)
         direct.deduct(warehouse=world.warehouse, sku=sku, qty=1)
-        with database.driver_connection(autocommit=True) as connection:
+        with database.direct_connection() as connection:
             pid = connection.info.backend_pid
         with psycopg.connect(admin_dsn, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -203,7 +203,7 @@ def test_the_direct_path_takes_this_route_and_sessions_keep_to_psycopg(world, da
         direct.deduct(warehouse=world.warehouse, sku=sku, qty=1)
         direct.deduct_order(warehouse=world.warehouse, lines=[(sku, 1), (other, 1)])
         direct.on_hand(warehouse=world.warehouse, sku=sku, as_of=datetime.now(UTC))
-        with database.driver_connection(autocommit=True) as connection:
+        with database.direct_connection() as connection:
             names = connection.execute(
                 "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'cangflow\\_%'"
             ).fetchall()

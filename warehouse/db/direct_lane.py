@@ -1,5 +1,5 @@
-"""Autocommit connections for the direct path (`Database.driver_connection(autocommit=True)`),
-kept apart from the Sessions' pool.
+"""Autocommit connections for the direct path (`Database.direct_connection()`), kept apart
+from the Sessions' pool.
 
 Why: a checkout from SQLAlchemy's pool for one autocommit statement (autocommit switched on,
 then off again and the pool's reset on return) cost about 45 us of client CPU per direct call,

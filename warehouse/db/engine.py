@@ -109,43 +109,13 @@ class Database:
         if self._zone_checked != calendar.zone_name():
             self.check_business_zone()
 
-    def driver_connection(self, *, autocommit: bool) -> AbstractContextManager[psycopg.Connection]:
-        """`with db.driver_connection(autocommit=...) as connection:` a psycopg connection held
-        outside any Session, set up like every connection of the engine (role, time zone, plan
-        cache). In autocommit (the direct stock path: work that is one statement and its
-        commit) one of the direct lane's (`warehouse.db.direct_lane`); else one of the engine's
-        pool, whose transaction the caller left open is rolled back and which goes back to the
-        pool out of autocommit."""
+    def direct_connection(self) -> AbstractContextManager[psycopg.Connection]:
+        """`with db.direct_connection() as connection:` a psycopg connection in autocommit, held
+        outside any Session, for work that is one statement and its commit (the direct stock
+        path): one of the direct lane's (`warehouse.db.direct_lane`), set up like every
+        connection of the engine (role, time zone, plan cache)."""
         self.ensure_business_zone()
-        if autocommit:
-            return self._direct_lane.connection()
-        return self._pooled_driver_connection()
-
-    @contextmanager
-    def _pooled_driver_connection(self) -> Iterator[psycopg.Connection]:
-        pooled = self.engine.raw_connection()
-        connection = pooled.driver_connection
-        assert isinstance(connection, psycopg.Connection)
-        try:
-            connection.autocommit = False
-            yield connection
-        except BaseException:
-            if connection.broken:
-                pooled.invalidate()
-            raise
-        finally:
-            try:
-                if not connection.closed:
-                    # Back as the engine's Sessions expect it: no transaction, autocommit off.
-                    connection.rollback()
-                    connection.autocommit = False
-            except psycopg.Error:
-                # The connection broke on the way back: the work is decided already (committed,
-                # or lost with the session); only the connection is dropped, not kept.
-                logger.warning("a direct connection broke while being returned", exc_info=True)
-                pooled.invalidate()
-            finally:
-                pooled.close()
+        return self._direct_lane.connection()
 
     def check_business_zone(self, *, force: bool = False) -> str | None:
         """Adopt CANGFLOW_BUSINESS_TIMEZONE on a database without history, or raise

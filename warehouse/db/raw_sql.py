@@ -42,8 +42,8 @@ def fetchone(session: Session, rendered: str, params: dict[str, Any]) -> tuple |
 def fetchone_on(
     connection: psycopg.Connection, rendered: str, params: dict[str, Any]
 ) -> tuple | None:
-    """`fetchone` on a psycopg connection of the engine's pool held outside any Session (the
-    direct stock path: `Database.driver_connection`)."""
+    """`fetchone` on a psycopg connection held outside any Session (the direct stock path:
+    `Database.direct_connection`)."""
     rows = _run(connection, rendered, params, all_rows=False)
     return rows[0] if rows else None
 

@@ -211,7 +211,7 @@ class CombiningDeductions:
         }
         sink = metrics.current()
         try:
-            with self.direct.db.driver_connection(autocommit=True) as connection:
+            with self.direct.db.direct_connection() as connection:
                 rows = raw_sql.fetchall_on(connection, RENDERED[COMBINED_DEDUCTION], params)
         except DBAPIError as error:
             sink.combined_deductions("failed", len(batch))

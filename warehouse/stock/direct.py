@@ -184,7 +184,7 @@ class DirectStock:
         which says which."""
         codes = queries.as_of_codes(warehouse, sku, location, lot)
         moment = validation.business_time(as_of, field="as_of", change=False)
-        with self.db.driver_connection(autocommit=True) as connection:
+        with self.db.direct_connection() as connection:
             value = on_hand_as_of_on(connection, **codes, as_of=moment)
         if value is not None:
             return value
@@ -215,7 +215,7 @@ class DirectStock:
         single = planned.single_row()
         if single is not None:
             statement = DIRECT_SINGLE_ROW_TAKE_STATEMENTS[planned.movement_type]
-            with self.db.driver_connection(autocommit=True) as connection, _undecided():
+            with self.db.direct_connection() as connection, _undecided():
                 change = execute.declinable(
                     connection, request, statement, {**single, "digest": digest}
                 )
@@ -224,7 +224,7 @@ class DirectStock:
         items = list(planned.demand)
         resolved = resolve.cached(self.db.ids, request.warehouse, items)
         statement = DIRECT_TAKE_STATEMENTS[planned.movement_type]
-        with self.db.driver_connection(autocommit=True) as connection, _undecided():
+        with self.db.direct_connection() as connection, _undecided():
             if resolved is None:  # one round trip more: the ids it lacks, cached from then on
                 resolved = resolve.looked_up(connection, self.db.ids, request.warehouse, items)
                 if resolved is None:
